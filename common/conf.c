@@ -1,0 +1,647 @@
+/*
+ * The configuration file, nginx-style: a table of keys, each row naming the
+ * handler that parses the value, the field of struct conf it fills, its bounds
+ * and its default. Adding a key is adding a row.
+ *
+ * Grammar of a line:
+ *     [key = value] [# comment]
+ * '#' starts a comment at the start of a line or after whitespace, so that a
+ * '#' inside a value (a URL fragment, a password) needs no quoting. A value
+ * may be wrapped in double quotes (no escapes): the quotes are removed and
+ * a " #" inside them is kept. Whitespace around key and value is trimmed;
+ * whitespace inside a value is kept (libpq key=value conninfo strings).
+ */
+#include "conf.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define KIB 1024L
+#define MIB (1024L * 1024L)
+#define MAX_SECONDS 86400
+#define MAX_ECHO 200 /* longest part of a bad value quoted back in an error */
+
+enum set_result { SET_OK, SET_BAD, SET_NOMEM };
+
+struct conf_key;
+
+/*
+ * Parse v into the key's field. On SET_BAD, write into expect what a good
+ * value looks like; the caller turns it into "key: expected ..., got ...".
+ */
+typedef enum set_result conf_set_fn(struct conf *c, const struct conf_key *k, const char *v,
+                                    char *expect, size_t expectlen);
+
+struct conf_key {
+    const char *name;
+    conf_set_fn *set;
+    size_t offset;   /* of the field set fills (some handlers fill a companion too) */
+    long min, max;   /* inclusive, except seconds: min < value <= max */
+    const char *def; /* default, run through set by conf_defaults; NULL = zeroed */
+    bool empty_ok;   /* "key =" with nothing after it is a value, not an error */
+};
+
+#define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
+
+static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds,
+    set_log_level, set_flag, set_string;
+
+#define OFF(field) offsetof(struct conf, field)
+
+/* Keep conf/todod.conf in step with this table: it lists every key and default. */
+/* clang-format off */
+static const struct conf_key keys[] = {
+    /* name              handler        field                   min max                      default           empty_ok */
+    {"listen",            set_listen,    OFF(listen),            0, 0,                       "127.0.0.1:3000", false},
+    {"workers",           set_workers,   OFF(workers),           1, CONF_MAX_WORKERS,        "auto",           false},
+    {"database_url",      set_string,    OFF(database_url),      0, 0,                       "",               true},
+    {"db_connections",    set_int,       OFF(db_connections),    1, CONF_MAX_DB_CONNECTIONS, "1",              false},
+    {"max_body_size",     set_size,      OFF(max_body_size),     1, 64 * MIB,                "1m",             false},
+    {"perf_max_messages", set_long,      OFF(perf_max_messages), 1, 100000000,               "1000000",        false},
+    {"perf_max_batch",    set_long,      OFF(perf_max_batch),    1, 100000,                  "10000",          false},
+    {"request_timeout",   set_seconds,   OFF(request_timeout),   0, MAX_SECONDS,             "10",             false},
+    {"keepalive_timeout", set_seconds,   OFF(keepalive_timeout), 0, MAX_SECONDS,             "60",             false},
+    {"shutdown_timeout",  set_seconds,   OFF(shutdown_timeout),  0, MAX_SECONDS,             "10",             false},
+    {"log_level",         set_log_level, OFF(log_level),         0, 0,                       "info",           false},
+    {"access_log",        set_flag,      OFF(access_log),        0, 0,                       "off",            false},
+    {"user",              set_string,    OFF(user),              0, 0,                       NULL,             false},
+    {"pid_file",          set_string,    OFF(pid_file),          0, 0,                       NULL,             false},
+};
+/* clang-format on */
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* ---- value parsers ---------------------------------------------------- */
+
+/*
+ * A run of decimal digits at the start of s. strtol alone would also take
+ * leading spaces and a sign, and clamps on overflow; both are errors here.
+ */
+static bool parse_digits(const char *s, long *out, const char **rest)
+{
+    char *end;
+    long n;
+
+    if (!isdigit((unsigned char)*s))
+        return false;
+    errno = 0;
+    n = strtol(s, &end, 10);
+    if (errno == ERANGE)
+        return false;
+    *out = n;
+    *rest = end;
+    return true;
+}
+
+/* The whole of s is a number within [min, max]: "10x" is not 10. */
+static bool parse_number(const char *s, long min, long max, long *out)
+{
+    const char *rest;
+    long n;
+
+    if (!parse_digits(s, &n, &rest) || *rest != '\0' || n < min || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        return 1;
+    return n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (int)n;
+}
+
+/*
+ * "a.b.c.d:port" or "[v6]:port", literals only: resolving names would make
+ * the bound address depend on DNS at start-up.
+ */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *host_start = s, *host_end, *port;
+    int family = AF_INET;
+    long portnum;
+
+    if (s[0] == '[') {
+        family = AF_INET6;
+        host_start = s + 1;
+        host_end = strchr(host_start, ']');
+        if (host_end == NULL || host_end[1] != ':')
+            return -1;
+        port = host_end + 2;
+    } else {
+        host_end = strrchr(s, ':');
+        if (host_end == NULL)
+            return -1;
+        port = host_end + 1;
+    }
+    if ((size_t)(host_end - host_start) >= sizeof(host))
+        return -1;
+    memcpy(host, host_start, (size_t)(host_end - host_start));
+    host[host_end - host_start] = '\0';
+    if (!parse_number(port, 1, 65535, &portnum))
+        return -1;
+
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return -1;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)portnum);
+        *len = sizeof(*sin);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return -1;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)portnum);
+        *len = sizeof(*sin6);
+    }
+    return 0;
+}
+
+/* "64m" rather than "67108864" in messages, so the limit reads as it is written. */
+static void format_size(long n, char *buf, size_t len)
+{
+    if (n % MIB == 0)
+        snprintf(buf, len, "%ldm", n / MIB);
+    else if (n % KIB == 0)
+        snprintf(buf, len, "%ldk", n / KIB);
+    else
+        snprintf(buf, len, "%ld", n);
+}
+
+/* ---- handlers, one per value type ------------------------------------- */
+
+/* Fills listen (as written) and its companions listen_addr/listen_addrlen. */
+static enum set_result set_listen(struct conf *c, const struct conf_key *k, const char *v,
+                                  char *expect, size_t expectlen)
+{
+    char *field = FIELD(c, k, char);
+
+    if (strlen(v) >= sizeof(c->listen) ||
+        parse_listen(v, &c->listen_addr, &c->listen_addrlen) != 0) {
+        snprintf(expect, expectlen,
+                 "an IPv4 address:port or [IPv6 address]:port with a port from 1 to 65535, "
+                 "such as 127.0.0.1:3000 or [::1]:3000");
+        return SET_BAD;
+    }
+    memcpy(field, v, strlen(v) + 1);
+    return SET_OK;
+}
+
+/* Fills workers and its companion workers_auto. */
+static enum set_result set_workers(struct conf *c, const struct conf_key *k, const char *v,
+                                   char *expect, size_t expectlen)
+{
+    long n;
+
+    if (strcasecmp(v, "auto") == 0) {
+        *FIELD(c, k, int) = online_cpus();
+        c->workers_auto = true;
+        return SET_OK;
+    }
+    if (!parse_number(v, k->min, k->max, &n)) {
+        snprintf(expect, expectlen, "a number from %ld to %ld or \"auto\"", k->min, k->max);
+        return SET_BAD;
+    }
+    *FIELD(c, k, int) = (int)n;
+    c->workers_auto = false;
+    return SET_OK;
+}
+
+static enum set_result set_int(struct conf *c, const struct conf_key *k, const char *v,
+                               char *expect, size_t expectlen)
+{
+    long n;
+
+    if (!parse_number(v, k->min, k->max, &n)) {
+        snprintf(expect, expectlen, "a number from %ld to %ld", k->min, k->max);
+        return SET_BAD;
+    }
+    *FIELD(c, k, int) = (int)n;
+    return SET_OK;
+}
+
+static enum set_result set_long(struct conf *c, const struct conf_key *k, const char *v,
+                                char *expect, size_t expectlen)
+{
+    long n;
+
+    if (!parse_number(v, k->min, k->max, &n)) {
+        snprintf(expect, expectlen, "a number from %ld to %ld", k->min, k->max);
+        return SET_BAD;
+    }
+    *FIELD(c, k, long) = n;
+    return SET_OK;
+}
+
+static enum set_result bad_size(const struct conf_key *k, char *expect, size_t expectlen)
+{
+    char min[32], max[32];
+
+    format_size(k->min, min, sizeof(min));
+    format_size(k->max, max, sizeof(max));
+    snprintf(expect, expectlen, "a size from %s to %s (bytes, or with a k or m suffix)", min,
+             max);
+    return SET_BAD;
+}
+
+/* Bytes, or k/m (any case) for multiples of 1024. */
+static enum set_result set_size(struct conf *c, const struct conf_key *k, const char *v,
+                                char *expect, size_t expectlen)
+{
+    static const struct {
+        char suffix;
+        long multiplier;
+    } units[] = {{'\0', 1}, {'k', KIB}, {'m', MIB}};
+    const size_t nunits = sizeof(units) / sizeof(units[0]);
+    const char *rest;
+    long n;
+    size_t i;
+
+    if (!parse_digits(v, &n, &rest) || (*rest != '\0' && rest[1] != '\0'))
+        return bad_size(k, expect, expectlen);
+    for (i = 0; i < nunits; i++)
+        if (tolower((unsigned char)*rest) == units[i].suffix)
+            break;
+    /* Check before multiplying: "99999999999999k" must not wrap into range. */
+    if (i == nunits || n > k->max / units[i].multiplier)
+        return bad_size(k, expect, expectlen);
+    n *= units[i].multiplier;
+    if (n < k->min)
+        return bad_size(k, expect, expectlen);
+    *FIELD(c, k, size_t) = (size_t)n;
+    return SET_OK;
+}
+
+/* Plain decimals only: strtod would also take "inf", "nan", "1e3" and hex. */
+static enum set_result set_seconds(struct conf *c, const struct conf_key *k, const char *v,
+                                   char *expect, size_t expectlen)
+{
+    char *end;
+    double d;
+
+    if (v[0] == '\0' || strspn(v, "0123456789.") != strlen(v))
+        goto bad;
+    errno = 0;
+    d = strtod(v, &end);
+    if (*end != '\0' || errno == ERANGE || !(d > (double)k->min) || d > (double)k->max)
+        goto bad;
+    *FIELD(c, k, double) = d;
+    return SET_OK;
+bad:
+    snprintf(expect, expectlen,
+             "a number of seconds greater than %ld and at most %ld (decimals allowed, e.g. 0.5)",
+             k->min, k->max);
+    return SET_BAD;
+}
+
+static enum set_result set_log_level(struct conf *c, const struct conf_key *k, const char *v,
+                                     char *expect, size_t expectlen)
+{
+    static const struct {
+        const char *name;
+        enum log_level level;
+    } levels[] = {
+        {"error", LOGL_ERROR},
+        {"warn", LOGL_WARN},
+        {"info", LOGL_INFO},
+        {"debug", LOGL_DEBUG},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        if (strcasecmp(v, levels[i].name) == 0) {
+            *FIELD(c, k, int) = (int)levels[i].level;
+            return SET_OK;
+        }
+    }
+    snprintf(expect, expectlen, "error, warn, info or debug");
+    return SET_BAD;
+}
+
+static enum set_result set_flag(struct conf *c, const struct conf_key *k, const char *v,
+                                char *expect, size_t expectlen)
+{
+    static const struct {
+        const char *word;
+        bool value;
+    } words[] = {
+        {"on", true},   {"off", false}, {"true", true},
+        {"false", false}, {"yes", true}, {"no", false},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (strcasecmp(v, words[i].word) == 0) {
+            *FIELD(c, k, bool) = words[i].value;
+            return SET_OK;
+        }
+    }
+    snprintf(expect, expectlen, "on or off");
+    return SET_BAD;
+}
+
+static enum set_result set_string(struct conf *c, const struct conf_key *k, const char *v,
+                                  char *expect, size_t expectlen)
+{
+    char **field = FIELD(c, k, char *);
+    char *copy;
+
+    /* Reached with "" only when the value was written as a pair of quotes. */
+    if (v[0] == '\0' && !k->empty_ok) {
+        snprintf(expect, expectlen, "a non-empty string");
+        return SET_BAD;
+    }
+    copy = strdup(v);
+    if (copy == NULL)
+        return SET_NOMEM;
+    free(*field);
+    *field = copy;
+    return SET_OK;
+}
+
+/* ---- the line parser -------------------------------------------------- */
+
+static char *skip_space(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+static void trim_end(char *s)
+{
+    size_t n = strlen(s);
+
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+}
+
+/* line is the start of the whole line: a '#' right after '=' is not a comment. */
+static bool starts_comment(const char *line, const char *p)
+{
+    return *p == '#' && (p == line || isspace((unsigned char)p[-1]));
+}
+
+static void cut_comment(const char *line, char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (starts_comment(line, s)) {
+            *s = '\0';
+            return;
+        }
+    }
+}
+
+static const struct conf_key *find_key(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/*
+ * Split line into key and raw value (comments before '=' cut).
+ * Returns 1 for a key = value line, 0 for a blank or comment line, -1 on error.
+ */
+static int split_line(char *line, char **key, char **value, char *msg, size_t msglen)
+{
+    char *p;
+
+    for (p = line; *p != '\0' && *p != '='; p++) {
+        if (starts_comment(line, p)) {
+            *p = '\0';
+            break;
+        }
+    }
+    if (*p != '=') {
+        *key = skip_space(line);
+        trim_end(*key);
+        if (**key == '\0')
+            return 0;
+        snprintf(msg, msglen, "expected \"key = value\", got \"%.*s\"", MAX_ECHO, *key);
+        return -1;
+    }
+    *p = '\0';
+    *key = skip_space(line);
+    trim_end(*key);
+    *value = skip_space(p + 1);
+    if (**key == '\0') {
+        snprintf(msg, msglen, "missing key before \"=\"");
+        return -1;
+    }
+    return 1;
+}
+
+/* Cut the trailing comment, or unwrap a quoted value; *quoted tells which. */
+static int finish_value(const char *line, const struct conf_key *k, char **value, bool *quoted,
+                        char *msg, size_t msglen)
+{
+    char *close, *after;
+
+    *quoted = (**value == '"');
+    if (!*quoted) {
+        cut_comment(line, *value);
+        trim_end(*value);
+        return 0;
+    }
+    close = strchr(*value + 1, '"');
+    if (close == NULL) {
+        snprintf(msg, msglen, "%s: missing closing '\"'", k->name);
+        return -1;
+    }
+    *close = '\0';
+    after = skip_space(close + 1);
+    if (*after != '\0' && !starts_comment(line, after)) {
+        snprintf(msg, msglen, "%s: unexpected text after the closing '\"'", k->name);
+        return -1;
+    }
+    (*value)++;
+    return 0;
+}
+
+/* first_line[i] is the line keys[i] was set on, 0 when not yet. */
+static int parse_line(struct conf *c, char *line, int lineno, int *first_line, char *msg,
+                      size_t msglen)
+{
+    const struct conf_key *k;
+    char *key, *value, expect[256];
+    bool quoted;
+    int rc;
+
+    rc = split_line(line, &key, &value, msg, msglen);
+    if (rc <= 0)
+        return rc;
+    k = find_key(key);
+    if (k == NULL) {
+        snprintf(msg, msglen, "unknown key \"%.*s\"", MAX_ECHO, key);
+        return -1;
+    }
+    if (first_line[k - keys] != 0) {
+        snprintf(msg, msglen, "duplicate key \"%s\" (first set on line %d)", k->name,
+                 first_line[k - keys]);
+        return -1;
+    }
+    if (finish_value(line, k, &value, &quoted, msg, msglen) != 0)
+        return -1;
+    if (*value == '\0' && !quoted && !k->empty_ok) {
+        snprintf(msg, msglen, "missing value for \"%s\"", k->name);
+        return -1;
+    }
+    switch (k->set(c, k, value, expect, sizeof(expect))) {
+    case SET_OK:
+        first_line[k - keys] = lineno;
+        return 0;
+    case SET_BAD:
+        snprintf(msg, msglen, "%s: expected %s, got \"%.*s\"", k->name, expect, MAX_ECHO, value);
+        return -1;
+    case SET_NOMEM:
+        break;
+    }
+    snprintf(msg, msglen, "%s: out of memory", k->name);
+    return -1;
+}
+
+static int parse_file(FILE *f, const char *path, struct conf *c, char *err, size_t errlen)
+{
+    int first_line[NKEYS] = {0};
+    char *line = NULL, msg[512];
+    size_t cap = 0;
+    ssize_t n;
+    int lineno = 0, rc = 0;
+
+    while ((n = getline(&line, &cap, f)) != -1) {
+        lineno++;
+        if (memchr(line, '\0', (size_t)n) != NULL) {
+            snprintf(err, errlen, "%s:%d: line contains a NUL byte", path, lineno);
+            rc = -1;
+            break;
+        }
+        if (parse_line(c, line, lineno, first_line, msg, sizeof(msg)) != 0) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+            rc = -1;
+            break;
+        }
+    }
+    /* getline returns -1 both at end of file and on errors (EISDIR, ENOMEM). */
+    if (rc == 0 && !feof(f)) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        rc = -1;
+    }
+    free(line);
+    return rc;
+}
+
+/* The environment wins over the file: it is how containers and CI pass secrets. */
+static int apply_env(struct conf *c)
+{
+    const char *url = getenv("DATABASE_URL");
+    char *copy;
+
+    if (url == NULL || url[0] == '\0')
+        return 0;
+    copy = strdup(url);
+    if (copy == NULL)
+        return -1;
+    free(c->database_url);
+    c->database_url = copy;
+    return 0;
+}
+
+/* ---- public interface ------------------------------------------------- */
+
+void conf_defaults(struct conf *c)
+{
+    char expect[256];
+    size_t i;
+
+    memset(c, 0, sizeof(*c));
+    /* The defaults are valid by construction; only strdup can fail (NULL field). */
+    for (i = 0; i < NKEYS; i++)
+        if (keys[i].def != NULL)
+            (void)keys[i].set(c, &keys[i], keys[i].def, expect, sizeof(expect));
+}
+
+int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
+{
+    FILE *f;
+    int rc;
+
+    conf_defaults(c);
+    if (c->database_url == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    f = fopen(path, "re");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        goto fail;
+    }
+    rc = parse_file(f, path, c, err, errlen);
+    fclose(f);
+    if (rc != 0)
+        goto fail;
+    if (apply_env(c) != 0) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    return 0;
+fail:
+    conf_free(c);
+    return -1;
+}
+
+void conf_free(struct conf *c)
+{
+    free(c->database_url);
+    free(c->user);
+    free(c->pid_file);
+    c->database_url = NULL;
+    c->user = NULL;
+    c->pid_file = NULL;
+}
+
+/* NULL stays NULL (user, pid_file unset); returns -1 only when strdup fails. */
+static int dup_string(char **dst, const char *src)
+{
+    if (src == NULL)
+        return 0;
+    *dst = strdup(src);
+    return *dst == NULL ? -1 : 0;
+}
+
+int conf_copy(struct conf *dst, const struct conf *src)
+{
+    *dst = *src;
+    /* Never point at src's strings, so a failed copy frees only its own. */
+    dst->database_url = NULL;
+    dst->user = NULL;
+    dst->pid_file = NULL;
+    if (dup_string(&dst->database_url, src->database_url) != 0 ||
+        dup_string(&dst->user, src->user) != 0 ||
+        dup_string(&dst->pid_file, src->pid_file) != 0) {
+        conf_free(dst);
+        return -1;
+    }
+    return 0;
+}

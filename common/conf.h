@@ -1,0 +1,49 @@
+/* The configuration file: "key = value" lines, parsed by a table of directives. */
+#ifndef TODOD_CONF_H
+#define TODOD_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define CONF_DEFAULT_PATH "/etc/todod/todod.conf"
+#define CONF_MAX_WORKERS 64
+#define CONF_MAX_DB_CONNECTIONS 64
+
+struct conf {
+    char listen[300];                 /* as written, e.g. "127.0.0.1:3000", "[::1]:3000" */
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_addrlen;
+    int workers;                      /* resolved: "auto" becomes the online CPU count */
+    bool workers_auto;
+    char *database_url;               /* never NULL; "" means libpq defaults (PG* env) */
+    int db_connections;               /* 1..CONF_MAX_DB_CONNECTIONS */
+    size_t max_body_size;             /* bytes */
+    long perf_max_messages;
+    long perf_max_batch;
+    double request_timeout;           /* seconds */
+    double keepalive_timeout;         /* seconds */
+    double shutdown_timeout;          /* seconds */
+    int log_level;                    /* enum log_level */
+    bool access_log;
+    char *user;                       /* NULL when unset */
+    char *pid_file;                   /* NULL when unset */
+};
+
+/* Fill with the documented defaults (allocates database_url). */
+void conf_defaults(struct conf *c);
+
+/*
+ * Parse path into *c (which conf_load initialises with the defaults first).
+ * On error returns -1, leaves *c freed, and writes "path:line: message" into err.
+ * After a successful parse the DATABASE_URL environment variable, when set and
+ * non-empty, replaces database_url.
+ */
+int conf_load(const char *path, struct conf *c, char *err, size_t errlen);
+
+void conf_free(struct conf *c);
+
+/* Deep copy (for keeping the running config while a reload is validated). */
+int conf_copy(struct conf *dst, const struct conf *src);
+
+#endif

@@ -1,0 +1,62 @@
+/* todod: a todo-list HTTP API and PostgreSQL load generator. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "conf.h"
+#include "log.h"
+#include "master.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: todod [-c FILE] [-t] [-V] [-h]\n"
+                 "  -c FILE   configuration file (default: " CONF_DEFAULT_PATH ")\n"
+                 "  -t        check the configuration and exit (0: valid, 1: not)\n"
+                 "  -V        print the version and exit\n"
+                 "  -h        print this help and exit\n"
+                 "todod stays in the foreground; SIGHUP reloads, SIGTERM stops gracefully.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = CONF_DEFAULT_PATH;
+    struct conf conf;
+    char err[512];
+    int opt, test_only = 0;
+
+    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test_only = 1;
+            break;
+        case 'V':
+            printf("todod %s\n", TODOD_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 1;
+    }
+    log_init("master", LOGL_INFO);
+    if (conf_load(path, &conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "todod: %s\n", err);
+        return 1;
+    }
+    if (test_only) {
+        printf("todod: %s: configuration OK\n", path);
+        conf_free(&conf);
+        return 0;
+    }
+    log_set_level(conf.log_level);
+    return master_run(path, &conf);
+}

@@ -1,0 +1,503 @@
+#include "master.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "stats.h"
+#include "worker.h"
+
+/*
+ * The master never serves HTTP. Signal handlers only set flags; the loop below
+ * sleeps in ppoll() with the signals unblocked and acts on the flags.
+ */
+static volatile sig_atomic_t got_hup, got_term, got_chld;
+
+#define BACKOFF_FIRST 0.1   /* seconds before restarting a worker that died young */
+#define BACKOFF_MAX 10.0
+#define YOUNG 2.0           /* a worker that dies younger than this keeps backing off */
+#define TICK_MS 20          /* loop period while something is pending */
+#define KILL_GRACE 2.0      /* beyond shutdown_timeout before SIGKILL */
+
+struct child {
+    pid_t pid;  /* 0: entry unused */
+    int slot;
+    int generation;
+    int index;  /* position in its generation: the unit of restart back-off */
+    bool stopping;
+    struct timespec started;
+};
+
+struct master {
+    const char *conf_path;
+    struct conf conf;
+    int listen_fd;
+    struct stats_shm *shm;
+    struct child children[STATS_MAX_SLOTS];
+    int generation;
+    bool notified_ready;   /* READY=1 sent for the current generation */
+    bool stopping;
+    struct timespec stop_deadline;
+    double backoff[CONF_MAX_WORKERS];
+    struct timespec respawn_at[CONF_MAX_WORKERS];
+};
+
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        got_hup = 1;
+    else if (sig == SIGCHLD)
+        got_chld = 1;
+    else
+        got_term = 1;
+}
+
+static struct timespec now_mono(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t;
+}
+
+static double ts_diff(struct timespec a, struct timespec b)
+{
+    return (double)(a.tv_sec - b.tv_sec) + (double)(a.tv_nsec - b.tv_nsec) / 1e9;
+}
+
+static struct timespec ts_add(struct timespec t, double s)
+{
+    double whole;
+
+    t.tv_nsec += (long)(modf(s, &whole) * 1e9);
+    t.tv_sec += (time_t)whole + t.tv_nsec / 1000000000L;
+    t.tv_nsec %= 1000000000L;
+    return t;
+}
+
+/* ---- the listening socket ---- */
+
+int master_listen(const struct conf *conf)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&conf->listen_addr;
+    int one = 1;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        log_error("socket: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (sa->sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, sa, conf->listen_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        log_error("cannot listen on %s: %s", conf->listen, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- workers ---- */
+
+static int count_generation(const struct master *m, int generation, bool ready_only)
+{
+    int i, n = 0;
+
+    for (i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct child *c = &m->children[i];
+
+        if (c->pid == 0 || c->generation != generation || c->stopping)
+            continue;
+        if (!ready_only || atomic_load(&m->shm->slots[c->slot].ready))
+            n++;
+    }
+    return n;
+}
+
+static struct child *find_child(struct master *m, pid_t pid)
+{
+    int i;
+
+    for (i = 0; i < STATS_MAX_SLOTS; i++)
+        if (m->children[i].pid == pid)
+            return &m->children[i];
+    return NULL;
+}
+
+static bool index_alive(const struct master *m, int index)
+{
+    int i;
+
+    for (i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct child *c = &m->children[i];
+
+        if (c->pid != 0 && c->generation == m->generation && c->index == index && !c->stopping)
+            return true;
+    }
+    return false;
+}
+
+static void worker_child(struct master *m, int slot, pid_t master_pid)
+{
+    sigset_t none;
+
+    /* A worker must not outlive a master killed with SIGKILL. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master_pid)
+        _exit(1);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    log_init("worker", m->conf.log_level);
+    exit(worker_run(&m->conf, m->listen_fd, m->shm, slot));
+}
+
+static void spawn_worker(struct master *m, int index)
+{
+    struct child *c = find_child(m, 0);
+    int slot = stats_slot_claim(m->shm);
+    pid_t master_pid = getpid(), pid;
+
+    if (c == NULL || slot < 0) {
+        log_error("no free worker slot");
+        if (slot >= 0)
+            stats_slot_retire(m->shm, slot);
+        return;
+    }
+    pid = fork();
+    if (pid < 0) {
+        log_error("fork: %s", strerror(errno));
+        stats_slot_retire(m->shm, slot);
+        m->respawn_at[index] = ts_add(now_mono(), BACKOFF_FIRST);
+        return;
+    }
+    if (pid == 0)
+        worker_child(m, slot, master_pid);
+    atomic_store(&m->shm->slots[slot].pid, (int)pid);
+    c->pid = pid;
+    c->slot = slot;
+    c->generation = m->generation;
+    c->index = index;
+    c->stopping = false;
+    c->started = now_mono();
+    log_debug("started worker %ld (slot %d, generation %d)", (long)pid, slot, m->generation);
+}
+
+static void spawn_missing(struct master *m)
+{
+    struct timespec now = now_mono();
+    int i;
+
+    for (i = 0; i < m->conf.workers; i++)
+        if (!index_alive(m, i) && ts_diff(now, m->respawn_at[i]) >= 0)
+            spawn_worker(m, i);
+}
+
+static void describe_exit(int status, char *buf, size_t n)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, n, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, n, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, n, "ended with status 0x%x", status);
+}
+
+/* A worker of the current generation died unasked: replace it, backing off
+ * when it keeps dying young. */
+static void schedule_restart(struct master *m, const struct child *c)
+{
+    struct timespec now = now_mono();
+    double *b = &m->backoff[c->index];
+
+    atomic_fetch_add(&m->shm->worker_restarts, 1);
+    if (ts_diff(now, c->started) >= YOUNG)
+        *b = 0;
+    else
+        *b = *b == 0 ? BACKOFF_FIRST : fmin(*b * 2, BACKOFF_MAX);
+    m->respawn_at[c->index] = ts_add(now, *b);
+    if (*b > 0)
+        log_warn("worker %d keeps dying: next start in %.1f s", c->index, *b);
+}
+
+static void reap_children(struct master *m)
+{
+    pid_t pid;
+    int status;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct child *c = find_child(m, pid);
+        char how[96];
+
+        if (c == NULL)
+            continue;
+        describe_exit(status, how, sizeof(how));
+        stats_slot_retire(m->shm, c->slot);
+        if (c->stopping || m->stopping) {
+            log_info("worker %ld %s", (long)pid, how);
+        } else {
+            log_error("worker %ld %s", (long)pid, how);
+            if (c->generation == m->generation)
+                schedule_restart(m, c);
+        }
+        memset(c, 0, sizeof(*c));
+    }
+}
+
+/* Gracefully stop every worker that is not of the current generation. */
+static void stop_old_generations(struct master *m)
+{
+    int i;
+
+    for (i = 0; i < STATS_MAX_SLOTS; i++) {
+        struct child *c = &m->children[i];
+
+        if (c->pid != 0 && c->generation != m->generation && !c->stopping) {
+            c->stopping = true;
+            kill(c->pid, SIGTERM);
+        }
+    }
+}
+
+/* Once the workers of the current generation all accept connections. */
+static void check_ready(struct master *m)
+{
+    int ready = count_generation(m, m->generation, true);
+
+    atomic_store(&m->shm->workers, count_generation(m, m->generation, false));
+    if (m->notified_ready || ready < m->conf.workers)
+        return;
+    stop_old_generations(m);
+    m->notified_ready = true;
+    sd_notifyf(0, "READY=1\nSTATUS=%d workers serving on %s", ready, m->conf.listen);
+    log_info("%d workers serving on %s", ready, m->conf.listen);
+}
+
+/* ---- signals ---- */
+
+static bool same_address(const struct conf *a, const struct conf *b)
+{
+    return a->listen_addrlen == b->listen_addrlen &&
+           memcmp(&a->listen_addr, &b->listen_addr, a->listen_addrlen) == 0;
+}
+
+/*
+ * SIGHUP: a new generation of workers starts with the new configuration while
+ * the old one keeps serving; the old one is stopped gracefully once every new
+ * worker accepts connections. An invalid file changes nothing.
+ */
+static void reload(struct master *m)
+{
+    struct conf next;
+    char err[512];
+
+    if (conf_load(m->conf_path, &next, err, sizeof(err)) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err);
+        return;
+    }
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    if (!same_address(&m->conf, &next)) {
+        int fd = master_listen(&next);
+
+        if (fd < 0) {
+            log_error("reload failed, keeping the running configuration");
+            conf_free(&next);
+            sd_notify(0, "READY=1\nSTATUS=reload failed");
+            return;
+        }
+        close(m->listen_fd); /* the old workers hold their own copies */
+        m->listen_fd = fd;
+    }
+    if ((m->conf.user == NULL) != (next.user == NULL) ||
+        (next.user != NULL && strcmp(m->conf.user, next.user) != 0))
+        log_warn("user changes only take effect on a restart");
+    conf_free(&m->conf);
+    m->conf = next;
+    log_set_level(m->conf.log_level);
+    m->generation++;
+    m->notified_ready = false;
+    memset(m->backoff, 0, sizeof(m->backoff));
+    memset(m->respawn_at, 0, sizeof(m->respawn_at));
+    log_info("reloading: starting %d workers", m->conf.workers);
+}
+
+static void begin_stop(struct master *m)
+{
+    int i;
+
+    m->stopping = true;
+    m->stop_deadline = ts_add(now_mono(), m->conf.shutdown_timeout + KILL_GRACE);
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    log_info("stopping");
+    for (i = 0; i < STATS_MAX_SLOTS; i++) {
+        struct child *c = &m->children[i];
+
+        if (c->pid != 0) {
+            c->stopping = true;
+            kill(c->pid, SIGTERM);
+        }
+    }
+}
+
+static int live_children(const struct master *m)
+{
+    int i, n = 0;
+
+    for (i = 0; i < STATS_MAX_SLOTS; i++)
+        n += m->children[i].pid != 0;
+    return n;
+}
+
+static void kill_stragglers(struct master *m)
+{
+    int i;
+
+    for (i = 0; i < STATS_MAX_SLOTS; i++) {
+        if (m->children[i].pid != 0) {
+            log_warn("worker %ld did not stop in time: killing it", (long)m->children[i].pid);
+            kill(m->children[i].pid, SIGKILL);
+        }
+    }
+}
+
+static void install_signals(sigset_t *unblocked)
+{
+    struct sigaction sa;
+    sigset_t block;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* Blocked except inside ppoll(), so no flag is set between its test and the sleep. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, unblocked);
+}
+
+/* Whether the loop must wake up on its own (something to poll for). */
+static bool pending_work(const struct master *m)
+{
+    int i;
+
+    if (m->stopping || !m->notified_ready)
+        return true;
+    for (i = 0; i < m->conf.workers; i++)
+        if (!index_alive(m, i))
+            return true;
+    return false;
+}
+
+static int drop_privileges(const struct conf *conf)
+{
+    struct passwd *pw;
+
+    if (getuid() != 0)
+        return 0;
+    if (conf->user == NULL) {
+        log_warn("running as root: set \"user\" to drop privileges");
+        return 0;
+    }
+    pw = getpwnam(conf->user);
+    if (pw == NULL) {
+        log_error("unknown user \"%s\"", conf->user);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        log_error("cannot switch to user \"%s\": %s", conf->user, strerror(errno));
+        return -1;
+    }
+    log_info("running as user %s", conf->user);
+    return 0;
+}
+
+static void write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+
+    if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0)
+        log_warn("cannot write pid file %s: %s", path, strerror(errno));
+}
+
+int master_run(const char *conf_path, struct conf *conf)
+{
+    static struct master m; /* large; one per process */
+    sigset_t unblocked;
+
+    m.conf_path = conf_path;
+    m.conf = *conf; /* the master owns it from here */
+    m.listen_fd = master_listen(&m.conf);
+    if (m.listen_fd < 0)
+        return 1;
+    m.shm = stats_create();
+    if (m.shm == NULL) {
+        log_error("cannot create the shared memory segment: %s", strerror(errno));
+        return 1;
+    }
+    if (m.conf.pid_file != NULL)
+        write_pid_file(m.conf.pid_file);
+    if (drop_privileges(&m.conf) != 0)
+        return 1;
+    install_signals(&unblocked);
+    log_info("todod %s starting %d workers on %s", TODOD_VERSION, m.conf.workers, m.conf.listen);
+    for (;;) {
+        struct timespec tick = {0, TICK_MS * 1000000L};
+
+        if (got_chld) {
+            got_chld = 0;
+            reap_children(&m);
+        }
+        if (got_term && !m.stopping)
+            begin_stop(&m);
+        if (got_hup) {
+            got_hup = 0;
+            if (!m.stopping)
+                reload(&m);
+        }
+        if (m.stopping) {
+            if (live_children(&m) == 0)
+                break;
+            if (ts_diff(now_mono(), m.stop_deadline) > 0)
+                kill_stragglers(&m);
+        } else {
+            spawn_missing(&m);
+            check_ready(&m);
+        }
+        ppoll(NULL, 0, pending_work(&m) ? &tick : NULL, &unblocked);
+    }
+    if (m.conf.pid_file != NULL)
+        unlink(m.conf.pid_file);
+    log_info("stopped");
+    conf_free(&m.conf);
+    stats_destroy(m.shm);
+    close(m.listen_fd);
+    return 0;
+}

@@ -1,0 +1,65 @@
+#include "ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "db.h"
+#include "stats.h"
+#include "worker.h"
+
+/* Generated from daemon/openapi.json by the Makefile. */
+extern const char openapi_json[];
+extern const unsigned long openapi_json_len;
+
+void ops_health(struct http_req *r)
+{
+    if (db_pool_ready(r->w->db) == 0) {
+        http_reply_error(r, 503, "database unavailable");
+        return;
+    }
+    http_reply_raw(r, 200, "text/plain; charset=utf-8", "ok", 2);
+}
+
+typedef int (*render_fn)(const struct stats_shm *, const char *const *, int, FILE *);
+
+static int render_prometheus(const struct stats_shm *shm, const char *const *names, int n,
+                             FILE *out)
+{
+    return stats_render_prometheus(shm, names, n, TODOD_VERSION, out);
+}
+
+static void reply_rendered(struct http_req *r, render_fn render, const char *content_type)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    int rc;
+
+    if (out == NULL) {
+        http_reply_error(r, 500, "internal error");
+        return;
+    }
+    rc = render(r->w->shm, http_route_names, http_nroutes, out);
+    if (fclose(out) != 0 || rc != 0) {
+        free(text);
+        http_reply_error(r, 500, "internal error");
+        return;
+    }
+    http_reply_raw(r, 200, content_type, text, len);
+    free(text);
+}
+
+void ops_metrics(struct http_req *r)
+{
+    reply_rendered(r, render_prometheus, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void ops_stats(struct http_req *r)
+{
+    reply_rendered(r, stats_render_json, "application/json");
+}
+
+void ops_openapi(struct http_req *r)
+{
+    http_reply_raw(r, 200, "application/json", openapi_json, openapi_json_len);
+}

@@ -1,0 +1,347 @@
+#include "todos.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "db.h"
+#include "utf8.h"
+#include "worker.h"
+
+#define TITLE_MAX 255
+#define PAGE_MAX 100000000L
+
+/* Columns of every todo row (see TODO_COLUMNS in db.c). */
+enum { COL_ID, COL_TITLE, COL_DONE, COL_CREATED, COL_UPDATED };
+
+static struct json_object *text_or_null(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    return json_object_new_string_len(PQgetvalue(res, row, col), PQgetlength(res, row, col));
+}
+
+static struct json_object *todo_json(const PGresult *res, int row)
+{
+    struct json_object *o = json_object_new_object();
+
+    if (o == NULL)
+        return NULL;
+    json_object_object_add(o, "id", text_or_null(res, row, COL_ID));
+    json_object_object_add(o, "title", text_or_null(res, row, COL_TITLE));
+    json_object_object_add(o, "done",
+                           json_object_new_boolean(PQgetvalue(res, row, COL_DONE)[0] == 't'));
+    json_object_object_add(o, "created_at", text_or_null(res, row, COL_CREATED));
+    json_object_object_add(o, "updated_at", text_or_null(res, row, COL_UPDATED));
+    return o;
+}
+
+/* The answer to a query that did not succeed. */
+static void reply_db_status(struct http_req *r, enum db_status st)
+{
+    switch (st) {
+    case DB_UNAVAILABLE:
+        http_reply_error(r, 503, "database unavailable");
+        break;
+    case DB_TIMEOUT:
+        http_reply_error(r, 503, "database did not answer in time");
+        break;
+    default:
+        http_reply_error(r, 500, "internal error");
+        break;
+    }
+}
+
+static void submit(struct http_req *r, enum db_stmt stmt, const struct db_params *p, db_done_cb cb)
+{
+    r->query = db_submit(r->w->db, stmt, p, 0, cb, r);
+    if (r->query == NULL)
+        http_reply_error(r, 503, "database unavailable");
+}
+
+/* Copies the canonical lower-case form of the {id} parameter into out, or answers 400. */
+static bool parse_id(struct http_req *r, char out[37])
+{
+    uuid_t uu;
+
+    if (strlen(r->params[0]) != 36 || uuid_parse(r->params[0], uu) != 0) {
+        http_reply_error(r, 400, "invalid todo id: expected a UUID");
+        return false;
+    }
+    uuid_unparse_lower(uu, out);
+    return true;
+}
+
+/* ---- body validation ---- */
+
+struct todo_input {
+    const char *title; /* NULL when absent */
+    int done;          /* -1 when absent */
+};
+
+/* Validates the fields of a POST or PUT body; answers 400/422 itself. */
+static bool parse_todo_input(struct http_req *r, struct json_object *body, bool title_required,
+                             struct todo_input *in)
+{
+    struct json_object *title, *done;
+
+    in->title = NULL;
+    in->done = -1;
+    if (json_object_object_get_ex(body, "title", &title)) {
+        const char *s;
+        size_t len, chars;
+
+        if (!json_object_is_type(title, json_type_string)) {
+            http_reply_error(r, 422, "title must be a string");
+            return false;
+        }
+        s = json_object_get_string(title);
+        len = (size_t)json_object_get_string_len(title);
+        if (!utf8_valid(s, len)) {
+            http_reply_error(r, 400, "title is not valid UTF-8 (unpaired surrogate escape?)");
+            return false;
+        }
+        if (memchr(s, '\0', len) != NULL) {
+            http_reply_error(r, 422, "title must not contain NUL characters");
+            return false;
+        }
+        chars = utf8_length(s, len);
+        if (chars < 1 || chars > TITLE_MAX) {
+            http_reply_error(r, 422, "title must be 1 to %d characters (got %zu)", TITLE_MAX,
+                             chars);
+            return false;
+        }
+        in->title = s;
+    } else if (title_required) {
+        http_reply_error(r, 422, "title is required");
+        return false;
+    }
+    if (json_object_object_get_ex(body, "done", &done)) {
+        if (!json_object_is_type(done, json_type_boolean)) {
+            http_reply_error(r, 422, "done must be a boolean");
+            return false;
+        }
+        in->done = json_object_get_boolean(done);
+    }
+    return true;
+}
+
+/* ---- single todo ---- */
+
+static void reply_one(void *arg, enum db_status st, const PGresult *res, int code)
+{
+    struct http_req *r = arg;
+
+    if (st != DB_OK) {
+        reply_db_status(r, st);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        http_reply_error(r, 404, "not found");
+        return;
+    }
+    if (code == 201) {
+        char location[64];
+
+        snprintf(location, sizeof(location), "/todos/%s", PQgetvalue(res, 0, COL_ID));
+        http_add_header(r, "Location", location);
+    }
+    http_reply_json(r, code, todo_json(res, 0));
+}
+
+static void todo_found(void *arg, enum db_status st, const PGresult *res)
+{
+    reply_one(arg, st, res, 200);
+}
+
+static void todo_created(void *arg, enum db_status st, const PGresult *res)
+{
+    reply_one(arg, st, res, 201);
+}
+
+void todos_get(struct http_req *r)
+{
+    char id[37];
+    const char *values[] = {id};
+    struct db_params p = {1, values, NULL, NULL};
+
+    if (parse_id(r, id))
+        submit(r, DB_TODO_GET, &p, todo_found);
+}
+
+void todos_create(struct http_req *r)
+{
+    struct json_object *body = http_read_json_object(r);
+    struct todo_input in;
+    uuid_t uu;
+    char id[37];
+    const char *values[3];
+    struct db_params p = {3, values, NULL, NULL};
+
+    if (body == NULL)
+        return;
+    if (parse_todo_input(r, body, true, &in)) {
+        uuid_generate_random(uu);
+        uuid_unparse_lower(uu, id);
+        values[0] = id;
+        values[1] = in.title;
+        values[2] = in.done == 1 ? "true" : "false";
+        submit(r, DB_TODO_INSERT, &p, todo_created);
+    }
+    json_object_put(body);
+}
+
+void todos_update(struct http_req *r)
+{
+    struct json_object *body;
+    struct todo_input in;
+    char id[37];
+    const char *values[3];
+    struct db_params p = {3, values, NULL, NULL};
+
+    if (!parse_id(r, id))
+        return;
+    body = http_read_json_object(r);
+    if (body == NULL)
+        return;
+    if (parse_todo_input(r, body, false, &in)) {
+        values[0] = id;
+        values[1] = in.title;
+        values[2] = in.done < 0 ? NULL : in.done ? "true" : "false";
+        submit(r, DB_TODO_UPDATE, &p, todo_found);
+    }
+    json_object_put(body);
+}
+
+static void todo_deleted(void *arg, enum db_status st, const PGresult *res)
+{
+    struct http_req *r = arg;
+
+    if (st != DB_OK)
+        reply_db_status(r, st);
+    else if (strcmp(PQcmdTuples((PGresult *)res), "0") == 0)
+        http_reply_error(r, 404, "not found");
+    else
+        http_reply_raw(r, 204, NULL, "", 0);
+}
+
+void todos_delete(struct http_req *r)
+{
+    char id[37];
+    const char *values[] = {id};
+    struct db_params p = {1, values, NULL, NULL};
+
+    if (parse_id(r, id))
+        submit(r, DB_TODO_DELETE, &p, todo_deleted);
+}
+
+/* ---- lists ---- */
+
+struct page {
+    long page, limit;
+};
+
+static struct json_object *rows_json(const PGresult *res)
+{
+    struct json_object *arr = json_object_new_array();
+    int i, n = PQntuples(res);
+
+    for (i = 0; arr != NULL && i < n; i++)
+        if (!PQgetisnull(res, i, COL_ID))
+            json_object_array_add(arr, todo_json(res, i));
+    return arr;
+}
+
+static void page_cleanup(struct http_req *r)
+{
+    free(r->state);
+}
+
+/* Reads page and limit; answers 400 itself and returns false when bad. */
+static bool parse_page(struct http_req *r, long def_limit, long max_limit)
+{
+    struct page *pg = malloc(sizeof(*pg));
+
+    if (pg == NULL) {
+        http_reply_error(r, 500, "internal error");
+        return false;
+    }
+    r->state = pg;
+    r->cleanup = page_cleanup;
+    pg->page = http_query_long(r, "page", 1, 1, PAGE_MAX, 0);
+    if (pg->page < 0)
+        return false;
+    pg->limit = http_query_long(r, "limit", def_limit, 1, max_limit, 1);
+    return pg->limit >= 0;
+}
+
+static void list_done(void *arg, enum db_status st, const PGresult *res)
+{
+    struct http_req *r = arg;
+    struct page *pg = r->state;
+    struct json_object *o, *pagination;
+    long long total, pages;
+
+    if (st != DB_OK) {
+        reply_db_status(r, st);
+        return;
+    }
+    total = PQntuples(res) > 0 ? atoll(PQgetvalue(res, 0, COL_UPDATED + 1)) : 0;
+    pages = (total + pg->limit - 1) / pg->limit;
+    o = json_object_new_object();
+    pagination = json_object_new_object();
+    json_object_object_add(o, "data", rows_json(res));
+    json_object_object_add(pagination, "page", json_object_new_int64(pg->page));
+    json_object_object_add(pagination, "limit", json_object_new_int64(pg->limit));
+    json_object_object_add(pagination, "total", json_object_new_int64(total));
+    json_object_object_add(pagination, "total_pages", json_object_new_int64(pages));
+    json_object_object_add(pagination, "has_next", json_object_new_boolean(pg->page < pages));
+    json_object_object_add(pagination, "has_prev", json_object_new_boolean(pg->page > 1));
+    json_object_object_add(o, "pagination", pagination);
+    http_reply_json(r, 200, o);
+}
+
+void todos_list(struct http_req *r)
+{
+    struct page *pg;
+    char limit[24], offset[24];
+    const char *values[] = {limit, offset};
+    struct db_params p = {2, values, NULL, NULL};
+
+    if (!parse_page(r, 10, 100))
+        return;
+    pg = r->state;
+    snprintf(limit, sizeof(limit), "%ld", pg->limit);
+    snprintf(offset, sizeof(offset), "%ld", (pg->page - 1) * pg->limit);
+    submit(r, DB_TODO_LIST, &p, list_done);
+}
+
+static void by_done_done(void *arg, enum db_status st, const PGresult *res)
+{
+    struct http_req *r = arg;
+
+    if (st != DB_OK)
+        reply_db_status(r, st);
+    else
+        http_reply_json(r, 200, rows_json(res));
+}
+
+void todos_by_done(struct http_req *r)
+{
+    const char *done = r->params[0];
+    struct page *pg;
+    char limit[24], offset[24];
+    const char *values[] = {done, limit, offset};
+    struct db_params p = {3, values, NULL, NULL};
+
+    if (strcmp(done, "true") != 0 && strcmp(done, "false") != 0) {
+        http_reply_error(r, 400, "done must be true or false");
+        return;
+    }
+    if (!parse_page(r, 100, 1000))
+        return;
+    pg = r->state;
+    snprintf(limit, sizeof(limit), "%ld", pg->limit);
+    snprintf(offset, sizeof(offset), "%ld", (pg->page - 1) * pg->limit);
+    submit(r, DB_TODO_BY_DONE, &p, by_done_done);
+}

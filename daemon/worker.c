@@ -1,0 +1,163 @@
+#include "worker.h"
+
+#include <event2/http.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "http.h"
+#include "log.h"
+
+/*
+ * A stopping worker waits for its in-flight requests, then for this much quiet
+ * (no reply sent) so that keep-alive clients in the middle of a request burst
+ * get their "Connection: close" answers before the sockets are closed.
+ */
+#define DRAIN_QUIET 0.3
+#define DRAIN_POLL_MS 20
+
+static double since(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+void worker_request_started(struct worker *w)
+{
+    w->in_flight++;
+}
+
+void worker_request_done(struct worker *w)
+{
+    w->in_flight--;
+    clock_gettime(CLOCK_MONOTONIC, &w->last_reply);
+}
+
+static void worker_check_drained(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (since(&w->drain_started) >= w->conf->shutdown_timeout) {
+        if (w->in_flight > 0)
+            log_warn("shutdown_timeout reached with %d requests in flight", w->in_flight);
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    if (w->in_flight == 0 && since(&w->last_reply) >= DRAIN_QUIET)
+        event_base_loopexit(w->base, NULL);
+}
+
+/* SIGTERM/SIGINT from the master: stop accepting, finish what is in flight. */
+static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct timeval poll = {0, DRAIN_POLL_MS * 1000};
+
+    if (w->draining)
+        return;
+    w->draining = true;
+    atomic_store(&w->slot->draining, 1);
+    clock_gettime(CLOCK_MONOTONIC, &w->drain_started);
+    /* Connections still queued on the shared socket go to the other workers. */
+    evhttp_del_accept_socket(w->http, w->bound);
+    w->bound = NULL;
+    log_info("stopping: %d requests in flight", w->in_flight);
+    w->drain_timer = event_new(w->base, -1, EV_PERSIST, worker_check_drained, w);
+    event_add(w->drain_timer, &poll);
+}
+
+static int open_files_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 20))
+        return 1 << 20;
+    return (int)rl.rlim_cur;
+}
+
+static int worker_setup(struct worker *w)
+{
+    w->base = event_base_new();
+    if (w->base == NULL) {
+        log_error("cannot create the event loop");
+        return -1;
+    }
+    w->sig_term = evsignal_new(w->base, SIGTERM, worker_on_stop, w);
+    w->sig_int = evsignal_new(w->base, SIGINT, worker_on_stop, w);
+    if (w->sig_term == NULL || w->sig_int == NULL || evsignal_add(w->sig_term, NULL) != 0 ||
+        evsignal_add(w->sig_int, NULL) != 0) {
+        log_error("cannot watch signals");
+        return -1;
+    }
+    w->db = db_pool_new(w->base, w->conf->database_url, w->conf->db_connections,
+                        w->conf->request_timeout, w->slot);
+    w->http = evhttp_new(w->base);
+    if (w->db == NULL || w->http == NULL) {
+        log_error("out of memory");
+        return -1;
+    }
+    w->nfds = open_files_limit();
+    w->counted = calloc(w->nfds, 1);
+    if (w->counted == NULL) {
+        log_error("out of memory");
+        return -1;
+    }
+    http_setup(w);
+    w->bound = evhttp_accept_socket_with_handle(w->http, w->listen_fd);
+    if (w->bound == NULL) {
+        log_error("cannot accept on the listening socket");
+        return -1;
+    }
+    return 0;
+}
+
+static void worker_teardown(struct worker *w)
+{
+    if (w->http != NULL)
+        evhttp_free(w->http);
+    db_pool_free(w->db);
+    if (w->drain_timer != NULL)
+        event_free(w->drain_timer);
+    if (w->accept_timer != NULL)
+        event_free(w->accept_timer);
+    if (w->sig_term != NULL)
+        event_free(w->sig_term);
+    if (w->sig_int != NULL)
+        event_free(w->sig_int);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    free(w->counted);
+    libevent_global_shutdown();
+}
+
+int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, int slot)
+{
+    struct worker w;
+    int rc = 1;
+
+    memset(&w, 0, sizeof(w));
+    w.conf = conf;
+    w.shm = shm;
+    w.slot = &shm->slots[slot];
+    w.slot_index = slot;
+    w.listen_fd = listen_fd;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* the master reloads; workers are replaced */
+    if (worker_setup(&w) == 0) {
+        atomic_store(&w.slot->pid, (int)getpid());
+        atomic_store(&w.slot->ready, 1);
+        log_info("serving on %s (slot %d)", conf->listen, slot);
+        clock_gettime(CLOCK_MONOTONIC, &w.last_reply);
+        event_base_dispatch(w.base);
+        rc = 0;
+        log_info("stopped");
+    }
+    worker_teardown(&w);
+    return rc;
+}

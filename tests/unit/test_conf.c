@@ -1,0 +1,857 @@
+/* conf_load: every key, every value type, every error, and the shipped file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "conf.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static char *write_temp(const char *text)
+{
+    static char path[64];
+    size_t len = strlen(text);
+    int fd;
+
+    snprintf(path, sizeof(path), "/tmp/test_conf-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    assert_int_equal(close(fd), 0);
+    return path;
+}
+
+static int load_text(const char *text, struct conf *c, char *err, size_t errlen)
+{
+    char *path = write_temp(text);
+    int rc = conf_load(path, c, err, errlen);
+
+    unlink(path);
+    return rc;
+}
+
+static void load_ok(const char *text, struct conf *c)
+{
+    char err[512] = "";
+
+    if (load_text(text, c, err, sizeof(err)) != 0)
+        fail_msg("conf_load failed: %s", err);
+}
+
+/* Load text expecting an error on line `line` whose message contains fragment. */
+static void load_fails(const char *text, int line, const char *fragment)
+{
+    struct conf c;
+    char err[512] = "", where[32];
+
+    assert_int_equal(load_text(text, &c, err, sizeof(err)), -1);
+    snprintf(where, sizeof(where), ":%d: ", line);
+    if (strstr(err, where) == NULL || strstr(err, fragment) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\" or \"%s\"", err, where, fragment);
+    /* conf_load leaves the struct freed on error. */
+    assert_null(c.database_url);
+    assert_null(c.user);
+    assert_null(c.pid_file);
+}
+
+/* key = value on line 3, behind a comment and a blank line; the error must say so. */
+static void bad_value(const char *key, const char *value, const char *fragment)
+{
+    char text[512], expect[128];
+
+    snprintf(text, sizeof(text), "# a comment\n\n%s = %s\n", key, value);
+    snprintf(expect, sizeof(expect), "%s: expected %s", key, fragment);
+    load_fails(text, 3, expect);
+}
+
+/* One key set from text; returns the loaded conf for the caller to check and free. */
+static struct conf load_one(const char *key, const char *value)
+{
+    char text[512];
+    struct conf c;
+
+    snprintf(text, sizeof(text), "%s = %s\n", key, value);
+    load_ok(text, &c);
+    return c;
+}
+
+static int online_cpus_clamped(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        return 1;
+    return n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (int)n;
+}
+
+static void assert_string_or_null_equal(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        assert_ptr_equal(a, b);
+    else
+        assert_string_equal(a, b);
+}
+
+static void assert_conf_equal(const struct conf *a, const struct conf *b)
+{
+    assert_string_equal(a->listen, b->listen);
+    assert_int_equal(a->listen_addrlen, b->listen_addrlen);
+    assert_memory_equal(&a->listen_addr, &b->listen_addr, a->listen_addrlen);
+    assert_int_equal(a->workers, b->workers);
+    assert_int_equal(a->workers_auto, b->workers_auto);
+    assert_string_equal(a->database_url, b->database_url);
+    assert_int_equal(a->db_connections, b->db_connections);
+    assert_int_equal(a->max_body_size, b->max_body_size);
+    assert_int_equal(a->perf_max_messages, b->perf_max_messages);
+    assert_int_equal(a->perf_max_batch, b->perf_max_batch);
+    assert_true(a->request_timeout == b->request_timeout);
+    assert_true(a->keepalive_timeout == b->keepalive_timeout);
+    assert_true(a->shutdown_timeout == b->shutdown_timeout);
+    assert_int_equal(a->log_level, b->log_level);
+    assert_int_equal(a->access_log, b->access_log);
+    assert_string_or_null_equal(a->user, b->user);
+    assert_string_or_null_equal(a->pid_file, b->pid_file);
+}
+
+static void assert_ipv4_listen(const struct conf *c, const char *addr, int port)
+{
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&c->listen_addr;
+    struct in_addr want;
+
+    assert_int_equal(inet_pton(AF_INET, addr, &want), 1);
+    assert_int_equal(c->listen_addrlen, sizeof(*sin));
+    assert_int_equal(sin->sin_family, AF_INET);
+    assert_int_equal(ntohs(sin->sin_port), port);
+    assert_memory_equal(&sin->sin_addr, &want, sizeof(want));
+}
+
+static void assert_ipv6_listen(const struct conf *c, const char *addr, int port)
+{
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&c->listen_addr;
+    struct in6_addr want;
+
+    assert_int_equal(inet_pton(AF_INET6, addr, &want), 1);
+    assert_int_equal(c->listen_addrlen, sizeof(*sin6));
+    assert_int_equal(sin6->sin6_family, AF_INET6);
+    assert_int_equal(ntohs(sin6->sin6_port), port);
+    assert_memory_equal(&sin6->sin6_addr, &want, sizeof(want));
+}
+
+/* ---- defaults and syntax ---------------------------------------------- */
+
+static void defaults_when_file_is_empty(void **state)
+{
+    struct conf c, d;
+
+    load_ok("", &c);
+    assert_string_equal(c.listen, "127.0.0.1:3000");
+    assert_ipv4_listen(&c, "127.0.0.1", 3000);
+    assert_true(c.workers_auto);
+    assert_int_equal(c.workers, online_cpus_clamped());
+    assert_string_equal(c.database_url, "");
+    assert_int_equal(c.db_connections, 1);
+    assert_int_equal(c.max_body_size, 1024 * 1024);
+    assert_int_equal(c.perf_max_messages, 1000000);
+    assert_int_equal(c.perf_max_batch, 10000);
+    assert_true(c.request_timeout == 10.0);
+    assert_true(c.keepalive_timeout == 60.0);
+    assert_true(c.shutdown_timeout == 10.0);
+    assert_int_equal(c.log_level, LOGL_INFO);
+    assert_false(c.access_log);
+    assert_null(c.user);
+    assert_null(c.pid_file);
+
+    conf_defaults(&d);
+    assert_conf_equal(&c, &d);
+    conf_free(&d);
+    conf_free(&c);
+}
+
+static void comments_and_blank_lines_are_ignored(void **state)
+{
+    struct conf c, d;
+
+    load_ok("# comment\n\n   \n\t# indented comment\n#workers = 3\n", &c);
+    conf_defaults(&d);
+    assert_conf_equal(&c, &d);
+    conf_free(&d);
+    conf_free(&c);
+}
+
+static void comment_after_value_is_cut(void **state)
+{
+    struct conf c;
+
+    load_ok("workers = 4 # four of them\n", &c);
+    assert_int_equal(c.workers, 4);
+    conf_free(&c);
+}
+
+static void hash_not_after_whitespace_is_part_of_value(void **state)
+{
+    struct conf c = load_one("database_url", "postgresql://u:pa#ss@db/todo");
+
+    assert_string_equal(c.database_url, "postgresql://u:pa#ss@db/todo");
+    conf_free(&c);
+}
+
+static void whitespace_and_crlf_around_key_and_value_are_trimmed(void **state)
+{
+    struct conf c;
+
+    load_ok("  workers\t=\t 3  \r\n\tlog_level=debug\r\n", &c);
+    assert_int_equal(c.workers, 3);
+    assert_int_equal(c.log_level, LOGL_DEBUG);
+    conf_free(&c);
+}
+
+static void last_line_without_newline_is_parsed(void **state)
+{
+    struct conf c;
+
+    load_ok("workers = 2", &c);
+    assert_int_equal(c.workers, 2);
+    conf_free(&c);
+}
+
+static void every_key_set_at_once(void **state)
+{
+    struct conf c;
+
+    load_ok("listen = [::1]:8080\n"
+            "workers = 5\n"
+            "database_url = host=/tmp dbname=todo\n"
+            "db_connections = 4\n"
+            "max_body_size = 2m\n"
+            "perf_max_messages = 500\n"
+            "perf_max_batch = 50\n"
+            "request_timeout = 1.5\n"
+            "keepalive_timeout = 2\n"
+            "shutdown_timeout = 3\n"
+            "log_level = warn\n"
+            "access_log = on\n"
+            "user = todod\n"
+            "pid_file = /run/todod.pid\n",
+            &c);
+    assert_string_equal(c.listen, "[::1]:8080");
+    assert_ipv6_listen(&c, "::1", 8080);
+    assert_int_equal(c.workers, 5);
+    assert_false(c.workers_auto);
+    assert_string_equal(c.database_url, "host=/tmp dbname=todo");
+    assert_int_equal(c.db_connections, 4);
+    assert_int_equal(c.max_body_size, 2 * 1024 * 1024);
+    assert_int_equal(c.perf_max_messages, 500);
+    assert_int_equal(c.perf_max_batch, 50);
+    assert_true(c.request_timeout == 1.5);
+    assert_true(c.keepalive_timeout == 2.0);
+    assert_true(c.shutdown_timeout == 3.0);
+    assert_int_equal(c.log_level, LOGL_WARN);
+    assert_true(c.access_log);
+    assert_string_equal(c.user, "todod");
+    assert_string_equal(c.pid_file, "/run/todod.pid");
+    conf_free(&c);
+}
+
+static void shipped_conf_parses_to_defaults(void **state)
+{
+    const char *srcdir = getenv("TODOD_SRCDIR");
+    char path[4096], err[512] = "";
+    struct conf c, d;
+
+    snprintf(path, sizeof(path), "%s/conf/todod.conf", srcdir != NULL ? srcdir : ".");
+    if (conf_load(path, &c, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    conf_defaults(&d);
+    assert_conf_equal(&c, &d);
+    conf_free(&d);
+    conf_free(&c);
+}
+
+/*
+ * The shipped file lists every key commented out with its default: uncommented,
+ * it must parse to the defaults too. user and pid_file have no default, so the
+ * file shows an example for them instead.
+ */
+static void shipped_conf_commented_values_are_the_defaults(void **state)
+{
+    const char *srcdir = getenv("TODOD_SRCDIR");
+    char path[4096], line[1024], text[8192] = "";
+    struct conf c, d;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/conf/todod.conf", srcdir != NULL ? srcdir : ".");
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        /* "#key = value" (no space after '#') is a commented-out setting. */
+        if (line[0] == '#' && line[1] != ' ' && line[1] != '\n' && strchr(line, '=') != NULL)
+            strncat(text, line + 1, sizeof(text) - strlen(text) - 1);
+    }
+    fclose(f);
+    load_ok(text, &c);
+    assert_non_null(c.user);
+    assert_non_null(c.pid_file);
+    free(c.user);
+    free(c.pid_file);
+    c.user = c.pid_file = NULL;
+    conf_defaults(&d);
+    assert_conf_equal(&c, &d);
+    conf_free(&d);
+    conf_free(&c);
+}
+
+/* ---- listen ----------------------------------------------------------- */
+
+static void listen_ipv4_literal_sets_address_and_port(void **state)
+{
+    struct conf c = load_one("listen", "0.0.0.0:8080");
+
+    assert_string_equal(c.listen, "0.0.0.0:8080");
+    assert_ipv4_listen(&c, "0.0.0.0", 8080);
+    conf_free(&c);
+}
+
+static void listen_ipv6_literal_in_brackets_sets_address_and_port(void **state)
+{
+    struct conf c = load_one("listen", "[::1]:3000");
+
+    assert_string_equal(c.listen, "[::1]:3000");
+    assert_ipv6_listen(&c, "::1", 3000);
+    conf_free(&c);
+
+    c = load_one("listen", "[::]:65535");
+    assert_ipv6_listen(&c, "::", 65535);
+    conf_free(&c);
+}
+
+static void listen_rejects_names_missing_brackets_and_bad_ports(void **state)
+{
+    static const char *bad[] = {
+        "localhost:3000", "127.0.0.1",      "127.0.0.1:",      "127.0.0.1:0",
+        "127.0.0.1:65536", "127.0.0.1:80x", "127.0.0.1:-80",   "256.0.0.1:80",
+        "::1:3000",       "[::1]3000",      "[::1:3000",       "[127.0.0.1]:80",
+        ":3000",          "[]:3000",        "127.0.0.1:+80",   "[::1]:99999999999999999999",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        bad_value("listen", bad[i], "an IPv4 address:port");
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static void workers_auto_uses_online_cpus(void **state)
+{
+    struct conf c = load_one("workers", "auto");
+
+    assert_true(c.workers_auto);
+    assert_int_equal(c.workers, online_cpus_clamped());
+    conf_free(&c);
+}
+
+static void workers_number_is_used_as_given(void **state)
+{
+    struct conf c = load_one("workers", "64");
+
+    assert_false(c.workers_auto);
+    assert_int_equal(c.workers, 64);
+    conf_free(&c);
+}
+
+static void workers_rejects_words_zero_and_too_many(void **state)
+{
+    struct conf c;
+    char err[512];
+
+    assert_int_equal(load_text("\n\nworkers = zero\n", &c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":3: workers: expected a number from 1 to 64 or \"auto\", "
+                                "got \"zero\""));
+    bad_value("workers", "0", "a number from 1 to 64 or \"auto\"");
+    bad_value("workers", "65", "a number from 1 to 64");
+    bad_value("workers", "-1", "a number from 1 to 64");
+    bad_value("workers", "autox", "a number from 1 to 64");
+}
+
+/* ---- integers --------------------------------------------------------- */
+
+static void db_connections_within_range(void **state)
+{
+    struct conf c = load_one("db_connections", "64");
+
+    assert_int_equal(c.db_connections, 64);
+    conf_free(&c);
+    bad_value("db_connections", "0", "a number from 1 to 64");
+    bad_value("db_connections", "65", "a number from 1 to 64");
+}
+
+static void perf_limits_within_range(void **state)
+{
+    struct conf c;
+
+    load_ok("perf_max_messages = 100000000\nperf_max_batch = 1\n", &c);
+    assert_int_equal(c.perf_max_messages, 100000000);
+    assert_int_equal(c.perf_max_batch, 1);
+    conf_free(&c);
+    bad_value("perf_max_messages", "100000001", "a number from 1 to 100000000");
+    bad_value("perf_max_messages", "0", "a number from 1 to 100000000");
+    bad_value("perf_max_batch", "100001", "a number from 1 to 100000");
+}
+
+static void numbers_reject_trailing_junk(void **state)
+{
+    bad_value("workers", "10x", "a number");
+    bad_value("db_connections", "1 0", "a number");
+    bad_value("perf_max_batch", "10x", "a number");
+    bad_value("max_body_size", "10x", "a size");
+    bad_value("request_timeout", "10x", "a number of seconds");
+    bad_value("perf_max_messages", "0x10", "a number");
+}
+
+static void numbers_reject_overflow(void **state)
+{
+    bad_value("perf_max_messages", "99999999999999999999999", "a number from 1 to 100000000");
+    bad_value("max_body_size", "99999999999999999999999", "a size");
+    bad_value("max_body_size", "9999999999999999k", "a size");
+    bad_value("request_timeout", "1" "000000000000000000000000000000000000000000000000000"
+                                 "000000000000000000000000000000000000000000000000000000"
+                                 "000000000000000000000000000000000000000000000000000000"
+                                 "000000000000000000000000000000000000000000000000000000"
+                                 "000000000000000000000000000000000000000000000000000000"
+                                 "00000000000000000000000000000000000000000000000000000",
+              "a number of seconds");
+}
+
+/* ---- sizes ------------------------------------------------------------ */
+
+static void max_body_size_accepts_bytes_and_k_m_suffixes(void **state)
+{
+    static const struct {
+        const char *text;
+        size_t bytes;
+    } cases[] = {
+        {"1", 1},          {"512", 512},           {"4k", 4096},
+        {"4K", 4096},      {"2m", 2 * 1024 * 1024}, {"64M", 64 * 1024 * 1024},
+        {"65536k", 64 * 1024 * 1024},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct conf c = load_one("max_body_size", cases[i].text);
+
+        assert_int_equal(c.max_body_size, cases[i].bytes);
+        conf_free(&c);
+    }
+}
+
+static void max_body_size_rejects_out_of_range_and_bad_suffixes(void **state)
+{
+    static const char *bad[] = {"0", "0k", "65m", "65537k", "67108865", "1g",
+                                "1kb", "k",  "-1k", "1.5m", "m1"};
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        bad_value("max_body_size", bad[i], "a size from 1 to 64m");
+}
+
+/* ---- seconds ---------------------------------------------------------- */
+
+static void seconds_accept_decimals(void **state)
+{
+    struct conf c;
+
+    load_ok("request_timeout = 0.5\nkeepalive_timeout = 86400\nshutdown_timeout = .25\n", &c);
+    assert_true(c.request_timeout == 0.5);
+    assert_true(c.keepalive_timeout == 86400.0);
+    assert_true(c.shutdown_timeout == 0.25);
+    conf_free(&c);
+}
+
+static void seconds_reject_zero_negative_too_large_and_non_decimal(void **state)
+{
+    static const char *bad[] = {"0",   "0.0", "-1",  "86400.5", "1e3", "inf", "nan",
+                                "0x10", "1.2.3", ".", "10s",    "+5"};
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bad_value("request_timeout", bad[i], "a number of seconds greater than 0");
+        bad_value("keepalive_timeout", bad[i], "a number of seconds");
+        bad_value("shutdown_timeout", bad[i], "a number of seconds");
+    }
+}
+
+/* ---- enums and flags -------------------------------------------------- */
+
+static void log_level_accepts_each_level(void **state)
+{
+    static const struct {
+        const char *text;
+        int level;
+    } cases[] = {
+        {"error", LOGL_ERROR}, {"warn", LOGL_WARN}, {"info", LOGL_INFO}, {"debug", LOGL_DEBUG},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct conf c = load_one("log_level", cases[i].text);
+
+        assert_int_equal(c.log_level, cases[i].level);
+        conf_free(&c);
+    }
+}
+
+static void log_level_rejects_unknown_level(void **state)
+{
+    bad_value("log_level", "verbose", "error, warn, info or debug");
+    bad_value("log_level", "3", "error, warn, info or debug");
+}
+
+static void access_log_accepts_on_off_and_synonyms(void **state)
+{
+    static const struct {
+        const char *text;
+        bool on;
+    } cases[] = {
+        {"on", true},   {"off", false}, {"true", true}, {"false", false},
+        {"yes", true},  {"no", false},  {"ON", true},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct conf c = load_one("access_log", cases[i].text);
+
+        assert_int_equal(c.access_log, cases[i].on);
+        conf_free(&c);
+    }
+}
+
+static void access_log_rejects_other_words(void **state)
+{
+    bad_value("access_log", "maybe", "on or off");
+    bad_value("access_log", "1", "on or off");
+}
+
+/* ---- strings ---------------------------------------------------------- */
+
+static void database_url_conninfo_keeps_inner_spaces(void **state)
+{
+    struct conf c;
+
+    load_ok("database_url =   host=/tmp  dbname=todo user=me  \n", &c);
+    assert_string_equal(c.database_url, "host=/tmp  dbname=todo user=me");
+    conf_free(&c);
+}
+
+static void database_url_surrounding_quotes_are_removed(void **state)
+{
+    struct conf c;
+
+    load_ok("database_url = \"host=db password=a #b\"  # the hash above is kept\n", &c);
+    assert_string_equal(c.database_url, "host=db password=a #b");
+    conf_free(&c);
+}
+
+static void database_url_may_be_empty(void **state)
+{
+    struct conf c;
+
+    load_ok("database_url =\n", &c);
+    assert_string_equal(c.database_url, "");
+    conf_free(&c);
+    load_ok("database_url = \"\"\n", &c);
+    assert_string_equal(c.database_url, "");
+    conf_free(&c);
+}
+
+static void long_values_are_read_whole(void **state)
+{
+    size_t n = 10000, len = strlen("database_url = ");
+    char *text = malloc(len + n + 2);
+    struct conf c;
+
+    assert_non_null(text);
+    memcpy(text, "database_url = ", len);
+    memset(text + len, 'x', n);
+    strcpy(text + len + n, "\n");
+    load_ok(text, &c);
+    assert_int_equal(strlen(c.database_url), n);
+    conf_free(&c);
+    free(text);
+}
+
+static void user_and_pid_file_are_set(void **state)
+{
+    struct conf c;
+
+    load_ok("user = todod\npid_file = \"/run/todod/todod.pid\"\n", &c);
+    assert_string_equal(c.user, "todod");
+    assert_string_equal(c.pid_file, "/run/todod/todod.pid");
+    conf_free(&c);
+}
+
+static void user_and_pid_file_reject_empty_quoted_value(void **state)
+{
+    bad_value("user", "\"\"", "a non-empty string");
+    bad_value("pid_file", "\"\"", "a non-empty string");
+}
+
+static void quote_without_closing_quote_is_an_error(void **state)
+{
+    load_fails("user = todod\ndatabase_url = \"host=db\n", 2, "database_url: missing closing");
+}
+
+static void text_after_closing_quote_is_an_error(void **state)
+{
+    load_fails("user = \"todod\" x\n", 1, "user: unexpected text after the closing");
+    load_fails("user = \"todod\"#x\n", 1, "user: unexpected text after the closing");
+}
+
+/* ---- structural errors ------------------------------------------------ */
+
+static void unknown_key_names_key_and_line(void **state)
+{
+    struct conf c;
+    char err[512];
+
+    assert_int_equal(load_text("workers = 2\n# x\nfoo = bar\n", &c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":3: unknown key \"foo\""));
+    assert_null(c.database_url);
+}
+
+static void keys_are_case_sensitive(void **state)
+{
+    load_fails("Workers = 2\n", 1, "unknown key \"Workers\"");
+}
+
+static void duplicate_key_names_first_line(void **state)
+{
+    load_fails("\n\nworkers = 2\nlog_level = info\nworkers = 3\n", 5,
+               "duplicate key \"workers\" (first set on line 3)");
+}
+
+static void line_without_equals_is_an_error(void **state)
+{
+    load_fails("workers = 2\nworkers 3\n", 2, "expected \"key = value\", got \"workers 3\"");
+    load_fails("workers # = 3\n", 1, "expected \"key = value\"");
+}
+
+static void missing_value_is_an_error(void **state)
+{
+    load_fails("# c\nworkers =\n", 2, "missing value for \"workers\"");
+    load_fails("user =   # nobody\n", 1, "missing value for \"user\"");
+}
+
+static void missing_key_is_an_error(void **state)
+{
+    load_fails("= 3\n", 1, "missing key");
+}
+
+static void nul_byte_in_line_is_an_error(void **state)
+{
+    char *path = write_temp("");
+    struct conf c;
+    char err[512];
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    fwrite("workers = 2\nuser = a\0b\n", 1, 23, f);
+    fclose(f);
+    assert_int_equal(conf_load(path, &c, err, sizeof(err)), -1);
+    unlink(path);
+    assert_non_null(strstr(err, ":2: line contains a NUL byte"));
+}
+
+static void error_after_valid_strings_frees_them(void **state)
+{
+    /* valgrind and ASan check that user and pid_file from lines 1-2 are freed. */
+    load_fails("user = u\npid_file = /p\ndatabase_url = x\nworkers = many\n", 4, "workers");
+}
+
+static void unopenable_file_names_path_and_reason(void **state)
+{
+    struct conf c;
+    char err[512];
+
+    assert_int_equal(conf_load("/nonexistent/todod.conf", &c, err, sizeof(err)), -1);
+    assert_string_equal(err, "/nonexistent/todod.conf: cannot open: No such file or directory");
+    assert_null(c.database_url);
+}
+
+static void directory_is_a_read_error(void **state)
+{
+    struct conf c;
+    char err[512];
+
+    assert_int_equal(conf_load("/tmp", &c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "/tmp: "));
+    assert_null(c.database_url);
+}
+
+static void small_error_buffer_is_truncated_not_overrun(void **state)
+{
+    struct conf c;
+    char err[8];
+
+    assert_int_equal(load_text("foo = bar\n", &c, err, sizeof(err)), -1);
+    assert_int_equal(strlen(err), sizeof(err) - 1);
+}
+
+/* ---- environment ------------------------------------------------------ */
+
+static void database_url_env_overrides_file(void **state)
+{
+    struct conf c;
+
+    setenv("DATABASE_URL", "postgresql://env/db", 1);
+    load_ok("database_url = postgresql://file/db\n", &c);
+    unsetenv("DATABASE_URL");
+    assert_string_equal(c.database_url, "postgresql://env/db");
+    conf_free(&c);
+}
+
+static void database_url_env_overrides_default(void **state)
+{
+    struct conf c;
+
+    setenv("DATABASE_URL", "host=env", 1);
+    load_ok("", &c);
+    unsetenv("DATABASE_URL");
+    assert_string_equal(c.database_url, "host=env");
+    conf_free(&c);
+}
+
+static void database_url_env_empty_is_ignored(void **state)
+{
+    struct conf c;
+
+    setenv("DATABASE_URL", "", 1);
+    load_ok("database_url = host=file\n", &c);
+    unsetenv("DATABASE_URL");
+    assert_string_equal(c.database_url, "host=file");
+    conf_free(&c);
+}
+
+static void database_url_env_does_not_hide_file_errors(void **state)
+{
+    setenv("DATABASE_URL", "host=env", 1);
+    load_fails("workers = none\n", 1, "workers");
+    unsetenv("DATABASE_URL");
+}
+
+/* ---- copy and free ---------------------------------------------------- */
+
+static void copy_is_independent_of_original(void **state)
+{
+    struct conf a, b;
+
+    load_ok("user = alice\npid_file = /run/a.pid\ndatabase_url = host=a\nworkers = 7\n", &a);
+    assert_int_equal(conf_copy(&b, &a), 0);
+    assert_conf_equal(&a, &b);
+    assert_ptr_not_equal(a.database_url, b.database_url);
+    assert_ptr_not_equal(a.user, b.user);
+    assert_ptr_not_equal(a.pid_file, b.pid_file);
+    conf_free(&a);
+    assert_string_equal(b.user, "alice");
+    assert_string_equal(b.pid_file, "/run/a.pid");
+    assert_string_equal(b.database_url, "host=a");
+    assert_int_equal(b.workers, 7);
+    conf_free(&b);
+}
+
+static void copy_of_defaults_keeps_unset_strings_null(void **state)
+{
+    struct conf a, b;
+
+    conf_defaults(&a);
+    assert_int_equal(conf_copy(&b, &a), 0);
+    assert_null(b.user);
+    assert_null(b.pid_file);
+    assert_string_equal(b.database_url, "");
+    assert_ptr_not_equal(a.database_url, b.database_url);
+    conf_free(&a);
+    conf_free(&b);
+}
+
+static void free_is_safe_on_defaults_and_twice(void **state)
+{
+    struct conf c;
+
+    conf_defaults(&c);
+    conf_free(&c);
+    conf_free(&c);
+    assert_null(c.database_url);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_when_file_is_empty),
+        cmocka_unit_test(comments_and_blank_lines_are_ignored),
+        cmocka_unit_test(comment_after_value_is_cut),
+        cmocka_unit_test(hash_not_after_whitespace_is_part_of_value),
+        cmocka_unit_test(whitespace_and_crlf_around_key_and_value_are_trimmed),
+        cmocka_unit_test(last_line_without_newline_is_parsed),
+        cmocka_unit_test(every_key_set_at_once),
+        cmocka_unit_test(shipped_conf_parses_to_defaults),
+        cmocka_unit_test(shipped_conf_commented_values_are_the_defaults),
+        cmocka_unit_test(listen_ipv4_literal_sets_address_and_port),
+        cmocka_unit_test(listen_ipv6_literal_in_brackets_sets_address_and_port),
+        cmocka_unit_test(listen_rejects_names_missing_brackets_and_bad_ports),
+        cmocka_unit_test(workers_auto_uses_online_cpus),
+        cmocka_unit_test(workers_number_is_used_as_given),
+        cmocka_unit_test(workers_rejects_words_zero_and_too_many),
+        cmocka_unit_test(db_connections_within_range),
+        cmocka_unit_test(perf_limits_within_range),
+        cmocka_unit_test(numbers_reject_trailing_junk),
+        cmocka_unit_test(numbers_reject_overflow),
+        cmocka_unit_test(max_body_size_accepts_bytes_and_k_m_suffixes),
+        cmocka_unit_test(max_body_size_rejects_out_of_range_and_bad_suffixes),
+        cmocka_unit_test(seconds_accept_decimals),
+        cmocka_unit_test(seconds_reject_zero_negative_too_large_and_non_decimal),
+        cmocka_unit_test(log_level_accepts_each_level),
+        cmocka_unit_test(log_level_rejects_unknown_level),
+        cmocka_unit_test(access_log_accepts_on_off_and_synonyms),
+        cmocka_unit_test(access_log_rejects_other_words),
+        cmocka_unit_test(database_url_conninfo_keeps_inner_spaces),
+        cmocka_unit_test(database_url_surrounding_quotes_are_removed),
+        cmocka_unit_test(database_url_may_be_empty),
+        cmocka_unit_test(long_values_are_read_whole),
+        cmocka_unit_test(user_and_pid_file_are_set),
+        cmocka_unit_test(user_and_pid_file_reject_empty_quoted_value),
+        cmocka_unit_test(quote_without_closing_quote_is_an_error),
+        cmocka_unit_test(text_after_closing_quote_is_an_error),
+        cmocka_unit_test(unknown_key_names_key_and_line),
+        cmocka_unit_test(keys_are_case_sensitive),
+        cmocka_unit_test(duplicate_key_names_first_line),
+        cmocka_unit_test(line_without_equals_is_an_error),
+        cmocka_unit_test(missing_value_is_an_error),
+        cmocka_unit_test(missing_key_is_an_error),
+        cmocka_unit_test(nul_byte_in_line_is_an_error),
+        cmocka_unit_test(error_after_valid_strings_frees_them),
+        cmocka_unit_test(unopenable_file_names_path_and_reason),
+        cmocka_unit_test(directory_is_a_read_error),
+        cmocka_unit_test(small_error_buffer_is_truncated_not_overrun),
+        cmocka_unit_test(database_url_env_overrides_file),
+        cmocka_unit_test(database_url_env_overrides_default),
+        cmocka_unit_test(database_url_env_empty_is_ignored),
+        cmocka_unit_test(database_url_env_does_not_hide_file_errors),
+        cmocka_unit_test(copy_is_independent_of_original),
+        cmocka_unit_test(copy_of_defaults_keeps_unset_strings_null),
+        cmocka_unit_test(free_is_safe_on_defaults_and_twice),
+    };
+
+    /* The tests set DATABASE_URL themselves; one inherited from the shell would
+     * replace every database_url they check. */
+    unsetenv("DATABASE_URL");
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
