@@ -298,8 +298,7 @@ static void conn_sync(struct db_conn *c)
     m = calloc(1, sizeof(*m));
     if (m == NULL || PQpipelineSync(c->pg) != 1) {
         free(m);
-        c->state = CONN_READY; /* conn_lost below resets it */
-        event_active(c->ev_fail, 0, 0);
+        event_active(c->ev_fail, 0, 0); /* handled outside the caller's stack */
         return;
     }
     m->is_sync = true;
