@@ -157,6 +157,7 @@ struct db_pool {
     struct db_conn *conns;
 };
 
+#define SQLSTATE_QUERY_CANCELED "57014"
 #define GROUP_MAX 256          /* queries per sync group */
 #define BACKOFF_MIN 0.05
 #define BACKOFF_MAX 5.0
@@ -418,11 +419,15 @@ static void query_deliver(struct db_query *q, enum db_status st)
     db_done_cb cb = q->cb;
 
     if (st == DB_FAILED) {
+        const char *state = q->res ? PQresultErrorField(q->res, PG_DIAG_SQLSTATE) : NULL;
         char line[512];
 
         error_message_line(q->res ? PQresultErrorMessage(q->res) : "", line, sizeof(line));
         atomic_fetch_add_explicit(&pool->slot->c.db_errors, 1, memory_order_relaxed);
         log_warn("query %s failed: %s", statements[q->stmt].name, line);
+        /* statement_timeout (= request_timeout) may fire before our own timer. */
+        if (state != NULL && strcmp(state, SQLSTATE_QUERY_CANCELED) == 0)
+            st = DB_TIMEOUT;
     }
     q->cb = NULL;
     if (cb != NULL)

@@ -225,6 +225,71 @@ static bool is_json_content_type(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
+static bool only_whitespace(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            return false;
+    return true;
+}
+
+static int hex4(const char *s, size_t n)
+{
+    int i, v = 0;
+
+    if (n < 4)
+        return -1;
+    for (i = 0; i < 4; i++) {
+        int c = s[i];
+
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            v |= (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+    }
+    return v;
+}
+
+/*
+ * json-c turns a \u escape of a lone UTF-16 surrogate into U+FFFD; todod
+ * refuses it instead, so that what is stored is what the client meant.
+ */
+static bool has_unpaired_surrogate(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i + 1 < n) {
+        int v;
+
+        if (s[i] != '\\') {
+            i++;
+            continue;
+        }
+        if (s[i + 1] != 'u') {
+            i += 2; /* any other escape, an escaped backslash included */
+            continue;
+        }
+        v = hex4(s + i + 2, n - i - 2);
+        i += 6;
+        if (v < 0xd800 || v > 0xdfff)
+            continue;
+        if (v >= 0xdc00)
+            return true; /* a low surrogate first */
+        if (i + 1 >= n || s[i] != '\\' || s[i + 1] != 'u')
+            return true;
+        v = hex4(s + i + 2, n - i - 2);
+        if (v < 0xdc00 || v > 0xdfff)
+            return true;
+        i += 6;
+    }
+    return false;
+}
+
 struct json_object *http_read_json_object(struct http_req *r)
 {
     struct evkeyvalq *headers = evhttp_request_get_input_headers(r->req);
@@ -233,6 +298,7 @@ struct json_object *http_read_json_object(struct http_req *r)
     struct json_tokener *tok;
     struct json_object *obj;
     const char *body;
+    size_t end;
 
     if (!is_json_content_type(evhttp_find_header(headers, "Content-Type"))) {
         http_reply_error(r, 415, "Content-Type must be application/json");
@@ -251,6 +317,10 @@ struct json_object *http_read_json_object(struct http_req *r)
         http_reply_error(r, 400, "request body is not valid UTF-8");
         return NULL;
     }
+    if (has_unpaired_surrogate(body, len)) {
+        http_reply_error(r, 400, "request body is not valid UTF-8: a \\u escape of an unpaired UTF-16 surrogate");
+        return NULL;
+    }
     tok = json_tokener_new();
     if (tok == NULL) {
         http_reply_error(r, 500, "internal error");
@@ -258,12 +328,22 @@ struct json_object *http_read_json_object(struct http_req *r)
     }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     obj = json_tokener_parse_ex(tok, body, (int)len);
-    if (obj == NULL || json_tokener_get_parse_end(tok) != len) {
+    end = json_tokener_get_parse_end(tok);
+    /* A number or literal at the very end of the body ("1", "true") waits for
+     * more input: the end of the body is what ends it. */
+    if (obj == NULL && json_tokener_get_error(tok) == json_tokener_continue) {
+        obj = json_tokener_parse_ex(tok, "", 1);
+        end = len;
+    }
+    /* Success with a NULL object is the JSON literal null: a value, not an error. */
+    if (json_tokener_get_error(tok) != json_tokener_success ||
+        !only_whitespace(body + end, len - end)) {
         enum json_tokener_error err = json_tokener_get_error(tok);
 
-        if (err == json_tokener_continue || (obj != NULL && err == json_tokener_success))
-            http_reply_error(r, 400, "malformed JSON: %s",
-                             obj ? "unexpected data after the value" : "unexpected end of data");
+        if (err == json_tokener_success)
+            http_reply_error(r, 400, "malformed JSON: unexpected data after the value");
+        else if (err == json_tokener_continue)
+            http_reply_error(r, 400, "malformed JSON: unexpected end of data");
         else
             http_reply_error(r, 400, "malformed JSON: %s", json_tokener_error_desc(err));
         json_object_put(obj);

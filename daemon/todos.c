@@ -257,22 +257,28 @@ static void page_cleanup(struct http_req *r)
     free(r->state);
 }
 
-/* Reads page and limit; answers 400 itself and returns false when bad. */
+/* Reads page and limit into r->state; answers 400 itself (freeing r) and
+ * returns false when one is bad. */
 static bool parse_page(struct http_req *r, long def_limit, long max_limit)
 {
-    struct page *pg = malloc(sizeof(*pg));
+    long page = http_query_long(r, "page", 1, 1, PAGE_MAX, 0), limit;
+    struct page *pg;
 
+    if (page < 0)
+        return false;
+    limit = http_query_long(r, "limit", def_limit, 1, max_limit, 1);
+    if (limit < 0)
+        return false;
+    pg = malloc(sizeof(*pg));
     if (pg == NULL) {
         http_reply_error(r, 500, "internal error");
         return false;
     }
+    pg->page = page;
+    pg->limit = limit;
     r->state = pg;
     r->cleanup = page_cleanup;
-    pg->page = http_query_long(r, "page", 1, 1, PAGE_MAX, 0);
-    if (pg->page < 0)
-        return false;
-    pg->limit = http_query_long(r, "limit", def_limit, 1, max_limit, 1);
-    return pg->limit >= 0;
+    return true;
 }
 
 static void list_done(void *arg, enum db_status st, const PGresult *res)
