@@ -78,7 +78,7 @@ run: deps
 	tests/lib/devrun.sh
 
 check: deps-test
-	$(MAKE) all
+	$(MAKE) all $(UNIT_BIN)
 	$(MAKE) SAN=1 all $(subst build/,build/san/,$(UNIT_BIN))
 	tests/run.sh
 

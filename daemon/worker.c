@@ -19,6 +19,8 @@
  */
 #define DRAIN_QUIET 0.3
 #define DRAIN_POLL_MS 20
+#define READY_POLL_MS 5
+#define READY_WAIT 1.0
 
 static double since(const struct timespec *t)
 {
@@ -65,11 +67,39 @@ static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
     atomic_store(&w->slot->draining, 1);
     clock_gettime(CLOCK_MONOTONIC, &w->drain_started);
     /* Connections still queued on the shared socket go to the other workers. */
-    evhttp_del_accept_socket(w->http, w->bound);
+    if (w->bound != NULL)
+        evhttp_del_accept_socket(w->http, w->bound);
     w->bound = NULL;
     log_info("stopping: %d requests in flight", w->in_flight);
     w->drain_timer = event_new(w->base, -1, EV_PERSIST, worker_check_drained, w);
     event_add(w->drain_timer, &poll);
+}
+
+/*
+ * A worker starts accepting connections, and tells the master it is ready,
+ * once its database connections are up: during a reload or a restart the
+ * other workers keep answering until this one can (the master stops the old
+ * generation only when every new worker is ready). A database that is down
+ * does not hold the start up for longer than READY_WAIT: then /health says 503.
+ */
+static void worker_check_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (db_pool_ready(w->db) < w->conf->db_connections && since(&w->started) < READY_WAIT)
+        return;
+    event_del(w->ready_timer);
+    if (w->draining)
+        return;
+    w->bound = evhttp_accept_socket_with_handle(w->http, w->listen_fd);
+    if (w->bound == NULL) {
+        log_error("cannot accept on the listening socket");
+        event_base_loopbreak(w->base);
+        w->failed = true;
+        return;
+    }
+    atomic_store(&w->slot->ready, 1);
+    log_info("serving on %s (slot %d)", w->conf->listen, w->slot_index);
 }
 
 static int open_files_limit(void)
@@ -109,11 +139,6 @@ static int worker_setup(struct worker *w)
         return -1;
     }
     http_setup(w);
-    w->bound = evhttp_accept_socket_with_handle(w->http, w->listen_fd);
-    if (w->bound == NULL) {
-        log_error("cannot accept on the listening socket");
-        return -1;
-    }
     return 0;
 }
 
@@ -126,6 +151,8 @@ static void worker_teardown(struct worker *w)
         event_free(w->drain_timer);
     if (w->accept_timer != NULL)
         event_free(w->accept_timer);
+    if (w->ready_timer != NULL)
+        event_free(w->ready_timer);
     if (w->sig_term != NULL)
         event_free(w->sig_term);
     if (w->sig_int != NULL)
@@ -150,12 +177,15 @@ int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, in
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* the master reloads; workers are replaced */
     if (worker_setup(&w) == 0) {
+        struct timeval tick = {0, READY_POLL_MS * 1000};
+
         atomic_store(&w.slot->pid, (int)getpid());
-        atomic_store(&w.slot->ready, 1);
-        log_info("serving on %s (slot %d)", conf->listen, slot);
+        clock_gettime(CLOCK_MONOTONIC, &w.started);
+        w.ready_timer = event_new(w.base, -1, EV_PERSIST, worker_check_ready, &w);
+        event_add(w.ready_timer, &tick);
         clock_gettime(CLOCK_MONOTONIC, &w.last_reply);
         event_base_dispatch(w.base);
-        rc = 0;
+        rc = w.failed ? 1 : 0;
         log_info("stopped");
     }
     worker_teardown(&w);
