@@ -6,6 +6,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "stats.h"
 
@@ -167,28 +168,6 @@ static void conn_lost(struct db_conn *c, const char *why);
 static void conn_io(evutil_socket_t fd, short what, void *arg);
 static int conn_send(struct db_conn *c, struct db_query *q, const struct db_params *p);
 
-static struct timeval tv_from_seconds(double s)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
-
-static struct timespec now_mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts;
-}
-
-static double ts_diff(struct timespec a, struct timespec b)
-{
-    return (double)(a.tv_sec - b.tv_sec) + (double)(a.tv_nsec - b.tv_nsec) / 1e9;
-}
-
 static void error_message_line(const char *msg, char *out, size_t n)
 {
     snprintf(out, n, "%s", msg ? msg : "");
@@ -276,12 +255,12 @@ static int query_copy_params(struct db_query *q, const struct db_params *p)
 static void conn_arm_deadline(struct db_conn *c)
 {
     struct db_query *q;
-    struct timespec now = now_mono();
+    struct timespec now = clock_now();
 
     TAILQ_FOREACH(q, &c->queue, entry) {
         if (!q->is_sync && q->cb != NULL && !(q->flags & DB_NO_TIMEOUT)) {
-            double left = ts_diff(q->deadline, now);
-            struct timeval tv = tv_from_seconds(left > 0 ? left : 0);
+            double left = clock_diff(q->deadline, now);
+            struct timeval tv = clock_timeval(left);
 
             evtimer_add(c->ev_timer, &tv);
             return;
@@ -374,7 +353,6 @@ struct db_query *db_submit(struct db_pool *pool, enum db_stmt stmt, const struct
 {
     struct db_conn *c = pool_pick(pool);
     struct db_query *q;
-    double whole;
 
     if (c == NULL)
         return NULL;
@@ -385,10 +363,7 @@ struct db_query *db_submit(struct db_pool *pool, enum db_stmt stmt, const struct
     q->flags = flags;
     q->cb = cb;
     q->arg = arg;
-    q->deadline = now_mono();
-    q->deadline.tv_nsec += (long)(modf(pool->request_timeout, &whole) * 1e9);
-    q->deadline.tv_sec += (time_t)whole + q->deadline.tv_nsec / 1000000000L;
-    q->deadline.tv_nsec %= 1000000000L;
+    q->deadline = clock_add(clock_now(), pool->request_timeout);
     /* A grouped query keeps its parameters to be resent alone if its group
      * fails; one that runs alone is never resent, so libpq's copy suffices. */
     if (!(flags & DB_ALONE) && query_copy_params(q, p) < 0) {
@@ -536,7 +511,7 @@ static void slot_db_up(struct db_conn *c, int delta)
 
 static void conn_schedule_reconnect(struct db_conn *c)
 {
-    struct timeval tv = tv_from_seconds(c->backoff);
+    struct timeval tv = clock_timeval(c->backoff);
 
     c->state = CONN_DOWN;
     evtimer_add(c->ev_timer, &tv);
@@ -730,7 +705,7 @@ static void conn_connect(struct db_conn *c)
 static void conn_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct db_conn *c = arg;
-    struct timespec now = now_mono();
+    struct timespec now = clock_now();
     struct db_query *q;
 
     if (c->state == CONN_DOWN) {
@@ -740,7 +715,7 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
     TAILQ_FOREACH(q, &c->queue, entry) {
         if (q->is_sync || q->cb == NULL || (q->flags & DB_NO_TIMEOUT))
             continue;
-        if (ts_diff(q->deadline, now) > 0)
+        if (clock_diff(q->deadline, now) > 0)
             break;
         /* Answer now; the result, when it comes, is dropped. */
         query_deliver(q, DB_TIMEOUT);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "db.h"
 #include "log.h"
 #include "ops.h"
@@ -117,15 +118,6 @@ static int method_index(enum evhttp_cmd_type cmd)
 
 /* ---- replies ---- */
 
-static uint64_t elapsed_us(const struct timespec *since)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)(now.tv_sec - since->tv_sec) * 1000000u +
-           (uint64_t)((now.tv_nsec - since->tv_nsec) / 1000);
-}
-
 static void http_finish(struct http_req *r, int status, struct evbuffer *body)
 {
     struct worker *w = r->w;
@@ -134,7 +126,7 @@ static void http_finish(struct http_req *r, int status, struct evbuffer *body)
     if (w->draining)
         evhttp_add_header(evhttp_request_get_output_headers(r->req), "Connection", "close");
     evhttp_send_reply(r->req, status, reason_phrase(status), body);
-    us = elapsed_us(&r->started);
+    us = (uint64_t)(clock_since(r->started) * 1e6);
     stats_http_observe(w->slot, r->route, r->method, status, us);
     if (w->conf->access_log)
         log_info("%s %s %d %.3fms", method_names[r->method], r->path ? r->path : "-", status,
@@ -469,7 +461,7 @@ static void http_dispatch(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, 500, NULL);
         return;
     }
-    clock_gettime(CLOCK_MONOTONIC, &r->started);
+    r->started = clock_now();
     worker_request_started(w);
     count_connection(w, req);
     r->w = w;
@@ -542,12 +534,9 @@ static int least_loaded_peer(const struct worker *w)
  */
 static void expire_unseen(struct worker *w)
 {
-    struct timespec now;
-
     if (w->accepted_unseen == 0)
         return;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - w->last_accept.tv_sec >= 2) {
+    if (clock_since(w->last_accept) >= 1.0) {
         atomic_fetch_sub(&w->slot->open_conns, w->accepted_unseen);
         w->accepted_unseen = 0;
     }
@@ -572,7 +561,7 @@ static struct bufferevent *http_on_accept(struct event_base *base, void *arg)
     /* Counted from now on, so the peers see it before its first request. */
     atomic_fetch_add(&w->slot->open_conns, 1);
     w->accepted_unseen++;
-    clock_gettime(CLOCK_MONOTONIC, &w->last_accept);
+    w->last_accept = clock_now();
     ahead = least >= 0 && atomic_load(&w->slot->open_conns) > least + 1;
 
     if (w->bound != NULL) {

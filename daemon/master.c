@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "stats.h"
 #include "worker.h"
@@ -65,29 +66,6 @@ static void on_signal(int sig)
         got_chld = 1;
     else
         got_term = 1;
-}
-
-static struct timespec now_mono(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t;
-}
-
-static double ts_diff(struct timespec a, struct timespec b)
-{
-    return (double)(a.tv_sec - b.tv_sec) + (double)(a.tv_nsec - b.tv_nsec) / 1e9;
-}
-
-static struct timespec ts_add(struct timespec t, double s)
-{
-    double whole;
-
-    t.tv_nsec += (long)(modf(s, &whole) * 1e9);
-    t.tv_sec += (time_t)whole + t.tv_nsec / 1000000000L;
-    t.tv_nsec %= 1000000000L;
-    return t;
 }
 
 /* ---- the listening socket ---- */
@@ -187,7 +165,7 @@ static void spawn_worker(struct master *m, int index)
     if (pid < 0) {
         log_error("fork: %s", strerror(errno));
         stats_slot_retire(m->shm, slot);
-        m->respawn_at[index] = ts_add(now_mono(), BACKOFF_FIRST);
+        m->respawn_at[index] = clock_add(clock_now(), BACKOFF_FIRST);
         return;
     }
     if (pid == 0)
@@ -198,17 +176,17 @@ static void spawn_worker(struct master *m, int index)
     c->generation = m->generation;
     c->index = index;
     c->stopping = false;
-    c->started = now_mono();
+    c->started = clock_now();
     log_debug("started worker %ld (slot %d, generation %d)", (long)pid, slot, m->generation);
 }
 
 static void spawn_missing(struct master *m)
 {
-    struct timespec now = now_mono();
+    struct timespec now = clock_now();
     int i;
 
     for (i = 0; i < m->conf.workers; i++)
-        if (!index_alive(m, i) && ts_diff(now, m->respawn_at[i]) >= 0)
+        if (!index_alive(m, i) && clock_diff(now, m->respawn_at[i]) >= 0)
             spawn_worker(m, i);
 }
 
@@ -227,15 +205,15 @@ static void describe_exit(int status, char *buf, size_t n)
  * when it keeps dying young. */
 static void schedule_restart(struct master *m, const struct child *c)
 {
-    struct timespec now = now_mono();
+    struct timespec now = clock_now();
     double *b = &m->backoff[c->index];
 
     atomic_fetch_add(&m->shm->worker_restarts, 1);
-    if (ts_diff(now, c->started) >= YOUNG)
+    if (clock_diff(now, c->started) >= YOUNG)
         *b = 0;
     else
         *b = *b == 0 ? BACKOFF_FIRST : fmin(*b * 2, BACKOFF_MAX);
-    m->respawn_at[c->index] = ts_add(now, *b);
+    m->respawn_at[c->index] = clock_add(now, *b);
     if (*b > 0)
         log_warn("worker %d keeps dying: next start in %.1f s", c->index, *b);
 }
@@ -346,7 +324,7 @@ static void begin_stop(struct master *m)
     int i;
 
     m->stopping = true;
-    m->stop_deadline = ts_add(now_mono(), m->conf.shutdown_timeout + KILL_GRACE);
+    m->stop_deadline = clock_add(clock_now(), m->conf.shutdown_timeout + KILL_GRACE);
     sd_notify(0, "STOPPING=1\nSTATUS=stopping");
     log_info("stopping");
     for (i = 0; i < STATS_MAX_SLOTS; i++) {
@@ -485,7 +463,7 @@ int master_run(const char *conf_path, struct conf *conf)
         if (m.stopping) {
             if (live_children(&m) == 0)
                 break;
-            if (ts_diff(now_mono(), m.stop_deadline) > 0)
+            if (clock_diff(clock_now(), m.stop_deadline) > 0)
                 kill_stragglers(&m);
         } else {
             spawn_missing(&m);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "clock.h"
 #include "db.h"
 #include "log.h"
 #include "stats.h"
@@ -47,14 +48,6 @@ struct perf_batch {
     long rows;
     struct timespec sent;
 };
-
-static double elapsed_ms(const struct timespec *since)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - since->tv_sec) * 1e3 + (double)(now.tv_nsec - since->tv_nsec) / 1e6;
-}
 
 static void lat_record(struct perf_test *t, double ms)
 {
@@ -150,7 +143,7 @@ static void batch_done(void *arg, enum db_status st, const PGresult *res)
     struct perf_batch *b = arg;
     struct perf_test *t = b->t;
     struct stats_slot *slot = t->r->w->slot;
-    double ms = elapsed_ms(&b->sent);
+    double ms = clock_since(b->sent) * 1e3;
     long ok = 0;
 
     if (st == DB_OK)
@@ -219,7 +212,7 @@ static void batch_send(struct perf_test *t)
         values[2] = dones, lengths[2] = (int)(pd - dones);
         b->t = t;
         b->rows = rows;
-        clock_gettime(CLOCK_MONOTONIC, &b->sent);
+        b->sent = clock_now();
         t->next += rows;
         /* Each batch commits alone, so a failed one costs only its own rows. */
         if (db_submit(t->r->w->db, DB_PERF_INSERT, &p, DB_ALONE | DB_NO_TIMEOUT, batch_done, b)) {
@@ -250,7 +243,7 @@ static struct json_object *fixed(double v, int decimals)
 static void perf_report(struct perf_test *t)
 {
     struct http_req *r = t->r;
-    double ms = elapsed_ms(&t->started);
+    double ms = clock_since(t->started) * 1e3;
     struct json_object *o = json_object_new_object(), *lat = json_object_new_object();
     long measured = t->batches > 0 ? t->batches : 1;
 
@@ -335,6 +328,6 @@ void perf_start(struct http_req *r)
     t->batch_size = b;
     r->state = t;
     r->cleanup = perf_cleanup;
-    clock_gettime(CLOCK_MONOTONIC, &t->started);
+    t->started = clock_now();
     batch_send(t);
 }

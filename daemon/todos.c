@@ -307,19 +307,27 @@ static void list_done(void *arg, enum db_status st, const PGresult *res)
     http_reply_json(r, 200, o);
 }
 
-void todos_list(struct http_req *r)
+/* Sends a page query: its parameters are [filter,] limit, offset. */
+static void submit_page(struct http_req *r, enum db_stmt stmt, const char *filter, db_done_cb cb)
 {
-    struct page *pg;
+    const struct page *pg = r->state;
     char limit[24], offset[24];
-    const char *values[] = {limit, offset};
-    struct db_params p = {2, values, NULL, NULL};
+    const char *values[3];
+    struct db_params p = {0, values, NULL, NULL};
 
-    if (!parse_page(r, 10, 100))
-        return;
-    pg = r->state;
     snprintf(limit, sizeof(limit), "%ld", pg->limit);
     snprintf(offset, sizeof(offset), "%ld", (pg->page - 1) * pg->limit);
-    submit(r, DB_TODO_LIST, &p, list_done);
+    if (filter != NULL)
+        values[p.n++] = filter;
+    values[p.n++] = limit;
+    values[p.n++] = offset;
+    submit(r, stmt, &p, cb);
+}
+
+void todos_list(struct http_req *r)
+{
+    if (parse_page(r, 10, 100))
+        submit_page(r, DB_TODO_LIST, NULL, list_done);
 }
 
 static void by_done_done(void *arg, enum db_status st, const PGresult *res)
@@ -335,19 +343,11 @@ static void by_done_done(void *arg, enum db_status st, const PGresult *res)
 void todos_by_done(struct http_req *r)
 {
     const char *done = r->params[0];
-    struct page *pg;
-    char limit[24], offset[24];
-    const char *values[] = {done, limit, offset};
-    struct db_params p = {3, values, NULL, NULL};
 
     if (strcmp(done, "true") != 0 && strcmp(done, "false") != 0) {
         http_reply_error(r, 400, "done must be true or false");
         return;
     }
-    if (!parse_page(r, 100, 1000))
-        return;
-    pg = r->state;
-    snprintf(limit, sizeof(limit), "%ld", pg->limit);
-    snprintf(offset, sizeof(offset), "%ld", (pg->page - 1) * pg->limit);
-    submit(r, DB_TODO_BY_DONE, &p, by_done_done);
+    if (parse_page(r, 100, 1000))
+        submit_page(r, DB_TODO_BY_DONE, done, by_done_done);
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "db.h"
 #include "http.h"
 #include "log.h"
@@ -22,14 +23,6 @@
 #define READY_POLL_MS 5
 #define READY_WAIT 1.0
 
-static double since(const struct timespec *t)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
-}
-
 void worker_request_started(struct worker *w)
 {
     w->in_flight++;
@@ -38,20 +31,20 @@ void worker_request_started(struct worker *w)
 void worker_request_done(struct worker *w)
 {
     w->in_flight--;
-    clock_gettime(CLOCK_MONOTONIC, &w->last_reply);
+    w->last_reply = clock_now();
 }
 
 static void worker_check_drained(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
 
-    if (since(&w->drain_started) >= w->conf->shutdown_timeout) {
+    if (clock_since(w->drain_started) >= w->conf->shutdown_timeout) {
         if (w->in_flight > 0)
             log_warn("shutdown_timeout reached with %d requests in flight", w->in_flight);
         event_base_loopexit(w->base, NULL);
         return;
     }
-    if (w->in_flight == 0 && since(&w->last_reply) >= DRAIN_QUIET)
+    if (w->in_flight == 0 && clock_since(w->last_reply) >= DRAIN_QUIET)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -65,7 +58,7 @@ static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
         return;
     w->draining = true;
     atomic_store(&w->slot->draining, 1);
-    clock_gettime(CLOCK_MONOTONIC, &w->drain_started);
+    w->drain_started = clock_now();
     /* Connections still queued on the shared socket go to the other workers. */
     if (w->bound != NULL)
         evhttp_del_accept_socket(w->http, w->bound);
@@ -86,7 +79,7 @@ static void worker_check_ready(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
 
-    if (db_pool_ready(w->db) < w->conf->db_connections && since(&w->started) < READY_WAIT)
+    if (db_pool_ready(w->db) < w->conf->db_connections && clock_since(w->started) < READY_WAIT)
         return;
     event_del(w->ready_timer);
     if (w->draining)
@@ -180,10 +173,10 @@ int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, in
         struct timeval tick = {0, READY_POLL_MS * 1000};
 
         atomic_store(&w.slot->pid, (int)getpid());
-        clock_gettime(CLOCK_MONOTONIC, &w.started);
+        w.started = clock_now();
         w.ready_timer = event_new(w.base, -1, EV_PERSIST, worker_check_ready, &w);
         event_add(w.ready_timer, &tick);
-        clock_gettime(CLOCK_MONOTONIC, &w.last_reply);
+        w.last_reply = clock_now();
         event_base_dispatch(w.base);
         rc = w.failed ? 1 : 0;
         log_info("stopped");
