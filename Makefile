@@ -40,7 +40,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all deps deps-test run check unit integration install uninstall clean format \
-        bench-api bench-perftest valgrind
+        bench-api bench-perftest bench-rss
 
 all: $(B)/todod
 
@@ -89,6 +89,8 @@ bench-api: all
 	tests/bench/api.sh
 bench-perftest: all
 	tests/bench/perftest.sh
+bench-rss: all
+	tests/bench/rss.sh
 
 install: $(B)/todod
 	install -D -m 0755 $(B)/todod $(DESTDIR)$(PREFIX)/sbin/todod

@@ -21,10 +21,11 @@
 # PostgreSQL settings, "name=value name=value"), BENCH_KEEP=1 (keep the work
 # directory), PGBIN (PostgreSQL binaries). Everything started is stopped on
 # exit, Ctrl-C included. Exit status 1 when a request failed or a check did not hold.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 BENCH_NAME=bench-api
-# shellcheck source=tests/bench/lib.sh
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WORKERS=2

@@ -23,12 +23,14 @@
 # Environment: BENCH_RUNS, BENCH_DB_CONNECTIONS (todod's db_connections,
 # default 1: the shipped default), BENCH_PG_SETTINGS (extra PostgreSQL
 # settings, "name=value name=value", e.g. synchronous_commit=off),
-# BENCH_KEEP=1 (keep the work directory), PGBIN (PostgreSQL binaries). Everything started is stopped on exit, Ctrl-C
-# included. Exit status 1 when a run lost todos or a check did not hold.
+# BENCH_KEEP=1 (keep the work directory), PGBIN (PostgreSQL binaries).
+# Everything started is stopped on exit, Ctrl-C included. Exit status 1 when a
+# run lost todos or a check did not hold.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 BENCH_NAME=bench-perftest
-# shellcheck source=tests/bench/lib.sh
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WORKERS=2

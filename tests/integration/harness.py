@@ -96,6 +96,43 @@ def skip_if_sanitizer(reason="measures memory or timing; not meaningful under sa
 
 # --------------------------------------------------------------------------- helpers
 
+def assert_json_error(r, status, *fragments):
+    """r is a JSON error with that status whose message contains every fragment
+    (case-insensitive). Returns the message."""
+    assert r.status == status, "want %d, got %r" % (status, r)
+    ctype = r.headers.get("content-type", "")
+    assert ctype.startswith("application/json"), "error Content-Type: %r (%r)" % (ctype, r)
+    body = r.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, "error body: %r" % r.body
+    msg = body["error"]
+    assert isinstance(msg, str) and msg, "error message: %r" % r.body
+    for f in fragments:
+        assert f.lower() in msg.lower(), "error message %r does not say %r" % (msg, f)
+    return msg
+
+
+def run_threads(n, fn, timeout=120):
+    """Run fn(i) in n threads started together; returns their results (the
+    exception instance where fn raised)."""
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def body(i):
+        try:
+            barrier.wait(10)
+            results[i] = fn(i)
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "client threads still running after %ds" % timeout
+    return results
+
+
 def wait_until(fn, timeout, interval=0.02):
     """Call fn until it returns something true (returned as True) or timeout seconds pass
     (False). Exceptions from fn count as false."""

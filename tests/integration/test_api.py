@@ -16,7 +16,8 @@ import time
 import urllib.parse
 import uuid
 
-from harness import Todod, free_port, get_pg, metric, parse_metrics, test, wait_until
+from harness import (assert_json_error, free_port, get_pg, metric, parse_metrics, run_threads, test,
+                     Todod, wait_until)
 
 UUID_V4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -25,21 +26,6 @@ ABSENT_ID = "00000000-0000-4000-8000-000000000000"
 
 
 # --------------------------------------------------------------------------- helpers
-
-def assert_json_error(r, status, *fragments):
-    """r is a JSON error with that status whose message contains every fragment
-    (case-insensitive). Returns the message."""
-    assert r.status == status, "want %d, got %r" % (status, r)
-    ctype = r.headers.get("content-type", "")
-    assert ctype.startswith("application/json"), "error Content-Type: %r (%r)" % (ctype, r)
-    body = r.json()
-    assert isinstance(body, dict) and set(body) == {"error"}, "error body: %r" % r.body
-    msg = body["error"]
-    assert isinstance(msg, str) and msg, "error message: %r" % r.body
-    for f in fragments:
-        assert f.lower() in msg.lower(), "error message %r does not say %r" % (msg, f)
-    return msg
-
 
 def assert_todo_shape(t):
     assert isinstance(t, dict) and set(t) == TODO_FIELDS, "todo fields: %r" % (t,)
@@ -113,28 +99,6 @@ def insert_rows(d, n, done="false", prefix="row"):
 def ordered_ids(d, where=""):
     out = sql(d, "SELECT id FROM todos %s ORDER BY created_at DESC, id DESC" % where)
     return out.split() if out else []
-
-
-def run_threads(n, fn, timeout=120):
-    """Run fn(i) in n threads started together; returns their results (the
-    exception instance where fn raised)."""
-    results = [None] * n
-    barrier = threading.Barrier(n)
-
-    def body(i):
-        try:
-            barrier.wait(10)
-            results[i] = fn(i)
-        except BaseException as e:  # noqa: BLE001 - reported by the caller
-            results[i] = e
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "client threads still running after %ds" % timeout
-    return results
 
 
 def raise_errors(results):

@@ -8,44 +8,15 @@ import signal
 import threading
 import time
 
-from harness import (ROOT, Postgres, Todod, NotifySocket, metric, test, wait_until)
+from harness import (ROOT, assert_json_error, metric, NotifySocket, Postgres, run_threads, test,
+                     Todod, wait_until)
 
 NIL_ID = "00000000-0000-4000-8000-000000000000"
-
-
-def assert_json_error(r, status):
-    assert r.status == status, "want %d, got %r" % (status, r)
-    ctype = r.headers.get("content-type", "")
-    assert ctype.startswith("application/json"), "error Content-Type: %r" % ctype
-    body = r.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], \
-        "error body: %r" % r.body
 
 
 def health_count(d):
     return metric(d.metrics(), "todod_http_requests_total",
                   {"route": "/health", "method": "GET", "code": "200"})
-
-
-def run_threads(n, fn):
-    """Run fn(i) in n threads started together; returns the list of results
-    (an exception instance where fn raised)."""
-    results = [None] * n
-    barrier = threading.Barrier(n)
-
-    def body(i):
-        try:
-            barrier.wait(10)
-            results[i] = fn(i)
-        except BaseException as e:  # noqa: BLE001 - reported by the caller
-            results[i] = e
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 class Traffic:

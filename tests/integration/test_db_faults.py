@@ -6,17 +6,7 @@ import http.client
 import threading
 import time
 
-from harness import Postgres, Todod, metric, test, wait_until
-
-
-def assert_json_error(r, status, *fragments):
-    assert r.status == status, "want %d, got %r" % (status, r)
-    ctype = r.headers.get("content-type", "")
-    assert ctype.startswith("application/json"), "error Content-Type: %r (%r)" % (ctype, r)
-    body = r.json()
-    assert isinstance(body, dict) and set(body) == {"error"} and body["error"], r.body
-    for f in fragments:
-        assert f.lower() in body["error"].lower(), "%r does not say %r" % (body["error"], f)
+from harness import (assert_json_error, metric, Postgres, test, Todod, wait_until)
 
 
 def timed(fn):

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from harness import SANITIZER, Postgres, Todod, metric, test, wait_until
+from harness import (SANITIZER, assert_json_error, metric, Postgres, test, Todod, wait_until)
 
 PATH = "/todos/performance-test"
 TITLE = "Performance Test Todo #"
@@ -67,19 +67,6 @@ def perf_metrics(d):
 
 def is_type(v, types):
     return isinstance(v, types) and not isinstance(v, bool)
-
-
-def assert_json_error(r, status, *words):
-    """r is a JSON error of that status whose message contains every word."""
-    assert r.status == status, "want %d, got %r" % (status, r)
-    ctype = r.headers.get("content-type", "")
-    assert ctype.startswith("application/json"), "error Content-Type: %r" % ctype
-    body = r.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], \
-        "error body: %r" % r.body
-    for w in words:
-        assert w.lower() in body["error"].lower(), "error %r does not name %r" % (body["error"], w)
-    return body["error"]
 
 
 def check_report(d, rep, n, b):
