@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 
@@ -169,3 +170,45 @@ def master_and_worker_leak_nothing_under_valgrind():
         assert "definitely lost: 0" in text or "no leaks are possible" in text or \
             "All heap blocks were freed" in text, text[-3000:]
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@test
+def live_metrics_endpoint_passes_promtool():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        raise AssertionError("promtool is not installed (tests/lib/deps.sh test installs it)")
+    with Todod() as d:
+        d.start()
+        for method, path, body in (("GET", "/health", None), ("POST", "/todos", {"title": "m"}),
+                                   ("GET", "/nope", None), ("PATCH", "/todos", None),
+                                   ("POST", "/todos/performance-test",
+                                    {"message_count": 10, "batch_size": 5})):
+            d.request(method, path, body)
+        r = d.request("GET", "/metrics")
+        assert r.status == 200
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4"), r.headers
+        check = subprocess.run([promtool, "check", "metrics"], input=r.body, capture_output=True)
+        assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), \
+            (check.stdout, check.stderr)
+        assert b'todod_http_requests_total{route="other",method="GET",code="404"} 1' in r.body
+        assert b'todod_perf_todos_total{result="success"} 10' in r.body
+
+
+@test
+def make_install_honours_prefix_and_destdir():
+    dest = tempfile.mkdtemp(prefix="todod-install-")
+    try:
+        out = subprocess.run(["make", "-s", "install", "DESTDIR=" + dest, "PREFIX=/opt/todod"],
+                             cwd=harness.ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        binary = os.path.join(dest, "opt/todod/sbin/todod")
+        assert os.access(binary, os.X_OK), os.listdir(dest)
+        assert os.path.isfile(os.path.join(dest, "etc/todod/todod.conf"))
+        with open(os.path.join(dest, "opt/todod/lib/systemd/system/todod.service")) as f:
+            unit = f.read()
+        assert "ExecStart=/opt/todod/sbin/todod -c /etc/todod/todod.conf" in unit, unit
+        assert "@" not in unit.split("ExecStart=")[1].split("\n")[0]
+        v = subprocess.run([binary, "-V"], capture_output=True, text=True)
+        assert v.returncode == 0 and v.stdout.startswith("todod ")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
