@@ -25,10 +25,10 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define KIB 1024L
-#define MIB (1024L * 1024L)
+#define KIB         1024L
+#define MIB         (1024L * 1024L)
 #define MAX_SECONDS 86400
-#define MAX_ECHO 200 /* longest part of a bad value quoted back in an error */
+#define MAX_ECHO    200 /* longest part of a bad value quoted back in an error */
 
 enum set_result { SET_OK, SET_BAD, SET_NOMEM };
 
@@ -52,8 +52,8 @@ struct conf_key {
 
 #define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
 
-static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds,
-    set_log_level, set_flag, set_string;
+static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds, set_log_level,
+    set_flag, set_string;
 
 #define OFF(field) offsetof(struct conf, field)
 
@@ -257,8 +257,7 @@ static enum set_result bad_size(const struct conf_key *k, char *expect, size_t e
 
     format_size(k->min, min, sizeof(min));
     format_size(k->max, max, sizeof(max));
-    snprintf(expect, expectlen, "a size from %s to %s (bytes, or with a k or m suffix)", min,
-             max);
+    snprintf(expect, expectlen, "a size from %s to %s (bytes, or with a k or m suffix)", min, max);
     return SET_BAD;
 }
 
@@ -343,8 +342,8 @@ static enum set_result set_flag(struct conf *c, const struct conf_key *k, const 
         const char *word;
         bool value;
     } words[] = {
-        {"on", true},   {"off", false}, {"true", true},
-        {"false", false}, {"yes", true}, {"no", false},
+        {"on", true},     {"off", false}, {"true", true},
+        {"false", false}, {"yes", true},  {"no", false},
     };
     size_t i;
 
@@ -638,8 +637,7 @@ int conf_copy(struct conf *dst, const struct conf *src)
     dst->user = NULL;
     dst->pid_file = NULL;
     if (dup_string(&dst->database_url, src->database_url) != 0 ||
-        dup_string(&dst->user, src->user) != 0 ||
-        dup_string(&dst->pid_file, src->pid_file) != 0) {
+        dup_string(&dst->user, src->user) != 0 || dup_string(&dst->pid_file, src->pid_file) != 0) {
         conf_free(dst);
         return -1;
     }

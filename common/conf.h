@@ -6,28 +6,28 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define CONF_DEFAULT_PATH "/etc/todod/todod.conf"
-#define CONF_MAX_WORKERS 64
+#define CONF_DEFAULT_PATH       "/etc/todod/todod.conf"
+#define CONF_MAX_WORKERS        64
 #define CONF_MAX_DB_CONNECTIONS 64
 
 struct conf {
-    char listen[300];                 /* as written, e.g. "127.0.0.1:3000", "[::1]:3000" */
+    char listen[300]; /* as written, e.g. "127.0.0.1:3000", "[::1]:3000" */
     struct sockaddr_storage listen_addr;
     socklen_t listen_addrlen;
-    int workers;                      /* resolved: "auto" becomes the online CPU count */
+    int workers; /* resolved: "auto" becomes the online CPU count */
     bool workers_auto;
-    char *database_url;               /* never NULL; "" means libpq defaults (PG* env) */
-    int db_connections;               /* 1..CONF_MAX_DB_CONNECTIONS */
-    size_t max_body_size;             /* bytes */
+    char *database_url;   /* never NULL; "" means libpq defaults (PG* env) */
+    int db_connections;   /* 1..CONF_MAX_DB_CONNECTIONS */
+    size_t max_body_size; /* bytes */
     long perf_max_messages;
     long perf_max_batch;
-    double request_timeout;           /* seconds */
-    double keepalive_timeout;         /* seconds */
-    double shutdown_timeout;          /* seconds */
-    int log_level;                    /* enum log_level */
+    double request_timeout;   /* seconds */
+    double keepalive_timeout; /* seconds */
+    double shutdown_timeout;  /* seconds */
+    int log_level;            /* enum log_level */
     bool access_log;
-    char *user;                       /* NULL when unset */
-    char *pid_file;                   /* NULL when unset */
+    char *user;     /* NULL when unset */
+    char *pid_file; /* NULL when unset */
 };
 
 /* Fill with the documented defaults (allocates database_url). */

@@ -45,9 +45,15 @@ void log_init(const char *role, int level)
     logger.journal = stderr_is_journal();
 }
 
-void log_set_level(int level) { logger.level = level; }
+void log_set_level(int level)
+{
+    logger.level = level;
+}
 
-int log_get_level(void) { return logger.level; }
+int log_get_level(void)
+{
+    return logger.level;
+}
 
 void log_msg(int level, const char *fmt, ...)
 {
@@ -59,8 +65,8 @@ void log_msg(int level, const char *fmt, ...)
         return;
     if (logger.journal)
         n = snprintf(line, sizeof(line), "<%d>", levels[level].syslog_priority);
-    n += snprintf(line + n, sizeof(line) - n, "todod %s[%ld] %s: ", logger.role,
-                  (long)getpid(), levels[level].name);
+    n += snprintf(line + n, sizeof(line) - n, "todod %s[%ld] %s: ", logger.role, (long)getpid(),
+                  levels[level].name);
     va_start(ap, fmt);
     if (n < (int)sizeof(line))
         n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);

@@ -11,12 +11,12 @@ int log_get_level(void);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOGL_ERROR, __VA_ARGS__)
-#define log_warn(...) log_msg(LOGL_WARN, __VA_ARGS__)
-#define log_info(...) log_msg(LOGL_INFO, __VA_ARGS__)
-#define log_debug(...)                                                         \
-    do {                                                                       \
-        if (log_get_level() >= LOGL_DEBUG)                                     \
-            log_msg(LOGL_DEBUG, __VA_ARGS__);                                  \
+#define log_warn(...)  log_msg(LOGL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOGL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_get_level() >= LOGL_DEBUG)                                                         \
+            log_msg(LOGL_DEBUG, __VA_ARGS__);                                                      \
     } while (0)
 
 #endif

@@ -21,8 +21,8 @@ _Static_assert(0 STATS_CODES(CODE_COUNT) + 1 == STATS_NCODES,
 
 /* Request method names; the last entry is the Prometheus label of the rest. */
 static const char *const method_names[STATS_NMETHODS] = {
-    [STATS_GET] = "GET",       [STATS_POST] = "POST", [STATS_PUT] = "PUT",
-    [STATS_DELETE] = "DELETE", [STATS_HEAD] = "HEAD", [STATS_OPTIONS] = "OPTIONS",
+    [STATS_GET] = "GET",       [STATS_POST] = "POST",          [STATS_PUT] = "PUT",
+    [STATS_DELETE] = "DELETE", [STATS_HEAD] = "HEAD",          [STATS_OPTIONS] = "OPTIONS",
     [STATS_PATCH] = "PATCH",   [STATS_OTHER_METHOD] = "other",
 };
 
@@ -32,9 +32,8 @@ static const char *const method_names[STATS_NMETHODS] = {
  * lose counts on every worker exit, so its size is pinned here.
  */
 _Static_assert(sizeof(struct stats_counters) ==
-                   sizeof(_Atomic uint64_t) *
-                       (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
-                        (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 5),
+                   sizeof(_Atomic uint64_t) * (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
+                                               (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 5),
                "new field in struct stats_counters: fold and sum it in stats.c");
 
 static void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -59,8 +58,8 @@ struct stats_shm *stats_create(void)
 {
     /* Anonymous mappings are zero-filled, which is every counter at 0 and
      * every slot FREE. */
-    struct stats_shm *shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE,
-                                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct stats_shm *shm =
+        mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
     if (shm == MAP_FAILED)
         return NULL;
@@ -406,13 +405,11 @@ static void prom_perf(FILE *out, const struct stats_totals *t)
     prom_counter(out, "todod_perf_tests_total", "Perf tests started.", t->perf_tests);
     prom_family(out, "todod_perf_todos_total", "counter",
                 "Todos written by perf tests, by result.");
-    fprintf(out, "todod_perf_todos_total{result=\"success\"} %" PRIu64 "\n",
-            t->perf_todos_success);
+    fprintf(out, "todod_perf_todos_total{result=\"success\"} %" PRIu64 "\n", t->perf_todos_success);
     fprintf(out, "todod_perf_todos_total{result=\"error\"} %" PRIu64 "\n", t->perf_todos_error);
     prom_family(out, "todod_perf_batch_duration_seconds", "histogram",
                 "Duration of one perf test batch.");
-    prom_histogram_samples(out, "todod_perf_batch_duration_seconds", NULL,
-                           &t->perf_batch_duration);
+    prom_histogram_samples(out, "todod_perf_batch_duration_seconds", NULL, &t->perf_batch_duration);
 }
 
 static void prom_db(FILE *out, const struct stats_shm *shm, const struct stats_totals *t)
@@ -421,8 +418,7 @@ static void prom_db(FILE *out, const struct stats_shm *shm, const struct stats_t
                  t->db_errors);
     prom_counter(out, "todod_db_reconnects_total", "Database reconnection attempts.",
                  t->db_reconnects);
-    prom_family(out, "todod_db_up", "gauge",
-                "Database connections that are up, per worker slot.");
+    prom_family(out, "todod_db_up", "gauge", "Database connections that are up, per worker slot.");
     for (int i = 0; i < STATS_MAX_SLOTS; i++) {
         const struct stats_slot *s = &shm->slots[i];
 
@@ -606,8 +602,8 @@ static json_object *json_workers(const struct stats_shm *shm)
     return arr;
 }
 
-int stats_render_json(const struct stats_shm *shm, const char *const *route_names,
-                      int nroutes, FILE *out)
+int stats_render_json(const struct stats_shm *shm, const char *const *route_names, int nroutes,
+                      FILE *out)
 {
     json_object *root = json_object_new_object();
     struct stats_totals t;

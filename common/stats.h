@@ -11,24 +11,32 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define STATS_MAX_SLOTS 160  /* workers of the current and of a draining generation */
+#define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
 #define STATS_MAX_ROUTES 16
 
 enum stats_method {
-    STATS_GET, STATS_POST, STATS_PUT, STATS_DELETE, STATS_HEAD, STATS_OPTIONS,
-    STATS_PATCH, STATS_OTHER_METHOD, STATS_NMETHODS
+    STATS_GET,
+    STATS_POST,
+    STATS_PUT,
+    STATS_DELETE,
+    STATS_HEAD,
+    STATS_OPTIONS,
+    STATS_PATCH,
+    STATS_OTHER_METHOD,
+    STATS_NMETHODS
 };
 
 /* Status codes kept apart; anything else is counted under STATS_OTHER_CODE. */
-#define STATS_CODES(X)                                                         \
-    X(200) X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(415) X(422)      \
-    X(500) X(503) X(504)
+#define STATS_CODES(X)                                                                             \
+    X(200) X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(415) X(422) X(500) X(503) X(504)
 #define STATS_NCODES 14 /* the list above plus one "other" */
 
 /* Histogram upper bounds in microseconds; a final +Inf bucket is implicit. */
-#define STATS_BUCKETS_US                                                       \
-    {250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,    \
-     1000000, 2500000, 5000000, 10000000}
+#define STATS_BUCKETS_US                                                                           \
+    {                                                                                              \
+        250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, \
+            5000000, 10000000                                                                      \
+    }
 #define STATS_NBUCKETS 16 /* 15 bounds + Inf */
 
 struct stats_histogram {
@@ -52,21 +60,21 @@ struct stats_counters {
 enum stats_slot_state { STATS_SLOT_FREE, STATS_SLOT_ACTIVE };
 
 struct stats_slot {
-    _Atomic int state;           /* enum stats_slot_state, written by the master */
+    _Atomic int state; /* enum stats_slot_state, written by the master */
     _Atomic int pid;
-    _Atomic int64_t started_at;  /* unix seconds */
-    _Atomic int ready;           /* set by the worker once it accepts connections */
-    _Atomic int draining;        /* set by the worker when it stops accepting */
-    _Atomic int db_up;           /* database connections of this worker that are up */
-    _Atomic int open_conns;      /* HTTP connections open on this worker */
+    _Atomic int64_t started_at; /* unix seconds */
+    _Atomic int ready;          /* set by the worker once it accepts connections */
+    _Atomic int draining;       /* set by the worker when it stops accepting */
+    _Atomic int db_up;          /* database connections of this worker that are up */
+    _Atomic int open_conns;     /* HTTP connections open on this worker */
     struct stats_counters c;
 };
 
 struct stats_shm {
-    _Atomic uint64_t fold_seq;       /* odd while the master folds a slot */
-    double master_start_time;        /* unix seconds, with fraction */
+    _Atomic uint64_t fold_seq;        /* odd while the master folds a slot */
+    double master_start_time;         /* unix seconds, with fraction */
     _Atomic uint64_t worker_restarts; /* replacements of workers that died */
-    _Atomic int workers;             /* live workers of the current generation */
+    _Atomic int workers;              /* live workers of the current generation */
     struct stats_counters retired;
     struct stats_slot slots[STATS_MAX_SLOTS];
 };
@@ -94,9 +102,9 @@ int stats_slot_claim(struct stats_shm *shm);
 void stats_slot_retire(struct stats_shm *shm, int slot);
 
 /* Worker-side recording into its own slot. */
-int stats_method_index(const char *method);   /* "GET" -> STATS_GET, unknown -> OTHER */
-int stats_code_index(int status);             /* 404 -> its index, unknown -> last */
-int stats_code_value(int index);              /* inverse; 0 for the "other" index */
+int stats_method_index(const char *method); /* "GET" -> STATS_GET, unknown -> OTHER */
+int stats_code_index(int status);           /* 404 -> its index, unknown -> last */
+int stats_code_value(int index);            /* inverse; 0 for the "other" index */
 void stats_histogram_observe(struct stats_histogram *h, uint64_t us);
 void stats_http_observe(struct stats_slot *s, int route, int method, int status,
                         uint64_t duration_us);
@@ -112,7 +120,7 @@ uint64_t stats_slot_requests(const struct stats_slot *s);
  */
 int stats_render_prometheus(const struct stats_shm *shm, const char *const *route_names,
                             int nroutes, const char *version, FILE *out);
-int stats_render_json(const struct stats_shm *shm, const char *const *route_names,
-                      int nroutes, FILE *out);
+int stats_render_json(const struct stats_shm *shm, const char *const *route_names, int nroutes,
+                      FILE *out);
 
 #endif

@@ -68,9 +68,9 @@ static const char schema_sql[] =
     "END $$;"
     "COMMIT;";
 
-#define TODO_COLUMNS                                                                         \
-    "id, title, done,"                                                                     \
-    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"        \
+#define TODO_COLUMNS                                                                               \
+    "id, title, done,"                                                                             \
+    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"                \
     " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 static const struct {
@@ -111,13 +111,13 @@ struct db_query {
     TAILQ_ENTRY(db_query) entry;
     struct db_conn *conn;
     bool is_sync;
-    bool done;        /* its results have all arrived */
+    bool done; /* its results have all arrived */
     enum db_stmt stmt;
     unsigned flags;
-    db_done_cb cb;    /* NULL once abandoned or answered early (timeout) */
+    db_done_cb cb; /* NULL once abandoned or answered early (timeout) */
     void *arg;
     struct timespec deadline;
-    PGresult *res;    /* held until the group's sync confirms the commit */
+    PGresult *res; /* held until the group's sync confirms the commit */
     /* A copy of the parameters, to resend the query alone if its group fails. */
     int nparams;
     char **values;
@@ -133,19 +133,19 @@ struct db_conn {
     enum conn_state state;
     PGconn *pg;
     int fd;
-    struct event *ev_io;      /* the socket: read always, write while output is pending */
+    struct event *ev_io; /* the socket: read always, write while output is pending */
     short io_what;
-    struct event *ev_timer;   /* reconnect back-off, or the next query deadline */
-    struct event *ev_sync;    /* deferred: closes the current group */
-    struct event *ev_fail;    /* deferred: handles a send failure outside callbacks */
-    struct query_list queue;  /* sent, waiting for results */
-    struct query_list done;   /* answered, waiting for their group's sync */
-    int in_flight;            /* queries sent and not yet delivered */
-    int unsynced;             /* queries sent since the last sync */
-    int setup_pending;        /* prepares not yet answered */
+    struct event *ev_timer;  /* reconnect back-off, or the next query deadline */
+    struct event *ev_sync;   /* deferred: closes the current group */
+    struct event *ev_fail;   /* deferred: handles a send failure outside callbacks */
+    struct query_list queue; /* sent, waiting for results */
+    struct query_list done;  /* answered, waiting for their group's sync */
+    int in_flight;           /* queries sent and not yet delivered */
+    int unsynced;            /* queries sent since the last sync */
+    int setup_pending;       /* prepares not yet answered */
     bool setup_failed;
     bool ever_ready;
-    double backoff;           /* seconds before the next connection attempt */
+    double backoff; /* seconds before the next connection attempt */
 };
 
 struct db_pool {
@@ -159,9 +159,9 @@ struct db_pool {
 };
 
 #define SQLSTATE_QUERY_CANCELED "57014"
-#define GROUP_MAX 256          /* queries per sync group */
-#define BACKOFF_MIN 0.05
-#define BACKOFF_MAX 5.0
+#define GROUP_MAX               256 /* queries per sync group */
+#define BACKOFF_MIN             0.05
+#define BACKOFF_MAX             5.0
 
 static void conn_connect(struct db_conn *c);
 static void conn_lost(struct db_conn *c, const char *why);
@@ -225,9 +225,10 @@ static int query_copy_params(struct db_query *q, const struct db_params *p)
     if (p->n <= 0)
         return 0;
     for (i = 0; i < p->n; i++)
-        total += p->values[i] ? (p->lengths && p->formats && p->formats[i] ? (size_t)p->lengths[i]
-                                                                           : strlen(p->values[i]) + 1)
-                              : 0;
+        total += p->values[i]
+                     ? (p->lengths && p->formats && p->formats[i] ? (size_t)p->lengths[i]
+                                                                  : strlen(p->values[i]) + 1)
+                     : 0;
     q->values = malloc((size_t)p->n * (sizeof(char *) + 2 * sizeof(int)) + total);
     if (q->values == NULL)
         return -1;
@@ -257,7 +258,8 @@ static void conn_arm_deadline(struct db_conn *c)
     struct db_query *q;
     struct timespec now = clock_now();
 
-    TAILQ_FOREACH(q, &c->queue, entry) {
+    TAILQ_FOREACH(q, &c->queue, entry)
+    {
         if (!q->is_sync && q->cb != NULL && !(q->flags & DB_NO_TIMEOUT)) {
             double left = clock_diff(q->deadline, now);
             struct timeval tv = clock_timeval(left);
@@ -429,7 +431,8 @@ static void conn_finish_group(struct db_conn *c)
     int n = 0;
 
     TAILQ_CONCAT(&group, &c->done, entry);
-    TAILQ_FOREACH(q, &group, entry) {
+    TAILQ_FOREACH(q, &group, entry)
+    {
         n++;
         if (q->res == NULL || !result_ok(q->res))
             failed = true;
@@ -712,7 +715,8 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
         conn_connect(c);
         return;
     }
-    TAILQ_FOREACH(q, &c->queue, entry) {
+    TAILQ_FOREACH(q, &c->queue, entry)
+    {
         if (q->is_sync || q->cb == NULL || (q->flags & DB_NO_TIMEOUT))
             continue;
         if (clock_diff(q->deadline, now) > 0)

@@ -43,15 +43,23 @@ static const struct route routes[] = {
     {"/todos", {{STATS_GET, todos_list}, {STATS_POST, todos_create}}},
     {"/todos/performance-test", {{STATS_POST, perf_start}}},
     {"/todos/done/{done}", {{STATS_GET, todos_by_done}}},
-    {"/todos/{id}", {{STATS_GET, todos_get}, {STATS_PUT, todos_update}, {STATS_DELETE, todos_delete}}},
+    {"/todos/{id}",
+     {{STATS_GET, todos_get}, {STATS_PUT, todos_update}, {STATS_DELETE, todos_delete}}},
 };
 
-#define NROUTES (int)(sizeof(routes) / sizeof(routes[0]))
+#define NROUTES     (int)(sizeof(routes) / sizeof(routes[0]))
 #define ROUTE_OTHER NROUTES /* requests that match no route */
 
 const char *const http_route_names[] = {
-    "/health", "/metrics", "/stats", "/api-docs/openapi.json", "/todos",
-    "/todos/performance-test", "/todos/done/{done}", "/todos/{id}", "other",
+    "/health",
+    "/metrics",
+    "/stats",
+    "/api-docs/openapi.json",
+    "/todos",
+    "/todos/performance-test",
+    "/todos/done/{done}",
+    "/todos/{id}",
+    "other",
 };
 const int http_nroutes = NROUTES + 1;
 
@@ -60,9 +68,9 @@ _Static_assert(sizeof(http_route_names) / sizeof(http_route_names[0]) == NROUTES
 _Static_assert(NROUTES + 1 <= STATS_MAX_ROUTES, "too many routes for the stats segment");
 
 static const char *const method_names[STATS_NMETHODS] = {
-    [STATS_GET] = "GET",         [STATS_POST] = "POST",   [STATS_PUT] = "PUT",
-    [STATS_DELETE] = "DELETE",   [STATS_HEAD] = "HEAD",   [STATS_OPTIONS] = "OPTIONS",
-    [STATS_PATCH] = "PATCH",     [STATS_OTHER_METHOD] = "OTHER",
+    [STATS_GET] = "GET",       [STATS_POST] = "POST",          [STATS_PUT] = "PUT",
+    [STATS_DELETE] = "DELETE", [STATS_HEAD] = "HEAD",          [STATS_OPTIONS] = "OPTIONS",
+    [STATS_PATCH] = "PATCH",   [STATS_OTHER_METHOD] = "OTHER",
 };
 
 static const struct {
@@ -175,8 +183,8 @@ void http_reply_json(struct http_req *r, int status, struct json_object *obj)
         http_reply_error(r, 500, "internal error");
         return;
     }
-    s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-                                          &len);
+    s = json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     http_reply_raw(r, status, "application/json", s, len);
     json_object_put(obj);
 }
@@ -310,7 +318,9 @@ struct json_object *http_read_json_object(struct http_req *r)
         return NULL;
     }
     if (has_unpaired_surrogate(body, len)) {
-        http_reply_error(r, 400, "request body is not valid UTF-8: a \\u escape of an unpaired UTF-16 surrogate");
+        http_reply_error(
+            r, 400,
+            "request body is not valid UTF-8: a \\u escape of an unpaired UTF-16 surrogate");
         return NULL;
     }
     tok = json_tokener_new();
@@ -371,8 +381,7 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
-long http_query_long(struct http_req *r, const char *name, long def, long min, long max,
-                     int clamp)
+long http_query_long(struct http_req *r, const char *name, long def, long min, long max, int clamp)
 {
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
     struct evkeyvalq args;
@@ -443,8 +452,8 @@ static void reply_not_allowed(struct http_req *r, const struct route *rt)
             strcat(allow, ", HEAD");
     }
     http_add_header(r, "Allow", allow);
-    http_reply_error(r, 405, "method %s not allowed on %s (allowed: %s)",
-                     method_names[r->method], rt->pattern, allow);
+    http_reply_error(r, 405, "method %s not allowed on %s (allowed: %s)", method_names[r->method],
+                     rt->pattern, allow);
 }
 
 static void count_connection(struct worker *w, struct evhttp_request *req);

@@ -14,13 +14,13 @@ struct worker;
 struct http_req {
     struct worker *w;
     struct evhttp_request *req;
-    int route;                        /* index into the route table */
-    int method;                       /* enum stats_method */
+    int route;  /* index into the route table */
+    int method; /* enum stats_method */
     struct timespec started;
-    char *path;                       /* decoded path, owned; params point into it */
+    char *path; /* decoded path, owned; params point into it */
     const char *params[HTTP_MAX_PARAMS];
-    struct db_query *query;           /* the database query in flight, if any */
-    void *state;                      /* handler-private */
+    struct db_query *query;              /* the database query in flight, if any */
+    void *state;                         /* handler-private */
     void (*cleanup)(struct http_req *r); /* frees state, if set */
 };
 
@@ -50,7 +50,6 @@ void http_add_header(struct http_req *r, const char *name, const char *value);
 struct json_object *http_read_json_object(struct http_req *r);
 
 /* Query parameter as a positive integer: default when absent, -1 (and 400 sent) when bad. */
-long http_query_long(struct http_req *r, const char *name, long def, long min, long max,
-                     int clamp);
+long http_query_long(struct http_req *r, const char *name, long def, long min, long max, int clamp);
 
 #endif

@@ -29,17 +29,17 @@
  */
 static volatile sig_atomic_t got_hup, got_term, got_chld;
 
-#define BACKOFF_FIRST 0.1   /* seconds before restarting a worker that died young */
-#define BACKOFF_MAX 10.0
-#define YOUNG 2.0           /* a worker that dies younger than this keeps backing off */
-#define TICK_MS 20          /* loop period while something is pending */
-#define KILL_GRACE 2.0      /* beyond shutdown_timeout before SIGKILL */
+#define BACKOFF_FIRST 0.1 /* seconds before restarting a worker that died young */
+#define BACKOFF_MAX   10.0
+#define YOUNG         2.0 /* a worker that dies younger than this keeps backing off */
+#define TICK_MS       20  /* loop period while something is pending */
+#define KILL_GRACE    2.0 /* beyond shutdown_timeout before SIGKILL */
 
 struct child {
-    pid_t pid;  /* 0: entry unused */
+    pid_t pid; /* 0: entry unused */
     int slot;
     int generation;
-    int index;  /* position in its generation: the unit of restart back-off */
+    int index; /* position in its generation: the unit of restart back-off */
     bool stopping;
     struct timespec started;
 };
@@ -51,7 +51,7 @@ struct master {
     struct stats_shm *shm;
     struct child children[STATS_MAX_SLOTS];
     int generation;
-    bool notified_ready;   /* READY=1 sent for the current generation */
+    bool notified_ready; /* READY=1 sent for the current generation */
     bool stopping;
     struct timespec stop_deadline;
     double backoff[CONF_MAX_WORKERS];

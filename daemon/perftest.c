@@ -23,18 +23,18 @@
 
 /* Batch latencies go into a log-scale histogram (1% wide buckets from 1 us to
  * 100 s) so percentiles cost bounded memory whatever the number of batches. */
-#define LAT_STEP 1.01
+#define LAT_STEP    1.01
 #define LAT_BUCKETS 1852
 
 /* Array element type OIDs (pg_type.h), for binary array parameters. */
-#define OID_BOOL 16
+#define OID_BOOL    16
 #define OID_VARCHAR 1043
-#define OID_UUID 2950
+#define OID_UUID    2950
 
 struct perf_test {
     struct http_req *r;
     long total, batch_size;
-    long next;            /* index of the next todo to generate */
+    long next; /* index of the next todo to generate */
     long batches;
     int in_flight;
     long success, errors;
@@ -93,19 +93,19 @@ static char *put32(char *p, uint32_t v)
 
 static char *array_header(char *p, uint32_t elem_oid, long n)
 {
-    p = put32(p, 1);         /* dimensions */
-    p = put32(p, 0);         /* no NULLs */
+    p = put32(p, 1); /* dimensions */
+    p = put32(p, 0); /* no NULLs */
     p = put32(p, elem_oid);
     p = put32(p, (uint32_t)n);
-    return put32(p, 1);      /* lower bound */
+    return put32(p, 1); /* lower bound */
 }
 
 /*
  * Version 4 UUIDs for a whole batch from one getrandom() call. libuuid's
  * uuid_generate_random() makes five system calls per id (it reseeds its
  * fallback generator every time): measured at 9 to 19 us per id on the
- * development machine, it alone would cap a worker at 50,000-110,000 todos/s. The bytes are the same kind
- * (kernel CSPRNG) and the version and variant bits are set as RFC 9562 says.
+ * development machine, it alone would cap a worker at 50,000-110,000 todos/s. The bytes are the
+ * same kind (kernel CSPRNG) and the version and variant bits are set as RFC 9562 says.
  */
 static int random_uuids(uuid_t *out, long n)
 {
@@ -263,8 +263,8 @@ static void perf_report(struct perf_test *t)
     json_object_object_add(lat, "max", fixed(t->lat_max, 3));
     json_object_object_add(o, "batch_latency_ms", lat);
     json_object_object_add(o, "worker_pid", json_object_new_int(getpid()));
-    log_info("performance test: %ld todos in %.1f ms, %ld ok, %ld failed", t->total, ms,
-             t->success, t->errors);
+    log_info("performance test: %ld todos in %.1f ms, %ld ok, %ld failed", t->total, ms, t->success,
+             t->errors);
     http_reply_json(r, 200, o); /* frees r, and t through its cleanup */
 }
 

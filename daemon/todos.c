@@ -9,7 +9,7 @@
 #include "worker.h"
 
 #define TITLE_MAX 255
-#define PAGE_MAX 100000000L
+#define PAGE_MAX  100000000L
 
 /* Columns of every todo row (see TODO_COLUMNS in db.c). */
 enum { COL_ID, COL_TITLE, COL_DONE, COL_CREATED, COL_UPDATED };

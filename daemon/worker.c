@@ -18,10 +18,10 @@
  * (no reply sent) so that keep-alive clients in the middle of a request burst
  * get their "Connection: close" answers before the sockets are closed.
  */
-#define DRAIN_QUIET 0.3
+#define DRAIN_QUIET   0.3
 #define DRAIN_POLL_MS 20
 #define READY_POLL_MS 5
-#define READY_WAIT 1.0
+#define READY_WAIT    1.0
 
 void worker_request_started(struct worker *w)
 {
@@ -99,7 +99,8 @@ static int open_files_limit(void)
 {
     struct rlimit rl;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 20))
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > (1 << 20))
         return 1 << 20;
     return (int)rl.rlim_cur;
 }

@@ -23,13 +23,13 @@ struct worker {
     struct evhttp_bound_socket *bound;
     struct db_pool *db;
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer, *accept_timer, *ready_timer;
-    unsigned char *counted;    /* by fd: connection counted in slot->open_conns */
+    unsigned char *counted; /* by fd: connection counted in slot->open_conns */
     int nfds;
-    int accepted_unseen;       /* accepted, counted, no request seen yet */
+    int accepted_unseen; /* accepted, counted, no request seen yet */
     struct timespec last_accept;
-    int in_flight;             /* HTTP requests accepted and not yet answered */
-    bool failed;               /* could not start serving */
-    bool draining;             /* stopping: no new connections, answer what is in flight */
+    int in_flight; /* HTTP requests accepted and not yet answered */
+    bool failed;   /* could not start serving */
+    bool draining; /* stopping: no new connections, answer what is in flight */
     struct timespec started;
     struct timespec drain_started;
     struct timespec last_reply;
@@ -37,8 +37,6 @@ struct worker {
 
 /* Runs the worker until it has stopped; returns the process exit code. */
 int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, int slot);
-
-
 
 /* Called by the HTTP layer around every request. */
 void worker_request_started(struct worker *w);

@@ -338,10 +338,10 @@ static void listen_ipv6_literal_in_brackets_sets_address_and_port(void **state)
 static void listen_rejects_names_missing_brackets_and_bad_ports(void **state)
 {
     static const char *bad[] = {
-        "localhost:3000", "127.0.0.1",      "127.0.0.1:",      "127.0.0.1:0",
-        "127.0.0.1:65536", "127.0.0.1:80x", "127.0.0.1:-80",   "256.0.0.1:80",
-        "::1:3000",       "[::1]3000",      "[::1:3000",       "[127.0.0.1]:80",
-        ":3000",          "[]:3000",        "127.0.0.1:+80",   "[::1]:99999999999999999999",
+        "localhost:3000",  "127.0.0.1",     "127.0.0.1:",    "127.0.0.1:0",
+        "127.0.0.1:65536", "127.0.0.1:80x", "127.0.0.1:-80", "256.0.0.1:80",
+        "::1:3000",        "[::1]3000",     "[::1:3000",     "[127.0.0.1]:80",
+        ":3000",           "[]:3000",       "127.0.0.1:+80", "[::1]:99999999999999999999",
     };
     size_t i;
 
@@ -423,12 +423,14 @@ static void numbers_reject_overflow(void **state)
     bad_value("perf_max_messages", "99999999999999999999999", "a number from 1 to 100000000");
     bad_value("max_body_size", "99999999999999999999999", "a size");
     bad_value("max_body_size", "9999999999999999k", "a size");
-    bad_value("request_timeout", "1" "000000000000000000000000000000000000000000000000000"
-                                 "000000000000000000000000000000000000000000000000000000"
-                                 "000000000000000000000000000000000000000000000000000000"
-                                 "000000000000000000000000000000000000000000000000000000"
-                                 "000000000000000000000000000000000000000000000000000000"
-                                 "00000000000000000000000000000000000000000000000000000",
+    bad_value("request_timeout",
+              "1"
+              "000000000000000000000000000000000000000000000000000"
+              "000000000000000000000000000000000000000000000000000000"
+              "000000000000000000000000000000000000000000000000000000"
+              "000000000000000000000000000000000000000000000000000000"
+              "000000000000000000000000000000000000000000000000000000"
+              "00000000000000000000000000000000000000000000000000000",
               "a number of seconds");
 }
 
@@ -440,8 +442,12 @@ static void max_body_size_accepts_bytes_and_k_m_suffixes(void **state)
         const char *text;
         size_t bytes;
     } cases[] = {
-        {"1", 1},          {"512", 512},           {"4k", 4096},
-        {"4K", 4096},      {"2m", 2 * 1024 * 1024}, {"64M", 64 * 1024 * 1024},
+        {"1", 1},
+        {"512", 512},
+        {"4k", 4096},
+        {"4K", 4096},
+        {"2m", 2 * 1024 * 1024},
+        {"64M", 64 * 1024 * 1024},
         {"65536k", 64 * 1024 * 1024},
     };
     size_t i;
@@ -456,8 +462,8 @@ static void max_body_size_accepts_bytes_and_k_m_suffixes(void **state)
 
 static void max_body_size_rejects_out_of_range_and_bad_suffixes(void **state)
 {
-    static const char *bad[] = {"0", "0k", "65m", "65537k", "67108865", "1g",
-                                "1kb", "k",  "-1k", "1.5m", "m1"};
+    static const char *bad[] = {"0",   "0k", "65m", "65537k", "67108865", "1g",
+                                "1kb", "k",  "-1k", "1.5m",   "m1"};
     size_t i;
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -479,8 +485,8 @@ static void seconds_accept_decimals(void **state)
 
 static void seconds_reject_zero_negative_too_large_and_non_decimal(void **state)
 {
-    static const char *bad[] = {"0",   "0.0", "-1",  "86400.5", "1e3", "inf", "nan",
-                                "0x10", "1.2.3", ".", "10s",    "+5"};
+    static const char *bad[] = {"0",   "0.0",  "-1",    "86400.5", "1e3", "inf",
+                                "nan", "0x10", "1.2.3", ".",       "10s", "+5"};
     size_t i;
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -498,7 +504,10 @@ static void log_level_accepts_each_level(void **state)
         const char *text;
         int level;
     } cases[] = {
-        {"error", LOGL_ERROR}, {"warn", LOGL_WARN}, {"info", LOGL_INFO}, {"debug", LOGL_DEBUG},
+        {"error", LOGL_ERROR},
+        {"warn", LOGL_WARN},
+        {"info", LOGL_INFO},
+        {"debug", LOGL_DEBUG},
     };
     size_t i;
 
@@ -522,8 +531,8 @@ static void access_log_accepts_on_off_and_synonyms(void **state)
         const char *text;
         bool on;
     } cases[] = {
-        {"on", true},   {"off", false}, {"true", true}, {"false", false},
-        {"yes", true},  {"no", false},  {"ON", true},
+        {"on", true},  {"off", false}, {"true", true}, {"false", false},
+        {"yes", true}, {"no", false},  {"ON", true},
     };
     size_t i;
 

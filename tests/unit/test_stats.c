@@ -17,8 +17,7 @@
 #include "stats.h"
 
 enum { ROUTE_TODOS, ROUTE_TODO, ROUTE_HEALTH, ROUTE_METRICS, NROUTES };
-static const char *const route_names[NROUTES] = {"/todos", "/todos/{id}", "/health",
-                                                 "/metrics"};
+static const char *const route_names[NROUTES] = {"/todos", "/todos/{id}", "/health", "/metrics"};
 
 static int setup_shm(void **state)
 {
@@ -252,9 +251,9 @@ struct race {
 };
 
 #define RACE_MIN_WRITES 200000
-#define RACE_MIN_FOLDS 100
+#define RACE_MIN_FOLDS  100
 #define RACE_DEADLINE_S 1.5
-#define RACE_GIVE_UP_S 10.0 /* the master stops waiting for a writer that died */
+#define RACE_GIVE_UP_S  10.0 /* the master stops waiting for a writer that died */
 
 /* Keeps writing until it did its share and the master folded a fair number of
  * times, or the deadline passed (slow valgrind runs). */
@@ -354,8 +353,8 @@ static void wait_for_next_sum(struct race *race, uint64_t *seen, double give_up)
 static void test_sum_never_goes_down_while_master_retires_slots(void **state)
 {
     struct stats_shm *shm = *state;
-    struct race *race = mmap(NULL, sizeof(*race), PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct race *race =
+        mmap(NULL, sizeof(*race), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     double give_up = monotonic_seconds() + RACE_GIVE_UP_S;
     uint64_t folded = 0, seen_reads = 0;
     pid_t writer, reader;
@@ -391,7 +390,7 @@ static void test_sum_never_goes_down_while_master_retires_slots(void **state)
     munmap(race, sizeof(*race));
 }
 
-#define WRITERS 4
+#define WRITERS           4
 #define WRITES_PER_WRITER 50000
 
 static void write_own_slot(struct stats_slot *s)

@@ -18,19 +18,19 @@ static void ascii_and_multibyte_sequences_are_valid(void **state)
     (void)state;
     assert_true(valid(""));
     assert_true(valid("buy milk"));
-    assert_true(valid("caf\xc3\xa9"));              /* é, 2 bytes */
-    assert_true(valid("\xe2\x82\xac"));             /* €, 3 bytes */
-    assert_true(valid("\xf0\x9f\x98\x80"));         /* 😀, 4 bytes */
-    assert_true(valid("\xf4\x8f\xbf\xbf"));         /* U+10FFFF */
+    assert_true(valid("caf\xc3\xa9"));      /* é, 2 bytes */
+    assert_true(valid("\xe2\x82\xac"));     /* €, 3 bytes */
+    assert_true(valid("\xf0\x9f\x98\x80")); /* 😀, 4 bytes */
+    assert_true(valid("\xf4\x8f\xbf\xbf")); /* U+10FFFF */
 }
 
 static void malformed_sequences_are_invalid(void **state)
 {
     (void)state;
-    assert_false(valid("\x80"));                    /* lone continuation byte */
-    assert_false(valid("\xc3"));                    /* truncated */
-    assert_false(valid("\xe2\x82"));                /* truncated */
-    assert_false(valid("\xc3\x28"));                /* bad continuation */
+    assert_false(valid("\x80"));     /* lone continuation byte */
+    assert_false(valid("\xc3"));     /* truncated */
+    assert_false(valid("\xe2\x82")); /* truncated */
+    assert_false(valid("\xc3\x28")); /* bad continuation */
     assert_false(valid("\xff"));
     assert_false(valid("\xfe"));
 }
@@ -38,13 +38,13 @@ static void malformed_sequences_are_invalid(void **state)
 static void overlong_surrogate_and_out_of_range_forms_are_invalid(void **state)
 {
     (void)state;
-    assert_false(valid("\xc0\xaf"));                /* overlong '/' */
+    assert_false(valid("\xc0\xaf")); /* overlong '/' */
     assert_false(valid("\xc1\xbf"));
-    assert_false(valid("\xe0\x80\xaf"));            /* overlong, 3 bytes */
-    assert_false(valid("\xf0\x80\x80\xaf"));        /* overlong, 4 bytes */
-    assert_false(valid("\xed\xa0\x80"));            /* U+D800 surrogate */
-    assert_false(valid("\xed\xbf\xbf"));            /* U+DFFF surrogate */
-    assert_false(valid("\xf4\x90\x80\x80"));        /* U+110000 */
+    assert_false(valid("\xe0\x80\xaf"));     /* overlong, 3 bytes */
+    assert_false(valid("\xf0\x80\x80\xaf")); /* overlong, 4 bytes */
+    assert_false(valid("\xed\xa0\x80"));     /* U+D800 surrogate */
+    assert_false(valid("\xed\xbf\xbf"));     /* U+DFFF surrogate */
+    assert_false(valid("\xf4\x90\x80\x80")); /* U+110000 */
     assert_false(valid("\xf5\x80\x80\x80"));
 }
 
