@@ -654,6 +654,7 @@ static void conn_poll_connect(struct db_conn *c)
         return;
     }
     /* Connected: create the schema, then prepare the statements. */
+    evtimer_del(c->ev_timer);
     if (PQsetnonblocking(c->pg, 1) != 0 || PQsendQuery(c->pg, c->pool->setup_sql) != 1) {
         conn_lost(c, PQerrorMessage(c->pg));
         return;
@@ -693,6 +694,7 @@ static void conn_connect(struct db_conn *c)
 {
     static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
     const char *values[] = {c->pool->conninfo, "todod", NULL};
+    struct timeval tv;
 
     c->pg = PQconnectStartParams(keys, values, 1);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
@@ -702,9 +704,15 @@ static void conn_connect(struct db_conn *c)
     c->state = CONN_CONNECTING;
     c->fd = -1;
     conn_watch(c, EV_WRITE);
+    /* libpq's connect_timeout only applies to blocking connects: a server that
+     * never answers gets request_timeout. (Creating the schema is not bounded:
+     * a first start may build an index on a large existing table.) */
+    tv = clock_timeval(c->pool->request_timeout);
+    evtimer_add(c->ev_timer, &tv);
 }
 
-/* The timer: the reconnect back-off while down, query deadlines while up. */
+/* The timer: the reconnect back-off while down, the bound on connecting, the
+ * query deadlines once ready. */
 static void conn_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct db_conn *c = arg;
@@ -715,6 +723,12 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
         conn_connect(c);
         return;
     }
+    if (c->state == CONN_CONNECTING) {
+        conn_lost(c, "no answer from the server within request_timeout while connecting");
+        return;
+    }
+    if (c->state != CONN_READY)
+        return;
     TAILQ_FOREACH(q, &c->queue, entry)
     {
         if (q->is_sync || q->cb == NULL || (q->flags & DB_NO_TIMEOUT))

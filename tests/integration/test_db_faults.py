@@ -3,6 +3,7 @@ database goes away"): down at start, and going down in the middle of traffic and
 coming back. Each test has its own PostgreSQL, which it stops and starts."""
 
 import http.client
+import socket
 import threading
 import time
 
@@ -172,3 +173,26 @@ def database_restart_under_load_gives_503_then_recovers():
             ", ".join("%s %d: %d" % (m, s, n) for (m, s), n in sorted(statuses.items())),
             t_ok - t_up))
         assert d.stop() == 0
+
+
+@test
+def a_server_that_never_answers_the_handshake_is_given_up_and_retried():
+    # A listener whose backlog completes TCP handshakes but which never speaks:
+    # libpq would wait forever; todod gives up after request_timeout and retries.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    try:
+        with Todod(workers=1, request_timeout=0.5,
+                   database_url="postgresql://postgres@127.0.0.1:%d/x" % port) as d:
+            d.start(wait="http")
+            r = d.request("GET", "/health")
+            assert_json_error(r, 503, "database")
+            marker = "no answer from the server within request_timeout while connecting"
+            assert wait_until(lambda: d.log().count(marker) >= 2, 5), d.log_tail()
+            t0 = time.monotonic()
+            assert_json_error(d.request("POST", "/todos", {"title": "x"}), 503)
+            assert time.monotonic() - t0 < 0.5
+    finally:
+        silent.close()
