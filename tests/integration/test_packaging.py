@@ -90,6 +90,20 @@ def openapi_document_is_valid():
     assert "valid OpenAPI" in r.stdout, r.stdout
 
 
+def _router_routes():
+    """(METHOD, pattern) pairs of the route table in daemon/http.c."""
+    with open(os.path.join(ROOT, "daemon", "http.c")) as f:
+        src = f.read()
+    table = src[src.index("static const struct route routes[] = {"):]
+    table = table[:table.index("};")]
+    pairs = set()
+    for pattern, methods in re.findall(r'\{"(/[^"]*)",\s*\{(.*?)\}\},?\n', table, re.S):
+        for m in re.findall(r"STATS_([A-Z]+)", methods):
+            pairs.add((m, pattern))
+    assert len(pairs) >= 10, "could not read the route table: %r" % pairs
+    return pairs
+
+
 @test
 def openapi_lists_every_route():
     doc = _load_openapi()
@@ -98,6 +112,10 @@ def openapi_lists_every_route():
     extra = routes - EXPECTED_ROUTES
     assert not missing and not extra, \
         f"routes differ from API.md: missing {sorted(missing)}, extra {sorted(extra)}"
+    router = _router_routes()
+    assert routes == router, \
+        f"document vs router: only documented {sorted(routes - router)}, " \
+        f"only routed {sorted(router - routes)}"
 
     with Todod(workers=1) as d:
         d.start()
