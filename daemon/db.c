@@ -114,7 +114,7 @@ struct db_query {
     bool done; /* its results have all arrived */
     enum db_stmt stmt;
     unsigned flags;
-    db_done_cb cb; /* NULL once abandoned or answered early (timeout) */
+    db_done_cb cb; /* NULL once answered early (timeout) */
     void *arg;
     struct timespec deadline;
     PGresult *res; /* held until the group's sync confirms the commit */
@@ -382,12 +382,6 @@ struct db_query *db_submit(struct db_pool *pool, enum db_stmt stmt, const struct
     if (conn_flush(c) < 0)
         event_active(c->ev_fail, 0, 0);
     return q;
-}
-
-void db_abandon(struct db_query *q)
-{
-    if (q != NULL)
-        q->cb = NULL;
 }
 
 static void query_deliver(struct db_query *q, enum db_status st)
@@ -822,14 +816,5 @@ int db_pool_ready(const struct db_pool *pool)
 
     for (i = 0; i < pool->nconns; i++)
         n += pool->conns[i].state == CONN_READY;
-    return n;
-}
-
-int db_pool_in_flight(const struct db_pool *pool)
-{
-    int i, n = 0;
-
-    for (i = 0; i < pool->nconns; i++)
-        n += pool->conns[i].in_flight;
     return n;
 }

@@ -36,7 +36,7 @@ enum db_status {
     DB_TIMEOUT,     /* no answer within request_timeout; res is NULL */
 };
 
-/* Called once per query, unless abandoned. res is cleared by db.c afterwards. */
+/* Called once per query. res is cleared by db.c afterwards. */
 typedef void (*db_done_cb)(void *arg, enum db_status st, const PGresult *res);
 
 struct db_params {
@@ -60,8 +60,6 @@ void db_pool_free(struct db_pool *pool);
 
 /* Connections that are ready for queries. */
 int db_pool_ready(const struct db_pool *pool);
-/* Queries sent and not yet answered, over all connections. */
-int db_pool_in_flight(const struct db_pool *pool);
 
 /*
  * Send a prepared statement on the least-loaded ready connection. Returns NULL
@@ -70,8 +68,5 @@ int db_pool_in_flight(const struct db_pool *pool);
  */
 struct db_query *db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
                            unsigned flags, db_done_cb cb, void *arg);
-
-/* The caller no longer wants the answer (its client went away). */
-void db_abandon(struct db_query *q);
 
 #endif

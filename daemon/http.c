@@ -151,8 +151,8 @@ void http_add_header(struct http_req *r, const char *name, const char *value)
     evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
 }
 
-void http_reply_buffer(struct http_req *r, int status, const char *content_type,
-                       struct evbuffer *body)
+static void http_reply_buffer(struct http_req *r, int status, const char *content_type,
+                              struct evbuffer *body)
 {
     if (content_type != NULL)
         http_add_header(r, "Content-Type", content_type);

@@ -19,7 +19,6 @@ struct http_req {
     struct timespec started;
     char *path; /* decoded path, owned; params point into it */
     const char *params[HTTP_MAX_PARAMS];
-    struct db_query *query;              /* the database query in flight, if any */
     void *state;                         /* handler-private */
     void (*cleanup)(struct http_req *r); /* frees state, if set */
 };
@@ -39,8 +38,6 @@ void http_reply_error(struct http_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void http_reply_raw(struct http_req *r, int status, const char *content_type, const char *body,
                     size_t len);
-void http_reply_buffer(struct http_req *r, int status, const char *content_type,
-                       struct evbuffer *body);
 void http_add_header(struct http_req *r, const char *name, const char *value);
 
 /*

@@ -54,8 +54,7 @@ static void reply_db_status(struct http_req *r, enum db_status st)
 
 static void submit(struct http_req *r, enum db_stmt stmt, const struct db_params *p, db_done_cb cb)
 {
-    r->query = db_submit(r->w->db, stmt, p, 0, cb, r);
-    if (r->query == NULL)
+    if (db_submit(r->w->db, stmt, p, 0, cb, r) == NULL)
         http_reply_error(r, 503, "database unavailable");
 }
 
