@@ -151,14 +151,6 @@ void http_add_header(struct http_req *r, const char *name, const char *value)
     evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
 }
 
-static void http_reply_buffer(struct http_req *r, int status, const char *content_type,
-                              struct evbuffer *body)
-{
-    if (content_type != NULL)
-        http_add_header(r, "Content-Type", content_type);
-    http_finish(r, status, body);
-}
-
 void http_reply_raw(struct http_req *r, int status, const char *content_type, const char *body,
                     size_t len)
 {
@@ -170,7 +162,9 @@ void http_reply_raw(struct http_req *r, int status, const char *content_type, co
         http_finish(r, 500, NULL);
         return;
     }
-    http_reply_buffer(r, status, content_type, buf);
+    if (content_type != NULL)
+        http_add_header(r, "Content-Type", content_type);
+    http_finish(r, status, buf);
     evbuffer_free(buf);
 }
 
