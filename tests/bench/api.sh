@@ -29,11 +29,9 @@ BENCH_NAME=bench-api
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WORKERS=2
-DB_CONNECTIONS=${BENCH_DB_CONNECTIONS:-1}
 THREADS=2
 CONNS=64
 LIST_ROWS=1000000
-case "$DB_CONNECTIONS" in '' | *[!0-9]*) bench_die "BENCH_DB_CONNECTIONS must be a number" ;; esac
 bench_need wrk
 
 echo "# todod API benchmark"

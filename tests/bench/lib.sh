@@ -139,6 +139,10 @@ bench_stop_child() {
 trap bench_cleanup EXIT
 bench_traps
 
+# todod's db_connections for the run: the shipped default unless BENCH_DB_CONNECTIONS says.
+DB_CONNECTIONS=${BENCH_DB_CONNECTIONS:-1}
+case "$DB_CONNECTIONS" in '' | *[!0-9]*) bench_die "BENCH_DB_CONNECTIONS must be a number" ;; esac
+
 BENCH_DIR=$(mktemp -d /tmp/todod-bench.XXXXXX)
 # The postgres user (when run as root) must reach BENCH_DIR/pg.
 chmod 0711 "$BENCH_DIR"

@@ -34,11 +34,9 @@ BENCH_NAME=bench-perftest
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WORKERS=2
-DB_CONNECTIONS=${BENCH_DB_CONNECTIONS:-1}
 COPY_ROWS=100000
 OLD_RATE=90 # todos/s, the replaced service's documented figure
 RUNS=("100000 1000" "500 50" "1000000 10000")
-case "$DB_CONNECTIONS" in '' | *[!0-9]*) bench_die "BENCH_DB_CONNECTIONS must be a number" ;; esac
 
 echo "# todod performance test vs COPY"
 echo
