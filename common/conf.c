@@ -45,7 +45,7 @@ struct conf_key {
     const char *name;
     conf_set_fn *set;
     size_t offset;   /* of the field set fills (some handlers fill a companion too) */
-    long min, max;   /* inclusive, except seconds: min < value <= max */
+    long min, max;   /* inclusive, except seconds: min < value <= max (min -1: 0 allowed) */
     const char *def; /* default, run through set by conf_defaults; NULL = zeroed */
     bool empty_ok;   /* "key =" with nothing after it is a value, not an error */
 };
@@ -53,28 +53,37 @@ struct conf_key {
 #define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
 
 static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds, set_log_level,
-    set_flag, set_string;
+    set_flag, set_string, set_log_format, set_ratio, set_url, set_url_list;
 
 #define OFF(field) offsetof(struct conf, field)
 
 /* Keep conf/todod.conf in step with this table: it lists every key and default. */
 /* clang-format off */
 static const struct conf_key keys[] = {
-    /* name              handler        field                   min max                      default           empty_ok */
-    {"listen",            set_listen,    OFF(listen),            0, 0,                       "127.0.0.1:3000", false},
-    {"workers",           set_workers,   OFF(workers),           1, CONF_MAX_WORKERS,        "auto",           false},
-    {"database_url",      set_string,    OFF(database_url),      0, 0,                       "",               true},
-    {"db_connections",    set_int,       OFF(db_connections),    1, CONF_MAX_DB_CONNECTIONS, "1",              false},
-    {"max_body_size",     set_size,      OFF(max_body_size),     1, 64 * MIB,                "1m",             false},
-    {"perf_max_messages", set_long,      OFF(perf_max_messages), 1, 100000000,               "1000000",        false},
-    {"perf_max_batch",    set_long,      OFF(perf_max_batch),    1, 100000,                  "10000",          false},
-    {"request_timeout",   set_seconds,   OFF(request_timeout),   0, MAX_SECONDS,             "10",             false},
-    {"keepalive_timeout", set_seconds,   OFF(keepalive_timeout), 0, MAX_SECONDS,             "60",             false},
-    {"shutdown_timeout",  set_seconds,   OFF(shutdown_timeout),  0, MAX_SECONDS,             "10",             false},
-    {"log_level",         set_log_level, OFF(log_level),         0, 0,                       "info",           false},
-    {"access_log",        set_flag,      OFF(access_log),        0, 0,                       "off",            false},
-    {"user",              set_string,    OFF(user),              0, 0,                       NULL,             false},
-    {"pid_file",          set_string,    OFF(pid_file),          0, 0,                       NULL,             false},
+    /* name                 handler         field                      min max                      default           empty_ok */
+    {"listen",               set_listen,     OFF(listen),               0, 0,                       "127.0.0.1:3000", false},
+    {"workers",              set_workers,    OFF(workers),              1, CONF_MAX_WORKERS,        "auto",           false},
+    {"database_url",         set_string,     OFF(database_url),         0, 0,                       "",               true},
+    {"db_connections",       set_int,        OFF(db_connections),       1, CONF_MAX_DB_CONNECTIONS, "1",              false},
+    {"db_write_connections", set_int,        OFF(db_write_connections), 1, CONF_MAX_DB_CONNECTIONS, "4",              false},
+    {"db_prepared",          set_flag,       OFF(db_prepared),          0, 0,                       "on",             false},
+    {"max_body_size",        set_size,       OFF(max_body_size),        1, 64 * MIB,                "1m",             false},
+    {"max_connections",      set_int,        OFF(max_connections),      1, 1 << 20,                 "1024",           false},
+    {"perf_max_messages",    set_long,       OFF(perf_max_messages),    1, 100000000,               "1000000",        false},
+    {"perf_max_batch",       set_long,       OFF(perf_max_batch),       1, 100000,                  "10000",          false},
+    {"perf_nodes",           set_url_list,   OFF(perf_nodes),           0, 0,                       NULL,             true},
+    {"request_timeout",      set_seconds,    OFF(request_timeout),      0, MAX_SECONDS,             "10",             false},
+    {"keepalive_timeout",    set_seconds,    OFF(keepalive_timeout),    0, MAX_SECONDS,             "60",             false},
+    {"shutdown_timeout",     set_seconds,    OFF(shutdown_timeout),     0, MAX_SECONDS,             "10",             false},
+    {"drain_delay",          set_seconds,    OFF(drain_delay),         -1, MAX_SECONDS,             "0",              false},
+    {"log_level",            set_log_level,  OFF(log_level),            0, 0,                       "info",           false},
+    {"access_log",           set_flag,       OFF(access_log),           0, 0,                       "off",            false},
+    {"access_log_format",    set_log_format, OFF(access_log_format),    0, 0,                       "combined",       false},
+    {"user",                 set_string,     OFF(user),                 0, 0,                       NULL,             false},
+    {"pid_file",             set_string,     OFF(pid_file),             0, 0,                       NULL,             false},
+    {"otlp_endpoint",        set_url,        OFF(otlp_endpoint),        0, 0,                       NULL,             true},
+    {"trace_sample_ratio",   set_ratio,      OFF(trace_sample_ratio),   0, 1,                       "1",              false},
+    {"service_name",         set_string,     OFF(service_name),         0, 0,                       "todod",          false},
 };
 /* clang-format on */
 
@@ -300,14 +309,39 @@ static enum set_result set_seconds(struct conf *c, const struct conf_key *k, con
         goto bad;
     errno = 0;
     d = strtod(v, &end);
-    if (*end != '\0' || errno == ERANGE || !(d > (double)k->min) || d > (double)k->max)
+    if (*end != '\0' || errno == ERANGE || d > (double)k->max ||
+        (k->min < 0 ? d < 0 : !(d > (double)k->min)))
         goto bad;
     *FIELD(c, k, double) = d;
     return SET_OK;
 bad:
-    snprintf(expect, expectlen,
-             "a number of seconds greater than %ld and at most %ld (decimals allowed, e.g. 0.5)",
-             k->min, k->max);
+    if (k->min < 0)
+        snprintf(expect, expectlen,
+                 "a number of seconds from 0 to %ld (decimals allowed, e.g. 0.5)", k->max);
+    else
+        snprintf(
+            expect, expectlen,
+            "a number of seconds greater than %ld and at most %ld (decimals allowed, e.g. 0.5)",
+            k->min, k->max);
+    return SET_BAD;
+}
+
+/* A share from 0 to 1, plain decimals. */
+static enum set_result set_ratio(struct conf *c, const struct conf_key *k, const char *v,
+                                 char *expect, size_t expectlen)
+{
+    char *end;
+    double d;
+
+    if (v[0] == '\0' || strspn(v, "0123456789.") != strlen(v))
+        goto bad;
+    d = strtod(v, &end);
+    if (*end != '\0' || d < (double)k->min || d > (double)k->max)
+        goto bad;
+    *FIELD(c, k, double) = d;
+    return SET_OK;
+bad:
+    snprintf(expect, expectlen, "a number from %ld to %ld, such as 0.1", k->min, k->max);
     return SET_BAD;
 }
 
@@ -355,6 +389,94 @@ static enum set_result set_flag(struct conf *c, const struct conf_key *k, const 
     }
     snprintf(expect, expectlen, "on or off");
     return SET_BAD;
+}
+
+static enum set_result set_log_format(struct conf *c, const struct conf_key *k, const char *v,
+                                      char *expect, size_t expectlen)
+{
+    if (strcasecmp(v, "combined") == 0)
+        *FIELD(c, k, int) = CONF_LOG_COMBINED;
+    else if (strcasecmp(v, "json") == 0)
+        *FIELD(c, k, int) = CONF_LOG_JSON;
+    else {
+        snprintf(expect, expectlen, "combined or json");
+        return SET_BAD;
+    }
+    return SET_OK;
+}
+
+static conf_set_fn set_optional_string;
+
+/*
+ * "http://host[:port][/path]": todod speaks plain HTTP to collectors and peers
+ * (a TLS-terminating proxy on loopback can front anything else). Only the shape
+ * is checked here; the host is resolved when it is used.
+ */
+static bool valid_http_url(const char *s, size_t n)
+{
+    static const char scheme[] = "http://";
+    size_t i, host_end;
+
+    if (n <= sizeof(scheme) - 1 || strncasecmp(s, scheme, sizeof(scheme) - 1) != 0)
+        return false;
+    for (i = 0; i < n; i++)
+        if (!isgraph((unsigned char)s[i]))
+            return false;
+    s += sizeof(scheme) - 1;
+    n -= sizeof(scheme) - 1;
+    host_end = strcspn(s, "/?#");
+    if (host_end > n)
+        host_end = n;
+    return host_end > 0 && memchr(s, '@', host_end) == NULL && s[0] != ':';
+}
+
+static enum set_result set_url(struct conf *c, const struct conf_key *k, const char *v,
+                               char *expect, size_t expectlen)
+{
+    if (v[0] != '\0' && !valid_http_url(v, strlen(v))) {
+        snprintf(expect, expectlen, "an http:// URL such as http://127.0.0.1:4318/v1/traces");
+        return SET_BAD;
+    }
+    return set_optional_string(c, k, v, expect, expectlen);
+}
+
+/* Comma-separated http:// base URLs (spaces around commas allowed). */
+static enum set_result set_url_list(struct conf *c, const struct conf_key *k, const char *v,
+                                    char *expect, size_t expectlen)
+{
+    const char *p = v;
+
+    while (*v != '\0') {
+        size_t n;
+
+        p += strspn(p, " \t");
+        n = strcspn(p, ",");
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (!valid_http_url(p, n)) {
+            snprintf(expect, expectlen,
+                     "comma-separated http:// base URLs such as "
+                     "http://10.0.0.2:3000,http://10.0.0.3:3000");
+            return SET_BAD;
+        }
+        p += strcspn(p, ",");
+        if (*p == '\0')
+            break;
+        p++; /* a comma: another URL must follow */
+    }
+    return set_optional_string(c, k, v, expect, expectlen);
+}
+
+/* "key =" (empty) leaves the field unset (NULL). */
+static enum set_result set_optional_string(struct conf *c, const struct conf_key *k, const char *v,
+                                           char *expect, size_t expectlen)
+{
+    if (v[0] == '\0') {
+        free(*FIELD(c, k, char *));
+        *FIELD(c, k, char *) = NULL;
+        return SET_OK;
+    }
+    return set_string(c, k, v, expect, expectlen);
 }
 
 static enum set_result set_string(struct conf *c, const struct conf_key *k, const char *v,
@@ -610,14 +732,21 @@ fail:
     return -1;
 }
 
+static bool is_string_key(const struct conf_key *k)
+{
+    return k->set == set_string || k->set == set_url || k->set == set_url_list;
+}
+
 void conf_free(struct conf *c)
 {
-    free(c->database_url);
-    free(c->user);
-    free(c->pid_file);
-    c->database_url = NULL;
-    c->user = NULL;
-    c->pid_file = NULL;
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++) {
+        if (is_string_key(&keys[i])) {
+            free(*FIELD(c, &keys[i], char *));
+            *FIELD(c, &keys[i], char *) = NULL;
+        }
+    }
 }
 
 /* NULL stays NULL (user, pid_file unset); returns -1 only when strdup fails. */
@@ -631,15 +760,34 @@ static int dup_string(char **dst, const char *src)
 
 int conf_copy(struct conf *dst, const struct conf *src)
 {
+    size_t i;
+
     *dst = *src;
     /* Never point at src's strings, so a failed copy frees only its own. */
-    dst->database_url = NULL;
-    dst->user = NULL;
-    dst->pid_file = NULL;
-    if (dup_string(&dst->database_url, src->database_url) != 0 ||
-        dup_string(&dst->user, src->user) != 0 || dup_string(&dst->pid_file, src->pid_file) != 0) {
-        conf_free(dst);
-        return -1;
+    for (i = 0; i < NKEYS; i++)
+        if (is_string_key(&keys[i]))
+            *FIELD(dst, &keys[i], char *) = NULL;
+    for (i = 0; i < NKEYS; i++) {
+        if (is_string_key(&keys[i]) &&
+            dup_string(FIELD(dst, &keys[i], char *), *FIELD(src, &keys[i], const char *)) != 0) {
+            conf_free(dst);
+            return -1;
+        }
     }
     return 0;
+}
+
+size_t conf_nkeys(void)
+{
+    return NKEYS;
+}
+
+const char *conf_key_name(size_t i)
+{
+    return i < NKEYS ? keys[i].name : NULL;
+}
+
+const char *conf_key_default(size_t i)
+{
+    return i < NKEYS ? keys[i].def : NULL;
 }

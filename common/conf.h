@@ -26,9 +26,20 @@ struct conf {
     double shutdown_timeout;  /* seconds */
     int log_level;            /* enum log_level */
     bool access_log;
-    char *user;     /* NULL when unset */
-    char *pid_file; /* NULL when unset */
+    int access_log_format;    /* enum conf_access_log_format */
+    char *user;               /* NULL when unset */
+    char *pid_file;           /* NULL when unset */
+    int max_connections;      /* open client connections per worker */
+    double drain_delay;       /* seconds /ready says 503 before a stopping worker stops accepting */
+    bool db_prepared;         /* off: unnamed statements, no session state (PgBouncer) */
+    int db_write_connections; /* at most this many write connections per worker, on demand */
+    char *otlp_endpoint;      /* NULL: tracing off */
+    double trace_sample_ratio;
+    char *service_name;
+    char *perf_nodes; /* NULL when unset: comma-separated base URLs */
 };
+
+enum conf_access_log_format { CONF_LOG_COMBINED, CONF_LOG_JSON };
 
 /* Fill with the documented defaults (allocates database_url). */
 void conf_defaults(struct conf *c);
@@ -45,5 +56,10 @@ void conf_free(struct conf *c);
 
 /* Deep copy (for keeping the running config while a reload is validated). */
 int conf_copy(struct conf *dst, const struct conf *src);
+
+/* The key table, for documentation checks: name and default (NULL: unset) of key i. */
+size_t conf_nkeys(void);
+const char *conf_key_name(size_t i);
+const char *conf_key_default(size_t i);
 
 #endif

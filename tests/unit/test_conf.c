@@ -496,6 +496,122 @@ static void seconds_reject_zero_negative_too_large_and_non_decimal(void **state)
     }
 }
 
+static void drain_delay_accepts_zero_and_decimals(void **state)
+{
+    struct conf c = load_one("drain_delay", "0");
+
+    assert_true(c.drain_delay == 0.0);
+    conf_free(&c);
+    c = load_one("drain_delay", "1.5");
+    assert_true(c.drain_delay == 1.5);
+    conf_free(&c);
+    bad_value("drain_delay", "-1", "a number of seconds from 0 to 86400");
+    bad_value("drain_delay", "86401", "a number of seconds from 0 to 86400");
+}
+
+/* ---- the keys of the connection, tracing and cluster features --------- */
+
+static void new_keys_have_their_defaults(void **state)
+{
+    struct conf c;
+
+    load_ok("", &c);
+    assert_int_equal(c.max_connections, 1024);
+    assert_int_equal(c.db_write_connections, 4);
+    assert_true(c.db_prepared);
+    assert_int_equal(c.access_log_format, CONF_LOG_COMBINED);
+    assert_true(c.drain_delay == 0.0);
+    assert_null(c.otlp_endpoint);
+    assert_null(c.perf_nodes);
+    assert_true(c.trace_sample_ratio == 1.0);
+    assert_string_equal(c.service_name, "todod");
+    conf_free(&c);
+}
+
+static void access_log_format_is_combined_or_json(void **state)
+{
+    struct conf c = load_one("access_log_format", "json");
+
+    assert_int_equal(c.access_log_format, CONF_LOG_JSON);
+    conf_free(&c);
+    bad_value("access_log_format", "common", "combined or json");
+}
+
+static void trace_sample_ratio_is_between_zero_and_one(void **state)
+{
+    static const char *bad[] = {"1.5", "-0.1", "2", "abc", "1e-3", ""};
+    struct conf c = load_one("trace_sample_ratio", "0.25");
+    size_t i;
+
+    assert_true(c.trace_sample_ratio == 0.25);
+    conf_free(&c);
+    c = load_one("trace_sample_ratio", "0");
+    assert_true(c.trace_sample_ratio == 0.0);
+    conf_free(&c);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (bad[i][0] != '\0')
+            bad_value("trace_sample_ratio", bad[i], "a number from 0 to 1");
+}
+
+static void otlp_endpoint_must_be_an_http_url(void **state)
+{
+    static const char *bad[] = {"127.0.0.1:4318",    "https://collector/v1/traces", "http://",
+                                "http:///v1/traces", "http://user@host/",           "ftp://x"};
+    struct conf c = load_one("otlp_endpoint", "http://127.0.0.1:4318/v1/traces");
+    size_t i;
+
+    assert_string_equal(c.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+    conf_free(&c);
+    c = load_one("otlp_endpoint", "");
+    assert_null(c.otlp_endpoint);
+    conf_free(&c);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        bad_value("otlp_endpoint", bad[i], "an http:// URL");
+}
+
+static void perf_nodes_is_a_list_of_http_urls(void **state)
+{
+    struct conf c = load_one("perf_nodes", "http://127.0.0.2:3000, http://127.0.0.3:3000");
+
+    assert_string_equal(c.perf_nodes, "http://127.0.0.2:3000, http://127.0.0.3:3000");
+    conf_free(&c);
+    bad_value("perf_nodes", "http://127.0.0.2:3000,,http://x", "comma-separated http://");
+    bad_value("perf_nodes", "127.0.0.2:3000", "comma-separated http://");
+    bad_value("perf_nodes", "http://a:1,", "comma-separated http://");
+}
+
+static void max_connections_and_write_connections_within_range(void **state)
+{
+    struct conf c = load_one("max_connections", "1048576");
+
+    assert_int_equal(c.max_connections, 1048576);
+    conf_free(&c);
+    bad_value("max_connections", "0", "a number from 1 to 1048576");
+    c = load_one("db_write_connections", "64");
+    assert_int_equal(c.db_write_connections, 64);
+    conf_free(&c);
+    bad_value("db_write_connections", "0", "a number from 1 to 64");
+    c = load_one("db_prepared", "off");
+    assert_false(c.db_prepared);
+    conf_free(&c);
+}
+
+static void key_table_is_enumerable(void **state)
+{
+    size_t i, n = conf_nkeys();
+    bool seen_listen = false, seen_perf_nodes = false;
+
+    assert_true(n >= 23);
+    for (i = 0; i < n; i++) {
+        assert_non_null(conf_key_name(i));
+        seen_listen |= strcmp(conf_key_name(i), "listen") == 0;
+        seen_perf_nodes |= strcmp(conf_key_name(i), "perf_nodes") == 0;
+    }
+    assert_null(conf_key_name(n));
+    assert_true(seen_listen && seen_perf_nodes);
+    assert_string_equal(conf_key_default(0), "127.0.0.1:3000");
+}
+
 /* ---- enums and flags -------------------------------------------------- */
 
 static void log_level_accepts_each_level(void **state)
@@ -827,6 +943,14 @@ int main(void)
         cmocka_unit_test(max_body_size_rejects_out_of_range_and_bad_suffixes),
         cmocka_unit_test(seconds_accept_decimals),
         cmocka_unit_test(seconds_reject_zero_negative_too_large_and_non_decimal),
+        cmocka_unit_test(drain_delay_accepts_zero_and_decimals),
+        cmocka_unit_test(new_keys_have_their_defaults),
+        cmocka_unit_test(access_log_format_is_combined_or_json),
+        cmocka_unit_test(trace_sample_ratio_is_between_zero_and_one),
+        cmocka_unit_test(otlp_endpoint_must_be_an_http_url),
+        cmocka_unit_test(perf_nodes_is_a_list_of_http_urls),
+        cmocka_unit_test(max_connections_and_write_connections_within_range),
+        cmocka_unit_test(key_table_is_enumerable),
         cmocka_unit_test(log_level_accepts_each_level),
         cmocka_unit_test(log_level_rejects_unknown_level),
         cmocka_unit_test(access_log_accepts_on_off_and_synonyms),
