@@ -35,7 +35,10 @@ LDLIBS    := $(PKG_LIBS) -lm
 COMMON_SRC := $(wildcard common/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
-DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/openapi_json.o
+# Files embedded in the binary: daemon/NAME.EXT becomes the array NAME_EXT.
+EMBEDS     := openapi.json dashboard.html
+EMBED_OBJ  := $(patsubst %,$(B)/embed_%.o,$(subst .,_,$(EMBEDS)))
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(EMBED_OBJ)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
@@ -50,15 +53,19 @@ $(B)/todod: $(DAEMON_OBJ) $(COMMON_OBJ)
 $(B)/%.o: %.c $(wildcard common/*.h daemon/*.h) | $(B)/common $(B)/daemon $(B)/tests
 	$(CC) $(ALL_CFLAGS) -MMD -c -o $@ $<
 
-# The OpenAPI document is kept as daemon/openapi.json and embedded in the binary.
-$(B)/openapi_json.c: daemon/openapi.json | $(B)/daemon
-	{ echo '/* generated from daemon/openapi.json */'; \
-	  echo 'const char openapi_json[] = {'; \
-	  od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+# The OpenAPI document and the dashboard are kept as files in daemon/ and embedded
+# in the binary: daemon/openapi.json becomes openapi_json[] and openapi_json_len.
+define embed_rule
+$(B)/embed_$(subst .,_,$(1)).c: daemon/$(1) | $(B)/daemon
+	{ echo '/* generated from daemon/$(1) */'; \
+	  echo 'const char $(subst .,_,$(1))[] = {'; \
+	  od -An -v -tx1 $$< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
 	  echo '0x00};'; \
-	  echo 'const unsigned long openapi_json_len = sizeof(openapi_json) - 1;'; } > $@
+	  echo 'const unsigned long $(subst .,_,$(1))_len = sizeof($(subst .,_,$(1))) - 1;'; } > $$@
+endef
+$(foreach f,$(EMBEDS),$(eval $(call embed_rule,$(f))))
 
-$(B)/openapi_json.o: $(B)/openapi_json.c
+$(B)/embed_%.o: $(B)/embed_%.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/tests/test_%: tests/unit/test_%.c $(COMMON_OBJ)

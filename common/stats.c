@@ -33,7 +33,7 @@ static const char *const method_names[STATS_NMETHODS] = {
  */
 _Static_assert(sizeof(struct stats_counters) ==
                    sizeof(_Atomic uint64_t) * (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
-                                               (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 5),
+                                               (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 10),
                "new field in struct stats_counters: fold and sum it in stats.c");
 
 static void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -88,6 +88,7 @@ int stats_slot_claim(struct stats_shm *shm)
         atomic_store(&s->draining, 0);
         atomic_store(&s->db_up, 0);
         atomic_store(&s->open_conns, 0);
+        atomic_store(&s->perf_running, 0);
         atomic_store(&s->started_at, (int64_t)time(NULL));
         /* Last, so a reader that sees ACTIVE sees the reset gauges. */
         atomic_store(&s->state, STATS_SLOT_ACTIVE);
@@ -123,6 +124,11 @@ static void counters_move(struct stats_counters *dst, struct stats_counters *src
     histogram_move(&dst->perf_batch_duration, &src->perf_batch_duration);
     counter_move(&dst->db_errors, &src->db_errors);
     counter_move(&dst->db_reconnects, &src->db_reconnects);
+    counter_move(&dst->accept_errors, &src->accept_errors);
+    counter_move(&dst->client_timeouts, &src->client_timeouts);
+    counter_move(&dst->trace_spans_exported, &src->trace_spans_exported);
+    counter_move(&dst->trace_spans_dropped, &src->trace_spans_dropped);
+    counter_move(&dst->trace_export_errors, &src->trace_export_errors);
 }
 
 /*
@@ -216,6 +222,11 @@ static void counters_add(struct stats_totals *t, const struct stats_counters *c)
     histogram_add(&t->perf_batch_duration, &c->perf_batch_duration);
     t->db_errors += counter_get(&c->db_errors);
     t->db_reconnects += counter_get(&c->db_reconnects);
+    t->accept_errors += counter_get(&c->accept_errors);
+    t->client_timeouts += counter_get(&c->client_timeouts);
+    t->trace_spans_exported += counter_get(&c->trace_spans_exported);
+    t->trace_spans_dropped += counter_get(&c->trace_spans_dropped);
+    t->trace_export_errors += counter_get(&c->trace_export_errors);
 }
 
 /* FREE slots are summed too: retiring zeroes them, so they add nothing, and
@@ -412,6 +423,44 @@ static void prom_perf(FILE *out, const struct stats_totals *t)
     prom_histogram_samples(out, "todod_perf_batch_duration_seconds", NULL, &t->perf_batch_duration);
 }
 
+static int perf_running(const struct stats_shm *shm)
+{
+    int n = 0;
+
+    for (int i = 0; i < STATS_MAX_SLOTS; i++)
+        if (atomic_load(&shm->slots[i].state) == STATS_SLOT_ACTIVE)
+            n += atomic_load(&shm->slots[i].perf_running);
+    return n;
+}
+
+static void prom_perf_running(FILE *out, const struct stats_shm *shm)
+{
+    prom_family(out, "todod_perf_tests_running", "gauge",
+                "Performance-test shares running now, summed over the workers.");
+    fprintf(out, "todod_perf_tests_running %d\n", perf_running(shm));
+}
+
+static void prom_connections(FILE *out, const struct stats_totals *t)
+{
+    prom_counter(out, "todod_http_accept_errors_total",
+                 "Failed accept() calls (such as running out of file descriptors).",
+                 t->accept_errors);
+    prom_counter(out, "todod_http_client_timeouts_total",
+                 "Client connections cut off by request_timeout or keepalive_timeout.",
+                 t->client_timeouts);
+}
+
+static void prom_trace(FILE *out, const struct stats_totals *t)
+{
+    prom_counter(out, "todod_trace_spans_exported_total", "Spans accepted by the OTLP collector.",
+                 t->trace_spans_exported);
+    prom_counter(out, "todod_trace_spans_dropped_total",
+                 "Spans dropped: export queue full, or given up on after retries.",
+                 t->trace_spans_dropped);
+    prom_counter(out, "todod_trace_export_errors_total",
+                 "Failed OTLP export requests (each retry counts).", t->trace_export_errors);
+}
+
 static void prom_db(FILE *out, const struct stats_shm *shm, const struct stats_totals *t)
 {
     prom_counter(out, "todod_db_errors_total", "Failed database queries and connections.",
@@ -450,7 +499,10 @@ int stats_render_prometheus(const struct stats_shm *shm, const char *const *rout
     stats_sum(shm, &t);
     prom_http(out, &t, route_names, named_routes(route_names, nroutes));
     prom_perf(out, &t);
+    prom_perf_running(out, shm);
+    prom_connections(out, &t);
     prom_db(out, shm, &t);
+    prom_trace(out, &t);
     prom_process(out, shm, version);
     return ferror(out) ? -1 : 0;
 }
@@ -514,6 +566,59 @@ static json_object *json_requests_by_code(const struct stats_totals *t)
     return obj;
 }
 
+/* {"buckets":[non-cumulative counts, +Inf last],"count":N,"sum_ms":S} */
+static json_object *json_histogram(const struct stats_histogram_totals *h)
+{
+    json_object *obj = json_object_new_object(), *arr = json_object_new_array();
+    int err = 0;
+
+    if (obj == NULL || arr == NULL) {
+        json_object_put(obj);
+        json_object_put(arr);
+        return NULL;
+    }
+    for (int b = 0; b < STATS_NBUCKETS; b++)
+        err |= json_object_array_add(arr, json_object_new_uint64(h->bucket[b])) != 0;
+    err |= json_add(obj, "buckets", arr);
+    err |= json_add(obj, "count", json_object_new_uint64(histogram_total(h)));
+    err |= json_add(obj, "sum_ms", json_object_new_double((double)h->sum_us / 1e3));
+    if (err) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* {"bounds_ms":[...],"routes":{route: histogram}}: the buckets of
+ * todod_http_request_duration_seconds, for clients that compute percentiles. */
+static json_object *json_durations(const struct stats_totals *t, const char *const *route_names,
+                                   int nroutes)
+{
+    json_object *obj = json_object_new_object(), *bounds = json_object_new_array(),
+                *routes = json_object_new_object();
+    int err = 0;
+
+    if (obj == NULL || bounds == NULL || routes == NULL) {
+        json_object_put(obj);
+        json_object_put(bounds);
+        json_object_put(routes);
+        return NULL;
+    }
+    for (int b = 0; b < STATS_NBUCKETS - 1; b++)
+        err |= json_object_array_add(
+                   bounds, json_object_new_double((double)bucket_bounds_us[b] / 1e3)) != 0;
+    err |= json_add(obj, "bounds_ms", bounds);
+    for (int r = 0; r < nroutes; r++)
+        if (route_names[r] != NULL && histogram_total(&t->http_duration[r]) > 0)
+            err |= json_add(routes, route_names[r], json_histogram(&t->http_duration[r]));
+    err |= json_add(obj, "routes", routes);
+    if (err) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 static json_object *json_totals(const struct stats_shm *shm, const struct stats_totals *t,
                                 const char *const *route_names, int nroutes)
 {
@@ -531,6 +636,14 @@ static json_object *json_totals(const struct stats_shm *shm, const struct stats_
     err |= json_add(obj, "perf_tests", json_object_new_uint64(t->perf_tests));
     err |= json_add(obj, "perf_todos_success", json_object_new_uint64(t->perf_todos_success));
     err |= json_add(obj, "perf_todos_error", json_object_new_uint64(t->perf_todos_error));
+    err |= json_add(obj, "perf_tests_running", json_object_new_int(perf_running(shm)));
+    err |= json_add(obj, "accept_errors", json_object_new_uint64(t->accept_errors));
+    err |= json_add(obj, "client_timeouts", json_object_new_uint64(t->client_timeouts));
+    err |= json_add(obj, "trace_spans_exported", json_object_new_uint64(t->trace_spans_exported));
+    err |= json_add(obj, "trace_spans_dropped", json_object_new_uint64(t->trace_spans_dropped));
+    err |= json_add(obj, "trace_export_errors", json_object_new_uint64(t->trace_export_errors));
+    err |= json_add(obj, "http_duration", json_durations(t, route_names, nroutes));
+    err |= json_add(obj, "perf_batch_duration", json_histogram(&t->perf_batch_duration));
     err |= json_add(obj, "db_errors", json_object_new_uint64(t->db_errors));
     err |= json_add(obj, "db_reconnects", json_object_new_uint64(t->db_reconnects));
     err |= json_add(obj, "workers", json_object_new_int(atomic_load(&shm->workers)));
@@ -564,7 +677,8 @@ static json_object *json_worker(const struct stats_slot *s, int slot)
     format_utc(atomic_load(&s->started_at), started, sizeof(started));
     err |= json_add(obj, "slot", json_object_new_int(slot));
     err |= json_add(obj, "pid", json_object_new_int(atomic_load(&s->pid)));
-    err |= json_add(obj, "started_at", json_object_new_string(started));
+    err |= json_add(obj, "started_at", json_object_new_int64(atomic_load(&s->started_at)));
+    err |= json_add(obj, "started", json_object_new_string(started));
     err |= json_add(obj, "requests", json_object_new_uint64(stats_slot_requests(s)));
     err |= json_add(obj, "perf_todos",
                     json_object_new_uint64(counter_get(&s->c.perf_todos_success) +
@@ -573,6 +687,8 @@ static json_object *json_worker(const struct stats_slot *s, int slot)
     err |= json_add(obj, "ready", json_object_new_boolean(atomic_load(&s->ready) != 0));
     err |= json_add(obj, "draining", json_object_new_boolean(atomic_load(&s->draining) != 0));
     err |= json_add(obj, "open_connections", json_object_new_int(atomic_load(&s->open_conns)));
+    err |= json_add(obj, "db_connections_up", json_object_new_int(atomic_load(&s->db_up)));
+    err |= json_add(obj, "perf_running", json_object_new_int(atomic_load(&s->perf_running)));
     if (err) {
         json_object_put(obj);
         return NULL;

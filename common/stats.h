@@ -55,6 +55,11 @@ struct stats_counters {
     struct stats_histogram perf_batch_duration;
     _Atomic uint64_t db_errors;
     _Atomic uint64_t db_reconnects;
+    _Atomic uint64_t accept_errors;   /* accept() failed (out of descriptors, ...) */
+    _Atomic uint64_t client_timeouts; /* connections cut off: request or idle time-out */
+    _Atomic uint64_t trace_spans_exported;
+    _Atomic uint64_t trace_spans_dropped;
+    _Atomic uint64_t trace_export_errors;
 };
 
 enum stats_slot_state { STATS_SLOT_FREE, STATS_SLOT_ACTIVE };
@@ -67,6 +72,7 @@ struct stats_slot {
     _Atomic int draining;       /* set by the worker when it stops accepting */
     _Atomic int db_up;          /* database connections of this worker that are up */
     _Atomic int open_conns;     /* HTTP connections open on this worker */
+    _Atomic int perf_running;   /* performance-test shares running on this worker */
     struct stats_counters c;
 };
 
@@ -89,6 +95,8 @@ struct stats_totals {
     } http_duration[STATS_MAX_ROUTES], perf_batch_duration;
     uint64_t perf_tests, perf_todos_success, perf_todos_error;
     uint64_t db_errors, db_reconnects;
+    uint64_t accept_errors, client_timeouts;
+    uint64_t trace_spans_exported, trace_spans_dropped, trace_export_errors;
 };
 
 /* mmap(MAP_SHARED|MAP_ANONYMOUS), zeroed; NULL on failure. */

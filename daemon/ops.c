@@ -7,9 +7,9 @@
 #include "stats.h"
 #include "worker.h"
 
-/* Generated from daemon/openapi.json by the Makefile. */
-extern const char openapi_json[];
-extern const unsigned long openapi_json_len;
+/* Generated from daemon/openapi.json and daemon/dashboard.html by the Makefile. */
+extern const char openapi_json[], dashboard_html[];
+extern const unsigned long openapi_json_len, dashboard_html_len;
 
 void ops_health(struct http_req *r)
 {
@@ -62,4 +62,9 @@ void ops_stats(struct http_req *r)
 void ops_openapi(struct http_req *r)
 {
     http_reply_raw(r, 200, "application/json", openapi_json, openapi_json_len);
+}
+
+void ops_dashboard(struct http_req *r)
+{
+    http_reply_raw(r, 200, "text/html; charset=utf-8", dashboard_html, dashboard_html_len);
 }

@@ -9,5 +9,6 @@ void ops_health(struct http_req *r);
 void ops_metrics(struct http_req *r);
 void ops_stats(struct http_req *r);
 void ops_openapi(struct http_req *r);
+void ops_dashboard(struct http_req *r);
 
 #endif

@@ -32,6 +32,7 @@ EXPECTED_ROUTES = {
     ("GET", "/metrics"),
     ("GET", "/stats"),
     ("GET", "/api-docs/openapi.json"),
+    ("GET", "/dashboard"),
     ("GET", "/todos"),
     ("POST", "/todos"),
     ("POST", "/todos/performance-test"),

@@ -615,6 +615,49 @@ static json_object *get(json_object *obj, const char *key)
     return val;
 }
 
+static void test_running_gauge_tracing_and_connection_counters_are_exposed(void **state)
+{
+    struct stats_shm *shm = *state;
+    int a = claim_active(shm, 1), b = claim_active(shm, 2);
+    char *text;
+    json_object *root, *totals, *durations;
+
+    atomic_store(&shm->slots[a].perf_running, 1);
+    atomic_store(&shm->slots[b].perf_running, 2);
+    atomic_store(&shm->slots[a].c.trace_spans_exported, 7);
+    atomic_store(&shm->retired.trace_spans_dropped, 3);
+    atomic_store(&shm->slots[b].c.trace_export_errors, 1);
+    atomic_store(&shm->slots[b].c.accept_errors, 4);
+    atomic_store(&shm->slots[a].c.client_timeouts, 5);
+    stats_http_observe(&shm->slots[a], ROUTE_TODOS, STATS_GET, 200, 300);
+    stats_http_observe(&shm->slots[b], ROUTE_TODOS, STATS_GET, 200, 100000);
+    text = render(shm, 0);
+    assert_has_line(text, "todod_perf_tests_running 3");
+    assert_has_line(text, "todod_trace_spans_exported_total 7");
+    assert_has_line(text, "todod_trace_spans_dropped_total 3");
+    assert_has_line(text, "todod_trace_export_errors_total 1");
+    assert_has_line(text, "todod_http_accept_errors_total 4");
+    assert_has_line(text, "todod_http_client_timeouts_total 5");
+    free(text);
+    text = render(shm, 1);
+    root = json_tokener_parse(text);
+    assert_non_null(root);
+    totals = get(root, "totals");
+    assert_int_equal(json_object_get_int(get(totals, "perf_tests_running")), 3);
+    assert_int_equal(json_object_get_uint64(get(totals, "trace_spans_dropped")), 3);
+    durations = get(get(get(totals, "http_duration"), "routes"), "/todos");
+    assert_int_equal(json_object_get_uint64(get(durations, "count")), 2);
+    /* 300 us falls in the second bucket (<= 0.5 ms), 100 ms in the ninth (<= 100 ms). */
+    assert_int_equal(
+        json_object_get_uint64(json_object_array_get_idx(get(durations, "buckets"), 1)), 1);
+    assert_int_equal(
+        json_object_get_uint64(json_object_array_get_idx(get(durations, "buckets"), 8)), 1);
+    assert_int_equal(json_object_array_length(get(get(totals, "http_duration"), "bounds_ms")),
+                     STATS_NBUCKETS - 1);
+    json_object_put(root);
+    free(text);
+}
+
 static void test_json_has_totals(void **state)
 {
     struct stats_shm *shm = *state;
@@ -677,7 +720,7 @@ static void test_json_has_one_entry_per_active_slot(void **state)
     free(text);
 }
 
-static void test_json_started_at_is_rfc3339_utc(void **state)
+static void test_json_started_at_is_unix_seconds_and_started_rfc3339_utc(void **state)
 {
     struct stats_shm *shm = *state;
     int slot = claim_active(shm, 1);
@@ -689,7 +732,9 @@ static void test_json_started_at_is_rfc3339_utc(void **state)
     root = json_tokener_parse(text);
     assert_non_null(root);
     worker = json_object_array_get_idx(get(root, "workers"), 0);
-    assert_string_equal(json_object_get_string(get(worker, "started_at")), "2024-05-01T12:00:00Z");
+    assert_true(json_object_is_type(get(worker, "started_at"), json_type_int));
+    assert_int_equal(json_object_get_int64(get(worker, "started_at")), 1714564800);
+    assert_string_equal(json_object_get_string(get(worker, "started")), "2024-05-01T12:00:00Z");
     json_object_put(root);
     free(text);
 }
@@ -719,7 +764,8 @@ int main(void)
         T(test_prometheus_empty_output_passes_promtool),
         T(test_json_has_totals),
         T(test_json_has_one_entry_per_active_slot),
-        T(test_json_started_at_is_rfc3339_utc),
+        T(test_json_started_at_is_unix_seconds_and_started_rfc3339_utc),
+        T(test_running_gauge_tracing_and_connection_counters_are_exposed),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
