@@ -19,13 +19,15 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wf
              -Wno-unused-parameter
 OPT       ?= -O2 -g
 CFLAGS    ?=
-# SAN=1 builds an AddressSanitizer + UndefinedBehaviorSanitizer tree in build/san.
+# BUILD names the output tree (default build/); SAN=1 builds an AddressSanitizer +
+# UndefinedBehaviorSanitizer tree in $(BUILD)/san.
+BUILD     ?= build
 ifeq ($(SAN),1)
-B         := build/san
+B         := $(BUILD)/san
 SAN_CFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS   += -fsanitize=address,undefined
 else
-B         := build
+B         := $(BUILD)
 endif
 
 ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -DTODOD_VERSION='"$(VERSION)"' \
@@ -42,7 +44,7 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(EMBED_OBJ)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps deps-test run check unit integration install uninstall clean format \
+.PHONY: all deps deps-test deps-bench run check unit integration install uninstall clean format \
         bench-api bench-perftest bench-rss
 
 all: $(B)/todod
@@ -68,7 +70,10 @@ $(foreach f,$(EMBEDS),$(eval $(call embed_rule,$(f))))
 $(B)/embed_%.o: $(B)/embed_%.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(B)/tests/test_%: tests/unit/test_%.c $(COMMON_OBJ)
+# Unit tests link the common objects and the daemon's (all but main.o).
+LIB_OBJ := $(COMMON_OBJ) $(filter-out $(B)/daemon/main.o,$(DAEMON_OBJ))
+
+$(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(B)/common $(B)/daemon $(B)/tests:
@@ -86,17 +91,20 @@ run: deps
 
 check: deps-test
 	$(MAKE) all $(UNIT_BIN)
-	$(MAKE) SAN=1 all $(subst build/,build/san/,$(UNIT_BIN))
+	$(MAKE) SAN=1 all $(patsubst $(B)/%,$(B)/san/%,$(UNIT_BIN))
 	tests/run.sh
 
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
 
-bench-api: all
+deps-bench:
+	@tests/lib/deps.sh bench
+
+bench-api: deps-bench all
 	tests/bench/api.sh
-bench-perftest: all
+bench-perftest: deps-bench all
 	tests/bench/perftest.sh
-bench-rss: all
+bench-rss: deps-bench all
 	tests/bench/rss.sh
 
 install: $(B)/todod

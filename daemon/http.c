@@ -37,6 +37,8 @@ struct route {
 
 static const struct route routes[] = {
     {"/health", {{STATS_GET, ops_health}}},
+    {"/live", {{STATS_GET, ops_live}}},
+    {"/ready", {{STATS_GET, ops_ready}}},
     {"/metrics", {{STATS_GET, ops_metrics}}},
     {"/stats", {{STATS_GET, ops_stats}}},
     {"/api-docs/openapi.json", {{STATS_GET, ops_openapi}}},
@@ -53,6 +55,8 @@ static const struct route routes[] = {
 
 const char *const http_route_names[] = {
     "/health",
+    "/live",
+    "/ready",
     "/metrics",
     "/stats",
     "/api-docs/openapi.json",

@@ -143,6 +143,7 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
+    signal(SIGUSR2, SIG_IGN); /* until the worker handles it: a retire before then is moot */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     log_init("worker", m->conf.log_level);
@@ -252,7 +253,7 @@ static void stop_old_generations(struct master *m)
 
         if (c->pid != 0 && c->generation != m->generation && !c->stopping) {
             c->stopping = true;
-            kill(c->pid, SIGTERM);
+            kill(c->pid, SIGUSR2); /* retire: the new generation accepts already */
         }
     }
 }
@@ -324,7 +325,8 @@ static void begin_stop(struct master *m)
     int i;
 
     m->stopping = true;
-    m->stop_deadline = clock_add(clock_now(), m->conf.shutdown_timeout + KILL_GRACE);
+    m->stop_deadline =
+        clock_add(clock_now(), m->conf.drain_delay + m->conf.shutdown_timeout + KILL_GRACE);
     sd_notify(0, "STOPPING=1\nSTATUS=stopping");
     log_info("stopping");
     for (i = 0; i < STATS_MAX_SLOTS; i++) {

@@ -20,6 +20,26 @@ void ops_health(struct http_req *r)
     http_reply_raw(r, 200, "text/plain; charset=utf-8", "ok", 2);
 }
 
+void ops_live(struct http_req *r)
+{
+    http_reply_raw(r, 200, "text/plain; charset=utf-8", "ok", 2);
+}
+
+/* For load balancers: 503 from the moment the worker is told to stop (for
+ * drain_delay it still serves everything else), or while it has no database. */
+void ops_ready(struct http_req *r)
+{
+    if (r->w->stop_requested) {
+        http_reply_error(r, 503, "draining");
+        return;
+    }
+    if (db_pool_ready(r->w->db) == 0) {
+        http_reply_error(r, 503, "database unavailable");
+        return;
+    }
+    http_reply_raw(r, 200, "text/plain; charset=utf-8", "ready", 5);
+}
+
 typedef int (*render_fn)(const struct stats_shm *, const char *const *, int, FILE *);
 
 static int render_prometheus(const struct stats_shm *shm, const char *const *names, int n,

@@ -6,6 +6,8 @@
 #include "http.h"
 
 void ops_health(struct http_req *r);
+void ops_live(struct http_req *r);
+void ops_ready(struct http_req *r);
 void ops_metrics(struct http_req *r);
 void ops_stats(struct http_req *r);
 void ops_openapi(struct http_req *r);

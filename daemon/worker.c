@@ -48,8 +48,8 @@ static void worker_check_drained(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
-/* SIGTERM/SIGINT from the master: stop accepting, finish what is in flight. */
-static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
+/* Stop accepting, finish what is in flight. */
+static void worker_begin_drain(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     struct timeval poll = {0, DRAIN_POLL_MS * 1000};
@@ -66,6 +66,29 @@ static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
     log_info("stopping: %d requests in flight", w->in_flight);
     w->drain_timer = event_new(w->base, -1, EV_PERSIST, worker_check_drained, w);
     event_add(w->drain_timer, &poll);
+}
+
+/*
+ * SIGTERM/SIGINT (the daemon stops): /ready answers 503 at once so that load
+ * balancers stop routing here, everything else is served as usual for
+ * drain_delay, then the worker drains. SIGUSR2 (a reload retires this worker:
+ * its successors already accept on the same socket) drains at once.
+ */
+static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct timeval tv = clock_timeval(w->conf->drain_delay);
+
+    if (w->stop_requested && sig != SIGUSR2)
+        return;
+    w->stop_requested = true;
+    if (sig == SIGUSR2 || w->conf->drain_delay <= 0) {
+        worker_begin_drain(-1, 0, w);
+        return;
+    }
+    log_info("stopping: /ready answers 503, draining in %.1f s", w->conf->drain_delay);
+    w->delay_timer = evtimer_new(w->base, worker_begin_drain, w);
+    evtimer_add(w->delay_timer, &tv);
 }
 
 /*
@@ -114,8 +137,10 @@ static int worker_setup(struct worker *w)
     }
     w->sig_term = evsignal_new(w->base, SIGTERM, worker_on_stop, w);
     w->sig_int = evsignal_new(w->base, SIGINT, worker_on_stop, w);
-    if (w->sig_term == NULL || w->sig_int == NULL || evsignal_add(w->sig_term, NULL) != 0 ||
-        evsignal_add(w->sig_int, NULL) != 0) {
+    w->sig_usr2 = evsignal_new(w->base, SIGUSR2, worker_on_stop, w);
+    if (w->sig_term == NULL || w->sig_int == NULL || w->sig_usr2 == NULL ||
+        evsignal_add(w->sig_term, NULL) != 0 || evsignal_add(w->sig_int, NULL) != 0 ||
+        evsignal_add(w->sig_usr2, NULL) != 0) {
         log_error("cannot watch signals");
         return -1;
     }
@@ -151,6 +176,10 @@ static void worker_teardown(struct worker *w)
         event_free(w->sig_term);
     if (w->sig_int != NULL)
         event_free(w->sig_int);
+    if (w->sig_usr2 != NULL)
+        event_free(w->sig_usr2);
+    if (w->delay_timer != NULL)
+        event_free(w->delay_timer);
     if (w->base != NULL)
         event_base_free(w->base);
     free(w->counted);

@@ -22,14 +22,16 @@ struct worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct db_pool *db;
-    struct event *sig_term, *sig_int, *sig_hup, *drain_timer, *accept_timer, *ready_timer;
+    struct event *sig_term, *sig_int, *sig_usr2, *drain_timer, *accept_timer, *ready_timer,
+        *delay_timer;
     unsigned char *counted; /* by fd: connection counted in slot->open_conns */
     int nfds;
     int accepted_unseen; /* accepted, counted, no request seen yet */
     struct timespec last_accept;
-    int in_flight; /* HTTP requests accepted and not yet answered */
-    bool failed;   /* could not start serving */
-    bool draining; /* stopping: no new connections, answer what is in flight */
+    int in_flight;       /* HTTP requests accepted and not yet answered */
+    bool failed;         /* could not start serving */
+    bool stop_requested; /* told to stop: /ready says 503 (for drain_delay, then draining) */
+    bool draining;       /* stopping: no new connections, answer what is in flight */
     struct timespec started;
     struct timespec drain_started;
     struct timespec last_reply;

@@ -33,6 +33,8 @@ EXPECTED_ROUTES = {
     ("GET", "/stats"),
     ("GET", "/api-docs/openapi.json"),
     ("GET", "/dashboard"),
+    ("GET", "/live"),
+    ("GET", "/ready"),
     ("GET", "/todos"),
     ("POST", "/todos"),
     ("POST", "/todos/performance-test"),
