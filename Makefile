@@ -113,9 +113,12 @@ install: $(B)/todod
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/todod.service \
 	    > todod.service.tmp && install -D -m 0644 todod.service.tmp $(DESTDIR)$(UNITDIR)/todod.service; \
 	    rc=$$?; rm -f todod.service.tmp; exit $$rc
+	install -D -m 0644 daemon/todod.8 $(DESTDIR)$(PREFIX)/share/man/man8/todod.8
+	install -D -m 0644 conf/todod.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/todod.conf.5
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/todod $(DESTDIR)$(UNITDIR)/todod.service
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/todod.8 $(DESTDIR)$(PREFIX)/share/man/man5/todod.conf.5
 
 format:
 	clang-format -i common/*.[ch] daemon/*.[ch] tests/unit/*.c

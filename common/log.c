@@ -77,3 +77,17 @@ void log_msg(int level, const char *fmt, ...)
     /* One write per line so lines of concurrent processes never interleave. */
     (void)!write(STDERR_FILENO, line, n);
 }
+
+void log_access(const char *line, size_t len)
+{
+    char buf[16384 + 8];
+    size_t n = 0;
+
+    if (logger.journal)
+        n = (size_t)snprintf(buf, sizeof(buf), "<%d>", levels[LOGL_INFO].syslog_priority);
+    if (len > sizeof(buf) - n)
+        len = sizeof(buf) - n;
+    memcpy(buf + n, line, len);
+    /* One write per line so lines of concurrent processes never interleave. */
+    (void)!write(STDERR_FILENO, buf, n + len);
+}

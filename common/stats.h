@@ -28,8 +28,10 @@ enum stats_method {
 
 /* Status codes kept apart; anything else is counted under STATS_OTHER_CODE. */
 #define STATS_CODES(X)                                                                             \
-    X(200) X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(415) X(422) X(500) X(503) X(504)
-#define STATS_NCODES 14 /* the list above plus one "other" */
+    X(200)                                                                                         \
+    X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431) X(500)     \
+        X(501) X(503) X(504) X(505)
+#define STATS_NCODES 19 /* the list above plus one "other" */
 
 /* Histogram upper bounds in microseconds; a final +Inf bucket is implicit. */
 #define STATS_BUCKETS_US                                                                           \

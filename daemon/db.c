@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "conf.h"
 #include "log.h"
 #include "stats.h"
 
@@ -737,9 +738,12 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- pool ---- */
 
-struct db_pool *db_pool_new(struct event_base *base, const char *conninfo, int nconns,
-                            double request_timeout, struct stats_slot *slot)
+struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
+                            struct stats_slot *slot)
 {
+    const char *conninfo = conf->database_url;
+    int nconns = conf->db_connections;
+    double request_timeout = conf->request_timeout;
     struct db_pool *pool = calloc(1, sizeof(*pool));
     int i;
 
@@ -817,4 +821,9 @@ int db_pool_ready(const struct db_pool *pool)
     for (i = 0; i < pool->nconns; i++)
         n += pool->conns[i].state == CONN_READY;
     return n;
+}
+
+bool db_pool_started(const struct db_pool *pool)
+{
+    return db_pool_ready(pool) == pool->nconns;
 }

@@ -54,12 +54,17 @@ enum db_flags {
     DB_NO_TIMEOUT = 1 << 1,
 };
 
-struct db_pool *db_pool_new(struct event_base *base, const char *conninfo, int nconns,
-                            double request_timeout, struct stats_slot *slot);
+struct conf;
+
+struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
+                            struct stats_slot *slot);
 void db_pool_free(struct db_pool *pool);
 
 /* Connections that are ready for queries. */
 int db_pool_ready(const struct db_pool *pool);
+
+/* Every connection the pool keeps open is ready (a worker starts serving then). */
+bool db_pool_started(const struct db_pool *pool);
 
 /*
  * Send a prepared statement on the least-loaded ready connection. Returns NULL

@@ -1,38 +1,60 @@
-/* HTTP plumbing shared by the handlers: request context, routing, replies. */
+/*
+ * A request's life and the helpers handlers use: replies (JSON, errors, raw,
+ * streamed), strict request bodies, query strings. A request has one owner and
+ * one way out: every reply function finishes it (counts it, logs it, frees it),
+ * after which nothing may touch it.
+ */
 #ifndef TODOD_HTTP_H
 #define TODOD_HTTP_H
 
 #include <event2/http.h>
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
-struct worker;
+#include "app.h"
+#include "conn.h"
 
 #define HTTP_MAX_PARAMS 2
 
+enum http_req_state {
+    HTTP_REQ_HANDLING,  /* its handler runs */
+    HTTP_REQ_WAITING,   /* the handler waits for the database (or a peer) */
+    HTTP_REQ_STREAMING, /* a chunked answer is being sent */
+};
+
 struct http_req {
-    struct worker *w;
+    struct app *app;
     struct evhttp_request *req;
-    int route;  /* index into the route table */
-    int method; /* enum stats_method */
-    struct timespec started;
-    char *path; /* decoded path, owned; params point into it */
+    enum http_req_state state;
+    int route;     /* index into the route table (the last: no route) */
+    int method;    /* enum stats_method */
+    bool db_route; /* Server-Timing on the answer */
+    struct conn_ref conn;
+    struct timespec arrived; /* its first byte (monotonic) */
+    struct timespec arrived_wall;
+    int version_minor;
+    double db_seconds; /* time spent waiting for PostgreSQL */
+    struct timespec db_since;
     const char *params[HTTP_MAX_PARAMS];
-    void *state;                         /* handler-private */
-    void (*cleanup)(struct http_req *r); /* frees state, if set */
+    char *path; /* the request path, then the parameters cut out of it */
+    char remote[64];
+    char *rejected_line; /* a request framing rejected: its first line, for the log */
+    size_t bytes_sent;
+    void *data;                          /* handler-private */
+    void (*cleanup)(struct http_req *r); /* frees data, if set */
 };
 
 typedef void (*http_handler)(struct http_req *r);
 
-/* Install the router on an evhttp. */
-void http_setup(struct worker *w);
+/*
+ * evhttp dispatched req: the request object, or NULL when it was answered
+ * already (a request the framing gate rejected, or an unknown connection).
+ */
+struct http_req *http_req_begin(struct app *app, struct evhttp_request *req);
 
-/* Route patterns for the metrics (index = route), and their count. */
-extern const char *const http_route_names[];
-extern const int http_nroutes;
-
-/* Replies: each one finishes the request (counts it, logs it, frees r). */
+/* Replies: each one finishes the request. */
 void http_reply_json(struct http_req *r, int status, struct json_object *obj); /* takes obj */
 void http_reply_error(struct http_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -40,13 +62,43 @@ void http_reply_raw(struct http_req *r, int status, const char *content_type, co
                     size_t len);
 void http_add_header(struct http_req *r, const char *name, const char *value);
 
+/* A chunked answer: start, any number of writes, end (which finishes r). */
+void http_stream_start(struct http_req *r, int status, const char *content_type);
+void http_stream_write(struct http_req *r, const char *data, size_t len);
+void http_stream_end(struct http_req *r);
+/* The client is gone (its connection closed): nothing written reaches it. */
+bool http_client_gone(const struct http_req *r);
+
+/* The handler now waits for the database / has its answer (Server-Timing db). */
+void http_db_wait(struct http_req *r);
+void http_db_done(struct http_req *r);
+
+/* The request's method as sent ("GET", ...). */
+const char *http_method(const struct http_req *r);
+
+/* A request header, or NULL. */
+const char *http_header(const struct http_req *r, const char *name);
+
 /*
- * Body helpers for handlers of body-carrying requests. Each one answers the
- * request itself on failure (415, 413, 400 with a message) and returns NULL.
+ * The body as a JSON object, parsed strictly (415 without a JSON Content-Type,
+ * 413 over max_body_size, 400 malformed, 422 not an object). On failure it
+ * answers the request itself and returns NULL.
  */
 struct json_object *http_read_json_object(struct http_req *r);
 
-/* Query parameter as a positive integer: default when absent, -1 (and 400 sent) when bad. */
-long http_query_long(struct http_req *r, const char *name, long def, long min, long max, int clamp);
+/* The same checks as a pure function: 0 and *out, or a status and err. */
+int http_parse_json_body(const char *content_type, const char *body, size_t len, size_t max,
+                         struct json_object **out, char *err, size_t errlen);
+
+/*
+ * Query parameter name as an integer: def when absent; out of [min, max] is
+ * clamped (clamp) or refused. Answers 400 itself and returns -1 when bad.
+ */
+long http_query_long(struct http_req *r, const char *name, long def, long min, long max,
+                     bool clamp);
+
+/* The same as a pure function over a query string (NULL: none): 0 or -1 and err. */
+int http_query_parse_long(const char *query, const char *name, long def, long min, long max,
+                          bool clamp, long *out, char *err, size_t errlen);
 
 #endif

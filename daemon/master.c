@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
@@ -324,6 +325,14 @@ static void begin_stop(struct master *m)
 {
     int i;
 
+    /* The workers hold their own copies of the listening socket: it closes
+     * when the last of them stops accepting, and from then on connection
+     * attempts are refused (the master's copy would keep it open and let the
+     * kernel accept connections nobody will serve). */
+    if (m->listen_fd >= 0) {
+        close(m->listen_fd);
+        m->listen_fd = -1;
+    }
     m->stopping = true;
     m->stop_deadline =
         clock_add(clock_now(), m->conf.drain_delay + m->conf.shutdown_timeout + KILL_GRACE);
@@ -427,6 +436,21 @@ static void write_pid_file(const char *path)
         log_warn("cannot write pid file %s: %s", path, strerror(errno));
 }
 
+/*
+ * Every client connection costs a descriptor: take the hard limit (systemd's
+ * default soft limit of 1024 would cap a worker below max_connections).
+ */
+static void raise_open_files_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the open files limit: %s", strerror(errno));
+}
+
 int master_run(const char *conf_path, struct conf *conf)
 {
     static struct master m; /* large; one per process */
@@ -434,6 +458,7 @@ int master_run(const char *conf_path, struct conf *conf)
 
     m.conf_path = conf_path;
     m.conf = *conf; /* the master owns it from here */
+    raise_open_files_limit();
     m.listen_fd = master_listen(&m.conf);
     if (m.listen_fd < 0)
         return 1;
@@ -478,6 +503,7 @@ int master_run(const char *conf_path, struct conf *conf)
     log_info("stopped");
     conf_free(&m.conf);
     stats_destroy(m.shm);
-    close(m.listen_fd);
+    if (m.listen_fd >= 0)
+        close(m.listen_fd);
     return 0;
 }

@@ -5,7 +5,6 @@
 
 #include "db.h"
 #include "stats.h"
-#include "worker.h"
 
 /* Generated from daemon/openapi.json and daemon/dashboard.html by the Makefile. */
 extern const char openapi_json[], dashboard_html[];
@@ -13,7 +12,7 @@ extern const unsigned long openapi_json_len, dashboard_html_len;
 
 void ops_health(struct http_req *r)
 {
-    if (db_pool_ready(r->w->db) == 0) {
+    if (db_pool_ready(r->app->db) == 0) {
         http_reply_error(r, 503, "database unavailable");
         return;
     }
@@ -29,11 +28,11 @@ void ops_live(struct http_req *r)
  * drain_delay it still serves everything else), or while it has no database. */
 void ops_ready(struct http_req *r)
 {
-    if (r->w->stop_requested) {
+    if (r->app->stop_requested) {
         http_reply_error(r, 503, "draining");
         return;
     }
-    if (db_pool_ready(r->w->db) == 0) {
+    if (db_pool_ready(r->app->db) == 0) {
         http_reply_error(r, 503, "database unavailable");
         return;
     }
@@ -59,7 +58,7 @@ static void reply_rendered(struct http_req *r, render_fn render, const char *con
         http_reply_error(r, 500, "internal error");
         return;
     }
-    rc = render(r->w->shm, http_route_names, http_nroutes, out);
+    rc = render(r->app->shm, r->app->route_names, r->app->nroutes, out);
     if (fclose(out) != 0 || rc != 0) {
         free(text);
         http_reply_error(r, 500, "internal error");

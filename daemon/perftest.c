@@ -13,7 +13,6 @@
 #include "db.h"
 #include "log.h"
 #include "stats.h"
-#include "worker.h"
 
 /*
  * Batches in flight at once. Two keep the server busy while the next batch is
@@ -142,7 +141,7 @@ static void batch_done(void *arg, enum db_status st, const PGresult *res)
 {
     struct perf_batch *b = arg;
     struct perf_test *t = b->t;
-    struct stats_slot *slot = t->r->w->slot;
+    struct stats_slot *slot = t->r->app->slot;
     double ms = clock_since(b->sent) * 1e3;
     long ok = 0;
 
@@ -215,12 +214,12 @@ static void batch_send(struct perf_test *t)
         b->sent = clock_now();
         t->next += rows;
         /* Each batch commits alone, so a failed one costs only its own rows. */
-        if (db_submit(t->r->w->db, DB_PERF_INSERT, &p, DB_ALONE | DB_NO_TIMEOUT, batch_done, b)) {
+        if (db_submit(t->r->app->db, DB_PERF_INSERT, &p, DB_ALONE | DB_NO_TIMEOUT, batch_done, b)) {
             t->in_flight++;
         } else {
             t->errors += rows;
             t->batches++;
-            atomic_fetch_add_explicit(&t->r->w->slot->c.perf_todos_error, rows,
+            atomic_fetch_add_explicit(&t->r->app->slot->c.perf_todos_error, rows,
                                       memory_order_relaxed);
             free(b);
         }
@@ -247,7 +246,7 @@ static void perf_report(struct perf_test *t)
     struct json_object *o = json_object_new_object(), *lat = json_object_new_object();
     long measured = t->batches > 0 ? t->batches : 1;
 
-    atomic_fetch_add_explicit(&r->w->slot->c.perf_tests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->app->slot->c.perf_tests, 1, memory_order_relaxed);
     json_object_object_add(o, "total_messages", json_object_new_int64(t->total));
     json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)ms));
     json_object_object_add(o, "messages_per_second", fixed(ms > 0 ? t->total / (ms / 1e3) : 0, 1));
@@ -272,7 +271,7 @@ static void perf_report(struct perf_test *t)
 
 static void perf_cleanup(struct http_req *r)
 {
-    free(r->state);
+    free(r->data);
 }
 
 /* An integer field in [1, max]; answers 422 itself and returns -1 when bad. */
@@ -302,7 +301,7 @@ static long int_field(struct http_req *r, struct json_object *body, const char *
 
 void perf_start(struct http_req *r)
 {
-    const struct conf *conf = r->w->conf; /* before r can be answered and freed */
+    const struct conf *conf = r->app->conf; /* before r can be answered and freed */
     struct json_object *body = http_read_json_object(r);
     struct perf_test *t;
     long n, b;
@@ -314,7 +313,7 @@ void perf_start(struct http_req *r)
     json_object_put(body);
     if (n < 0 || b < 0)
         return;
-    if (db_pool_ready(r->w->db) == 0) {
+    if (db_pool_ready(r->app->db) == 0) {
         http_reply_error(r, 503, "database unavailable");
         return;
     }
@@ -326,7 +325,7 @@ void perf_start(struct http_req *r)
     t->r = r;
     t->total = n;
     t->batch_size = b;
-    r->state = t;
+    r->data = t;
     r->cleanup = perf_cleanup;
     t->started = clock_now();
     batch_send(t);

@@ -6,7 +6,6 @@
 
 #include "db.h"
 #include "utf8.h"
-#include "worker.h"
 
 #define TITLE_MAX 255
 #define PAGE_MAX  100000000L
@@ -54,7 +53,8 @@ static void reply_db_status(struct http_req *r, enum db_status st)
 
 static void submit(struct http_req *r, enum db_stmt stmt, const struct db_params *p, db_done_cb cb)
 {
-    if (db_submit(r->w->db, stmt, p, 0, cb, r) == NULL)
+    http_db_wait(r);
+    if (db_submit(r->app->db, stmt, p, 0, cb, r) == NULL)
         http_reply_error(r, 503, "database unavailable");
 }
 
@@ -131,6 +131,7 @@ static void reply_one(void *arg, enum db_status st, const PGresult *res, int cod
 {
     struct http_req *r = arg;
 
+    http_db_done(r);
     if (st != DB_OK) {
         reply_db_status(r, st);
         return;
@@ -216,6 +217,7 @@ static void todo_deleted(void *arg, enum db_status st, const PGresult *res)
 {
     struct http_req *r = arg;
 
+    http_db_done(r);
     if (st != DB_OK)
         reply_db_status(r, st);
     else if (strcmp(PQcmdTuples((PGresult *)res), "0") == 0)
@@ -253,19 +255,19 @@ static struct json_object *rows_json(const PGresult *res)
 
 static void page_cleanup(struct http_req *r)
 {
-    free(r->state);
+    free(r->data);
 }
 
-/* Reads page and limit into r->state; answers 400 itself (freeing r) and
+/* Reads page and limit into r->data; answers 400 itself (freeing r) and
  * returns false when one is bad. */
 static bool parse_page(struct http_req *r, long def_limit, long max_limit)
 {
-    long page = http_query_long(r, "page", 1, 1, PAGE_MAX, 0), limit;
+    long page = http_query_long(r, "page", 1, 1, PAGE_MAX, false), limit;
     struct page *pg;
 
     if (page < 0)
         return false;
-    limit = http_query_long(r, "limit", def_limit, 1, max_limit, 1);
+    limit = http_query_long(r, "limit", def_limit, 1, max_limit, true);
     if (limit < 0)
         return false;
     pg = malloc(sizeof(*pg));
@@ -275,7 +277,7 @@ static bool parse_page(struct http_req *r, long def_limit, long max_limit)
     }
     pg->page = page;
     pg->limit = limit;
-    r->state = pg;
+    r->data = pg;
     r->cleanup = page_cleanup;
     return true;
 }
@@ -283,10 +285,11 @@ static bool parse_page(struct http_req *r, long def_limit, long max_limit)
 static void list_done(void *arg, enum db_status st, const PGresult *res)
 {
     struct http_req *r = arg;
-    struct page *pg = r->state;
+    struct page *pg = r->data;
     struct json_object *o, *pagination;
     long long total, pages;
 
+    http_db_done(r);
     if (st != DB_OK) {
         reply_db_status(r, st);
         return;
@@ -309,7 +312,7 @@ static void list_done(void *arg, enum db_status st, const PGresult *res)
 /* Sends a page query: its parameters are [filter,] limit, offset. */
 static void submit_page(struct http_req *r, enum db_stmt stmt, const char *filter, db_done_cb cb)
 {
-    const struct page *pg = r->state;
+    const struct page *pg = r->data;
     char limit[24], offset[24];
     const char *values[3];
     struct db_params p = {0, values, NULL, NULL};
@@ -333,6 +336,7 @@ static void by_done_done(void *arg, enum db_status st, const PGresult *res)
 {
     struct http_req *r = arg;
 
+    http_db_done(r);
     if (st != DB_OK)
         reply_db_status(r, st);
     else

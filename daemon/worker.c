@@ -4,68 +4,88 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "clock.h"
+#include "conn.h"
 #include "db.h"
-#include "http.h"
 #include "log.h"
+#include "routes.h"
 
-/*
- * A stopping worker waits for its in-flight requests, then for this much quiet
- * (no reply sent) so that keep-alive clients in the middle of a request burst
- * get their "Connection: close" answers before the sockets are closed.
- */
-#define DRAIN_QUIET   0.3
-#define DRAIN_POLL_MS 20
 #define READY_POLL_MS 5
 #define READY_WAIT    1.0
 
-void worker_request_started(struct worker *w)
+/* One per process: everything the worker owns. */
+struct worker {
+    struct app app;
+    const struct conf *conf;
+    struct stats_slot *slot;
+    int slot_index;
+    int listen_fd;
+    struct event_base *base;
+    struct evhttp *http;
+    struct conn_layer *conns;
+    struct db_pool *db;
+    struct event *sig_term, *sig_int, *sig_usr2;
+    struct event *ready_timer, *delay_timer, *stop_timer;
+    bool failed;   /* could not start serving */
+    bool draining; /* no new connections; answering what was started */
+    struct timespec started;
+};
+
+static void worker_exit_if_done(struct worker *w)
 {
-    w->in_flight++;
+    if (w->draining && conn_layer_open(w->conns) == 0 && w->app.requests_alive == 0)
+        event_base_loopexit(w->base, NULL);
 }
 
-void worker_request_done(struct worker *w)
+static void on_request_done(struct app *app)
 {
-    w->in_flight--;
-    w->last_reply = clock_now();
+    worker_exit_if_done((struct worker *)app); /* app is the first member */
 }
 
-static void worker_check_drained(evutil_socket_t fd, short what, void *arg)
+static void on_connections_closed(void *arg)
+{
+    worker_exit_if_done(arg);
+}
+
+static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
 
-    if (clock_since(w->drain_started) >= w->conf->shutdown_timeout) {
-        if (w->in_flight > 0)
-            log_warn("shutdown_timeout reached with %d requests in flight", w->in_flight);
-        event_base_loopexit(w->base, NULL);
-        return;
-    }
-    if (w->in_flight == 0 && clock_since(w->last_reply) >= DRAIN_QUIET)
-        event_base_loopexit(w->base, NULL);
+    log_warn("shutdown_timeout reached with %d connections and %d requests open",
+             conn_layer_open(w->conns), w->app.requests_alive);
+    event_base_loopexit(w->base, NULL);
 }
 
-/* Stop accepting, finish what is in flight. */
-static void worker_begin_drain(evutil_socket_t fd, short what, void *arg)
+/*
+ * Stop accepting and answer what was started: every request whose first byte
+ * arrived is answered (with "Connection: close"), idle connections close now.
+ * A full stop first takes the connections the kernel already queued, so none is
+ * reset when the socket closes; a retiring worker leaves them to its successors.
+ */
+static void worker_drain(struct worker *w, bool full_stop)
 {
-    struct worker *w = arg;
-    struct timeval poll = {0, DRAIN_POLL_MS * 1000};
+    struct timeval limit = clock_timeval(w->conf->shutdown_timeout);
 
     if (w->draining)
         return;
     w->draining = true;
     atomic_store(&w->slot->draining, 1);
-    w->drain_started = clock_now();
-    /* Connections still queued on the shared socket go to the other workers. */
-    if (w->bound != NULL)
-        evhttp_del_accept_socket(w->http, w->bound);
-    w->bound = NULL;
-    log_info("stopping: %d requests in flight", w->in_flight);
-    w->drain_timer = event_new(w->base, -1, EV_PERSIST, worker_check_drained, w);
-    event_add(w->drain_timer, &poll);
+    log_info("stopping: %d connections open", conn_layer_open(w->conns));
+    conn_layer_stop_accepting(w->conns, full_stop);
+    conn_layer_drain(w->conns);
+    w->stop_timer = evtimer_new(w->base, on_shutdown_timeout, w);
+    if (w->stop_timer != NULL)
+        evtimer_add(w->stop_timer, &limit);
+    worker_exit_if_done(w);
+}
+
+static void on_drain_delay_over(evutil_socket_t fd, short what, void *arg)
+{
+    worker_drain(arg, true);
 }
 
 /*
@@ -74,21 +94,27 @@ static void worker_begin_drain(evutil_socket_t fd, short what, void *arg)
  * drain_delay, then the worker drains. SIGUSR2 (a reload retires this worker:
  * its successors already accept on the same socket) drains at once.
  */
-static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
     struct timeval tv = clock_timeval(w->conf->drain_delay);
 
-    if (w->stop_requested && sig != SIGUSR2)
+    if (sig == SIGUSR2) {
+        w->app.stop_requested = true;
+        worker_drain(w, false);
         return;
-    w->stop_requested = true;
-    if (sig == SIGUSR2 || w->conf->drain_delay <= 0) {
-        worker_begin_drain(-1, 0, w);
+    }
+    if (w->app.stop_requested)
+        return;
+    w->app.stop_requested = true;
+    if (w->conf->drain_delay <= 0 || !conn_layer_accepting(w->conns)) {
+        worker_drain(w, true);
         return;
     }
     log_info("stopping: /ready answers 503, draining in %.1f s", w->conf->drain_delay);
-    w->delay_timer = evtimer_new(w->base, worker_begin_drain, w);
-    evtimer_add(w->delay_timer, &tv);
+    w->delay_timer = evtimer_new(w->base, on_drain_delay_over, w);
+    if (w->delay_timer == NULL || evtimer_add(w->delay_timer, &tv) != 0)
+        worker_drain(w, true);
 }
 
 /*
@@ -98,115 +124,128 @@ static void worker_on_stop(evutil_socket_t sig, short what, void *arg)
  * generation only when every new worker is ready). A database that is down
  * does not hold the start up for longer than READY_WAIT: then /health says 503.
  */
-static void worker_check_ready(evutil_socket_t fd, short what, void *arg)
+static void on_ready_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
 
-    if (db_pool_ready(w->db) < w->conf->db_connections && clock_since(w->started) < READY_WAIT)
+    if (!db_pool_started(w->db) && clock_since(w->started) < READY_WAIT)
         return;
     event_del(w->ready_timer);
     if (w->draining)
         return;
-    w->bound = evhttp_accept_socket_with_handle(w->http, w->listen_fd);
-    if (w->bound == NULL) {
+    if (conn_layer_accept(w->conns) != 0) {
         log_error("cannot accept on the listening socket");
-        event_base_loopbreak(w->base);
         w->failed = true;
+        event_base_loopbreak(w->base);
         return;
     }
     atomic_store(&w->slot->ready, 1);
     log_info("serving on %s (slot %d)", w->conf->listen, w->slot_index);
 }
 
-static int open_files_limit(void)
+static struct event *watch_signal(struct worker *w, int sig)
 {
-    struct rlimit rl;
+    struct event *ev = evsignal_new(w->base, sig, on_stop_signal, w);
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-        rl.rlim_cur > (1 << 20))
-        return 1 << 20;
-    return (int)rl.rlim_cur;
+    if (ev != NULL && evsignal_add(ev, NULL) != 0) {
+        event_free(ev);
+        return NULL;
+    }
+    return ev;
 }
 
-static int worker_setup(struct worker *w)
+static int worker_setup(struct worker *w, struct stats_shm *shm)
 {
+    struct timeval tick = {0, READY_POLL_MS * 1000};
+
     w->base = event_base_new();
     if (w->base == NULL) {
         log_error("cannot create the event loop");
         return -1;
     }
-    w->sig_term = evsignal_new(w->base, SIGTERM, worker_on_stop, w);
-    w->sig_int = evsignal_new(w->base, SIGINT, worker_on_stop, w);
-    w->sig_usr2 = evsignal_new(w->base, SIGUSR2, worker_on_stop, w);
-    if (w->sig_term == NULL || w->sig_int == NULL || w->sig_usr2 == NULL ||
-        evsignal_add(w->sig_term, NULL) != 0 || evsignal_add(w->sig_int, NULL) != 0 ||
-        evsignal_add(w->sig_usr2, NULL) != 0) {
+    w->sig_term = watch_signal(w, SIGTERM);
+    w->sig_int = watch_signal(w, SIGINT);
+    w->sig_usr2 = watch_signal(w, SIGUSR2);
+    if (w->sig_term == NULL || w->sig_int == NULL || w->sig_usr2 == NULL) {
         log_error("cannot watch signals");
         return -1;
     }
-    w->db = db_pool_new(w->base, w->conf->database_url, w->conf->db_connections,
-                        w->conf->request_timeout, w->slot);
+    w->db = db_pool_new(w->base, w->conf, w->slot);
     w->http = evhttp_new(w->base);
     if (w->db == NULL || w->http == NULL) {
         log_error("out of memory");
         return -1;
     }
-    w->nfds = open_files_limit();
-    w->counted = calloc(w->nfds, 1);
-    if (w->counted == NULL) {
+    w->conns = conn_layer_new(w->base, w->http, w->conf, shm, w->slot_index, w->listen_fd);
+    if (w->conns == NULL) {
         log_error("out of memory");
         return -1;
     }
-    http_setup(w);
+    conn_layer_on_empty(w->conns, on_connections_closed, w);
+    w->app = (struct app){
+        .base = w->base,
+        .conf = w->conf,
+        .shm = shm,
+        .slot = w->slot,
+        .db = w->db,
+        .conns = w->conns,
+        .route_names = routes_names,
+        .nroutes = routes_count,
+        .on_request_done = on_request_done,
+    };
+    evhttp_set_gencb(w->http, routes_dispatch, &w->app);
+    evhttp_set_allowed_methods(
+        w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                     EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE);
+    evhttp_set_default_content_type(w->http, NULL);
+    w->started = clock_now();
+    w->ready_timer = event_new(w->base, -1, EV_PERSIST, on_ready_poll, w);
+    if (w->ready_timer == NULL || event_add(w->ready_timer, &tick) != 0) {
+        log_error("out of memory");
+        return -1;
+    }
     return 0;
 }
 
+static void free_event(struct event *ev)
+{
+    if (ev != NULL)
+        event_free(ev);
+}
+
+/* In reverse order of creation; evhttp first, since it hands its connections
+ * back to the connection layer. */
 static void worker_teardown(struct worker *w)
 {
     if (w->http != NULL)
         evhttp_free(w->http);
+    conn_layer_free(w->conns);
     db_pool_free(w->db);
-    if (w->drain_timer != NULL)
-        event_free(w->drain_timer);
-    if (w->accept_timer != NULL)
-        event_free(w->accept_timer);
-    if (w->ready_timer != NULL)
-        event_free(w->ready_timer);
-    if (w->sig_term != NULL)
-        event_free(w->sig_term);
-    if (w->sig_int != NULL)
-        event_free(w->sig_int);
-    if (w->sig_usr2 != NULL)
-        event_free(w->sig_usr2);
-    if (w->delay_timer != NULL)
-        event_free(w->delay_timer);
+    free_event(w->stop_timer);
+    free_event(w->delay_timer);
+    free_event(w->ready_timer);
+    free_event(w->sig_usr2);
+    free_event(w->sig_int);
+    free_event(w->sig_term);
     if (w->base != NULL)
         event_base_free(w->base);
-    free(w->counted);
     libevent_global_shutdown();
 }
 
 int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, int slot)
 {
-    struct worker w;
+    static struct worker w; /* one per process */
     int rc = 1;
 
     memset(&w, 0, sizeof(w));
     w.conf = conf;
-    w.shm = shm;
     w.slot = &shm->slots[slot];
     w.slot_index = slot;
     w.listen_fd = listen_fd;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* the master reloads; workers are replaced */
-    if (worker_setup(&w) == 0) {
-        struct timeval tick = {0, READY_POLL_MS * 1000};
-
-        atomic_store(&w.slot->pid, (int)getpid());
-        w.started = clock_now();
-        w.ready_timer = event_new(w.base, -1, EV_PERSIST, worker_check_ready, &w);
-        event_add(w.ready_timer, &tick);
-        w.last_reply = clock_now();
+    atomic_store(&w.slot->pid, (int)getpid());
+    if (worker_setup(&w, shm) == 0) {
         event_base_dispatch(w.base);
         rc = w.failed ? 1 : 0;
         log_info("stopped");

@@ -78,7 +78,7 @@ def access_log_on_logs_method_path_status_and_time():
     with Todod(access_log="on") as d:
         d.start()
         d.request("GET", "/todos/not-a-uuid")
-        assert wait_until(lambda: "GET /todos/not-a-uuid 400" in d.log(), 2), d.log()
+        assert wait_until(lambda: '"GET /todos/not-a-uuid HTTP/1.1" 400 ' in d.log(), 2), d.log()
 
 
 @test

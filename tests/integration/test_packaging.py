@@ -94,13 +94,13 @@ def openapi_document_is_valid():
 
 
 def _router_routes():
-    """(METHOD, pattern) pairs of the route table in daemon/http.c."""
-    with open(os.path.join(ROOT, "daemon", "http.c")) as f:
+    """(METHOD, pattern) pairs of the route table in daemon/routes.c."""
+    with open(os.path.join(ROOT, "daemon", "routes.c")) as f:
         src = f.read()
     table = src[src.index("static const struct route routes[] = {"):]
     table = table[:table.index("};")]
     pairs = set()
-    for pattern, methods in re.findall(r'\{"(/[^"]*)",\s*\{(.*?)\}\},?\n', table, re.S):
+    for pattern, methods in re.findall(r'\{"(/[^"]*)",\s*(?:\w+,\s*)?\{(.*?)\}\},?\n', table, re.S):
         for m in re.findall(r"STATS_([A-Z]+)", methods):
             pairs.add((m, pattern))
     assert len(pairs) >= 10, "could not read the route table: %r" % pairs

@@ -1,0 +1,31 @@
+/*
+ * What a request handler may use: the worker's narrow context. Handlers get
+ * this (through struct http_req), never the worker itself.
+ */
+#ifndef TODOD_APP_H
+#define TODOD_APP_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+
+struct conf;
+struct conn_layer;
+struct db_pool;
+struct stats_shm;
+struct stats_slot;
+
+struct app {
+    struct event_base *base;
+    const struct conf *conf;
+    struct stats_shm *shm;
+    struct stats_slot *slot;
+    struct db_pool *db;
+    struct conn_layer *conns;
+    const char *const *route_names; /* for /metrics and /stats */
+    int nroutes;
+    bool stop_requested; /* told to stop: /ready answers 503 */
+    int requests_alive;  /* begun and not yet finished (some outlive their connection) */
+    void (*on_request_done)(struct app *app); /* the worker checks whether it may exit */
+};
+
+#endif

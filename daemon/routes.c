@@ -1,0 +1,160 @@
+#include "routes.h"
+
+#include <string.h>
+
+#include "ops.h"
+#include "perftest.h"
+#include "stats.h"
+#include "todos.h"
+
+enum { ROUTE_DB = 1 << 0 }; /* waits for PostgreSQL: Server-Timing */
+
+/*
+ * Order matters: the first matching pattern wins, so literal paths come before
+ * the patterns that would also match them. A GET handler also answers HEAD.
+ */
+struct route {
+    const char *pattern;
+    unsigned flags;
+    struct {
+        enum stats_method method;
+        http_handler fn;
+    } methods[3];
+};
+
+static const struct route routes[] = {
+    {"/health", 0, {{STATS_GET, ops_health}}},
+    {"/live", 0, {{STATS_GET, ops_live}}},
+    {"/ready", 0, {{STATS_GET, ops_ready}}},
+    {"/metrics", 0, {{STATS_GET, ops_metrics}}},
+    {"/stats", 0, {{STATS_GET, ops_stats}}},
+    {"/api-docs/openapi.json", 0, {{STATS_GET, ops_openapi}}},
+    {"/dashboard", 0, {{STATS_GET, ops_dashboard}}},
+    {"/todos", ROUTE_DB, {{STATS_GET, todos_list}, {STATS_POST, todos_create}}},
+    {"/todos/performance-test", ROUTE_DB, {{STATS_POST, perf_start}}},
+    {"/todos/done/{done}", ROUTE_DB, {{STATS_GET, todos_by_done}}},
+    {"/todos/{id}",
+     ROUTE_DB,
+     {{STATS_GET, todos_get}, {STATS_PUT, todos_update}, {STATS_DELETE, todos_delete}}},
+};
+
+#define NROUTES (int)(sizeof(routes) / sizeof(routes[0]))
+
+const char *const routes_names[] = {
+    "/health",
+    "/live",
+    "/ready",
+    "/metrics",
+    "/stats",
+    "/api-docs/openapi.json",
+    "/dashboard",
+    "/todos",
+    "/todos/performance-test",
+    "/todos/done/{done}",
+    "/todos/{id}",
+    "other",
+};
+const int routes_count = NROUTES + 1;
+
+_Static_assert(sizeof(routes_names) / sizeof(routes_names[0]) == NROUTES + 1,
+               "routes_names must follow the route table");
+_Static_assert(NROUTES + 1 <= STATS_MAX_ROUTES, "too many routes for the stats segment");
+
+static const char *const method_names[STATS_NMETHODS] = {
+    [STATS_GET] = "GET",       [STATS_POST] = "POST",          [STATS_PUT] = "PUT",
+    [STATS_DELETE] = "DELETE", [STATS_HEAD] = "HEAD",          [STATS_OPTIONS] = "OPTIONS",
+    [STATS_PATCH] = "PATCH",   [STATS_OTHER_METHOD] = "OTHER",
+};
+
+/* Matches path against pattern; fills params with copies cut from buf. */
+static int match(const char *pattern, const char *path, char *buf, const char **params)
+{
+    int np = 0;
+
+    while (*pattern == '/' && *path == '/') {
+        size_t plen = strcspn(pattern + 1, "/");
+        size_t slen = strcspn(path + 1, "/");
+
+        if (pattern[1] == '{') {
+            if (slen == 0 || np == HTTP_MAX_PARAMS)
+                return 0;
+            memcpy(buf, path + 1, slen);
+            buf[slen] = '\0';
+            params[np++] = buf;
+            buf += slen + 1;
+        } else if (plen != slen || memcmp(pattern + 1, path + 1, slen) != 0) {
+            return 0;
+        }
+        pattern += plen + 1;
+        path += slen + 1;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static void list_allowed(const struct route *rt, char *allow, size_t len)
+{
+    size_t i;
+
+    allow[0] = '\0';
+    for (i = 0; i < 3 && rt->methods[i].fn != NULL; i++) {
+        if (i > 0)
+            strncat(allow, ", ", len - strlen(allow) - 1);
+        strncat(allow, method_names[rt->methods[i].method], len - strlen(allow) - 1);
+        if (rt->methods[i].method == STATS_GET)
+            strncat(allow, ", HEAD", len - strlen(allow) - 1);
+    }
+}
+
+http_handler routes_find(const char *path, int method, int *route, const char **params, char *buf,
+                         int *status, char *allow, size_t allow_len)
+{
+    int want = method == STATS_HEAD ? STATS_GET : method;
+    int i, m;
+
+    *route = NROUTES;
+    for (i = 0; i < NROUTES; i++) {
+        const struct route *rt = &routes[i];
+
+        if (!match(rt->pattern, path, buf, params))
+            continue;
+        *route = i;
+        for (m = 0; m < 3 && rt->methods[m].fn != NULL; m++)
+            if ((int)rt->methods[m].method == want)
+                return rt->methods[m].fn;
+        *status = 405;
+        list_allowed(rt, allow, allow_len);
+        return NULL;
+    }
+    *status = 404;
+    return NULL;
+}
+
+int routes_db_backed(int route)
+{
+    return route >= 0 && route < NROUTES && (routes[route].flags & ROUTE_DB);
+}
+
+void routes_dispatch(struct evhttp_request *req, void *arg)
+{
+    struct http_req *r = http_req_begin(arg, req);
+    char allow[64];
+    http_handler fn;
+    int status = 0;
+
+    if (r == NULL)
+        return; /* answered already */
+    fn = routes_find(r->path, r->method, &r->route, r->params, r->path + strlen(r->path) + 1,
+                     &status, allow, sizeof(allow));
+    r->db_route = routes_db_backed(r->route);
+    if (fn != NULL) {
+        fn(r); /* r belongs to the handler from here */
+        return;
+    }
+    if (status == 405) {
+        http_add_header(r, "Allow", allow);
+        http_reply_error(r, 405, "method %s not allowed on %s (allowed: %s)", http_method(r),
+                         routes[r->route].pattern, allow);
+        return;
+    }
+    http_reply_error(r, 404, "no route for %s", r->path);
+}
