@@ -1,57 +1,75 @@
 #include "db.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/dns.h>
 #include <math.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <time.h>
+#include <sys/socket.h>
 
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "stats.h"
 
+/* ---- SQL ---------------------------------------------------------------- */
+
+#define SCHEMA_VERSION 2
+
 /*
- * Schema, run once per new connection as one simple-protocol string. The
- * advisory lock serialises workers (and hosts) that start at the same time.
+ * Made sure of once: a connection first asks todod_schema_version() (which
+ * takes no lock on todos); only when the schema is missing or older does it run
+ * this, in one transaction, under an advisory lock (several workers or hosts
+ * starting at once do not race) and a short lock_timeout (a session holding a
+ * lock on todos makes it fail and retry later rather than queue behind it).
+ *
  * The todos table and its two indexes are the replaced service's, unchanged.
- * todod adds: an index on (created_at, id) so that "newest first" pages have a
- * stable order without sorting ties, and a row count kept by statement-level
- * triggers in 64 slots (one per backend pid modulo 64) so that inserts from
- * different connections do not queue behind one counter row, while
- * sum(n) stays exact in every snapshot.
+ * todod adds an index on (created_at, id) for a stable newest-first order, and
+ * an exact row count kept by statement-level triggers in a few rows of
+ * todod_todo_count: each statement adds its delta to a row no other open
+ * transaction holds (FOR UPDATE SKIP LOCKED), or to a new row when all are
+ * held, so no writer ever waits for another's transaction to end, and sum(n)
+ * is exact in every snapshot.
  */
 static const char schema_sql[] =
-    "SET client_min_messages = warning;"
     "BEGIN;"
+    "SET LOCAL client_min_messages = warning;"
+    "SET LOCAL lock_timeout = '2s';"
     "SELECT pg_advisory_xact_lock(2036106852);" /* "todo" */
-    "CREATE TABLE IF NOT EXISTS todos ("
+    "DO $do$ BEGIN"
+    /* Another worker or host may have made it while this one waited. */
+    " IF EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'todod_schema_version'"
+    "            AND prosrc = 'SELECT 2') THEN RETURN; END IF;"
+    " CREATE TABLE IF NOT EXISTS todos ("
     "  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
     "  title varchar(255) NOT NULL,"
     "  done boolean NOT NULL DEFAULT false,"
     "  created_at timestamptz DEFAULT now(),"
     "  updated_at timestamptz DEFAULT now());"
-    "CREATE INDEX IF NOT EXISTS idx_todos_done ON todos (done);"
-    "CREATE INDEX IF NOT EXISTS idx_todos_created_at ON todos (created_at);"
-    "CREATE INDEX IF NOT EXISTS todod_todos_created_at_id ON todos (created_at, id);"
-    "CREATE TABLE IF NOT EXISTS todod_todo_count (slot int PRIMARY KEY, n bigint NOT NULL);"
-    "CREATE OR REPLACE FUNCTION todod_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN"
-    "  INSERT INTO todod_todo_count AS c (slot, n)"
-    "   SELECT pg_backend_pid() % 64, count(*) FROM todod_new"
-    "   ON CONFLICT (slot) DO UPDATE SET n = c.n + excluded.n;"
-    "  RETURN NULL;"
-    " END $$;"
-    "CREATE OR REPLACE FUNCTION todod_count_delete() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN"
-    "  INSERT INTO todod_todo_count AS c (slot, n)"
-    "   SELECT pg_backend_pid() % 64, -count(*) FROM todod_old"
-    "   ON CONFLICT (slot) DO UPDATE SET n = c.n + excluded.n;"
-    "  RETURN NULL;"
-    " END $$;"
-    "CREATE OR REPLACE FUNCTION todod_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN DELETE FROM todod_todo_count; RETURN NULL; END $$;"
-    "DO $$ BEGIN"
+    " CREATE INDEX IF NOT EXISTS idx_todos_done ON todos (done);"
+    " CREATE INDEX IF NOT EXISTS idx_todos_created_at ON todos (created_at);"
+    " CREATE INDEX IF NOT EXISTS todod_todos_created_at_id ON todos (created_at, id);"
+    " CREATE TABLE IF NOT EXISTS todod_todo_count (slot int PRIMARY KEY, n bigint NOT NULL);"
+    " CREATE SEQUENCE IF NOT EXISTS todod_todo_count_slot START 1000;"
+    " CREATE OR REPLACE FUNCTION todod_count_add(d bigint) RETURNS void LANGUAGE plpgsql AS $f$"
+    "  BEGIN"
+    "   IF d = 0 THEN RETURN; END IF;"
+    "   UPDATE todod_todo_count SET n = n + d WHERE slot ="
+    "    (SELECT slot FROM todod_todo_count FOR UPDATE SKIP LOCKED LIMIT 1);"
+    "   IF NOT FOUND THEN"
+    "    INSERT INTO todod_todo_count (slot, n) VALUES (nextval('todod_todo_count_slot'), d);"
+    "   END IF;"
+    "  END $f$;"
+    " CREATE OR REPLACE FUNCTION todod_count_insert() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    "  BEGIN PERFORM todod_count_add((SELECT count(*) FROM todod_new)); RETURN NULL; END $f$;"
+    " CREATE OR REPLACE FUNCTION todod_count_delete() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    "  BEGIN PERFORM todod_count_add(-(SELECT count(*) FROM todod_old)); RETURN NULL; END $f$;"
+    " CREATE OR REPLACE FUNCTION todod_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    "  BEGIN DELETE FROM todod_todo_count; RETURN NULL; END $f$;"
     " IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'todos'::regclass"
     "                AND tgname = 'todod_count_insert') THEN"
     "  LOCK TABLE todos IN SHARE ROW EXCLUSIVE MODE;"
@@ -66,7 +84,10 @@ static const char schema_sql[] =
     "  CREATE TRIGGER todod_count_truncate AFTER TRUNCATE ON todos"
     "   FOR EACH STATEMENT EXECUTE FUNCTION todod_count_truncate();"
     " END IF;"
-    "END $$;"
+    " CREATE OR REPLACE FUNCTION todod_schema_version() RETURNS int LANGUAGE sql IMMUTABLE"
+    "  AS 'SELECT 2';"
+    " RAISE WARNING 'created the todod schema, version 2';"
+    "END $do$;"
     "COMMIT;";
 
 #define TODO_COLUMNS                                                                               \
@@ -79,12 +100,6 @@ static const struct {
     const char *sql;
 } statements[DB_NSTMTS] = {
     [DB_TODO_GET] = {"todo_get", "SELECT " TODO_COLUMNS " FROM todos WHERE id = $1"},
-    [DB_TODO_INSERT] = {"todo_insert", "INSERT INTO todos (id, title, done) VALUES ($1, $2, $3)"
-                                       " RETURNING " TODO_COLUMNS},
-    [DB_TODO_UPDATE] = {"todo_update",
-                        "UPDATE todos SET title = coalesce($2, title), done = coalesce($3, done),"
-                        " updated_at = now() WHERE id = $1 RETURNING " TODO_COLUMNS},
-    [DB_TODO_DELETE] = {"todo_delete", "DELETE FROM todos WHERE id = $1"},
     /* One row per todo of the page, each carrying the total; a single row of
      * NULL todo columns when the page is empty. */
     [DB_TODO_LIST] = {"todo_list",
@@ -94,120 +109,172 @@ static const struct {
                       " LIMIT $1 OFFSET $2) t ON true"},
     [DB_TODO_BY_DONE] = {"todo_by_done", "SELECT " TODO_COLUMNS " FROM todos WHERE done = $1"
                                          " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"},
+    [DB_TODO_INSERT] = {"todo_insert", "INSERT INTO todos (id, title, done) VALUES ($1, $2, $3)"
+                                       " RETURNING " TODO_COLUMNS},
+    [DB_TODO_UPDATE] = {"todo_update",
+                        "UPDATE todos SET title = coalesce($2, title), done = coalesce($3, done),"
+                        " updated_at = now() WHERE id = $1 RETURNING " TODO_COLUMNS},
+    [DB_TODO_DELETE] = {"todo_delete", "DELETE FROM todos WHERE id = $1"},
     [DB_PERF_INSERT] = {"perf_insert",
                         "INSERT INTO todos (id, title, done)"
                         " SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::bool[])"},
 };
 
+/* Transaction-local, so it holds behind PgBouncer in transaction pooling too. */
+#define SET_TIMEOUT_NAME "todod_timeout"
+#define SET_TIMEOUT_SQL  "SELECT set_config('statement_timeout', $1, true)"
+
+#define SQLSTATE_QUERY_CANCELED "57014"
+#define SQLSTATE_UNDEFINED_FUNC "42883"
+#define GROUP_MAX               256  /* writes in one transaction */
+#define HARD_GRACE              0.5  /* beyond a deadline: the server is not answering */
+#define BACKOFF_MIN             0.05 /* reconnect: 0, then 50 ms doubling */
+#define BACKOFF_MAX             0.5
+#define IDLE_CLOSE              30.0 /* an on-demand connection unused this long closes */
+#define READ_TIMEOUT_MS(pool)   ((long)((pool)->conf->request_timeout * 1000))
+
+/* ---- types ---------------------------------------------------------------- */
+
+enum conn_kind { KIND_READ, KIND_WRITE, KIND_PERF };
+
 enum conn_state {
+    CONN_CLOSED,     /* not wanted now (on-demand connections) */
     CONN_DOWN,       /* waiting for the reconnect timer */
+    CONN_RESOLVING,  /* host names being resolved (evdns) */
     CONN_CONNECTING, /* PQconnectPoll in progress */
-    CONN_SCHEMA,     /* schema_sql sent */
+    CONN_CHECKING,   /* session settings and todod_schema_version() sent */
+    CONN_CREATING,   /* the schema being created or upgraded */
     CONN_PREPARING,  /* pipeline mode, statements being prepared */
     CONN_READY,
 };
 
-/* Sent queries are queued in order; a sync marker closes each group. */
-struct db_query {
-    TAILQ_ENTRY(db_query) entry;
-    struct db_conn *conn;
-    bool is_sync;
-    bool done; /* its results have all arrived */
-    enum db_stmt stmt;
-    unsigned flags;
-    db_done_cb cb; /* NULL once answered early (timeout) */
+/*
+ * A query's life. Owned by the pool's write queue (QUEUED) or by a transaction
+ * of a connection (all other states) until that transaction is over.
+ */
+enum query_state {
+    QUERY_QUEUED,   /* a write waiting for a free write connection */
+    QUERY_SENT,     /* in a pipeline, no result yet, not answered */
+    QUERY_HELD,     /* a write's result is in; answered when its commit is */
+    QUERY_ANSWERED, /* answered; its result (if any) is read and dropped */
+};
+
+enum txn_kind { TXN_READS, TXN_WRITES, TXN_BATCH };
+
+struct txn;
+
+struct query {
+    TAILQ_ENTRY(query) link;
+    enum query_state state;
+    struct txn *txn;
+    int stmt; /* enum db_stmt, or -1 for the set_config prefix */
+    bool has_result;
+    db_done_cb cb; /* NULL for the prefix */
     void *arg;
-    struct timespec deadline;
-    PGresult *res; /* held until the group's sync confirms the commit */
-    /* A copy of the parameters, to resend the query alone if its group fails. */
-    int nparams;
+    struct timespec submitted, deadline;
+    PGresult *res;
+    int nparams; /* a copy of the parameters (writes and batches wait before sending) */
     char **values;
     int *lengths;
     int *formats;
 };
 
-TAILQ_HEAD(query_list, db_query);
+TAILQ_HEAD(query_list, query);
 
-struct db_conn {
+struct txn {
+    TAILQ_ENTRY(txn) link;
+    enum txn_kind kind;
+    struct query_list queries;
+    struct query *next;            /* the query whose results come next */
+    bool synced;                   /* its Sync is queued (the transaction is closed) */
+    bool sent;                     /* its Sync reached the socket: the server may commit it */
+    struct timespec hard_deadline; /* no verdict by then: drop the connection */
+};
+
+TAILQ_HEAD(txn_list, txn);
+
+struct conn {
     struct db_pool *pool;
+    enum conn_kind kind;
     int index;
     enum conn_state state;
     PGconn *pg;
-    int fd;
-    struct event *ev_io; /* the socket: read always, write while output is pending */
+    struct event *ev_io;
+    int io_fd;
     short io_what;
-    struct event *ev_timer;  /* reconnect back-off, or the next query deadline */
-    struct event *ev_sync;   /* deferred: closes the current group */
-    struct event *ev_fail;   /* deferred: handles a send failure outside callbacks */
-    struct query_list queue; /* sent, waiting for results */
-    struct query_list done;  /* answered, waiting for their group's sync */
-    int in_flight;           /* queries sent and not yet delivered */
-    int unsynced;            /* queries sent since the last sync */
-    int setup_pending;       /* prepares not yet answered */
+    struct event *ev_timer; /* reconnect back-off, connect bound, deadlines, idle close */
+    struct event *ev_sync;  /* deferred: closes the open read transaction */
+    struct event *ev_fail;  /* deferred: a send failed inside a caller's stack */
+    struct txn_list txns;   /* sent, verdict pending, oldest first */
+    struct txn *open;       /* reads of this loop turn, not yet synced */
+    int inflight;           /* queries sent and not yet resulted */
+    int setup_pending;
     bool setup_failed;
     bool ever_ready;
-    double backoff; /* seconds before the next connection attempt */
+    double backoff;
+    struct timespec last_used;
+    /* Resolving host names. */
+    int dns_pending;
+    struct evdns_getaddrinfo_request **dns_reqs;
+    char **dns_addrs; /* per host: comma-separated addresses, or NULL */
 };
 
 struct db_pool {
     struct event_base *base;
-    char *conninfo;
-    char *setup_sql; /* schema_sql, then the session settings */
-    double request_timeout;
+    struct evdns_base *dns;
+    const struct conf *conf;
     struct stats_slot *slot;
-    int nconns;
-    struct db_conn *conns;
+    bool prepared;
+    /* The parsed database_url, for PQconnectStartParams. */
+    const char **keys, **vals;
+    int nkeys;
+    int host_key, hostaddr_key, port_key; /* indexes in keys, or -1 */
+    char **hosts;                         /* the host list split on ',' */
+    int nhosts;
+    bool needs_dns;
+    char *setup_sql[3]; /* per conn_kind: session settings + the schema check */
+    int nreads, nwrites;
+    struct conn *reads, *writes, perf;
+    struct query_list write_queue;
+    struct query_list batch_queue; /* batches waiting for the perf connection */
+    struct event *ev_dispatch;     /* deferred: start write transactions */
+    struct event *ev_batches;      /* deferred: send queued batches */
+    struct event *ev_queue_timer;  /* the first queued write's deadline */
 };
 
-#define SQLSTATE_QUERY_CANCELED "57014"
-#define GROUP_MAX               256 /* queries per sync group */
-#define BACKOFF_MIN             0.05
-#define BACKOFF_MAX             5.0
-
-static void conn_connect(struct db_conn *c);
-static void conn_lost(struct db_conn *c, const char *why);
+static void conn_connect(struct conn *c);
+static void conn_lost(struct conn *c, const char *why);
 static void conn_io(evutil_socket_t fd, short what, void *arg);
-static int conn_send(struct db_conn *c, struct db_query *q, const struct db_params *p);
+static void conn_arm_timer(struct conn *c);
+static void pool_dispatch_writes(struct db_pool *pool);
+static void pool_arm_queue_timer(struct db_pool *pool);
+static void pool_dispatch_batches(struct db_pool *pool);
+static void read_resend(struct db_pool *pool, struct query *q);
 
-static void error_message_line(const char *msg, char *out, size_t n)
+static void error_line(const char *msg, char *out, size_t n)
 {
     snprintf(out, n, "%s", msg ? msg : "");
     out[strcspn(out, "\n")] = '\0';
 }
 
-/* ---- event watching ---- */
-
-static void conn_watch(struct db_conn *c, short what)
+static const char *kind_name(enum conn_kind k)
 {
-    int fd = PQsocket(c->pg);
-
-    what |= EV_PERSIST;
-    if (fd < 0)
-        return;
-    if (c->ev_io != NULL && fd == c->fd && what == c->io_what)
-        return;
-    if (c->ev_io != NULL)
-        event_free(c->ev_io);
-    c->fd = fd;
-    c->io_what = what;
-    c->ev_io = event_new(c->pool->base, fd, what, conn_io, c);
-    event_add(c->ev_io, NULL);
+    return k == KIND_READ ? "read" : k == KIND_WRITE ? "write" : "performance-test";
 }
 
-/* Push buffered output; watch for writability while some remains. */
-static int conn_flush(struct db_conn *c)
+static bool is_write(int stmt)
 {
-    int rc = PQflush(c->pg);
-
-    if (rc < 0)
-        return -1;
-    conn_watch(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ);
-    return 0;
+    return stmt >= DB_TODO_INSERT;
 }
 
-/* ---- queries ---- */
+static void count(_Atomic uint64_t *counter)
+{
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
 
-static void query_free(struct db_query *q)
+/* ---- queries ---------------------------------------------------------------- */
+
+static void query_free(struct query *q)
 {
     if (q->res != NULL)
         PQclear(q->res);
@@ -216,7 +283,7 @@ static void query_free(struct db_query *q)
 }
 
 /* Copies the parameters into one allocation owned by q. */
-static int query_copy_params(struct db_query *q, const struct db_params *p)
+static int query_copy_params(struct query *q, const struct db_params *p)
 {
     size_t total = 0;
     char *data;
@@ -226,10 +293,8 @@ static int query_copy_params(struct db_query *q, const struct db_params *p)
     if (p->n <= 0)
         return 0;
     for (i = 0; i < p->n; i++)
-        total += p->values[i]
-                     ? (p->lengths && p->formats && p->formats[i] ? (size_t)p->lengths[i]
-                                                                  : strlen(p->values[i]) + 1)
-                     : 0;
+        if (p->values[i] != NULL)
+            total += p->formats && p->formats[i] ? (size_t)p->lengths[i] : strlen(p->values[i]) + 1;
     q->values = malloc((size_t)p->n * (sizeof(char *) + 2 * sizeof(int)) + total);
     if (q->values == NULL)
         return -1;
@@ -254,157 +319,453 @@ static int query_copy_params(struct db_query *q, const struct db_params *p)
     return 0;
 }
 
-static void conn_arm_deadline(struct db_conn *c)
+static struct query *query_new(int stmt, struct timespec deadline, db_done_cb cb, void *arg)
 {
-    struct db_query *q;
-    struct timespec now = clock_now();
+    struct query *q = calloc(1, sizeof(*q));
 
-    TAILQ_FOREACH(q, &c->queue, entry)
-    {
-        if (!q->is_sync && q->cb != NULL && !(q->flags & DB_NO_TIMEOUT)) {
-            double left = clock_diff(q->deadline, now);
-            struct timeval tv = clock_timeval(left);
-
-            evtimer_add(c->ev_timer, &tv);
-            return;
-        }
-    }
-    evtimer_del(c->ev_timer);
+    if (q == NULL)
+        return NULL;
+    q->stmt = stmt;
+    q->cb = cb;
+    q->arg = arg;
+    q->submitted = clock_now();
+    q->deadline = deadline;
+    return q;
 }
 
-static void conn_sync(struct db_conn *c)
+/*
+ * The one place a query is answered. Its callback runs once; the query stays
+ * where it is (a transaction still has to read its result) as ANSWERED, or is
+ * freed by the caller when it was QUEUED.
+ */
+static void query_answer(struct query *q, enum db_status st, const PGresult *res)
 {
-    struct db_query *m;
+    struct db_result r = {st, res, clock_since(q->submitted)};
+    db_done_cb cb = q->cb;
 
-    if (c->unsynced == 0)
-        return;
-    m = calloc(1, sizeof(*m));
-    if (m == NULL || PQpipelineSync(c->pg) != 1) {
-        free(m);
-        event_active(c->ev_fail, 0, 0); /* handled outside the caller's stack */
-        return;
-    }
-    m->is_sync = true;
-    m->conn = c;
-    TAILQ_INSERT_TAIL(&c->queue, m, entry);
-    c->unsynced = 0;
+    q->state = QUERY_ANSWERED;
+    q->cb = NULL;
+    if (cb != NULL)
+        cb(q->arg, &r);
 }
 
-static void conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
+static enum db_status failed_status(const PGresult *res)
 {
-    struct db_conn *c = arg;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
-    if (c->state != CONN_READY)
+    /* statement_timeout: the server gave up on it in time, and rolled it back. */
+    return state != NULL && strcmp(state, SQLSTATE_QUERY_CANCELED) == 0 ? DB_TIMEOUT : DB_FAILED;
+}
+
+static void log_failure(struct db_pool *pool, const struct query *q, const PGresult *res)
+{
+    char line[512];
+
+    error_line(res ? PQresultErrorMessage(res) : "", line, sizeof(line));
+    count(&pool->slot->c.db_errors);
+    log_warn("query %s failed: %s", q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME,
+             line);
+}
+
+/* ---- watching the socket ------------------------------------------------------ */
+
+/*
+ * libpq may close and reopen its socket inside PQconnectPoll (trying the next
+ * host of a list) and get the same descriptor number back; the kernel has
+ * dropped the old registration, so the event is made anew whenever asked.
+ */
+static void conn_watch(struct conn *c, short what, bool renew)
+{
+    int fd = PQsocket(c->pg);
+
+    what |= EV_PERSIST;
+    if (fd < 0)
         return;
-    conn_sync(c);
-    if (conn_flush(c) < 0)
-        conn_lost(c, "write failed");
+    if (!renew && c->ev_io != NULL && fd == c->io_fd && what == c->io_what)
+        return;
+    if (c->ev_io != NULL)
+        event_free(c->ev_io);
+    c->io_fd = fd;
+    c->io_what = what;
+    c->ev_io = event_new(c->pool->base, fd, what, conn_io, c);
+    if (c->ev_io != NULL)
+        event_add(c->ev_io, NULL);
+}
+
+static void conn_unwatch(struct conn *c)
+{
+    if (c->ev_io != NULL)
+        event_free(c->ev_io);
+    c->ev_io = NULL;
+    c->io_fd = -1;
+}
+
+/* Pushes buffered output; once all of it is out, every synced transaction has
+ * reached the server. */
+static int conn_flush(struct conn *c)
+{
+    int rc = PQflush(c->pg);
+    struct txn *t;
+
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        TAILQ_FOREACH(t, &c->txns, link)
+    if (t->synced)
+        t->sent = true;
+    conn_watch(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ, false);
+    return 0;
+}
+
+/* ---- sending ---------------------------------------------------------------------- */
+
+static struct txn *txn_new(enum txn_kind kind)
+{
+    struct txn *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->kind = kind;
+    TAILQ_INIT(&t->queries);
+    return t;
+}
+
+static int send_query(struct conn *c, struct txn *t, struct query *q, int n,
+                      const char *const *values, const int *lengths, const int *formats)
+{
+    const char *name = q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME;
+    const char *sql = q->stmt >= 0 ? statements[q->stmt].sql : SET_TIMEOUT_SQL;
+    int ok = c->pool->prepared
+                 ? PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, 0)
+                 : PQsendQueryParams(c->pg, sql, n, NULL, values, lengths, formats, 0);
+
+    if (ok != 1)
+        return -1;
+    q->state = QUERY_SENT;
+    q->txn = t;
+    TAILQ_INSERT_TAIL(&t->queries, q, link);
+    if (t->next == NULL)
+        t->next = q;
+    c->inflight++;
+    return 0;
+}
+
+static int send_copied(struct conn *c, struct txn *t, struct query *q)
+{
+    return send_query(c, t, q, q->nparams, (const char *const *)q->values, q->lengths, q->formats);
+}
+
+/* set_config('statement_timeout', ms, true): first statement of a transaction. */
+static int send_timeout_prefix(struct conn *c, struct txn *t, long ms)
+{
+    struct query *q = query_new(-1, clock_now(), NULL, NULL);
+    char value[32];
+    const char *values[1] = {value};
+
+    if (q == NULL)
+        return -1;
+    snprintf(value, sizeof(value), "%ld", ms);
+    if (send_query(c, t, q, 1, values, NULL, NULL) != 0) {
+        query_free(q);
+        return -1;
+    }
+    q->state = QUERY_ANSWERED; /* nobody waits for it */
+    return 0;
+}
+
+/* Closes transaction t with a Sync and puts it in the connection's list. */
+static int txn_close(struct conn *c, struct txn *t)
+{
+    if (PQpipelineSync(c->pg) != 1)
+        return -1;
+    t->synced = true;
+    TAILQ_INSERT_TAIL(&c->txns, t, link);
+    return 0;
+}
+
+/* A send failed: libpq's connection is broken. Handle it outside the caller. */
+static void conn_defer_failure(struct conn *c)
+{
+    event_active(c->ev_fail, 0, 0);
 }
 
 static void conn_deferred_fail(evutil_socket_t fd, short what, void *arg)
 {
-    struct db_conn *c = arg;
+    struct conn *c = arg;
 
-    if (c->state != CONN_DOWN)
+    if (c->state == CONN_READY)
         conn_lost(c, PQerrorMessage(c->pg));
 }
 
-/* Send q on c (in pipeline mode) with parameters p, and queue it. */
-static int conn_send(struct db_conn *c, struct db_query *q, const struct db_params *p)
-{
-    if (q->flags & DB_ALONE)
-        conn_sync(c); /* close the open group first: this one commits alone */
-    if (PQsendQueryPrepared(c->pg, statements[q->stmt].name, p->n, p->values, p->lengths,
-                            p->formats, 0) != 1)
-        return -1;
-    q->conn = c;
-    TAILQ_INSERT_TAIL(&c->queue, q, entry);
-    c->in_flight++;
-    c->unsynced++;
-    if ((q->flags & DB_ALONE) || c->unsynced >= GROUP_MAX)
-        conn_sync(c);
-    else if (c->unsynced == 1)
-        event_active(c->ev_sync, 0, 0); /* the group closes after this loop turn */
-    if (!evtimer_pending(c->ev_timer, NULL))
-        conn_arm_deadline(c);
-    return 0;
-}
+/* ---- reads ---------------------------------------------------------------------- */
 
-static int conn_resend(struct db_conn *c, struct db_query *q)
+static struct conn *pick_read(struct db_pool *pool)
 {
-    struct db_params p = {q->nparams, (const char *const *)q->values, q->lengths, q->formats};
-
-    return conn_send(c, q, &p);
-}
-
-static struct db_conn *pool_pick(struct db_pool *pool)
-{
-    struct db_conn *best = NULL;
+    struct conn *best = NULL;
     int i;
 
-    for (i = 0; i < pool->nconns; i++) {
-        struct db_conn *c = &pool->conns[i];
+    for (i = 0; i < pool->nreads; i++) {
+        struct conn *c = &pool->reads[i];
 
-        if (c->state == CONN_READY && (best == NULL || c->in_flight < best->in_flight))
+        if (c->state == CONN_READY && (best == NULL || c->inflight < best->inflight))
             best = c;
     }
     return best;
 }
 
-struct db_query *db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-                           unsigned flags, db_done_cb cb, void *arg)
+static void conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
 {
-    struct db_conn *c = pool_pick(pool);
-    struct db_query *q;
+    struct conn *c = arg;
+    struct txn *t = c->open;
 
-    if (c == NULL)
-        return NULL;
-    q = calloc(1, sizeof(*q));
-    if (q == NULL)
-        return NULL;
-    q->stmt = stmt;
-    q->flags = flags;
-    q->cb = cb;
-    q->arg = arg;
-    q->deadline = clock_add(clock_now(), pool->request_timeout);
-    /* A grouped query keeps its parameters to be resent alone if its group
-     * fails; one that runs alone is never resent, so libpq's copy suffices. */
-    if (!(flags & DB_ALONE) && query_copy_params(q, p) < 0) {
-        free(q);
-        return NULL;
+    if (c->state != CONN_READY || t == NULL)
+        return;
+    c->open = NULL;
+    if (txn_close(c, t) != 0) {
+        /* Its queries are still in t: answered as unavailable with the connection. */
+        TAILQ_INSERT_TAIL(&c->txns, t, link);
+        conn_lost(c, PQerrorMessage(c->pg));
+        return;
     }
-    if (conn_send(c, q, p) < 0) {
-        /* The connection is broken: handle that outside the caller's stack.
-         * The caller treats NULL like "no connection" and answers 503. */
+    if (conn_flush(c) < 0) {
+        conn_lost(c, "write failed");
+        return;
+    }
+    conn_arm_timer(c);
+}
+
+/* A read joins the connection's open transaction (synced after this loop turn). */
+static int read_send(struct conn *c, struct query *q)
+{
+    if (c->open == NULL) {
+        c->open = txn_new(TXN_READS);
+        if (c->open == NULL)
+            return -1;
+        if (!c->pool->prepared && send_timeout_prefix(c, c->open, READ_TIMEOUT_MS(c->pool)) != 0)
+            goto broken;
+        event_active(c->ev_sync, 0, 0);
+    }
+    if (send_copied(c, c->open, q) != 0)
+        goto broken;
+    if (!evtimer_pending(c->ev_timer, NULL))
+        conn_arm_timer(c);
+    return 0;
+broken:
+    conn_defer_failure(c);
+    return -1;
+}
+
+/* A read that PostgreSQL never ran (a neighbour failed first) runs again. */
+static void read_resend(struct db_pool *pool, struct query *q)
+{
+    struct conn *c = pick_read(pool);
+
+    q->has_result = false;
+    if (q->res != NULL)
+        PQclear(q->res);
+    q->res = NULL;
+    if (clock_diff(q->deadline, clock_now()) <= 0) {
+        query_answer(q, DB_TIMEOUT, NULL);
         query_free(q);
-        event_active(c->ev_fail, 0, 0);
-        return NULL;
+        return;
     }
-    if (conn_flush(c) < 0)
-        event_active(c->ev_fail, 0, 0);
-    return q;
+    if (c == NULL || read_send(c, q) != 0) {
+        query_answer(q, DB_UNAVAILABLE, NULL);
+        query_free(q);
+    }
 }
 
-static void query_deliver(struct db_query *q, enum db_status st)
+/* ---- writes ------------------------------------------------------------------------ */
+
+static struct conn *free_write_conn(struct db_pool *pool, bool *opening)
 {
-    struct db_pool *pool = q->conn->pool;
-    db_done_cb cb = q->cb;
+    int i;
 
-    if (st == DB_FAILED) {
-        const char *state = q->res ? PQresultErrorField(q->res, PG_DIAG_SQLSTATE) : NULL;
-        char line[512];
+    *opening = false;
+    for (i = 0; i < pool->nwrites; i++) {
+        struct conn *c = &pool->writes[i];
 
-        error_message_line(q->res ? PQresultErrorMessage(q->res) : "", line, sizeof(line));
-        atomic_fetch_add_explicit(&pool->slot->c.db_errors, 1, memory_order_relaxed);
-        log_warn("query %s failed: %s", statements[q->stmt].name, line);
-        /* statement_timeout (= request_timeout) may fire before our own timer. */
-        if (state != NULL && strcmp(state, SQLSTATE_QUERY_CANCELED) == 0)
-            st = DB_TIMEOUT;
+        if (c->state == CONN_READY && TAILQ_EMPTY(&c->txns))
+            return c;
+        if (c->state != CONN_READY && c->state != CONN_CLOSED && c->state != CONN_DOWN)
+            *opening = true;
     }
-    q->cb = NULL;
-    if (cb != NULL)
-        cb(q->arg, st, st == DB_OK || st == DB_FAILED ? q->res : NULL);
+    return NULL;
 }
+
+/* Opens one more write connection, if the bound allows. */
+static void open_write_conn(struct db_pool *pool)
+{
+    int i;
+
+    for (i = 0; i < pool->nwrites; i++) {
+        if (pool->writes[i].state == CONN_CLOSED) {
+            conn_connect(&pool->writes[i]);
+            return;
+        }
+    }
+}
+
+/* Queued writes whose deadline passed were never sent: not applied. */
+static void expire_queued(struct db_pool *pool, struct query_list *queue)
+{
+    struct timespec now = clock_now();
+    struct query *q, *next;
+
+    for (q = TAILQ_FIRST(queue); q != NULL; q = next) {
+        next = TAILQ_NEXT(q, link);
+        if (clock_diff(q->deadline, now) > 0)
+            continue;
+        TAILQ_REMOVE(queue, q, link);
+        query_answer(q, DB_TIMEOUT, NULL);
+        query_free(q);
+    }
+}
+
+/* The queued writes go, as one transaction, to c. */
+static void write_start(struct conn *c)
+{
+    struct db_pool *pool = c->pool;
+    struct txn *t = txn_new(TXN_WRITES);
+    struct timespec first = {0, 0};
+    struct query *q;
+    int n = 0;
+    long ms;
+
+    if (t == NULL)
+        return;
+    TAILQ_FOREACH(q, &pool->write_queue, link)
+    {
+        if (n == 0 || clock_diff(q->deadline, first) < 0)
+            first = q->deadline;
+        if (++n == GROUP_MAX)
+            break;
+    }
+    /* The server gives up on the transaction when its first request does. */
+    ms = (long)ceil(clock_diff(first, clock_now()) * 1000);
+    if (send_timeout_prefix(c, t, ms < 1 ? 1 : ms) != 0)
+        goto broken;
+    while (n-- > 0 && (q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
+        TAILQ_REMOVE(&pool->write_queue, q, link);
+        if (send_copied(c, t, q) != 0) {
+            TAILQ_INSERT_HEAD(&pool->write_queue, q, link);
+            goto broken;
+        }
+    }
+    t->hard_deadline = clock_add(first, HARD_GRACE);
+    if (txn_close(c, t) != 0)
+        goto broken;
+    if (conn_flush(c) < 0) {
+        conn_lost(c, "write failed");
+        return;
+    }
+    c->last_used = clock_now();
+    conn_arm_timer(c);
+    return;
+broken:
+    /* What was sent of t is answered with the connection: never synced, so
+     * never committed (not applied). */
+    TAILQ_INSERT_TAIL(&c->txns, t, link);
+    conn_lost(c, PQerrorMessage(c->pg));
+}
+
+static void pool_dispatch_writes(struct db_pool *pool)
+{
+    bool opening;
+    struct conn *c;
+
+    expire_queued(pool, &pool->write_queue);
+    while (!TAILQ_EMPTY(&pool->write_queue) && (c = free_write_conn(pool, &opening)) != NULL)
+        write_start(c);
+    if (!TAILQ_EMPTY(&pool->write_queue) && !opening)
+        open_write_conn(pool);
+    pool_arm_queue_timer(pool);
+}
+
+static void pool_deferred_batches(evutil_socket_t fd, short what, void *arg)
+{
+    pool_dispatch_batches(arg);
+}
+
+static void pool_deferred_dispatch(evutil_socket_t fd, short what, void *arg)
+{
+    pool_dispatch_writes(arg);
+}
+
+static void pool_queue_timer(evutil_socket_t fd, short what, void *arg)
+{
+    pool_dispatch_writes(arg);
+}
+
+static void pool_arm_queue_timer(struct db_pool *pool)
+{
+    struct query *q;
+    struct timespec first = {0, 0};
+    bool any = false;
+    struct timeval tv;
+
+    TAILQ_FOREACH(q, &pool->write_queue, link)
+    {
+        if (!any || clock_diff(q->deadline, first) < 0)
+            first = q->deadline;
+        any = true;
+    }
+    if (!any) {
+        evtimer_del(pool->ev_queue_timer);
+        return;
+    }
+    tv = clock_timeval(clock_diff(first, clock_now()));
+    evtimer_add(pool->ev_queue_timer, &tv);
+}
+
+/* ---- performance-test batches -------------------------------------------------------- */
+
+static void batch_start(struct conn *c, struct query *q)
+{
+    struct txn *t = txn_new(TXN_BATCH);
+
+    if (t == NULL) {
+        query_answer(q, DB_UNAVAILABLE, NULL);
+        query_free(q);
+        return;
+    }
+    if ((!c->pool->prepared && send_timeout_prefix(c, t, 0) != 0) || send_copied(c, t, q) != 0) {
+        if (q->txn == NULL) {
+            query_answer(q, DB_UNAVAILABLE, NULL);
+            query_free(q);
+        }
+        TAILQ_INSERT_TAIL(&c->txns, t, link);
+        conn_defer_failure(c);
+        return;
+    }
+    if (txn_close(c, t) != 0) {
+        TAILQ_INSERT_TAIL(&c->txns, t, link);
+        conn_defer_failure(c);
+        return;
+    }
+    c->last_used = clock_now();
+    if (conn_flush(c) < 0)
+        conn_defer_failure(c);
+}
+
+static void pool_dispatch_batches(struct db_pool *pool)
+{
+    struct conn *c = &pool->perf;
+    struct query *q;
+
+    if (c->state == CONN_CLOSED && !TAILQ_EMPTY(&pool->batch_queue))
+        conn_connect(c);
+    if (c->state != CONN_READY)
+        return;
+    while ((q = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
+        TAILQ_REMOVE(&pool->batch_queue, q, link);
+        batch_start(c, q);
+        if (c->state != CONN_READY)
+            break;
+    }
+}
+
+/* ---- results --------------------------------------------------------------------------- */
 
 static bool result_ok(const PGresult *res)
 {
@@ -413,101 +774,256 @@ static bool result_ok(const PGresult *res)
     return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
 }
 
-/*
- * A sync arrived: the queries answered before it are committed (or all rolled
- * back). Deliver them; when a group of several failed, resend each one alone so
- * one bad query cannot fail its neighbours.
- */
-static void conn_finish_group(struct db_conn *c)
+static void txn_free(struct txn *t)
 {
-    struct query_list group = TAILQ_HEAD_INITIALIZER(group);
-    struct db_query *q;
-    bool failed = false;
-    int n = 0;
+    struct query *q;
 
-    TAILQ_CONCAT(&group, &c->done, entry);
-    TAILQ_FOREACH(q, &group, entry)
-    {
-        n++;
-        if (q->res == NULL || !result_ok(q->res))
-            failed = true;
+    while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
+        TAILQ_REMOVE(&t->queries, q, link);
+        query_free(q);
     }
-    while ((q = TAILQ_FIRST(&group)) != NULL) {
-        TAILQ_REMOVE(&group, q, entry);
-        c->in_flight--;
-        if (!failed || n == 1 || q->cb == NULL) {
-            query_deliver(q, q->res != NULL && result_ok(q->res) ? DB_OK : DB_FAILED);
-            query_free(q);
-            continue;
-        }
-        PQclear(q->res);
-        q->res = NULL;
-        q->done = false;
-        q->flags |= DB_ALONE;
-        if (c->state != CONN_READY || conn_resend(c, q) < 0) {
-            query_deliver(q, DB_UNAVAILABLE);
-            query_free(q);
-            event_active(c->ev_fail, 0, 0);
-        }
+    free(t);
+}
+
+/* A query's result is complete: reads are answered at once, writes wait for
+ * the commit. */
+static void query_resulted(struct conn *c, struct query *q)
+{
+    c->inflight--;
+    if (q->state == QUERY_ANSWERED || q->txn->kind != TXN_READS) {
+        if (q->state == QUERY_SENT)
+            q->state = QUERY_HELD;
+        return;
+    }
+    if (q->res != NULL && result_ok(q->res)) {
+        query_answer(q, DB_OK, q->res);
+    } else if (q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED) {
+        /* Never ran: resent when the transaction is over (below). */
+        q->state = QUERY_HELD;
+    } else {
+        log_failure(c->pool, q, q->res);
+        query_answer(q, failed_status(q->res), q->res);
     }
 }
 
-/* Read every complete result; returns -1 when the connection broke. */
-static int conn_read_results(struct db_conn *c)
+/*
+ * The Sync of the oldest transaction arrived: the server committed it, or
+ * rolled all of it back when a statement failed. Writes learn their fate now.
+ * Statements rolled back because of a neighbour run again (their own request's
+ * deadline permitting); the failing one is never resent.
+ */
+static void txn_finished(struct conn *c, struct txn *t)
 {
-    int nulls_at_sync = 0;
+    struct db_pool *pool = c->pool;
+    struct query *q, *failed = NULL;
+    struct query_list again = TAILQ_HEAD_INITIALIZER(again);
+    bool write_back = false;
 
+    TAILQ_FOREACH(q, &t->queries, link)
+    {
+        if (failed == NULL && q->res != NULL && !result_ok(q->res) &&
+            PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
+            failed = q;
+    }
+    if (failed != NULL && failed->stmt < 0)
+        log_failure(pool, failed, failed->res);
+    while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
+        TAILQ_REMOVE(&t->queries, q, link);
+        if (q->state != QUERY_HELD) {
+            query_free(q);
+            continue;
+        }
+        if (failed == NULL) {
+            query_answer(q, DB_OK, q->res);
+            query_free(q);
+        } else if (q == failed) {
+            log_failure(pool, q, q->res);
+            query_answer(q, failed_status(q->res), q->res);
+            query_free(q);
+        } else {
+            TAILQ_INSERT_TAIL(&again, q, link);
+        }
+    }
+    free(t);
+    /* Requeued in their original order, ahead of newer writes. */
+    while ((q = TAILQ_LAST(&again, query_list)) != NULL) {
+        TAILQ_REMOVE(&again, q, link);
+        q->state = QUERY_QUEUED;
+        q->txn = NULL;
+        q->has_result = false;
+        if (q->res != NULL)
+            PQclear(q->res);
+        q->res = NULL;
+        if (!is_write(q->stmt)) {
+            read_resend(pool, q);
+        } else if (q->stmt == DB_PERF_INSERT) {
+            TAILQ_INSERT_HEAD(&pool->batch_queue, q, link);
+        } else {
+            TAILQ_INSERT_HEAD(&pool->write_queue, q, link);
+            write_back = true;
+        }
+    }
+    if (write_back || (c->kind == KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue)))
+        event_active(pool->ev_dispatch, 0, 0);
+    if (c->kind == KIND_PERF)
+        pool_dispatch_batches(pool);
+}
+
+/* Reads every complete result; -1 when the connection broke. */
+static int conn_read_results(struct conn *c)
+{
     if (!PQconsumeInput(c->pg))
         return -1;
-    for (;;) {
-        struct db_query *head = TAILQ_FIRST(&c->queue);
+    while (c->state == CONN_READY && !PQisBusy(c->pg)) {
+        struct txn *t = TAILQ_FIRST(&c->txns);
         PGresult *res;
 
-        if (head == NULL || c->state != CONN_READY || PQisBusy(c->pg))
+        if (t == NULL)
             break;
         res = PQgetResult(c->pg);
-        if (head->is_sync) {
-            if (res == NULL) {
-                if (++nulls_at_sync > 1)
-                    break;
-                continue;
-            }
-            nulls_at_sync = 0;
+        if (t->next == NULL) {
+            /* All its queries are in: what comes is the Sync. */
+            if (res == NULL)
+                break; /* not yet */
             if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
                 PQclear(res);
                 return -1;
             }
             PQclear(res);
-            TAILQ_REMOVE(&c->queue, head, entry);
-            free(head);
-            conn_finish_group(c);
+            TAILQ_REMOVE(&c->txns, t, link);
+            txn_finished(c, t);
             continue;
         }
         if (res != NULL) {
-            /* Keep the first result (an error wins over "aborted"). */
-            if (head->res == NULL)
-                head->res = res;
+            struct query *q = t->next;
+
+            /* Keep the first result (an error wins over what follows). A
+             * query answered early drops it; the prefix keeps it, since its
+             * failure decides the transaction's. */
+            if (q->res == NULL && (q->state != QUERY_ANSWERED || q->stmt < 0))
+                q->res = res;
             else
                 PQclear(res);
-            head->done = true;
+            q->has_result = true;
             continue;
         }
-        if (!head->done)
-            break;
-        TAILQ_REMOVE(&c->queue, head, entry);
-        TAILQ_INSERT_TAIL(&c->done, head, entry);
+        if (!t->next->has_result)
+            break; /* not yet */
+        {
+            struct query *q = t->next;
+
+            t->next = TAILQ_NEXT(q, link);
+            query_resulted(c, q);
+        }
     }
     return 0;
 }
 
-/* ---- connection set-up ---- */
-
-static void slot_db_up(struct db_conn *c, int delta)
+/* todod_db_up counts the read connections that are up: what /health reports. */
+static void slot_db_up(struct conn *c, int delta)
 {
-    atomic_fetch_add_explicit(&c->pool->slot->db_up, delta, memory_order_relaxed);
+    if (c->kind == KIND_READ)
+        atomic_fetch_add_explicit(&c->pool->slot->db_up, delta, memory_order_relaxed);
 }
 
-static void conn_schedule_reconnect(struct db_conn *c)
+/* ---- deadlines -------------------------------------------------------------------------- */
+
+/* The next moment something is due: a read's deadline (answered early) or a
+ * transaction's hard deadline (the server is not answering: drop it). */
+static void conn_arm_timer(struct conn *c)
+{
+    struct timespec next = {0, 0};
+    bool any = false;
+    struct txn *t;
+    struct query *q;
+    struct timeval tv;
+
+    if (c->state != CONN_READY)
+        return;
+    TAILQ_FOREACH(t, &c->txns, link)
+    {
+        if (t->kind == TXN_WRITES && (!any || clock_diff(t->hard_deadline, next) < 0)) {
+            next = t->hard_deadline;
+            any = true;
+        }
+        if (t->kind != TXN_READS)
+            continue;
+        TAILQ_FOREACH(q, &t->queries, link)
+        {
+            struct timespec at;
+
+            if (q->stmt < 0 || q->has_result)
+                continue;
+            at = q->state == QUERY_SENT ? q->deadline : clock_add(q->deadline, HARD_GRACE);
+            if (!any || clock_diff(at, next) < 0) {
+                next = at;
+                any = true;
+            }
+        }
+    }
+    if (!any && c->kind != KIND_READ && !(c->kind == KIND_WRITE && c->index == 0)) {
+        /* Idle: an on-demand connection closes after IDLE_CLOSE. */
+        next = clock_add(c->last_used, IDLE_CLOSE);
+        any = true;
+    }
+    if (!any) {
+        evtimer_del(c->ev_timer);
+        return;
+    }
+    tv = clock_timeval(clock_diff(next, clock_now()));
+    evtimer_add(c->ev_timer, &tv);
+}
+
+static void conn_close_idle(struct conn *c)
+{
+    slot_db_up(c, -1);
+    log_debug("%s connection %d closed after %.0f s unused", kind_name(c->kind), c->index,
+              IDLE_CLOSE);
+    conn_unwatch(c);
+    PQfinish(c->pg);
+    c->pg = NULL;
+    c->state = CONN_CLOSED;
+    evtimer_del(c->ev_timer);
+}
+
+static void conn_check_deadlines(struct conn *c)
+{
+    struct timespec now = clock_now();
+    struct txn *t;
+    struct query *q;
+
+    TAILQ_FOREACH(t, &c->txns, link)
+    {
+        if (t->kind == TXN_WRITES && clock_diff(t->hard_deadline, now) <= 0) {
+            conn_lost(c, "no answer within request_timeout: the server seems hung");
+            return;
+        }
+        if (t->kind != TXN_READS)
+            continue;
+        TAILQ_FOREACH(q, &t->queries, link)
+        {
+            if (q->stmt < 0 || q->has_result)
+                continue;
+            if (q->state == QUERY_SENT && clock_diff(q->deadline, now) <= 0) {
+                query_answer(q, DB_TIMEOUT, NULL); /* its result is dropped */
+            } else if (clock_diff(clock_add(q->deadline, HARD_GRACE), now) <= 0) {
+                conn_lost(c, "no answer within request_timeout: the server seems hung");
+                return;
+            }
+        }
+    }
+    if (TAILQ_EMPTY(&c->txns) && c->kind != KIND_READ &&
+        !(c->kind == KIND_WRITE && c->index == 0) && clock_diff(now, c->last_used) >= IDLE_CLOSE &&
+        TAILQ_EMPTY(&c->pool->batch_queue) && TAILQ_EMPTY(&c->pool->write_queue)) {
+        conn_close_idle(c);
+        return;
+    }
+    conn_arm_timer(c);
+}
+
+/* ---- losing a connection ------------------------------------------------------------------ */
+
+static void conn_schedule_reconnect(struct conn *c)
 {
     struct timeval tv = clock_timeval(c->backoff);
 
@@ -516,53 +1032,131 @@ static void conn_schedule_reconnect(struct db_conn *c)
     c->backoff = c->backoff < BACKOFF_MIN ? BACKOFF_MIN : fmin(c->backoff * 2, BACKOFF_MAX);
 }
 
-static void conn_lost(struct db_conn *c, const char *why)
+static void cancel_dns(struct conn *c)
 {
-    struct db_query *q;
-    char line[512];
+    int i;
 
-    error_message_line(why, line, sizeof(line));
-    if (c->state == CONN_READY) {
-        slot_db_up(c, -1);
-        log_warn("database connection %d lost: %s", c->index, line);
-        atomic_fetch_add_explicit(&c->pool->slot->c.db_errors, 1, memory_order_relaxed);
-    } else {
-        log_warn("database connection %d failed: %s", c->index, line);
+    for (i = 0; c->dns_reqs != NULL && i < c->pool->nhosts; i++) {
+        if (c->dns_reqs[i] != NULL)
+            evdns_getaddrinfo_cancel(c->dns_reqs[i]);
+        c->dns_reqs[i] = NULL;
     }
-    TAILQ_CONCAT(&c->done, &c->queue, entry);
-    while ((q = TAILQ_FIRST(&c->done)) != NULL) {
-        TAILQ_REMOVE(&c->done, q, entry);
-        if (!q->is_sync)
-            query_deliver(q, DB_UNAVAILABLE);
-        query_free(q);
+    for (i = 0; c->dns_addrs != NULL && i < c->pool->nhosts; i++) {
+        free(c->dns_addrs[i]);
+        c->dns_addrs[i] = NULL;
     }
-    c->in_flight = c->unsynced = 0;
-    if (c->ev_io != NULL) {
-        event_free(c->ev_io);
-        c->ev_io = NULL;
-    }
-    evtimer_del(c->ev_timer);
-    if (c->pg != NULL) {
-        PQfinish(c->pg);
-        c->pg = NULL;
-    }
-    conn_schedule_reconnect(c);
+    c->dns_pending = 0;
 }
 
-static void conn_prepare(struct db_conn *c)
+/*
+ * The connection is gone. It is marked down and reset first, so that nothing
+ * answered below can be sent on it again; then every query on it is answered:
+ * a write whose transaction reached the server may have been committed (LOST),
+ * one that did not was not (UNAVAILABLE); reads are simply unavailable.
+ */
+static void conn_lost(struct conn *c, const char *why)
+{
+    struct db_pool *pool = c->pool;
+    struct txn_list lost = TAILQ_HEAD_INITIALIZER(lost);
+    struct txn *t;
+    struct query *q0;
+    char line[512];
+    bool was_ready = c->state == CONN_READY;
+    bool on_demand = c->kind != KIND_READ;
+
+    error_line(why, line, sizeof(line));
+    if (was_ready) {
+        slot_db_up(c, -1);
+        log_warn("database %s connection %d lost: %s", kind_name(c->kind), c->index, line);
+    } else {
+        log_warn("database %s connection %d failed: %s", kind_name(c->kind), c->index, line);
+    }
+    count(&pool->slot->c.db_errors);
+    TAILQ_CONCAT(&lost, &c->txns, link);
+    if (c->open != NULL)
+        TAILQ_INSERT_TAIL(&lost, c->open, link);
+    c->open = NULL;
+    c->inflight = 0;
+    conn_unwatch(c);
+    cancel_dns(c);
+    evtimer_del(c->ev_timer);
+    if (c->pg != NULL)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    /* An on-demand connection with nothing waiting for it is not retried. */
+    if (on_demand && was_ready && !(c->kind == KIND_WRITE && c->index == 0) &&
+        (c->kind == KIND_PERF || TAILQ_EMPTY(&pool->write_queue))) {
+        c->state = CONN_CLOSED;
+        c->backoff = 0;
+    } else {
+        conn_schedule_reconnect(c);
+    }
+
+    while ((t = TAILQ_FIRST(&lost)) != NULL) {
+        struct query *q;
+
+        TAILQ_REMOVE(&lost, t, link);
+        TAILQ_FOREACH(q, &t->queries, link)
+        {
+            if (q->state == QUERY_ANSWERED || q->stmt < 0)
+                continue;
+            query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
+        }
+        txn_free(t);
+    }
+    /* Batches waiting for this connection are not sent: the performance test
+     * learns at once that the database is gone. */
+    while (c->kind == KIND_PERF && (q0 = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
+        TAILQ_REMOVE(&pool->batch_queue, q0, link);
+        query_answer(q0, DB_UNAVAILABLE, NULL);
+        query_free(q0);
+    }
+    if (c->kind == KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue))
+        event_active(pool->ev_dispatch, 0, 0);
+}
+
+/* ---- connection set-up ---------------------------------------------------------------------- */
+
+static void conn_ready(struct conn *c)
+{
+    c->state = CONN_READY;
+    c->backoff = 0;
+    c->last_used = clock_now();
+    slot_db_up(c, 1);
+    if (c->ever_ready) {
+        count(&c->pool->slot->c.db_reconnects);
+        log_info("database %s connection %d re-established", kind_name(c->kind), c->index);
+    } else {
+        log_info("database %s connection %d ready", kind_name(c->kind), c->index);
+    }
+    c->ever_ready = true;
+    conn_arm_timer(c);
+    if (c->kind == KIND_WRITE)
+        pool_dispatch_writes(c->pool);
+    else if (c->kind == KIND_PERF)
+        pool_dispatch_batches(c->pool);
+}
+
+static void conn_prepare(struct conn *c)
 {
     int i;
 
     if (PQenterPipelineMode(c->pg) != 1)
         goto fail;
+    c->state = CONN_PREPARING;
+    c->setup_pending = 0;
+    c->setup_failed = false;
+    if (!c->pool->prepared) {
+        conn_ready(c);
+        return;
+    }
     for (i = 0; i < DB_NSTMTS; i++)
         if (PQsendPrepare(c->pg, statements[i].name, statements[i].sql, 0, NULL) != 1)
             goto fail;
-    if (PQpipelineSync(c->pg) != 1)
+    if (PQsendPrepare(c->pg, SET_TIMEOUT_NAME, SET_TIMEOUT_SQL, 0, NULL) != 1 ||
+        PQpipelineSync(c->pg) != 1)
         goto fail;
-    c->setup_pending = DB_NSTMTS;
-    c->setup_failed = false;
-    c->state = CONN_PREPARING;
+    c->setup_pending = DB_NSTMTS + 1;
     if (conn_flush(c) < 0)
         goto fail;
     return;
@@ -570,22 +1164,18 @@ fail:
     conn_lost(c, PQerrorMessage(c->pg));
 }
 
-static void conn_ready(struct db_conn *c)
+static int send_setup(struct conn *c)
 {
-    c->state = CONN_READY;
-    c->backoff = 0;
-    slot_db_up(c, 1);
-    if (c->ever_ready) {
-        atomic_fetch_add_explicit(&c->pool->slot->c.db_reconnects, 1, memory_order_relaxed);
-        log_info("database connection %d re-established", c->index);
-    } else {
-        log_info("database connection %d ready", c->index);
-    }
-    c->ever_ready = true;
+    c->state = CONN_CHECKING;
+    c->setup_failed = false;
+    c->setup_pending = -1; /* the version, when it comes */
+    if (PQsendQuery(c->pg, c->pool->setup_sql[c->kind]) != 1)
+        return -1;
+    return conn_flush(c);
 }
 
-/* Results of the schema string (simple protocol) or of the prepares (pipeline). */
-static int conn_read_setup(struct db_conn *c)
+/* Results of the setup string, of the schema creation, or of the prepares. */
+static int conn_read_setup(struct conn *c)
 {
     PGresult *res;
 
@@ -593,19 +1183,44 @@ static int conn_read_setup(struct db_conn *c)
         return -1;
     while (!PQisBusy(c->pg)) {
         res = PQgetResult(c->pg);
-        if (c->state == CONN_SCHEMA) {
+        if (c->state == CONN_CHECKING || c->state == CONN_CREATING) {
             if (res == NULL) {
-                if (c->setup_failed)
+                if (c->state == CONN_CREATING) {
+                    if (c->setup_failed)
+                        return -1; /* retried with back-off */
+                    return send_setup(c);
+                }
+                if (c->setup_pending == SCHEMA_VERSION) {
+                    conn_prepare(c);
+                    return 0;
+                }
+                if (c->setup_failed && c->setup_pending != 0)
                     return -1;
-                conn_prepare(c);
-                return 0;
+                /* Missing (or older): create it, once, under the lock. */
+                log_info("database schema %s: making sure of it under the schema lock",
+                         c->setup_pending == 0 ? "missing" : "outdated");
+                c->state = CONN_CREATING;
+                c->setup_failed = false;
+                if (PQsendQuery(c->pg, schema_sql) != 1)
+                    return -1;
+                return conn_flush(c);
             }
-            if (!result_ok(res)) {
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                c->state == CONN_CHECKING) {
+                c->setup_pending = atoi(PQgetvalue(res, 0, 0));
+            } else if (!result_ok(res)) {
+                const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
                 char line[512];
 
-                error_message_line(PQresultErrorMessage(res), line, sizeof(line));
-                log_error("creating the schema failed: %s", line);
-                c->setup_failed = true;
+                if (c->state == CONN_CHECKING && state != NULL &&
+                    strcmp(state, SQLSTATE_UNDEFINED_FUNC) == 0) {
+                    c->setup_pending = 0; /* no schema yet */
+                } else {
+                    error_line(PQresultErrorMessage(res), line, sizeof(line));
+                    log_error("%s the schema failed: %s",
+                              c->state == CONN_CHECKING ? "checking" : "creating", line);
+                    c->setup_failed = true;
+                }
             }
             PQclear(res);
             continue;
@@ -623,7 +1238,7 @@ static int conn_read_setup(struct db_conn *c)
         if (!result_ok(res)) {
             char line[512];
 
-            error_message_line(PQresultErrorMessage(res), line, sizeof(line));
+            error_line(PQresultErrorMessage(res), line, sizeof(line));
             log_error("preparing statements failed: %s", line);
             c->setup_failed = true;
         }
@@ -633,14 +1248,14 @@ static int conn_read_setup(struct db_conn *c)
     return 0;
 }
 
-static void conn_poll_connect(struct db_conn *c)
+static void conn_poll_connect(struct conn *c)
 {
     switch (PQconnectPoll(c->pg)) {
     case PGRES_POLLING_READING:
-        conn_watch(c, EV_READ);
+        conn_watch(c, EV_READ, true);
         return;
     case PGRES_POLLING_WRITING:
-        conn_watch(c, EV_WRITE);
+        conn_watch(c, EV_WRITE, true);
         return;
     case PGRES_POLLING_OK:
         break;
@@ -648,21 +1263,14 @@ static void conn_poll_connect(struct db_conn *c)
         conn_lost(c, PQerrorMessage(c->pg));
         return;
     }
-    /* Connected: create the schema, then prepare the statements. */
     evtimer_del(c->ev_timer);
-    if (PQsetnonblocking(c->pg, 1) != 0 || PQsendQuery(c->pg, c->pool->setup_sql) != 1) {
-        conn_lost(c, PQerrorMessage(c->pg));
-        return;
-    }
-    c->state = CONN_SCHEMA;
-    c->setup_failed = false;
-    if (conn_flush(c) < 0)
+    if (PQsetnonblocking(c->pg, 1) != 0 || send_setup(c) != 0)
         conn_lost(c, PQerrorMessage(c->pg));
 }
 
 static void conn_io(evutil_socket_t fd, short what, void *arg)
 {
-    struct db_conn *c = arg;
+    struct conn *c = arg;
 
     if (c->state == CONN_CONNECTING) {
         conn_poll_connect(c);
@@ -675,8 +1283,11 @@ static void conn_io(evutil_socket_t fd, short what, void *arg)
     if (c->state == CONN_READY) {
         if (conn_read_results(c) < 0)
             goto lost;
-        if (c->state == CONN_READY && conn_flush(c) < 0)
-            goto lost;
+        if (c->state == CONN_READY) {
+            if (conn_flush(c) < 0)
+                goto lost;
+            conn_arm_timer(c);
+        }
     } else if (conn_read_setup(c) < 0) {
         goto lost;
     }
@@ -685,132 +1296,527 @@ lost:
     conn_lost(c, PQerrorMessage(c->pg));
 }
 
-static void conn_connect(struct db_conn *c)
-{
-    static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *values[] = {c->pool->conninfo, "todod", NULL};
-    struct timeval tv;
+/* ---- host names ------------------------------------------------------------------------------ */
 
-    c->pg = PQconnectStartParams(keys, values, 1);
+static bool is_ip_literal(const char *h)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+
+    return inet_pton(AF_INET, h, &a4) == 1 || inet_pton(AF_INET6, h, &a6) == 1;
+}
+
+/* Unix-socket directories, IP literals and empty entries need no lookup. */
+static bool needs_lookup(const char *h)
+{
+    return h[0] != '\0' && h[0] != '/' && h[0] != '@' && !is_ip_literal(h);
+}
+
+static void conn_start_pq(struct conn *c);
+
+static void on_resolved(int err, struct evutil_addrinfo *res, void *arg);
+
+struct dns_ctx {
+    struct conn *c;
+    int host;
+};
+
+/*
+ * libpq resolves host names with a blocking getaddrinfo() inside
+ * PQconnectPoll. So names are resolved here first, with evdns, and handed to
+ * libpq as hostaddr (host still names the server, for its messages).
+ */
+static void conn_resolve(struct conn *c)
+{
+    struct db_pool *pool = c->pool;
+    struct evutil_addrinfo hints;
+    int i;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    c->state = CONN_RESOLVING;
+    c->dns_pending = 0;
+    for (i = 0; i < pool->nhosts; i++)
+        if (needs_lookup(pool->hosts[i]))
+            c->dns_pending++;
+    for (i = 0; i < pool->nhosts; i++) {
+        struct dns_ctx *ctx;
+
+        if (!needs_lookup(pool->hosts[i]))
+            continue;
+        ctx = malloc(sizeof(*ctx));
+        if (ctx == NULL) {
+            conn_lost(c, "out of memory");
+            return;
+        }
+        ctx->c = c;
+        ctx->host = i;
+        c->dns_reqs[i] =
+            evdns_getaddrinfo(pool->dns, pool->hosts[i], NULL, &hints, on_resolved, ctx);
+        /* A name found at once (in /etc/hosts) has called back already. */
+        if (c->state != CONN_RESOLVING)
+            return;
+    }
+}
+
+static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+    struct dns_ctx *ctx = arg;
+    struct conn *c = ctx->c;
+    struct evutil_addrinfo *ai;
+    char list[1024] = "";
+    int host = ctx->host;
+
+    free(ctx);
+    if (err == EVUTIL_EAI_CANCEL)
+        return;
+    c->dns_reqs[host] = NULL;
+    for (ai = res; err == 0 && ai != NULL; ai = ai->ai_next) {
+        char addr[INET6_ADDRSTRLEN];
+        const void *a = ai->ai_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+
+        if (inet_ntop(ai->ai_family, a, addr, sizeof(addr)) == NULL ||
+            strlen(list) + strlen(addr) + 2 > sizeof(list))
+            continue;
+        if (strstr(list, addr) != NULL)
+            continue;
+        if (list[0] != '\0')
+            strcat(list, ",");
+        strcat(list, addr);
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    if (list[0] == '\0') {
+        char why[300];
+
+        snprintf(why, sizeof(why), "could not resolve host name \"%s\": %s", c->pool->hosts[host],
+                 evutil_gai_strerror(err));
+        conn_lost(c, why);
+        return;
+    }
+    c->dns_addrs[host] = strdup(list);
+    if (--c->dns_pending == 0 && c->state == CONN_RESOLVING)
+        conn_start_pq(c);
+}
+
+/* host, hostaddr and port lists for libpq, with every address of every name. */
+static int build_host_lists(struct conn *c, char **host, char **hostaddr, char **port)
+{
+    struct db_pool *pool = c->pool;
+    const char *ports = pool->port_key >= 0 ? pool->vals[pool->port_key] : NULL;
+    size_t cap = 4096;
+    int i, nports = 0;
+    char *p;
+
+    *host = calloc(1, cap);
+    *hostaddr = calloc(1, cap);
+    *port = calloc(1, cap);
+    if (*host == NULL || *hostaddr == NULL || *port == NULL)
+        return -1;
+    if (ports != NULL)
+        for (nports = 1, p = (char *)ports; (p = strchr(p, ',')) != NULL; p++)
+            nports++;
+    for (i = 0; i < pool->nhosts; i++) {
+        const char *addrs = c->dns_addrs[i] ? c->dns_addrs[i] : "";
+        char this_port[32] = "";
+
+        if (nports > 1) {
+            const char *s = ports;
+            int k;
+
+            for (k = 0; k < i && s != NULL; k++) {
+                s = strchr(s, ',');
+                if (s != NULL)
+                    s++;
+            }
+            if (s != NULL)
+                snprintf(this_port, sizeof(this_port), "%.*s", (int)strcspn(s, ","), s);
+        } else if (ports != NULL) {
+            snprintf(this_port, sizeof(this_port), "%s", ports);
+        }
+        do {
+            size_t alen = strcspn(addrs, ",");
+
+            if (strlen(*host) + strlen(pool->hosts[i]) + 2 >= cap ||
+                strlen(*hostaddr) + alen + 2 >= cap || strlen(*port) + strlen(this_port) + 2 >= cap)
+                return -1;
+            if ((*host)[0] != '\0' || i > 0) {
+                strcat(*host, ",");
+                strcat(*hostaddr, ",");
+                strcat(*port, ",");
+            }
+            strcat(*host, pool->hosts[i]);
+            strncat(*hostaddr, addrs, alen);
+            strcat(*port, this_port);
+            addrs += alen;
+            if (*addrs == ',')
+                addrs++;
+        } while (*addrs != '\0');
+    }
+    return 0;
+}
+
+/* What the server says besides results (the schema creation's report, ...)
+ * goes to the log, not to a bare stderr line. */
+static void on_notice(void *arg, const char *message)
+{
+    char line[512];
+
+    error_line(message, line, sizeof(line));
+    log_info("database says: %s", line);
+}
+
+static void conn_start_pq(struct conn *c)
+{
+    struct db_pool *pool = c->pool;
+    const char **keys = calloc((size_t)pool->nkeys + 4, sizeof(char *));
+    const char **vals = calloc((size_t)pool->nkeys + 4, sizeof(char *));
+    char *host = NULL, *hostaddr = NULL, *port = NULL;
+    int i, n = 0;
+
+    if (keys == NULL || vals == NULL)
+        goto oom;
+    if (pool->needs_dns && build_host_lists(c, &host, &hostaddr, &port) != 0)
+        goto oom;
+    for (i = 0; i < pool->nkeys; i++) {
+        if (pool->needs_dns &&
+            (i == pool->host_key || i == pool->hostaddr_key || i == pool->port_key))
+            continue;
+        keys[n] = pool->keys[i];
+        vals[n++] = pool->vals[i];
+    }
+    if (pool->needs_dns) {
+        keys[n] = "host", vals[n++] = host;
+        keys[n] = "hostaddr", vals[n++] = hostaddr;
+        if (pool->port_key >= 0)
+            keys[n] = "port", vals[n++] = port;
+    }
+    keys[n] = NULL;
+    c->pg = PQconnectStartParams(keys, vals, 0);
+    free(keys), free(vals), free(host), free(hostaddr), free(port);
+    cancel_dns(c);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
         conn_lost(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         return;
     }
+    PQsetNoticeProcessor(c->pg, on_notice, c);
     c->state = CONN_CONNECTING;
-    c->fd = -1;
-    conn_watch(c, EV_WRITE);
-    /* libpq's connect_timeout only applies to blocking connects: a server that
-     * never answers gets request_timeout. (Creating the schema is not bounded:
-     * a first start may build an index on a large existing table.) */
-    tv = clock_timeval(c->pool->request_timeout);
-    evtimer_add(c->ev_timer, &tv);
+    conn_watch(c, EV_WRITE, true);
+    return;
+oom:
+    free(keys), free(vals), free(host), free(hostaddr), free(port);
+    conn_lost(c, "out of memory");
 }
 
-/* The timer: the reconnect back-off while down, the bound on connecting, the
- * query deadlines once ready. */
+static void conn_connect(struct conn *c)
+{
+    /* libpq's connect_timeout only applies to blocking connects: a server (or
+     * a name server) that never answers gets request_timeout. */
+    struct timeval tv = clock_timeval(c->pool->conf->request_timeout);
+
+    evtimer_add(c->ev_timer, &tv);
+    if (c->pool->needs_dns)
+        conn_resolve(c);
+    else
+        conn_start_pq(c);
+}
+
+/* The timer: the reconnect back-off while down, the bound on connecting and
+ * resolving, the deadlines and the idle close once ready. */
 static void conn_timer(evutil_socket_t fd, short what, void *arg)
 {
-    struct db_conn *c = arg;
-    struct timespec now = clock_now();
-    struct db_query *q;
+    struct conn *c = arg;
 
-    if (c->state == CONN_DOWN) {
+    switch (c->state) {
+    case CONN_DOWN:
         conn_connect(c);
         return;
-    }
-    if (c->state == CONN_CONNECTING) {
+    case CONN_RESOLVING:
+    case CONN_CONNECTING:
+    case CONN_CHECKING:
+    case CONN_CREATING:
+    case CONN_PREPARING:
         conn_lost(c, "no answer from the server within request_timeout while connecting");
         return;
-    }
-    if (c->state != CONN_READY)
+    case CONN_READY:
+        conn_check_deadlines(c);
         return;
-    TAILQ_FOREACH(q, &c->queue, entry)
-    {
-        if (q->is_sync || q->cb == NULL || (q->flags & DB_NO_TIMEOUT))
-            continue;
-        if (clock_diff(q->deadline, now) > 0)
-            break;
-        /* Answer now; the result, when it comes, is dropped. */
-        query_deliver(q, DB_TIMEOUT);
+    case CONN_CLOSED:
+        return;
     }
-    conn_arm_deadline(c);
 }
 
-/* ---- pool ---- */
+/* ---- the pool
+ * ------------------------------------------------------------------------------------ */
+
+/*
+ * database_url, parsed once (libpq's URI and key=value forms alike) into the
+ * keyword arrays PQconnectStartParams takes; its host list is kept apart for
+ * the name lookups.
+ */
+static int pool_parse_conninfo(struct db_pool *pool, const char *conninfo)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err), *o;
+    const char *hosts;
+    int n = 0, i;
+
+    if (opts == NULL) {
+        char line[512];
+
+        error_line(err ? err : "out of memory", line, sizeof(line));
+        log_error("database_url: %s", line);
+        PQfreemem(err);
+        return -1;
+    }
+    for (o = opts; o->keyword != NULL; o++)
+        n += o->val != NULL;
+    pool->keys = calloc((size_t)n + 2, sizeof(char *));
+    pool->vals = calloc((size_t)n + 2, sizeof(char *));
+    pool->host_key = pool->hostaddr_key = pool->port_key = -1;
+    if (pool->keys == NULL || pool->vals == NULL)
+        goto fail;
+    for (o = opts, i = 0; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        pool->keys[i] = strdup(o->keyword);
+        pool->vals[i] = strdup(o->val);
+        if (pool->keys[i] == NULL || pool->vals[i] == NULL)
+            goto fail;
+        if (strcmp(o->keyword, "host") == 0)
+            pool->host_key = i;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            pool->hostaddr_key = i;
+        else if (strcmp(o->keyword, "port") == 0)
+            pool->port_key = i;
+        i++;
+    }
+    pool->keys[i] = strdup("fallback_application_name");
+    pool->vals[i] = strdup("todod");
+    if (pool->keys[i] == NULL || pool->vals[i] == NULL)
+        goto fail;
+    pool->nkeys = i + 1;
+    PQconninfoFree(opts);
+    opts = NULL;
+    /* Names to look up: from database_url or PGHOST, unless hostaddr is given. */
+    hosts = pool->host_key >= 0 ? pool->vals[pool->host_key] : getenv("PGHOST");
+    if (hosts == NULL || pool->hostaddr_key >= 0)
+        return 0;
+    for (pool->nhosts = 1, i = 0; hosts[i] != '\0'; i++)
+        pool->nhosts += hosts[i] == ',';
+    pool->hosts = calloc((size_t)pool->nhosts, sizeof(char *));
+    if (pool->hosts == NULL)
+        goto fail;
+    for (i = 0; i < pool->nhosts; i++) {
+        size_t len = strcspn(hosts, ",");
+
+        pool->hosts[i] = strndup(hosts, len);
+        if (pool->hosts[i] == NULL)
+            goto fail;
+        pool->needs_dns |= needs_lookup(pool->hosts[i]);
+        hosts += len + (hosts[len] == ',');
+    }
+    if (pool->needs_dns && pool->host_key < 0) {
+        /* The names came from PGHOST: pass them as host, explicitly. */
+        pool->keys[pool->nkeys] = strdup("host");
+        pool->vals[pool->nkeys] = strdup(getenv("PGHOST"));
+        if (pool->keys[pool->nkeys] == NULL || pool->vals[pool->nkeys] == NULL)
+            goto fail;
+        pool->host_key = pool->nkeys++;
+    }
+    if (pool->needs_dns && pool->port_key < 0 && getenv("PGPORT") != NULL) {
+        pool->keys[pool->nkeys] = strdup("port");
+        pool->vals[pool->nkeys] = strdup(getenv("PGPORT"));
+        if (pool->keys[pool->nkeys] == NULL || pool->vals[pool->nkeys] == NULL)
+            goto fail;
+        pool->port_key = pool->nkeys++;
+    }
+    return 0;
+fail:
+    if (opts != NULL)
+        PQconninfoFree(opts);
+    log_error("database_url: out of memory");
+    return -1;
+}
+
+static int conn_init(struct db_pool *pool, struct conn *c, enum conn_kind kind, int index)
+{
+    c->pool = pool;
+    c->kind = kind;
+    c->index = index;
+    c->io_fd = -1;
+    c->state = CONN_CLOSED;
+    TAILQ_INIT(&c->txns);
+    c->ev_timer = evtimer_new(pool->base, conn_timer, c);
+    c->ev_sync = event_new(pool->base, -1, 0, conn_deferred_sync, c);
+    c->ev_fail = event_new(pool->base, -1, 0, conn_deferred_fail, c);
+    c->dns_reqs = calloc((size_t)pool->nhosts + 1, sizeof(*c->dns_reqs));
+    c->dns_addrs = calloc((size_t)pool->nhosts + 1, sizeof(*c->dns_addrs));
+    return c->ev_timer && c->ev_sync && c->ev_fail && c->dns_reqs && c->dns_addrs ? 0 : -1;
+}
+
+static void conn_fini(struct conn *c)
+{
+    struct txn *t;
+
+    cancel_dns(c);
+    if (c->open != NULL)
+        TAILQ_INSERT_TAIL(&c->txns, c->open, link);
+    c->open = NULL;
+    while ((t = TAILQ_FIRST(&c->txns)) != NULL) {
+        struct query *q;
+
+        TAILQ_REMOVE(&c->txns, t, link);
+        TAILQ_FOREACH(q, &t->queries, link)
+        if (q->state != QUERY_ANSWERED && q->stmt >= 0)
+            query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
+        txn_free(t);
+    }
+    if (c->state == CONN_READY)
+        slot_db_up(c, -1);
+    conn_unwatch(c);
+    if (c->ev_timer != NULL)
+        event_free(c->ev_timer);
+    if (c->ev_sync != NULL)
+        event_free(c->ev_sync);
+    if (c->ev_fail != NULL)
+        event_free(c->ev_fail);
+    if (c->pg != NULL)
+        PQfinish(c->pg);
+    free(c->dns_reqs);
+    free(c->dns_addrs);
+}
 
 struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
                             struct stats_slot *slot)
 {
-    const char *conninfo = conf->database_url;
-    int nconns = conf->db_connections;
-    double request_timeout = conf->request_timeout;
     struct db_pool *pool = calloc(1, sizeof(*pool));
+    long timeout_ms = (long)(conf->request_timeout * 1000);
     int i;
 
     if (pool == NULL)
         return NULL;
     pool->base = base;
-    pool->conninfo = strdup(conninfo);
-    /* The server gives up on a statement when todod does: a query stuck on a
-     * lock must not hold the pipeline for longer than request_timeout. */
-    if (asprintf(&pool->setup_sql, "%sSET statement_timeout = %ld;", schema_sql,
-                 (long)(request_timeout * 1000)) < 0)
-        pool->setup_sql = NULL;
-    pool->request_timeout = request_timeout;
+    pool->conf = conf;
     pool->slot = slot;
-    pool->nconns = nconns;
-    pool->conns = calloc(nconns, sizeof(*pool->conns));
-    if (pool->conninfo == NULL || pool->setup_sql == NULL || pool->conns == NULL) {
-        free(pool->setup_sql);
-        free(pool->conninfo);
-        free(pool->conns);
-        free(pool);
-        return NULL;
+    pool->prepared = conf->db_prepared;
+    TAILQ_INIT(&pool->write_queue);
+    TAILQ_INIT(&pool->batch_queue);
+    if (pool_parse_conninfo(pool, conf->database_url) != 0) {
+        /* Connections fail (and say why) until a reload brings a valid one. */
+        free(pool->keys);
+        free(pool->vals);
+        pool->keys = calloc(3, sizeof(char *));
+        pool->vals = calloc(3, sizeof(char *));
+        if (pool->keys == NULL || pool->vals == NULL)
+            goto fail;
+        pool->keys[0] = strdup("dbname");
+        pool->vals[0] = strdup(conf->database_url);
+        pool->nkeys = 1;
+        pool->host_key = pool->hostaddr_key = pool->port_key = -1;
     }
-    for (i = 0; i < nconns; i++) {
-        struct db_conn *c = &pool->conns[i];
-
-        c->pool = pool;
-        c->index = i;
-        c->fd = -1;
-        TAILQ_INIT(&c->queue);
-        TAILQ_INIT(&c->done);
-        c->ev_timer = evtimer_new(base, conn_timer, c);
-        c->ev_sync = event_new(base, -1, 0, conn_deferred_sync, c);
-        c->ev_fail = event_new(base, -1, 0, conn_deferred_fail, c);
-        conn_connect(c);
+    if (pool->needs_dns) {
+        pool->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (pool->dns == NULL)
+            goto fail;
     }
+    /*
+     * Session settings, then the schema check, as one simple-protocol string.
+     * Behind PgBouncer (db_prepared = off) nothing is set for the session:
+     * every transaction sets its own statement_timeout.
+     */
+    if (pool->prepared) {
+        if (asprintf(&pool->setup_sql[KIND_READ],
+                     "SET statement_timeout = %ld; SELECT todod_schema_version()",
+                     timeout_ms) < 0 ||
+            asprintf(&pool->setup_sql[KIND_WRITE], "SELECT todod_schema_version()") < 0 ||
+            asprintf(&pool->setup_sql[KIND_PERF],
+                     "SET statement_timeout = 0; SELECT todod_schema_version()") < 0)
+            goto fail;
+    } else {
+        for (i = 0; i < 3; i++)
+            if (asprintf(&pool->setup_sql[i], "SELECT todod_schema_version()") < 0)
+                goto fail;
+    }
+    pool->nreads = conf->db_connections;
+    pool->nwrites = conf->db_write_connections;
+    pool->reads = calloc((size_t)pool->nreads, sizeof(*pool->reads));
+    pool->writes = calloc((size_t)pool->nwrites, sizeof(*pool->writes));
+    pool->ev_dispatch = event_new(base, -1, 0, pool_deferred_dispatch, pool);
+    pool->ev_queue_timer = evtimer_new(base, pool_queue_timer, pool);
+    pool->ev_batches = event_new(base, -1, 0, pool_deferred_batches, pool);
+    if (pool->reads == NULL || pool->writes == NULL || pool->ev_dispatch == NULL ||
+        pool->ev_queue_timer == NULL || pool->ev_batches == NULL)
+        goto fail;
+    for (i = 0; i < pool->nreads; i++)
+        if (conn_init(pool, &pool->reads[i], KIND_READ, i) != 0)
+            goto fail;
+    for (i = 0; i < pool->nwrites; i++)
+        if (conn_init(pool, &pool->writes[i], KIND_WRITE, i) != 0)
+            goto fail;
+    if (conn_init(pool, &pool->perf, KIND_PERF, 0) != 0)
+        goto fail;
+    for (i = 0; i < pool->nreads; i++)
+        conn_connect(&pool->reads[i]);
+    /* One write connection from the start: the first write need not wait for it. */
+    if (pool->nwrites > 0)
+        conn_connect(&pool->writes[0]);
     return pool;
+fail:
+    db_pool_free(pool);
+    return NULL;
 }
 
 void db_pool_free(struct db_pool *pool)
 {
+    struct query *q;
     int i;
 
     if (pool == NULL)
         return;
-    for (i = 0; i < pool->nconns; i++) {
-        struct db_conn *c = &pool->conns[i];
-        struct db_query *q;
-
-        TAILQ_CONCAT(&c->done, &c->queue, entry);
-        while ((q = TAILQ_FIRST(&c->done)) != NULL) {
-            TAILQ_REMOVE(&c->done, q, entry);
-            query_free(q);
-        }
-        if (c->state == CONN_READY)
-            slot_db_up(c, -1);
-        if (c->ev_io != NULL)
-            event_free(c->ev_io);
-        event_free(c->ev_timer);
-        event_free(c->ev_sync);
-        event_free(c->ev_fail);
-        if (c->pg != NULL)
-            PQfinish(c->pg);
+    for (i = 0; pool->reads != NULL && i < pool->nreads; i++)
+        if (pool->reads[i].pool != NULL)
+            conn_fini(&pool->reads[i]);
+    for (i = 0; pool->writes != NULL && i < pool->nwrites; i++)
+        if (pool->writes[i].pool != NULL)
+            conn_fini(&pool->writes[i]);
+    if (pool->perf.pool != NULL)
+        conn_fini(&pool->perf);
+    while ((q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
+        TAILQ_REMOVE(&pool->write_queue, q, link);
+        query_answer(q, DB_UNAVAILABLE, NULL);
+        query_free(q);
     }
-    free(pool->conns);
-    free(pool->setup_sql);
-    free(pool->conninfo);
+    while ((q = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
+        TAILQ_REMOVE(&pool->batch_queue, q, link);
+        query_answer(q, DB_UNAVAILABLE, NULL);
+        query_free(q);
+    }
+    if (pool->ev_dispatch != NULL)
+        event_free(pool->ev_dispatch);
+    if (pool->ev_queue_timer != NULL)
+        event_free(pool->ev_queue_timer);
+    if (pool->ev_batches != NULL)
+        event_free(pool->ev_batches);
+    if (pool->dns != NULL)
+        evdns_base_free(pool->dns, 1);
+    for (i = 0; pool->keys != NULL && i < pool->nkeys; i++) {
+        free((char *)pool->keys[i]);
+        free((char *)pool->vals[i]);
+    }
+    free(pool->keys);
+    free(pool->vals);
+    for (i = 0; pool->hosts != NULL && i < pool->nhosts; i++)
+        free(pool->hosts[i]);
+    free(pool->hosts);
+    for (i = 0; i < 3; i++)
+        free(pool->setup_sql[i]);
+    free(pool->reads);
+    free(pool->writes);
     free(pool);
 }
 
@@ -818,12 +1824,74 @@ int db_pool_ready(const struct db_pool *pool)
 {
     int i, n = 0;
 
-    for (i = 0; i < pool->nconns; i++)
-        n += pool->conns[i].state == CONN_READY;
+    for (i = 0; i < pool->nreads; i++)
+        n += pool->reads[i].state == CONN_READY;
     return n;
 }
 
 bool db_pool_started(const struct db_pool *pool)
 {
-    return db_pool_ready(pool) == pool->nconns;
+    return db_pool_ready(pool) == pool->nreads;
+}
+
+/* Whether any connection is up: otherwise writes are refused at once. */
+static bool pool_reachable(const struct db_pool *pool)
+{
+    int i;
+
+    if (db_pool_ready(pool) > 0 || pool->perf.state == CONN_READY)
+        return true;
+    for (i = 0; i < pool->nwrites; i++)
+        if (pool->writes[i].state == CONN_READY)
+            return true;
+    return false;
+}
+
+int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
+              struct timespec deadline, db_done_cb cb, void *arg)
+{
+    struct query *q;
+    struct conn *c = NULL;
+
+    if (is_write(stmt) ? !pool_reachable(pool) : (c = pick_read(pool)) == NULL)
+        return -1;
+    q = query_new(stmt, deadline, cb, arg);
+    if (q == NULL)
+        return -1;
+    /* Copied: a read may have to run again, a write waits before it is sent. */
+    if (query_copy_params(q, p) != 0) {
+        query_free(q);
+        return -1;
+    }
+    if (!is_write(stmt)) {
+        if (read_send(c, q) != 0) {
+            query_free(q);
+            return -1;
+        }
+        return 0;
+    }
+    q->state = QUERY_QUEUED;
+    TAILQ_INSERT_TAIL(&pool->write_queue, q, link);
+    /* After this loop turn, so that the writes of one turn commit together. */
+    event_active(pool->ev_dispatch, 0, 0);
+    return 0;
+}
+
+int db_submit_batch(struct db_pool *pool, const struct db_params *p, db_done_cb cb, void *arg)
+{
+    struct query *q;
+
+    if (!pool_reachable(pool))
+        return -1;
+    q = query_new(DB_PERF_INSERT, clock_now(), cb, arg);
+    if (q == NULL)
+        return -1;
+    if (query_copy_params(q, p) != 0) {
+        query_free(q);
+        return -1;
+    }
+    q->state = QUERY_QUEUED;
+    TAILQ_INSERT_TAIL(&pool->batch_queue, q, link);
+    event_active(pool->ev_batches, 0, 0);
+    return 0;
 }

@@ -1,10 +1,22 @@
 /*
  * The worker's PostgreSQL connections: non-blocking libpq in pipeline mode,
- * driven by the worker's event loop. Every connection is a small state machine
- * (disconnected -> connecting -> schema -> preparing -> ready) that reconnects
- * with back-off. Many queries share one connection; queries submitted in the
- * same loop iteration share one pipeline sync, so their writes commit together
- * (a group that fails is retried one query at a time).
+ * driven by the worker's event loop. Three kinds of connection:
+ *
+ *  - read connections (db_connections, always open): reads are pipelined on
+ *    the one with the fewest queries in flight, those of one loop turn sharing a
+ *    sync;
+ *  - write connections (up to db_write_connections, opened on demand): each
+ *    carries one transaction at a time; writes that arrive meanwhile wait in the
+ *    pool's queue and go together, as one transaction (one commit, one WAL
+ *    flush), on the first write connection that is free;
+ *  - the performance-test connection (opened on demand): batches pipelined, each
+ *    its own transaction, no statement time-out.
+ *
+ * Every answer about a write is true: DB_OK means committed; DB_TIMEOUT and
+ * DB_UNAVAILABLE mean not applied, now or later (the server rolled it back, or it
+ * was never sent); DB_LOST means the connection broke after the write was sent,
+ * so it may have been applied. No statement is sent twice, except one the
+ * server rolled back because a neighbour in its transaction failed.
  */
 #ifndef TODOD_DB_H
 #define TODOD_DB_H
@@ -12,32 +24,40 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <time.h>
 
+struct conf;
 struct db_pool;
-struct db_query;
 struct stats_slot;
 
-/* Prepared statements; db.c holds their SQL. */
+/* The statements; db.c holds their SQL. */
 enum db_stmt {
     DB_TODO_GET,
-    DB_TODO_INSERT,
-    DB_TODO_UPDATE,
-    DB_TODO_DELETE,
     DB_TODO_LIST,
     DB_TODO_BY_DONE,
+    DB_TODO_INSERT, /* writes from here on */
+    DB_TODO_UPDATE,
+    DB_TODO_DELETE,
     DB_PERF_INSERT,
     DB_NSTMTS
 };
 
 enum db_status {
-    DB_OK,          /* res is the query's result (tuples or command) */
-    DB_FAILED,      /* the server rejected the query; res holds the error */
-    DB_UNAVAILABLE, /* no connection, or it was lost; res is NULL */
-    DB_TIMEOUT,     /* no answer within request_timeout; res is NULL */
+    DB_OK,          /* done (a write: committed); res is the result */
+    DB_FAILED,      /* the server refused it (not applied); res holds the error */
+    DB_UNAVAILABLE, /* no usable connection; never sent, never applied */
+    DB_TIMEOUT,     /* no answer within request_timeout; a write: not applied */
+    DB_LOST,        /* the connection broke after the write was sent: may be applied */
 };
 
-/* Called once per query. res is cleared by db.c afterwards. */
-typedef void (*db_done_cb)(void *arg, enum db_status st, const PGresult *res);
+struct db_result {
+    enum db_status status;
+    const PGresult *res; /* DB_OK and DB_FAILED; cleared after the callback */
+    double seconds;      /* from submission to this answer */
+};
+
+/* Called exactly once per submitted query, never from inside db_submit. */
+typedef void (*db_done_cb)(void *arg, const struct db_result *r);
 
 struct db_params {
     int n;
@@ -46,32 +66,30 @@ struct db_params {
     const int *formats; /* NULL: all text */
 };
 
-enum db_flags {
-    /* Run in a transaction of its own (never grouped with other queries), and
-     * do not copy the parameters: libpq copies them into its buffer at once. */
-    DB_ALONE = 1 << 0,
-    /* No request_timeout for this query (the performance test bounds itself). */
-    DB_NO_TIMEOUT = 1 << 1,
-};
-
-struct conf;
-
 struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
                             struct stats_slot *slot);
+/* Answers what is still pending (DB_UNAVAILABLE or DB_LOST) and frees. */
 void db_pool_free(struct db_pool *pool);
 
-/* Connections that are ready for queries. */
+/* Read connections that are ready (/health, /ready). */
 int db_pool_ready(const struct db_pool *pool);
 
-/* Every connection the pool keeps open is ready (a worker starts serving then). */
+/* Every read connection is ready (a worker starts serving then). */
 bool db_pool_started(const struct db_pool *pool);
 
 /*
- * Send a prepared statement on the least-loaded ready connection. Returns NULL
- * when no connection is ready (the caller answers 503 at once); cb is then not
- * called.
+ * Runs a statement of the API; the answer must come by deadline (a request's
+ * arrival + request_timeout). Returns 0, or -1 when no connection is usable
+ * (the caller answers 503 at once; cb is then not called).
  */
-struct db_query *db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-                           unsigned flags, db_done_cb cb, void *arg);
+int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
+              struct timespec deadline, db_done_cb cb, void *arg);
+
+/*
+ * A performance-test batch (DB_PERF_INSERT), its own transaction, no time-out,
+ * pipelined on the pool's performance-test connection. The parameters are
+ * copied at once. Returns 0, or -1 when the database is unreachable.
+ */
+int db_submit_batch(struct db_pool *pool, const struct db_params *p, db_done_cb cb, void *arg);
 
 #endif

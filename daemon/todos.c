@@ -4,6 +4,8 @@
 #include <string.h>
 #include <uuid/uuid.h>
 
+#include "clock.h"
+#include "conf.h"
 #include "db.h"
 #include "utf8.h"
 
@@ -35,15 +37,21 @@ static struct json_object *todo_json(const PGresult *res, int row)
     return o;
 }
 
-/* The answer to a query that did not succeed. */
+/*
+ * The answer to a query that did not succeed. Each 503 says what a client may
+ * conclude about a write (API.md "Writes, time-outs and lost connections").
+ */
 static void reply_db_status(struct http_req *r, enum db_status st)
 {
     switch (st) {
-    case DB_UNAVAILABLE:
+    case DB_UNAVAILABLE: /* never sent: not applied */
         http_reply_error(r, 503, "database unavailable");
         break;
-    case DB_TIMEOUT:
+    case DB_TIMEOUT: /* rolled back by the server, or never sent: not applied */
         http_reply_error(r, 503, "database did not answer in time");
+        break;
+    case DB_LOST: /* sent, then the connection broke: unknown */
+        http_reply_error(r, 503, "database connection lost; the write may have been applied");
         break;
     default:
         http_reply_error(r, 500, "internal error");
@@ -53,8 +61,10 @@ static void reply_db_status(struct http_req *r, enum db_status st)
 
 static void submit(struct http_req *r, enum db_stmt stmt, const struct db_params *p, db_done_cb cb)
 {
+    struct timespec deadline = clock_add(r->arrived, r->app->conf->request_timeout);
+
     http_db_wait(r);
-    if (db_submit(r->app->db, stmt, p, 0, cb, r) == NULL)
+    if (db_submit(r->app->db, stmt, p, deadline, cb, r) != 0)
         http_reply_error(r, 503, "database unavailable");
 }
 
@@ -127,9 +137,11 @@ static bool parse_todo_input(struct http_req *r, struct json_object *body, bool 
 
 /* ---- single todo ---- */
 
-static void reply_one(void *arg, enum db_status st, const PGresult *res, int code)
+static void reply_one(void *arg, const struct db_result *dr, int code)
 {
     struct http_req *r = arg;
+    enum db_status st = dr->status;
+    const PGresult *res = dr->res;
 
     http_db_done(r);
     if (st != DB_OK) {
@@ -149,14 +161,14 @@ static void reply_one(void *arg, enum db_status st, const PGresult *res, int cod
     http_reply_json(r, code, todo_json(res, 0));
 }
 
-static void todo_found(void *arg, enum db_status st, const PGresult *res)
+static void todo_found(void *arg, const struct db_result *dr)
 {
-    reply_one(arg, st, res, 200);
+    reply_one(arg, dr, 200);
 }
 
-static void todo_created(void *arg, enum db_status st, const PGresult *res)
+static void todo_created(void *arg, const struct db_result *dr)
 {
-    reply_one(arg, st, res, 201);
+    reply_one(arg, dr, 201);
 }
 
 void todos_get(struct http_req *r)
@@ -213,9 +225,11 @@ void todos_update(struct http_req *r)
     json_object_put(body);
 }
 
-static void todo_deleted(void *arg, enum db_status st, const PGresult *res)
+static void todo_deleted(void *arg, const struct db_result *dr)
 {
     struct http_req *r = arg;
+    enum db_status st = dr->status;
+    const PGresult *res = dr->res;
 
     http_db_done(r);
     if (st != DB_OK)
@@ -282,9 +296,11 @@ static bool parse_page(struct http_req *r, long def_limit, long max_limit)
     return true;
 }
 
-static void list_done(void *arg, enum db_status st, const PGresult *res)
+static void list_done(void *arg, const struct db_result *dr)
 {
     struct http_req *r = arg;
+    enum db_status st = dr->status;
+    const PGresult *res = dr->res;
     struct page *pg = r->data;
     struct json_object *o, *pagination;
     long long total, pages;
@@ -332,9 +348,11 @@ void todos_list(struct http_req *r)
         submit_page(r, DB_TODO_LIST, NULL, list_done);
 }
 
-static void by_done_done(void *arg, enum db_status st, const PGresult *res)
+static void by_done_done(void *arg, const struct db_result *dr)
 {
     struct http_req *r = arg;
+    enum db_status st = dr->status;
+    const PGresult *res = dr->res;
 
     http_db_done(r);
     if (st != DB_OK)
