@@ -27,10 +27,11 @@ enum stats_method {
 };
 
 /* Status codes kept apart; anything else is counted under STATS_OTHER_CODE. */
+/* clang-format off */
 #define STATS_CODES(X)                                                                             \
-    X(200)                                                                                         \
-    X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431) X(500)     \
-        X(501) X(503) X(504) X(505)
+    X(200) X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431)      \
+    X(500) X(501) X(503) X(504) X(505)
+/* clang-format on */
 #define STATS_NCODES 19 /* the list above plus one "other" */
 
 /* Histogram upper bounds in microseconds; a final +Inf bucket is implicit. */
