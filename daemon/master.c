@@ -92,6 +92,50 @@ int master_listen(const struct conf *conf)
     return fd;
 }
 
+/* ---- privileges ---- */
+
+/*
+ * As nginx does: a master started as root stays root, since it must re-read a
+ * configuration only root may read, bind a new listen address on a reload and
+ * remove the pid file; it never serves a request. Workers, which do, switch to
+ * user right after the fork. Returns -1 when they cannot.
+ */
+static int worker_drop_privileges(const struct conf *conf)
+{
+    struct passwd *pw;
+
+    if (getuid() != 0 || conf->user == NULL)
+        return 0;
+    pw = getpwnam(conf->user);
+    if (pw == NULL) {
+        log_error("unknown user \"%s\"", conf->user);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        log_error("cannot switch to user \"%s\": %s", conf->user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Before forking anything: a user that does not exist is an error at start. */
+static int check_user(const struct conf *conf)
+{
+    if (getuid() != 0)
+        return 0;
+    if (conf->user == NULL) {
+        log_warn("running as root: set \"user\" to run the workers unprivileged");
+        return 0;
+    }
+    if (getpwnam(conf->user) == NULL) {
+        log_error("unknown user \"%s\"", conf->user);
+        return -1;
+    }
+    log_info("workers run as user %s", conf->user);
+    return 0;
+}
+
 /* ---- workers ---- */
 
 static int count_generation(const struct master *m, int generation, bool ready_only)
@@ -148,6 +192,8 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     log_init("worker", m->conf.log_level);
+    if (worker_drop_privileges(&m->conf) != 0)
+        _exit(1);
     exit(worker_run(&m->conf, m->listen_fd, m->shm, slot));
 }
 
@@ -308,9 +354,11 @@ static void reload(struct master *m)
         close(m->listen_fd); /* the old workers hold their own copies */
         m->listen_fd = fd;
     }
-    if ((m->conf.user == NULL) != (next.user == NULL) ||
-        (next.user != NULL && strcmp(m->conf.user, next.user) != 0))
-        log_warn("user changes only take effect on a restart");
+    if (check_user(&next) != 0) {
+        log_error("reload failed, keeping the running configuration");
+        conf_free(&next);
+        return;
+    }
     conf_free(&m->conf);
     m->conf = next;
     log_set_level(m->conf.log_level);
@@ -404,30 +452,6 @@ static bool pending_work(const struct master *m)
     return false;
 }
 
-static int drop_privileges(const struct conf *conf)
-{
-    struct passwd *pw;
-
-    if (getuid() != 0)
-        return 0;
-    if (conf->user == NULL) {
-        log_warn("running as root: set \"user\" to drop privileges");
-        return 0;
-    }
-    pw = getpwnam(conf->user);
-    if (pw == NULL) {
-        log_error("unknown user \"%s\"", conf->user);
-        return -1;
-    }
-    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-        setuid(pw->pw_uid) != 0) {
-        log_error("cannot switch to user \"%s\": %s", conf->user, strerror(errno));
-        return -1;
-    }
-    log_info("running as user %s", conf->user);
-    return 0;
-}
-
 static void write_pid_file(const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -469,7 +493,7 @@ int master_run(const char *conf_path, struct conf *conf)
     }
     if (m.conf.pid_file != NULL)
         write_pid_file(m.conf.pid_file);
-    if (drop_privileges(&m.conf) != 0)
+    if (check_user(&m.conf) != 0)
         return 1;
     install_signals(&unblocked);
     log_info("todod %s starting %d workers on %s", TODOD_VERSION, m.conf.workers, m.conf.listen);

@@ -24,7 +24,7 @@ def proc_uid(pid):
 
 
 @test
-def master_and_workers_drop_to_the_configured_user_when_started_as_root():
+def workers_run_as_the_configured_user_and_the_master_keeps_root():
     if os.geteuid() != 0:
         skip("needs root")
     nobody = pwd.getpwnam("nobody").pw_uid
@@ -32,11 +32,46 @@ def master_and_workers_drop_to_the_configured_user_when_started_as_root():
         d.start()
         workers = d.worker_pids()
         assert len(workers) == 2, workers
-        assert proc_uid(d.pid) == nobody, "master uid %d" % proc_uid(d.pid)
+        assert proc_uid(d.pid) == 0, "master uid %d" % proc_uid(d.pid)
         for pid in workers:
             assert proc_uid(pid) == nobody, "worker %d uid %d" % (pid, proc_uid(pid))
         assert d.request("GET", "/health").status == 200
-        assert "running as user nobody" in d.log()
+        assert "workers run as user nobody" in d.log()
+
+
+@test
+def a_reload_with_a_root_only_config_works_and_the_pid_file_goes_at_exit():
+    if os.geteuid() != 0:
+        skip("needs root")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with Todod(user="nobody", workers=1) as d:
+        path = os.path.join(d.dir, "todod.pid")
+        d.write_conf(pid_file=path)
+        os.chmod(d.conf_path, 0o600)
+        os.chmod(d.dir, 0o700)
+        d.start()
+        old = d.worker_pids()
+        d.write_conf(workers=2)
+        os.chmod(d.conf_path, 0o600)
+        d.signal(signal.SIGHUP)
+        assert wait_until(lambda: len(d.worker_pids()) == 2 and not set(old) & set(d.worker_pids()),
+                          10), d.log_tail()
+        assert "reload failed" not in d.log(), d.log_tail()
+        assert all(proc_uid(p) == nobody for p in d.worker_pids())
+        assert d.stop() == 0
+        assert not os.path.exists(path), "pid file left behind"
+
+
+@test
+def an_unknown_user_is_an_error_at_start():
+    if os.geteuid() != 0:
+        skip("needs root")
+    with Todod(user="no-such-user-here") as d:
+        try:
+            d.start(timeout=3)
+            raise AssertionError("started with an unknown user")
+        except RuntimeError as e:
+            assert "unknown user" in str(e), e
 
 
 @test
