@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "clock.h"
 #include "framing.h"
@@ -163,6 +164,30 @@ static void resume_accepting(evutil_socket_t fd, short what, void *arg)
     listener_update(L);
 }
 
+/*
+ * The layers of this process (a worker has one; two exist briefly in tests of
+ * teardown paths), to find ours from the evhttp a listener callback gets.
+ */
+static struct conn_layer *layers[4];
+
+static struct conn_layer *layer_of(const struct evhttp *http)
+{
+    for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
+        if (layers[i] != NULL && layers[i]->http == http)
+            return layers[i];
+    return NULL;
+}
+
+static void layer_register(struct conn_layer *L, bool add)
+{
+    for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++) {
+        if (add ? layers[i] == NULL : layers[i] == L) {
+            layers[i] = add ? L : NULL;
+            return;
+        }
+    }
+}
+
 /* Fewest open connections among the other workers that accept, or -1. */
 static int least_loaded_peer(const struct conn_layer *L)
 {
@@ -190,9 +215,12 @@ static int least_loaded_peer(const struct conn_layer *L)
  */
 static void on_accept_error(struct evconnlistener *lis, void *arg)
 {
-    struct conn_layer *L = arg;
+    /* evhttp owns the listener: the argument is its evhttp, not our layer. */
+    struct conn_layer *L = layer_of(arg);
     int err = EVUTIL_SOCKET_ERROR();
 
+    if (L == NULL)
+        return;
     atomic_fetch_add_explicit(&L->slot->c.accept_errors, 1, memory_order_relaxed);
     L->accept_errors_unlogged++;
     if (clock_since(L->last_error_log) >= ERROR_LOG_EVERY) {
@@ -401,6 +429,23 @@ static void close_conn(struct conn *c)
     hand_event(c, BEV_EVENT_EOF | BEV_EVENT_READING);
 }
 
+/*
+ * Closing an idle keep-alive connection races with a request the client may
+ * be sending on it at that very moment. Bytes that reached us already are
+ * served (the answer says "Connection: close"); only a socket with nothing
+ * waiting is closed.
+ */
+static void close_if_idle(struct conn *c)
+{
+    char byte;
+
+    learn_fd(c);
+    if (evbuffer_get_length(bufferevent_get_input(c->under)) > 0 ||
+        (c->fd >= 0 && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0))
+        return;
+    close_conn(c);
+}
+
 static void on_release(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
@@ -591,8 +636,12 @@ static void conn_update(struct conn *c)
         evtimer_del(c->ev_idle);
         return;
     }
-    if (c->L->draining || c->framing.state == FRAMING_REJECTED) {
+    if (c->framing.state == FRAMING_REJECTED) {
         close_conn(c);
+        return;
+    }
+    if (c->L->draining) {
+        close_if_idle(c);
         return;
     }
     if (!evtimer_pending(c->ev_idle, NULL)) {
@@ -687,6 +736,7 @@ struct conn_layer *conn_layer_new(struct event_base *base, struct evhttp *http,
     evhttp_set_max_headers_size(http, MAX_HEAD + 1024);
     evhttp_set_max_body_size(http, (ev_ssize_t)conf->max_body_size + 1024);
     evhttp_set_bevcb(http, on_accept, L);
+    layer_register(L, true);
     return L;
 }
 
@@ -697,6 +747,7 @@ void conn_layer_free(struct conn_layer *L)
 
     if (L == NULL)
         return;
+    layer_register(L, false);
     while ((c = LIST_FIRST(&L->conns)) != NULL) {
         LIST_REMOVE(c, link);
         conn_free(c);
@@ -719,7 +770,7 @@ void conn_layer_drain(struct conn_layer *L)
     LIST_FOREACH(c, &L->conns, link)
     {
         if (derive_state(c) == CONN_IDLE)
-            close_conn(c);
+            close_if_idle(c);
     }
     if (L->nconns == 0 && L->on_empty != NULL)
         L->on_empty(L->on_empty_arg);

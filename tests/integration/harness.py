@@ -667,19 +667,26 @@ class Todod:
         return subprocess.run([TODOD_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=self._env(env, None), cwd=self.dir, timeout=timeout)
 
-    def start(self, wait="ready", env=None, notify_socket=None, timeout=10):
-        """Spawn TODOD_BIN -c FILE (output to the log), then wait (up to timeout s):
+    def start(self, wait="ready", env=None, notify_socket=None, timeout=10, nofile=None):
+        """Spawn TODOD_BIN -c FILE (output to the log; nofile: its open-files limit),
+        then wait (up to timeout s):
         wait="ready": until GET /health answers 200 and GET /stats shows every
         worker ready and connected to the database; wait="http": until GET /health
         answers at all (any status); wait=None: not at all."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("todod is already running (pid %d)" % self.proc.pid)
         log = open(self.log_path, "ab")
+
+        def limits():
+            if nofile is not None:  # as `ulimit -n` would: soft and hard
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         try:
             self.proc = subprocess.Popen([TODOD_BIN, "-c", self.conf_path], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self._env(env, notify_socket), cwd=self.dir,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=limits)
         finally:
             log.close()
         if wait is None:
