@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "perfboard.h"
+
 #define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
 #define STATS_MAX_ROUTES 16
 
@@ -86,6 +88,7 @@ struct stats_shm {
     _Atomic int workers;              /* live workers of the current generation */
     struct stats_counters retired;
     struct stats_slot slots[STATS_MAX_SLOTS];
+    struct perf_board perf; /* performance tests spread over the workers */
 };
 
 /* Plain (non-atomic) sum of every slot and the retired totals. */

@@ -13,17 +13,21 @@ struct conn_layer;
 struct db_pool;
 struct stats_shm;
 struct stats_slot;
+struct tracer;
 
 struct app {
     struct event_base *base;
     const struct conf *conf;
     struct stats_shm *shm;
     struct stats_slot *slot;
+    int slot_index;
     struct db_pool *db;
     struct conn_layer *conns;
+    struct tracer *tracer;
     const char *const *route_names; /* for /metrics and /stats */
     int nroutes;
     bool stop_requested; /* told to stop: /ready answers 503 */
+    bool abandon_shares; /* performance-test shares must stop (shutdown_timeout) */
     int requests_alive;  /* begun and not yet finished (some outlive their connection) */
     void (*on_request_done)(struct app *app); /* the worker checks whether it may exit */
 };

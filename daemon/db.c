@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "log.h"
 #include "stats.h"
+#include "trace.h"
 
 /* ---- SQL ---------------------------------------------------------------- */
 
@@ -94,6 +95,12 @@ static const char schema_sql[] =
     "id, title, done,"                                                                             \
     " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"                \
     " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+static const char *const operations[DB_NSTMTS] = {
+    [DB_TODO_GET] = "SELECT",    [DB_TODO_LIST] = "SELECT",   [DB_TODO_BY_DONE] = "SELECT",
+    [DB_TODO_INSERT] = "INSERT", [DB_TODO_UPDATE] = "UPDATE", [DB_TODO_DELETE] = "DELETE",
+    [DB_PERF_INSERT] = "INSERT",
+};
 
 static const struct {
     const char *name;
@@ -177,6 +184,10 @@ struct query {
     char **values;
     int *lengths;
     int *formats;
+    void *owned;             /* a batch's data, handed over by its caller */
+    struct trace_span *span; /* its CLIENT span, ended when it is answered */
+    char *param_values[3];
+    int param_lengths[3], param_formats[3];
 };
 
 TAILQ_HEAD(query_list, query);
@@ -224,6 +235,7 @@ struct db_pool {
     struct evdns_base *dns;
     const struct conf *conf;
     struct stats_slot *slot;
+    struct tracer *tracer;
     bool prepared;
     /* The parsed database_url, for PQconnectStartParams. */
     const char **keys, **vals;
@@ -276,9 +288,12 @@ static void count(_Atomic uint64_t *counter)
 
 static void query_free(struct query *q)
 {
+    span_end(q->span); /* a query freed unanswered (pool freed): its span ends too */
     if (q->res != NULL)
         PQclear(q->res);
-    free(q->values);
+    if (q->values != q->param_values)
+        free(q->values);
+    free(q->owned);
     free(q);
 }
 
@@ -343,6 +358,23 @@ static void query_answer(struct query *q, enum db_status st, const PGresult *res
     struct db_result r = {st, res, clock_since(q->submitted)};
     db_done_cb cb = q->cb;
 
+    if (q->span != NULL) {
+        static const char *const why[] = {
+            [DB_UNAVAILABLE] = "unavailable",
+            [DB_TIMEOUT] = "timeout",
+            [DB_LOST] = "connection lost",
+        };
+
+        if (st == DB_FAILED || (st == DB_TIMEOUT && res != NULL))
+            span_set_db_error(q->span, res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL,
+                              res ? PQresultErrorMessage(res) : "failed");
+        else if (st != DB_OK) {
+            span_set_db_error(q->span, NULL, why[st]);
+            span_set_str(q->span, TRACE_ATTR_ERROR_TYPE, why[st]);
+        }
+        span_end(q->span);
+        q->span = NULL;
+    }
     q->state = QUERY_ANSWERED;
     q->cb = NULL;
     if (cb != NULL)
@@ -441,6 +473,14 @@ static int send_query(struct conn *c, struct txn *t, struct query *q, int n,
 
     if (ok != 1)
         return -1;
+    if (q->span != NULL) {
+        const char *port = PQport(c->pg);
+
+        span_set_str(q->span, TRACE_ATTR_DB_NAMESPACE, PQdb(c->pg));
+        span_set_str(q->span, TRACE_ATTR_SERVER_ADDRESS, PQhost(c->pg));
+        if (port != NULL && *port != '\0')
+            span_set_int(q->span, TRACE_ATTR_SERVER_PORT, atoi(port));
+    }
     q->state = QUERY_SENT;
     q->txn = t;
     TAILQ_INSERT_TAIL(&t->queries, q, link);
@@ -1691,7 +1731,7 @@ static void conn_fini(struct conn *c)
 }
 
 struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
-                            struct stats_slot *slot)
+                            struct stats_slot *slot, struct tracer *tracer)
 {
     struct db_pool *pool = calloc(1, sizeof(*pool));
     long timeout_ms = (long)(conf->request_timeout * 1000);
@@ -1702,6 +1742,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
     pool->base = base;
     pool->conf = conf;
     pool->slot = slot;
+    pool->tracer = tracer;
     pool->prepared = conf->db_prepared;
     TAILQ_INIT(&pool->write_queue);
     TAILQ_INIT(&pool->batch_queue);
@@ -1847,8 +1888,15 @@ static bool pool_reachable(const struct db_pool *pool)
     return false;
 }
 
+static void query_trace(struct db_pool *pool, struct query *q, const struct db_trace *trace)
+{
+    if (trace != NULL && trace->ctx != NULL)
+        q->span = trace_db_start(pool->tracer, trace->ctx, trace->parent, operations[q->stmt],
+                                 "todos", NULL);
+}
+
 int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-              struct timespec deadline, db_done_cb cb, void *arg)
+              struct timespec deadline, const struct db_trace *trace, db_done_cb cb, void *arg)
 {
     struct query *q;
     struct conn *c = NULL;
@@ -1863,6 +1911,7 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
         query_free(q);
         return -1;
     }
+    query_trace(pool, q, trace);
     if (!is_write(stmt)) {
         if (read_send(c, q) != 0) {
             query_free(q);
@@ -1877,19 +1926,30 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
     return 0;
 }
 
-int db_submit_batch(struct db_pool *pool, const struct db_params *p, db_done_cb cb, void *arg)
+int db_submit_batch(struct db_pool *pool, const struct db_params *p, void *owned,
+                    const struct db_trace *trace, db_done_cb cb, void *arg)
 {
     struct query *q;
+    int i;
 
-    if (!pool_reachable(pool))
-        return -1;
-    q = query_new(DB_PERF_INSERT, clock_now(), cb, arg);
-    if (q == NULL)
-        return -1;
-    if (query_copy_params(q, p) != 0) {
-        query_free(q);
+    if (!pool_reachable(pool) || p->n > 3 ||
+        (q = query_new(DB_PERF_INSERT, clock_now(), cb, arg)) == NULL) {
+        free(owned);
         return -1;
     }
+    /* The caller's buffer is used as it is: a batch is large, and copying it
+     * again would cost what the binary format saves. */
+    q->owned = owned;
+    q->nparams = p->n;
+    q->values = q->param_values;
+    q->lengths = q->param_lengths;
+    q->formats = q->param_formats;
+    for (i = 0; i < p->n; i++) {
+        q->param_values[i] = (char *)p->values[i];
+        q->param_lengths[i] = p->lengths ? p->lengths[i] : 0;
+        q->param_formats[i] = p->formats ? p->formats[i] : 0;
+    }
+    query_trace(pool, q, trace);
     q->state = QUERY_QUEUED;
     TAILQ_INSERT_TAIL(&pool->batch_queue, q, link);
     event_active(pool->ev_batches, 0, 0);

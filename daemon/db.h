@@ -29,6 +29,15 @@
 struct conf;
 struct db_pool;
 struct stats_slot;
+struct trace_context;
+struct trace_span;
+struct tracer;
+
+/* Where a statement's CLIENT span goes in a trace; NULL: not traced. */
+struct db_trace {
+    const struct trace_context *ctx;
+    const struct trace_span *parent;
+};
 
 /* The statements; db.c holds their SQL. */
 enum db_stmt {
@@ -67,7 +76,7 @@ struct db_params {
 };
 
 struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
-                            struct stats_slot *slot);
+                            struct stats_slot *slot, struct tracer *tracer);
 /* Answers what is still pending (DB_UNAVAILABLE or DB_LOST) and frees. */
 void db_pool_free(struct db_pool *pool);
 
@@ -83,13 +92,15 @@ bool db_pool_started(const struct db_pool *pool);
  * (the caller answers 503 at once; cb is then not called).
  */
 int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-              struct timespec deadline, db_done_cb cb, void *arg);
+              struct timespec deadline, const struct db_trace *trace, db_done_cb cb, void *arg);
 
 /*
  * A performance-test batch (DB_PERF_INSERT), its own transaction, no time-out,
- * pipelined on the pool's performance-test connection. The parameters are
- * copied at once. Returns 0, or -1 when the database is unreachable.
+ * pipelined on the pool's performance-test connection. The pool takes owned
+ * (one allocation that p's values point into) and frees it with the query,
+ * also on failure. Returns 0, or -1 when the database is unreachable.
  */
-int db_submit_batch(struct db_pool *pool, const struct db_params *p, db_done_cb cb, void *arg);
+int db_submit_batch(struct db_pool *pool, const struct db_params *p, void *owned,
+                    const struct db_trace *trace, db_done_cb cb, void *arg);
 
 #endif

@@ -116,6 +116,9 @@ static void request_free(struct http_req *r)
 static void access_log(struct http_req *r, int status, double seconds)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    char trace_id[TRACE_ID_HEX_SIZE];
+
+    trace_context_id_hex(&r->trace, trace_id);
     struct access_entry e = {
         .remote = r->remote,
         .arrived = r->arrived_wall,
@@ -128,7 +131,7 @@ static void access_log(struct http_req *r, int status, double seconds)
         .referer = r->rejected_line ? NULL : evhttp_find_header(in, "Referer"),
         .user_agent = r->rejected_line ? NULL : evhttp_find_header(in, "User-Agent"),
         .duration = seconds,
-        .trace_id = NULL,
+        .trace_id = trace_id,
     };
     char line[16384];
     size_t n = accesslog_format(&e, r->app->conf->access_log_format, line, sizeof(line));
@@ -159,6 +162,9 @@ static void request_done(struct http_req *r, int status)
 
     conn_request_end(r->app->conns, r->conn);
     stats_http_observe(r->app->slot, r->route, r->method, status, (uint64_t)(seconds * 1e6));
+    span_set_http_status(r->span, status);
+    span_end(r->span);
+    r->span = NULL;
     if (r->app->conf->access_log)
         access_log(r, status, seconds);
     request_free(r);
@@ -166,8 +172,17 @@ static void request_done(struct http_req *r, int status)
 
 static void finish(struct http_req *r, int status, struct evbuffer *body)
 {
-    r->bytes_sent = body != NULL && r->method != STATS_HEAD ? evbuffer_get_length(body) : 0;
     add_common_headers(r);
+    if (r->method == STATS_HEAD) {
+        /* The headers a GET would get, its Content-Length included, no body:
+         * libevent would send it. */
+        char len[32];
+
+        snprintf(len, sizeof(len), "%zu", body != NULL ? evbuffer_get_length(body) : (size_t)0);
+        http_add_header(r, "Content-Length", len);
+        body = NULL;
+    }
+    r->bytes_sent = body != NULL ? evbuffer_get_length(body) : 0;
     evhttp_send_reply(r->req, status, reason_phrase(status), body);
     request_done(r, status);
 }
@@ -183,7 +198,18 @@ struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
     bool known;
 
     if (r == NULL) {
-        evhttp_send_error(req, 500, NULL);
+        /* Out of memory: still a JSON answer, not libevent's HTML page. */
+        static const char oom[] = "{\"error\":\"internal error\"}";
+        struct evbuffer *buf = evbuffer_new();
+
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "application/json");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        if (buf != NULL)
+            evbuffer_add_reference(buf, oom, sizeof(oom) - 1, NULL, NULL);
+        evhttp_send_reply(req, 500, "Internal Server Error", buf);
+        if (buf != NULL)
+            evbuffer_free(buf);
         return NULL;
     }
     app->requests_alive++;
@@ -328,6 +354,12 @@ void http_stream_end(struct http_req *r)
 bool http_client_gone(const struct http_req *r)
 {
     return evhttp_request_get_connection(r->req) == NULL;
+}
+
+void http_trace_start(struct http_req *r, const char *route)
+{
+    r->span = trace_http_server_start(r->app->tracer, r->req, route, &r->trace);
+    span_set_start(r->span, r->arrived);
 }
 
 void http_db_wait(struct http_req *r)

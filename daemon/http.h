@@ -15,6 +15,7 @@
 
 #include "app.h"
 #include "conn.h"
+#include "trace.h"
 
 #define HTTP_MAX_PARAMS 2
 
@@ -42,6 +43,8 @@ struct http_req {
     char remote[64];
     char *rejected_line; /* a request framing rejected: its first line, for the log */
     size_t bytes_sent;
+    struct trace_context trace;          /* its trace (valid when tracing is on) */
+    struct trace_span *span;             /* its SERVER span, when sampled */
     void *data;                          /* handler-private */
     void (*cleanup)(struct http_req *r); /* frees data, if set */
 };
@@ -68,6 +71,12 @@ void http_stream_write(struct http_req *r, const char *data, size_t len);
 void http_stream_end(struct http_req *r);
 /* The client is gone (its connection closed): nothing written reaches it. */
 bool http_client_gone(const struct http_req *r);
+
+/* Starts the request's trace once its route is known (NULL: none). */
+void http_trace_start(struct http_req *r, const char *route);
+
+/* The request's trace as a db_trace parent for its statements. */
+#define HTTP_DB_TRACE(r) (&(struct db_trace){&(r)->trace, (r)->span})
 
 /* The handler now waits for the database / has its answer (Server-Timing db). */
 void http_db_wait(struct http_req *r);

@@ -189,6 +189,7 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
     signal(SIGINT, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGUSR2, SIG_IGN); /* until the worker handles it: a retire before then is moot */
+    signal(SIGUSR1, SIG_IGN); /* likewise a share posted before it can take one */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     log_init("worker", m->conf.log_level);

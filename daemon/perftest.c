@@ -1,267 +1,159 @@
 #include "perftest.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <sys/random.h>
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "clock.h"
+#include "conf.h"
 #include "db.h"
 #include "log.h"
+#include "perfboard.h"
+#include "perfnode.h"
+#include "perfshare.h"
 #include "stats.h"
+#include "trace.h"
+
+#define POLL_MS    20 /* how often the coordinator looks at other workers' shares */
+#define MAX_RATE   1e9
+#define NODE_IDLE  10.0 /* seconds beyond the progress interval a node may stay silent */
+#define MAX_NODES  16
+#define LOCAL_NODE "local"
 
 /*
- * Batches in flight at once. Two keep the server busy while the next batch is
- * generated; four absorb jitter. Memory is bounded by this times one batch.
+ * A performance test, as the worker that took the request runs it: it splits
+ * the rows over this host's workers (shares on the shared-memory board) and the
+ * other instances of perf_nodes (HTTP), starts its own share, follows the
+ * others, streams progress when asked, and answers one combined report.
  */
-#define PERF_DEPTH 4
-
-/* Batch latencies go into a log-scale histogram (1% wide buckets from 1 us to
- * 100 s) so percentiles cost bounded memory whatever the number of batches. */
-#define LAT_STEP    1.01
-#define LAT_BUCKETS 1852
-
-/* Array element type OIDs (pg_type.h), for binary array parameters. */
-#define OID_BOOL    16
-#define OID_VARCHAR 1043
-#define OID_UUID    2950
-
 struct perf_test {
     struct http_req *r;
-    long total, batch_size;
-    long next;    /* index of the next todo to generate */
-    long batches; /* batches that ran (their latencies are in lat) */
-    int in_flight;
-    long success, errors, unknown;
-    bool stopped; /* the database went away: no more batches */
+    struct app *app;
+    char run_id[PERF_RUN_ID_LEN];
+    struct perf_run *run;
+    int64_t total, batch_size, offset;
+    double rate;
+    int interval_ms;
+    int workers;      /* local shares */
+    bool workers_all; /* "workers": "all", passed on to the nodes */
+    bool share;       /* this request is another node's share of its test */
+    bool streaming;
+    bool reported;
     struct timespec started;
-    double lat_min, lat_max; /* ms */
-    uint32_t lat[LAT_BUCKETS];
+    struct event *ev_tick, *ev_poll;
+    int64_t last_done;
+    struct timespec last_tick;
+    struct evdns_base *dns;
+    struct trace_span *span;             /* INTERNAL "performance-test", child of the request's */
+    char traceparent[TRACE_PARENT_SIZE]; /* its children's parent ("" untraced) */
+    int nnodes;
+    struct {
+        char url[300];
+        int64_t first, count;
+        struct perf_node *node;
+    } nodes[MAX_NODES];
 };
 
-struct perf_batch {
-    struct perf_test *t;
-    long rows;
-    struct timespec sent;
+/* ---- sums ---- */
+
+/* A node given no rows was never asked: it is over, with nothing to count. */
+static const struct perf_node_state *node_state(const struct perf_test *t, int i)
+{
+    static struct perf_node_state empty = {.finished = true};
+
+    if (empty.latency.min_us == 0) {
+        perf_hist_init(&empty.latency);
+        perf_hist_init(&empty.lag);
+    }
+    return t->nodes[i].node != NULL ? perfnode_state(t->nodes[i].node) : &empty;
+}
+
+struct perf_sums {
+    int64_t success, errors, unknown, batches;
+    struct perf_hist latency, lag;
+    int workers;
+    double last_end; /* seconds after the start when the last share ended */
 };
 
-static void lat_record(struct perf_test *t, double ms)
+/* A share's counts, with what a worker that died left unsaid: rows it sent
+ * without confirmation are unknown, rows it never sent are errors. */
+static void share_counts(const struct perf_share *sh, int64_t *ok, int64_t *err, int64_t *unk)
 {
-    double us = ms * 1000.0;
-    int i = us <= 1.0 ? 0 : (int)(log(us) / log(LAT_STEP));
+    int64_t sent = atomic_load(&sh->sent), confirmed;
 
-    if (i >= LAT_BUCKETS)
-        i = LAT_BUCKETS - 1;
-    t->lat[i]++;
-    if (t->batches == 0 || ms < t->lat_min)
-        t->lat_min = ms;
-    if (ms > t->lat_max)
-        t->lat_max = ms;
+    *ok = atomic_load(&sh->success);
+    *err = atomic_load(&sh->errors);
+    *unk = atomic_load(&sh->unknown);
+    confirmed = *ok + *err + *unk;
+    if (perf_share_over(atomic_load(&sh->state)) && confirmed < sh->count) {
+        int64_t lost = sent > confirmed ? sent - confirmed : 0;
+
+        *unk += lost;
+        *err += sh->count - confirmed - lost;
+    }
 }
 
-/* The q-quantile in ms: the upper edge of its bucket, within [min, max]. */
-static double lat_quantile(const struct perf_test *t, long count, double q)
+static void sum_up(const struct perf_test *t, struct perf_sums *s)
 {
-    long rank = (long)ceil(q * (double)count), seen = 0;
-    int i;
+    int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
 
-    if (rank < 1)
-        rank = 1;
-    for (i = 0; i < LAT_BUCKETS; i++) {
-        seen += t->lat[i];
-        if (seen >= rank) {
-            double ms = pow(LAT_STEP, i + 1) / 1000.0;
+    memset(s, 0, sizeof(*s));
+    perf_hist_init(&s->latency);
+    perf_hist_init(&s->lag);
+    for (int k = 0; k < t->run->nshares; k++) {
+        const struct perf_share *sh = &t->run->shares[k];
+        int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
 
-            return fmax(t->lat_min, fmin(ms, t->lat_max));
+        share_counts(sh, &ok, &err, &unk);
+        s->success += ok;
+        s->errors += err;
+        s->unknown += unk;
+        s->batches += atomic_load(&sh->batches);
+        perf_hist_merge_shm(&s->latency, &sh->latency);
+        perf_hist_merge_shm(&s->lag, &sh->lag);
+        s->workers++;
+        if (perf_share_over(atomic_load(&sh->state)) && (double)(ended - t0) / 1e9 > s->last_end)
+            s->last_end = (double)(ended - t0) / 1e9;
+    }
+    for (int i = 0; i < t->nnodes; i++) {
+        const struct perf_node_state *ns = node_state(t, i);
+        int64_t confirmed = ns->success + ns->errors + ns->unknown;
+
+        s->success += ns->success;
+        s->errors += ns->errors;
+        s->unknown += ns->unknown;
+        s->batches += ns->batches;
+        perf_hist_merge(&s->latency, &ns->latency);
+        perf_hist_merge(&s->lag, &ns->lag);
+        s->workers += ns->workers;
+        if (ns->finished && confirmed < t->nodes[i].count) {
+            /* Gone before its report: never started means never sent. */
+            if (ns->started)
+                s->unknown += t->nodes[i].count - confirmed;
+            else
+                s->errors += t->nodes[i].count - confirmed;
         }
     }
-    return t->lat_max;
 }
 
-/* ---- binary array parameters ---- */
-
-static char *put32(char *p, uint32_t v)
+static bool all_over(const struct perf_test *t)
 {
-    v = htonl(v);
-    memcpy(p, &v, 4);
-    return p + 4;
+    for (int k = 0; k < t->run->nshares; k++)
+        if (!perf_share_over(atomic_load(&t->run->shares[k].state)))
+            return false;
+    for (int i = 0; i < t->nnodes; i++)
+        if (!node_state(t, i)->finished)
+            return false;
+    return true;
 }
 
-static char *array_header(char *p, uint32_t elem_oid, long n)
-{
-    p = put32(p, 1); /* dimensions */
-    p = put32(p, 0); /* no NULLs */
-    p = put32(p, elem_oid);
-    p = put32(p, (uint32_t)n);
-    return put32(p, 1); /* lower bound */
-}
-
-/*
- * Version 4 UUIDs for a whole batch from one getrandom() call. libuuid's
- * uuid_generate_random() makes five system calls per id (it reseeds its
- * fallback generator every time): measured at 9 to 19 us per id on the
- * development machine, it alone would cap a worker at 50,000-110,000 todos/s. The bytes are the
- * same kind (kernel CSPRNG) and the version and variant bits are set as RFC 9562 says.
- */
-static int random_uuids(uuid_t *out, long n)
-{
-    unsigned char *p = (unsigned char *)out;
-    size_t want = (size_t)n * sizeof(uuid_t), got = 0;
-    long i;
-
-    while (got < want) {
-        ssize_t r = getrandom(p + got, want - got, 0);
-
-        if (r < 0 && errno != EINTR)
-            return -1;
-        if (r > 0)
-            got += (size_t)r;
-    }
-    for (i = 0; i < n; i++) {
-        out[i][6] = (out[i][6] & 0x0f) | 0x40; /* version 4 */
-        out[i][8] = (out[i][8] & 0x3f) | 0x80; /* variant 10 */
-    }
-    return 0;
-}
-
-#define ARRAY_HEADER 20
-#define TITLE_PREFIX "Performance Test Todo #"
-
-/*
- * Sends todos [t->next, t->next + rows) as one INSERT ... SELECT FROM unnest()
- * of three binary arrays: the server parses no text, and one statement per
- * batch keeps the per-row protocol cost near COPY's.
- */
-static void batch_send(struct perf_test *t);
-
-/*
- * A batch's fate: committed (its rows count as successes), refused by the
- * server (errors; the test goes on), never sent (errors; the database is gone,
- * so the test stops), or sent on a connection that broke before its commit was
- * confirmed (unknown; the test stops). Only batches that ran are timed.
- */
-static void batch_done(void *arg, const struct db_result *dr)
-{
-    struct perf_batch *b = arg;
-    struct perf_test *t = b->t;
-    struct stats_slot *slot = t->r->app->slot;
-    double ms = clock_since(b->sent) * 1e3;
-    long ok = 0;
-
-    t->in_flight--;
-    switch (dr->status) {
-    case DB_OK:
-        ok = atol(PQcmdTuples((PGresult *)dr->res));
-        /* fall through */
-    case DB_FAILED:
-    case DB_TIMEOUT:
-        lat_record(t, ms);
-        t->batches++;
-        t->success += ok;
-        t->errors += b->rows - ok;
-        stats_histogram_observe(&slot->c.perf_batch_duration, (uint64_t)(ms * 1000.0));
-        atomic_fetch_add_explicit(&slot->c.perf_todos_success, ok, memory_order_relaxed);
-        atomic_fetch_add_explicit(&slot->c.perf_todos_error, b->rows - ok, memory_order_relaxed);
-        break;
-    case DB_UNAVAILABLE:
-        t->errors += b->rows;
-        atomic_fetch_add_explicit(&slot->c.perf_todos_error, b->rows, memory_order_relaxed);
-        t->stopped = true;
-        break;
-    case DB_LOST:
-        t->unknown += b->rows;
-        t->stopped = true;
-        break;
-    }
-    free(b);
-    batch_send(t);
-}
-
-static void perf_report(struct perf_test *t);
-
-/* Rows never sent count as errors, in one step whatever their number. */
-static void give_up_rest(struct perf_test *t)
-{
-    long rest = t->total - t->next;
-
-    t->errors += rest;
-    atomic_fetch_add_explicit(&t->r->app->slot->c.perf_todos_error, rest, memory_order_relaxed);
-    t->next = t->total;
-}
-
-static void batch_send(struct perf_test *t)
-{
-    if (t->stopped && t->next < t->total)
-        give_up_rest(t);
-    while (t->in_flight < PERF_DEPTH && t->next < t->total) {
-        long rows = t->total - t->next < t->batch_size ? t->total - t->next : t->batch_size;
-        size_t title_max = sizeof(TITLE_PREFIX) + 20;
-        char *ids = malloc(ARRAY_HEADER + rows * 20);
-        char *titles = malloc(ARRAY_HEADER + rows * (4 + title_max));
-        char *dones = malloc(ARRAY_HEADER + rows * 5);
-        struct perf_batch *b = malloc(sizeof(*b));
-        uuid_t *uuids = malloc(rows * sizeof(uuid_t));
-        char *pi, *pt, *pd;
-        const char *values[3];
-        int lengths[3];
-        static const int formats[3] = {1, 1, 1};
-        struct db_params p = {3, values, lengths, formats};
-        long i;
-
-        if (ids == NULL || titles == NULL || dones == NULL || b == NULL || uuids == NULL) {
-            free(ids), free(titles), free(dones), free(b), free(uuids);
-            log_error("performance test: out of memory");
-            give_up_rest(t);
-            break;
-        }
-        pi = array_header(ids, OID_UUID, rows);
-        pt = array_header(titles, OID_VARCHAR, rows);
-        pd = array_header(dones, OID_BOOL, rows);
-        if (random_uuids(uuids, rows) != 0) {
-            free(ids), free(titles), free(dones), free(b), free(uuids);
-            log_error("performance test: getrandom: %s", strerror(errno));
-            give_up_rest(t);
-            break;
-        }
-        for (i = t->next; i < t->next + rows; i++) {
-            int n;
-
-            pi = put32(pi, 16);
-            memcpy(pi, uuids[i - t->next], 16);
-            pi += 16;
-            n = snprintf(pt + 4, title_max, TITLE_PREFIX "%ld", i);
-            pt = put32(pt, (uint32_t)n) + n;
-            pd = put32(pd, 1);
-            *pd++ = i % 2 == 0;
-        }
-        values[0] = ids, lengths[0] = (int)(pi - ids);
-        values[1] = titles, lengths[1] = (int)(pt - titles);
-        values[2] = dones, lengths[2] = (int)(pd - dones);
-        b->t = t;
-        b->rows = rows;
-        b->sent = clock_now();
-        t->next += rows;
-        /* Each batch commits alone, so a failed one costs only its own rows. */
-        if (db_submit_batch(t->r->app->db, &p, batch_done, b) == 0) {
-            t->in_flight++;
-        } else {
-            t->next -= rows;
-            free(b);
-            free(ids), free(titles), free(dones), free(uuids);
-            give_up_rest(t);
-            break;
-        }
-        free(ids), free(titles), free(dones), free(uuids);
-    }
-    if (t->in_flight == 0 && t->next >= t->total)
-        perf_report(t);
-}
-
-/* ---- the report ---- */
+/* ---- JSON ---- */
 
 static struct json_object *fixed(double v, int decimals)
 {
@@ -271,96 +163,592 @@ static struct json_object *fixed(double v, int decimals)
     return json_object_new_double_s(v, s);
 }
 
-static void perf_report(struct perf_test *t)
+enum { SUMMARY_MIN = 1, SUMMARY_P95 = 2, SUMMARY_MAX = 4 };
+
+/* p50 and p99, and what `parts` adds, in ms. */
+static struct json_object *latency_summary(const struct perf_hist *h, int parts)
+{
+    struct json_object *o = json_object_new_object();
+
+    if (parts & SUMMARY_MIN)
+        json_object_object_add(o, "min", fixed(h->count ? (double)h->min_us / 1e3 : 0, 3));
+    json_object_object_add(o, "p50", fixed(perf_hist_quantile(h, 0.50), 3));
+    if (parts & SUMMARY_P95)
+        json_object_object_add(o, "p95", fixed(perf_hist_quantile(h, 0.95), 3));
+    json_object_object_add(o, "p99", fixed(perf_hist_quantile(h, 0.99), 3));
+    if (parts & SUMMARY_MAX)
+        json_object_object_add(o, "max", fixed((double)h->max_us / 1e3, 3));
+    return o;
+}
+
+static struct json_object *per_worker(const struct perf_test *t)
+{
+    struct json_object *arr = json_object_new_array();
+    int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
+
+    for (int k = 0; k < t->run->nshares; k++) {
+        const struct perf_share *sh = &t->run->shares[k];
+        struct json_object *o = json_object_new_object();
+        int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
+        double ms = ended > t0 ? (double)(ended - t0) / 1e6 : clock_since(t->started) * 1e3;
+
+        share_counts(sh, &ok, &err, &unk);
+        json_object_object_add(o, "node", json_object_new_string(LOCAL_NODE));
+        json_object_object_add(o, "worker_pid", json_object_new_int(atomic_load(&sh->pid)));
+        json_object_object_add(o, "first", json_object_new_int64(sh->first));
+        json_object_object_add(o, "success_count", json_object_new_int64(ok));
+        json_object_object_add(o, "error_count", json_object_new_int64(err));
+        json_object_object_add(o, "unknown_count", json_object_new_int64(unk));
+        json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)ms));
+        json_object_object_add(o, "messages_per_second",
+                               fixed(ms > 0 ? (double)sh->count / (ms / 1e3) : 0, 1));
+        if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED)
+            json_object_object_add(o, "abandoned", json_object_new_boolean(true));
+        json_object_array_add(arr, o);
+    }
+    for (int i = 0; i < t->nnodes; i++) {
+        const struct perf_node_state *ns = node_state(t, i);
+        size_t n = ns->per_worker ? json_object_array_length(ns->per_worker) : 0;
+
+        for (size_t j = 0; j < n; j++) {
+            struct json_object *w = json_object_array_get_idx(ns->per_worker, j), *copy = NULL;
+
+            if (json_object_deep_copy(w, &copy, NULL) != 0)
+                continue;
+            json_object_object_add(copy, "node", json_object_new_string(t->nodes[i].url));
+            json_object_array_add(arr, copy);
+        }
+    }
+    return arr;
+}
+
+static struct json_object *per_node(const struct perf_test *t)
+{
+    struct json_object *arr = json_object_new_array(), *o = json_object_new_object();
+    int64_t ok = 0, err = 0, unk = 0;
+
+    for (int k = 0; k < t->run->nshares; k++) {
+        int64_t a, b, c;
+
+        share_counts(&t->run->shares[k], &a, &b, &c);
+        ok += a, err += b, unk += c;
+    }
+    json_object_object_add(o, "node", json_object_new_string(LOCAL_NODE));
+    json_object_object_add(o, "success_count", json_object_new_int64(ok));
+    json_object_object_add(o, "error_count", json_object_new_int64(err));
+    json_object_object_add(o, "unknown_count", json_object_new_int64(unk));
+    json_object_object_add(o, "workers", json_object_new_int(t->run->nshares));
+    json_object_array_add(arr, o);
+    for (int i = 0; i < t->nnodes; i++) {
+        const struct perf_node_state *ns = node_state(t, i);
+        int64_t confirmed = ns->success + ns->errors + ns->unknown, rest = 0;
+
+        if (ns->finished && confirmed < t->nodes[i].count)
+            rest = t->nodes[i].count - confirmed;
+        o = json_object_new_object();
+        json_object_object_add(o, "node", json_object_new_string(t->nodes[i].url));
+        json_object_object_add(o, "success_count", json_object_new_int64(ns->success));
+        json_object_object_add(o, "error_count",
+                               json_object_new_int64(ns->errors + (ns->started ? 0 : rest)));
+        json_object_object_add(o, "unknown_count",
+                               json_object_new_int64(ns->unknown + (ns->started ? rest : 0)));
+        json_object_object_add(o, "workers", json_object_new_int(ns->workers));
+        if (ns->error[0] != '\0')
+            json_object_object_add(o, "error", json_object_new_string(ns->error));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+static struct json_object *report_json(struct perf_test *t)
+{
+    struct json_object *o = json_object_new_object();
+    struct perf_sums s;
+    double secs;
+
+    sum_up(t, &s);
+    secs = s.last_end > 0 ? s.last_end : clock_since(t->started);
+    if (t->streaming)
+        json_object_object_add(o, "type", json_object_new_string("report"));
+    json_object_object_add(o, "total_messages", json_object_new_int64(t->total));
+    json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)(secs * 1e3)));
+    json_object_object_add(o, "messages_per_second",
+                           fixed(secs > 0 ? (double)t->total / secs : 0, 1));
+    json_object_object_add(o, "success_count", json_object_new_int64(s.success));
+    json_object_object_add(o, "error_count", json_object_new_int64(s.errors));
+    json_object_object_add(o, "success_rate",
+                           fixed(100.0 * (double)s.success / (double)t->total, 1));
+    json_object_object_add(o, "batch_size", json_object_new_int64(t->batch_size));
+    json_object_object_add(o, "batches", json_object_new_int64(s.batches));
+    json_object_object_add(o, "batch_latency_ms",
+                           latency_summary(&s.latency, SUMMARY_MIN | SUMMARY_P95 | SUMMARY_MAX));
+    json_object_object_add(o, "worker_pid", json_object_new_int(getpid()));
+    json_object_object_add(o, "run_id", json_object_new_string(t->run_id));
+    json_object_object_add(o, "unknown_count", json_object_new_int64(s.unknown));
+    json_object_object_add(o, "workers", json_object_new_int(s.workers));
+    json_object_object_add(o, "nodes", json_object_new_int(1 + t->nnodes));
+    json_object_object_add(o, "per_worker", per_worker(t));
+    if (t->nnodes > 0)
+        json_object_object_add(o, "per_node", per_node(t));
+    if (t->rate > 0)
+        json_object_object_add(o, "schedule_lag_ms", latency_summary(&s.lag, SUMMARY_MAX));
+    if (t->r->trace.valid) {
+        char id[TRACE_ID_HEX_SIZE];
+
+        trace_context_id_hex(&t->r->trace, id);
+        json_object_object_add(o, "trace_id", json_object_new_string(id));
+    }
+    if (t->share) {
+        json_object_object_add(o, "latency_histogram", perfnode_hist_json(&s.latency));
+        json_object_object_add(o, "lag_histogram", perfnode_hist_json(&s.lag));
+    }
+    return o;
+}
+
+/* ---- streaming ---- */
+
+static void write_line(struct perf_test *t, struct json_object *o)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    char *line = malloc(len + 1);
+
+    if (line != NULL) {
+        memcpy(line, s, len);
+        line[len] = '\n';
+        http_stream_write(t->r, line, len + 1);
+        free(line);
+    }
+    json_object_put(o);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct perf_test *t = arg;
+    struct json_object *o = json_object_new_object();
+    struct perf_sums s;
+    double elapsed = clock_since(t->started), dt = clock_since(t->last_tick);
+    int64_t done;
+
+    sum_up(t, &s);
+    done = s.success + s.errors + s.unknown;
+    json_object_object_add(o, "type", json_object_new_string("progress"));
+    json_object_object_add(o, "run_id", json_object_new_string(t->run_id));
+    json_object_object_add(o, "elapsed_ms", json_object_new_int64((int64_t)(elapsed * 1e3)));
+    json_object_object_add(o, "success_count", json_object_new_int64(s.success));
+    json_object_object_add(o, "error_count", json_object_new_int64(s.errors));
+    json_object_object_add(o, "unknown_count", json_object_new_int64(s.unknown));
+    json_object_object_add(o, "batches", json_object_new_int64(s.batches));
+    json_object_object_add(o, "messages_per_second",
+                           fixed(elapsed > 0 ? (double)done / elapsed : 0, 1));
+    json_object_object_add(o, "interval_messages_per_second",
+                           fixed(dt > 0 ? (double)(done - t->last_done) / dt : 0, 1));
+    json_object_object_add(o, "batch_latency_ms", latency_summary(&s.latency, 0));
+    if (t->share) {
+        json_object_object_add(o, "latency_histogram", perfnode_hist_json(&s.latency));
+        json_object_object_add(o, "lag_histogram", perfnode_hist_json(&s.lag));
+    }
+    t->last_done = done;
+    t->last_tick = clock_now();
+    write_line(t, o);
+}
+
+/* ---- the end ---- */
+
+static void perf_free(struct http_req *r)
+{
+    struct perf_test *t = r->data;
+
+    if (t->ev_tick != NULL)
+        event_free(t->ev_tick);
+    if (t->ev_poll != NULL)
+        event_free(t->ev_poll);
+    for (int i = 0; i < t->nnodes; i++)
+        perfnode_free(t->nodes[i].node);
+    if (t->dns != NULL)
+        evdns_base_free(t->dns, 0);
+    span_end(t->span);
+    if (t->run != NULL)
+        perf_board_release(t->run);
+    free(t);
+}
+
+static void report(struct perf_test *t)
 {
     struct http_req *r = t->r;
-    double ms = clock_since(t->started) * 1e3;
-    struct json_object *o = json_object_new_object(), *lat = json_object_new_object();
-    long measured = t->batches > 0 ? t->batches : 1;
+    struct json_object *o = report_json(t);
+    struct perf_sums s;
 
-    atomic_fetch_add_explicit(&r->app->slot->c.perf_tests, 1, memory_order_relaxed);
-    json_object_object_add(o, "total_messages", json_object_new_int64(t->total));
-    json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)ms));
-    json_object_object_add(o, "messages_per_second", fixed(ms > 0 ? t->total / (ms / 1e3) : 0, 1));
-    json_object_object_add(o, "success_count", json_object_new_int64(t->success));
-    json_object_object_add(o, "error_count", json_object_new_int64(t->errors));
-    json_object_object_add(o, "success_rate", fixed(100.0 * t->success / t->total, 1));
-    json_object_object_add(o, "batch_size", json_object_new_int64(t->batch_size));
-    json_object_object_add(o, "batches", json_object_new_int64(t->batches));
-    json_object_object_add(o, "unknown_count", json_object_new_int64(t->unknown));
-    json_object_object_add(lat, "min", fixed(t->lat_min, 3));
-    json_object_object_add(lat, "p50", fixed(lat_quantile(t, measured, 0.50), 3));
-    json_object_object_add(lat, "p95", fixed(lat_quantile(t, measured, 0.95), 3));
-    json_object_object_add(lat, "p99", fixed(lat_quantile(t, measured, 0.99), 3));
-    json_object_object_add(lat, "max", fixed(t->lat_max, 3));
-    json_object_object_add(o, "batch_latency_ms", lat);
-    json_object_object_add(o, "worker_pid", json_object_new_int(getpid()));
-    log_info("performance test: %ld todos in %.1f ms, %ld ok, %ld failed, %ld unknown", t->total,
-             ms, t->success, t->errors, t->unknown);
-    r->db_seconds = ms / 1e3;
-    http_reply_json(r, 200, o); /* frees r, and t through its cleanup */
+    t->reported = true;
+    sum_up(t, &s);
+    if (!t->share)
+        atomic_fetch_add_explicit(&t->app->slot->c.perf_tests, 1, memory_order_relaxed);
+    log_info(
+        "performance test %s: %lld todos, %lld committed, %lld failed, %lld unknown, %d workers, "
+        "%d nodes",
+        t->run_id, (long long)t->total, (long long)s.success, (long long)s.errors,
+        (long long)s.unknown, s.workers, 1 + t->nnodes);
+    r->db_seconds = clock_since(t->started);
+    span_set_int(t->span, TRACE_ATTR_PERF_SUCCESS, s.success);
+    span_set_int(t->span, TRACE_ATTR_PERF_ERRORS, s.errors);
+    span_set_int(t->span, "todod.perf.unknown_count", s.unknown);
+    span_set_int(t->span, TRACE_ATTR_PERF_BATCHES, s.batches);
+    if (s.errors + s.unknown > 0)
+        span_set_error(t->span, "some todos were not committed");
+    span_end(t->span);
+    t->span = NULL;
+    if (t->streaming) {
+        write_line(t, o);
+        http_stream_end(r); /* frees r, and t through its cleanup */
+    } else {
+        http_reply_json(r, 200, o);
+    }
+}
+
+static void check_done(struct perf_test *t)
+{
+    if (!t->reported && all_over(t))
+        report(t);
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    check_done(arg);
+}
+
+static void on_own_share_end(void *ctx)
+{
+    struct perf_test *t = ctx;
+
+    event_active(t->ev_poll, 0, 0); /* not from inside the share's callback */
+}
+
+static void on_node_update(void *ctx)
+{
+    struct perf_test *t = ctx;
+
+    event_active(t->ev_poll, 0, 0);
 }
 
 /* ---- the request ---- */
 
-static void perf_cleanup(struct http_req *r)
-{
-    free(r->data);
-}
-
-/* An integer field in [1, max]; answers 422 itself and returns -1 when bad. */
-static long int_field(struct http_req *r, struct json_object *body, const char *name, long def,
-                      long max)
+/* An integer field in [min, max]; answers 422 itself and returns false when bad. */
+static bool int_field(struct http_req *r, struct json_object *body, const char *name, int64_t def,
+                      int64_t min, int64_t max, int64_t *out)
 {
     struct json_object *v;
     int64_t n;
 
     if (!json_object_object_get_ex(body, name, &v)) {
-        if (def > 0)
-            return def;
+        if (def >= 0) {
+            *out = def;
+            return true;
+        }
         http_reply_error(r, 422, "%s is required", name);
-        return -1;
+        return false;
     }
     if (!json_object_is_type(v, json_type_int)) {
         http_reply_error(r, 422, "%s must be an integer", name);
-        return -1;
+        return false;
     }
     n = json_object_get_int64(v);
-    if (n < 1 || n > max) {
-        http_reply_error(r, 422, "%s must be from 1 to %ld", name, max);
-        return -1;
+    if (n < min || n > max) {
+        http_reply_error(r, 422, "%s must be from %lld to %lld", name, (long long)min,
+                         (long long)max);
+        return false;
     }
-    return (long)n;
+    *out = n;
+    return true;
+}
+
+/* The workers that can take a share now: ready, not draining; this one first. */
+static int usable_workers(const struct app *app, int *slots)
+{
+    int n = 0;
+
+    slots[n++] = app->slot_index;
+    for (int i = 0; i < STATS_MAX_SLOTS && n < PERF_MAX_SHARES; i++) {
+        const struct stats_slot *s = &app->shm->slots[i];
+
+        if (i == app->slot_index || atomic_load(&s->state) != STATS_SLOT_ACTIVE ||
+            !atomic_load(&s->ready) || atomic_load(&s->draining))
+            continue;
+        slots[n++] = i;
+    }
+    return n;
+}
+
+static bool parse_workers(struct http_req *r, struct json_object *body, int running, int *out,
+                          bool *all)
+{
+    struct json_object *v;
+
+    *all = false;
+    if (!json_object_object_get_ex(body, "workers", &v)) {
+        *out = 1;
+        return true;
+    }
+    if (json_object_is_type(v, json_type_string) && strcmp(json_object_get_string(v), "all") == 0) {
+        *out = running;
+        *all = true;
+        return true;
+    }
+    if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 1 &&
+        json_object_get_int64(v) <= running) {
+        *out = (int)json_object_get_int64(v);
+        return true;
+    }
+    http_reply_error(r, 422,
+                     "workers must be \"all\" or a whole number from 1 to %d (the workers "
+                     "running)",
+                     running);
+    return false;
+}
+
+/* perf_nodes "http://a:1, http://b:2" into t->nodes. */
+static int node_list(struct perf_test *t, const char *list)
+{
+    const char *p = list;
+    int n = 0;
+
+    while (p != NULL && *p != '\0' && n < MAX_NODES) {
+        size_t len;
+
+        p += strspn(p, " \t,");
+        len = strcspn(p, ",");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len > 0) {
+            snprintf(t->nodes[n].url, sizeof(t->nodes[n].url), "%.*s", (int)len, p);
+            if (t->nodes[n].url[strlen(t->nodes[n].url) - 1] == '/')
+                t->nodes[n].url[strlen(t->nodes[n].url) - 1] = '\0';
+            n++;
+        }
+        p += strcspn(p, ",");
+    }
+    return n;
+}
+
+static bool parse_request(struct perf_test *t, struct json_object *body, int running)
+{
+    struct http_req *r = t->r;
+    const struct conf *conf = r->app->conf;
+    struct json_object *v, *share;
+    int64_t n, b, interval;
+
+    if (!int_field(r, body, "message_count", -1, 1, conf->perf_max_messages, &n) ||
+        !int_field(r, body, "batch_size", 10, 1, conf->perf_max_batch, &b) ||
+        !int_field(r, body, "progress_interval_ms", 1000, 100, 60000, &interval) ||
+        !parse_workers(r, body, running, &t->workers, &t->workers_all))
+        return false;
+    t->total = n;
+    t->batch_size = b;
+    t->interval_ms = (int)interval;
+    if (json_object_object_get_ex(body, "rate", &v)) {
+        if (!(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) ||
+            !(json_object_get_double(v) > 0) || json_object_get_double(v) > MAX_RATE) {
+            http_reply_error(r, 422, "rate must be a number of todos per second from 1 to %.0f",
+                             MAX_RATE);
+            return false;
+        }
+        t->rate = json_object_get_double(v);
+    }
+    if (json_object_object_get_ex(body, "share", &share)) {
+        /* Another instance's coordinator hands this one a share of its test. */
+        struct json_object *id, *offset;
+        uuid_t uu;
+
+        if (!json_object_is_type(share, json_type_object) ||
+            !json_object_object_get_ex(share, "run_id", &id) ||
+            !json_object_is_type(id, json_type_string) ||
+            uuid_parse(json_object_get_string(id), uu) != 0 ||
+            !json_object_object_get_ex(share, "offset", &offset) ||
+            !json_object_is_type(offset, json_type_int) || json_object_get_int64(offset) < 0 ||
+            json_object_get_int64(offset) > (int64_t)1 << 50) {
+            http_reply_error(r, 422,
+                             "share must be {\"run_id\": a UUID, \"offset\": a row number}");
+            return false;
+        }
+        t->share = true;
+        t->offset = json_object_get_int64(offset);
+        uuid_unparse_lower(uu, t->run_id);
+    }
+    if (json_object_object_get_ex(body, "nodes", &v) && !t->share) {
+        if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "all")) {
+            http_reply_error(r, 422,
+                             "nodes must be \"all\" (the instances of perf_nodes; a request "
+                             "cannot name them)");
+            return false;
+        }
+        if (conf->perf_nodes == NULL) {
+            http_reply_error(r, 422, "nodes: this instance has no perf_nodes configured");
+            return false;
+        }
+        t->nnodes = node_list(t, conf->perf_nodes);
+    }
+    return true;
+}
+
+/* Shares of [first, first+count) over the workers in slots, posted on the board. */
+static void post_shares(struct perf_test *t, const int *slots, int64_t first, int64_t count)
+{
+    int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
+    int w = t->workers < count ? t->workers : (int)count;
+
+    for (int k = 0; k < w; k++) {
+        struct perf_share *sh = &t->run->shares[k];
+        int64_t a = first + (int64_t)((__int128)k * count / w);
+        int64_t b = first + (int64_t)((__int128)(k + 1) * count / w);
+
+        sh->worker_slot = slots[k];
+        atomic_store(&sh->pid, atomic_load(&t->app->shm->slots[slots[k]].pid));
+        sh->first = a + t->offset;
+        sh->count = b - a;
+        sh->batch_size = (int)t->batch_size;
+        sh->rate = t->rate > 0 ? t->rate * (double)sh->count / (double)t->total : 0;
+        sh->t0_ns = t0;
+        atomic_store(&sh->sent, 0);
+        atomic_store(&sh->success, 0);
+        atomic_store(&sh->errors, 0);
+        atomic_store(&sh->unknown, 0);
+        atomic_store(&sh->batches, 0);
+        atomic_store(&sh->ended_ns, 0);
+        perf_hist_shm_init(&sh->latency);
+        perf_hist_shm_init(&sh->lag);
+        snprintf(sh->traceparent, sizeof(sh->traceparent), "%s", t->traceparent);
+        /* At most TRACE_PERF_BATCH_SPANS batch spans for the whole test. */
+        sh->batch_spans = TRACE_PERF_BATCH_SPANS / w + (k < TRACE_PERF_BATCH_SPANS % w);
+        atomic_store(&sh->state, PERF_SHARE_POSTED);
+    }
+    t->run->nshares = w;
+}
+
+static void start_nodes(struct perf_test *t, int64_t n, int parts)
+{
+    for (int i = 0; i < t->nnodes; i++) {
+        int64_t a = (int64_t)((__int128)(i + 1) * n / parts);
+        int64_t b = (int64_t)((__int128)(i + 2) * n / parts);
+        struct json_object *o = json_object_new_object(), *share = json_object_new_object();
+
+        t->nodes[i].first = a;
+        t->nodes[i].count = b - a;
+        json_object_object_add(o, "message_count", json_object_new_int64(b - a));
+        json_object_object_add(o, "batch_size", json_object_new_int64(t->batch_size));
+        if (t->workers_all)
+            json_object_object_add(o, "workers", json_object_new_string("all"));
+        else
+            json_object_object_add(o, "workers", json_object_new_int(t->workers));
+        if (t->rate > 0)
+            json_object_object_add(o, "rate",
+                                   json_object_new_double(t->rate * (double)(b - a) / (double)n));
+        json_object_object_add(o, "progress_interval_ms",
+                               json_object_new_int(t->interval_ms < 1000 ? t->interval_ms : 1000));
+        json_object_object_add(share, "run_id", json_object_new_string(t->run_id));
+        json_object_object_add(share, "offset", json_object_new_int64(a));
+        json_object_object_add(o, "share", share);
+        if (b - a == 0) {
+            json_object_put(o);
+            continue;
+        }
+        t->nodes[i].node =
+            perfnode_start(t->app->base, t->dns, t->nodes[i].url, json_object_to_json_string(o),
+                           t->interval_ms / 1e3 + NODE_IDLE, NULL, on_node_update, t);
+        json_object_put(o);
+    }
+}
+
+static void signal_workers(const struct perf_test *t)
+{
+    for (int k = 0; k < t->run->nshares; k++) {
+        const struct perf_share *sh = &t->run->shares[k];
+
+        if (sh->worker_slot != t->app->slot_index && atomic_load(&sh->pid) > 0)
+            kill(atomic_load(&sh->pid), SIGUSR1);
+    }
 }
 
 void perf_start(struct http_req *r)
 {
-    const struct conf *conf = r->app->conf; /* before r can be answered and freed */
     struct json_object *body = http_read_json_object(r);
     struct perf_test *t;
-    long n, b;
+    struct timeval poll = {0, POLL_MS * 1000}, tick;
+    const char *accept;
+    int slots[PERF_MAX_SHARES], running, parts;
+    int64_t local;
+    uuid_t uu;
 
     if (body == NULL)
         return;
-    n = int_field(r, body, "message_count", 0, conf->perf_max_messages);
-    b = n < 0 ? -1 : int_field(r, body, "batch_size", 10, conf->perf_max_batch);
-    json_object_put(body);
-    if (n < 0 || b < 0)
-        return;
-    if (db_pool_ready(r->app->db) == 0) {
-        http_reply_error(r, 503, "database unavailable");
-        return;
-    }
     t = calloc(1, sizeof(*t));
     if (t == NULL) {
+        json_object_put(body);
         http_reply_error(r, 500, "internal error");
         return;
     }
     t->r = r;
-    t->total = n;
-    t->batch_size = b;
+    t->app = r->app;
     r->data = t;
-    r->cleanup = perf_cleanup;
+    r->cleanup = perf_free;
+    running = usable_workers(r->app, slots);
+    if (!parse_request(t, body, running)) {
+        json_object_put(body);
+        return;
+    }
+    json_object_put(body);
+    if (db_pool_ready(r->app->db) == 0) {
+        http_reply_error(r, 503, "database unavailable");
+        return;
+    }
+    if (!t->share) {
+        uuid_generate_random(uu);
+        uuid_unparse_lower(uu, t->run_id);
+    }
+    t->run = perf_board_claim(&r->app->shm->perf, t->run_id, r->app->slot_index);
+    if (t->run == NULL) {
+        http_reply_error(r, 503, "%d performance tests are running already on this host",
+                         PERF_MAX_RUNS);
+        return;
+    }
+    t->ev_poll = event_new(r->app->base, -1, EV_PERSIST, on_poll, t);
+    t->ev_tick = event_new(r->app->base, -1, EV_PERSIST, on_tick, t);
+    if (t->nnodes > 0)
+        t->dns = evdns_base_new(r->app->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                                  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (t->ev_poll == NULL || t->ev_tick == NULL || (t->nnodes > 0 && t->dns == NULL)) {
+        http_reply_error(r, 500, "internal error");
+        return;
+    }
+    accept = http_header(r, "Accept");
+    t->streaming = accept != NULL && strcasestr(accept, "application/x-ndjson") != NULL;
     t->started = clock_now();
-    batch_send(t);
+    t->last_tick = t->started;
+    parts = 1 + t->nnodes;
+    local = t->total / parts; /* this node's part: rows [0, floor(N / parts)) */
+    t->span =
+        span_start(r->app->tracer, &r->trace, r->span, "performance-test", SPAN_KIND_INTERNAL);
+    span_set_int(t->span, TRACE_ATTR_PERF_MESSAGES, t->total);
+    span_set_int(t->span, TRACE_ATTR_PERF_BATCH, t->batch_size);
+    span_set_int(t->span, "todod.perf.workers", t->workers);
+    span_set_int(t->span, "todod.perf.nodes", parts);
+    span_set_str(t->span, "todod.perf.run_id", t->run_id);
+    if (t->rate > 0)
+        span_set_double(t->span, "todod.perf.rate", t->rate);
+    if (t->span != NULL)
+        trace_format_traceparent(r->app->tracer, &r->trace, t->span, t->traceparent);
+    log_info("performance test %s: %lld todos in batches of %lld over %d workers and %d nodes%s",
+             t->run_id, (long long)t->total, (long long)t->batch_size, t->workers, parts,
+             t->share ? " (a share of another instance's test)" : "");
+    post_shares(t, slots, 0, local);
+    signal_workers(t);
+    start_nodes(t, t->total, parts);
+    http_db_wait(r);
+    if (t->streaming) {
+        http_stream_start(r, 200, "application/x-ndjson");
+        tick = clock_timeval(t->interval_ms / 1e3);
+        event_add(t->ev_tick, &tick);
+    }
+    event_add(t->ev_poll, &poll);
+    /* Last: our own share may end at once (and the test with it, later). */
+    if (t->run->nshares > 0 && t->run->shares[0].worker_slot == r->app->slot_index)
+        perfshare_start(r->app, t->run, 0, on_own_share_end, t);
 }

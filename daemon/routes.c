@@ -146,6 +146,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
     fn = routes_find(r->path, r->method, &r->route, r->params, r->path + strlen(r->path) + 1,
                      &status, allow, sizeof(allow));
     r->db_route = routes_db_backed(r->route);
+    http_trace_start(r, r->route < NROUTES ? routes[r->route].pattern : NULL);
     if (fn != NULL) {
         fn(r); /* r belongs to the handler from here */
         return;

@@ -64,7 +64,7 @@ static void submit(struct http_req *r, enum db_stmt stmt, const struct db_params
     struct timespec deadline = clock_add(r->arrived, r->app->conf->request_timeout);
 
     http_db_wait(r);
-    if (db_submit(r->app->db, stmt, p, deadline, cb, r) != 0)
+    if (db_submit(r->app->db, stmt, p, deadline, HTTP_DB_TRACE(r), cb, r) != 0)
         http_reply_error(r, 503, "database unavailable");
 }
 

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <event2/http.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,9 @@
 #include "conn.h"
 #include "db.h"
 #include "log.h"
+#include "perfshare.h"
 #include "routes.h"
+#include "trace.h"
 
 #define READY_POLL_MS 5
 #define READY_WAIT    1.0
@@ -28,17 +31,48 @@ struct worker {
     struct evhttp *http;
     struct conn_layer *conns;
     struct db_pool *db;
-    struct event *sig_term, *sig_int, *sig_usr2;
-    struct event *ready_timer, *delay_timer, *stop_timer;
+    struct tracer *tracer;
+    bool flushing; /* the tracer's last spans are on their way out */
+    struct event *sig_term, *sig_int, *sig_usr2, *sig_usr1;
+    struct event *ready_timer, *delay_timer, *stop_timer, *abandon_timer;
     bool failed;   /* could not start serving */
     bool draining; /* no new connections; answering what was started */
     struct timespec started;
 };
 
+/* The coordinator of a spread performance test posted a share for us. */
+static void on_share_posted(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (!w->draining)
+        perfshare_scan(&w->app);
+}
+
+/* Shares still running stop with time left to report before shutdown_timeout. */
+static void on_abandon_shares(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (perfshare_running(&w->app) > 0)
+        log_warn("stopping: abandoning %d performance-test shares", perfshare_running(&w->app));
+    perfshare_abandon_all(&w->app);
+}
+
+static void on_spans_flushed(void *arg)
+{
+    struct worker *w = arg;
+
+    event_base_loopexit(w->base, NULL);
+}
+
+/* Everything answered: the last spans go to the collector (at most 1 s), then out. */
 static void worker_exit_if_done(struct worker *w)
 {
-    if (w->draining && conn_layer_open(w->conns) == 0 && w->app.requests_alive == 0)
-        event_base_loopexit(w->base, NULL);
+    if (!w->draining || w->flushing || conn_layer_open(w->conns) != 0 || w->app.requests_alive != 0)
+        return;
+    w->flushing = true;
+    tracer_flush(w->tracer, on_spans_flushed, w);
 }
 
 static void on_request_done(struct app *app)
@@ -68,7 +102,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
  */
 static void worker_drain(struct worker *w, bool full_stop)
 {
-    struct timeval limit = clock_timeval(w->conf->shutdown_timeout);
+    struct timeval limit = clock_timeval(w->conf->shutdown_timeout), abandon;
 
     if (w->draining)
         return;
@@ -80,6 +114,12 @@ static void worker_drain(struct worker *w, bool full_stop)
     w->stop_timer = evtimer_new(w->base, on_shutdown_timeout, w);
     if (w->stop_timer != NULL)
         evtimer_add(w->stop_timer, &limit);
+    /* A performance-test share gives up with a quarter of shutdown_timeout (at
+     * most 2 s) left, for its batches in flight and its test's report. */
+    abandon = clock_timeval(w->conf->shutdown_timeout - fmin(2.0, w->conf->shutdown_timeout / 4));
+    w->abandon_timer = evtimer_new(w->base, on_abandon_shares, w);
+    if (w->abandon_timer != NULL)
+        evtimer_add(w->abandon_timer, &abandon);
     worker_exit_if_done(w);
 }
 
@@ -166,13 +206,17 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
     w->sig_term = watch_signal(w, SIGTERM);
     w->sig_int = watch_signal(w, SIGINT);
     w->sig_usr2 = watch_signal(w, SIGUSR2);
-    if (w->sig_term == NULL || w->sig_int == NULL || w->sig_usr2 == NULL) {
+    w->sig_usr1 = evsignal_new(w->base, SIGUSR1, on_share_posted, w);
+    if (w->sig_term == NULL || w->sig_int == NULL || w->sig_usr2 == NULL || w->sig_usr1 == NULL ||
+        evsignal_add(w->sig_usr1, NULL) != 0) {
         log_error("cannot watch signals");
         return -1;
     }
-    w->db = db_pool_new(w->base, w->conf, w->slot);
+    /* After the fork: each worker has its own ids, random state and exporter. */
+    w->tracer = tracer_new(w->base, w->conf, w->slot);
+    w->db = db_pool_new(w->base, w->conf, w->slot, w->tracer);
     w->http = evhttp_new(w->base);
-    if (w->db == NULL || w->http == NULL) {
+    if (w->tracer == NULL || w->db == NULL || w->http == NULL) {
         log_error("out of memory");
         return -1;
     }
@@ -187,8 +231,10 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .conf = w->conf,
         .shm = shm,
         .slot = w->slot,
+        .slot_index = w->slot_index,
         .db = w->db,
         .conns = w->conns,
+        .tracer = w->tracer,
         .route_names = routes_names,
         .nroutes = routes_count,
         .on_request_done = on_request_done,
@@ -221,7 +267,10 @@ static void worker_teardown(struct worker *w)
         evhttp_free(w->http);
     conn_layer_free(w->conns);
     db_pool_free(w->db);
+    tracer_free(w->tracer);
     free_event(w->stop_timer);
+    free_event(w->abandon_timer);
+    free_event(w->sig_usr1);
     free_event(w->delay_timer);
     free_event(w->ready_timer);
     free_event(w->sig_usr2);

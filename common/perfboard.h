@@ -1,0 +1,115 @@
+/*
+ * The performance-test board, in the shared-memory segment: a test spread over
+ * this host's workers is a run with one share per worker. The worker that took
+ * the request (the coordinator) posts the shares; each worker runs its own on
+ * its own database connection and event loop and keeps its counts and latency
+ * histograms here, batch by batch; the coordinator sums them (histograms are
+ * merged bucket by bucket, never percentiles averaged).
+ *
+ * Each share field has one writer: the coordinator fills a share and hands it
+ * over by its state (POSTED); from RUNNING on, only the share's worker writes
+ * its counters, until its state says it is over.
+ */
+#ifndef TODOD_PERFBOARD_H
+#define TODOD_PERFBOARD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PERF_MAX_RUNS   8
+#define PERF_MAX_SHARES 64 /* CONF_MAX_WORKERS */
+#define PERF_RUN_ID_LEN 37
+
+/* Latencies (and schedule lags) in a log-scale histogram: 1 % wide buckets from
+ * 1 us to 100 s, bounded memory whatever the number of batches. */
+#define PERF_HIST_STEP    1.01
+#define PERF_HIST_BUCKETS 1852
+
+enum perf_share_state {
+    PERF_SHARE_FREE,
+    PERF_SHARE_POSTED,    /* filled by the coordinator, waiting for its worker */
+    PERF_SHARE_RUNNING,   /* its worker inserts its rows */
+    PERF_SHARE_DONE,      /* every row has a fate */
+    PERF_SHARE_ABANDONED, /* its worker stopped (shutdown_timeout) before the end */
+};
+
+struct perf_hist_shm {
+    _Atomic uint32_t bucket[PERF_HIST_BUCKETS];
+    _Atomic uint64_t count;
+    _Atomic uint64_t min_us, max_us; /* min_us is UINT64_MAX while empty */
+};
+
+struct perf_share {
+    _Atomic int state; /* enum perf_share_state */
+    int worker_slot;   /* the stats slot of the worker that runs it */
+    _Atomic int pid;   /* set by that worker when it starts */
+    int64_t first;     /* titles #first .. #first+count-1 */
+    int64_t count;
+    int batch_size;
+    double rate;              /* todos/s for this share; 0: as fast as possible */
+    int64_t t0_ns;            /* CLOCK_MONOTONIC origin of the schedule */
+    _Atomic int64_t sent;     /* rows handed to the database */
+    _Atomic int64_t success;  /* rows confirmed committed */
+    _Atomic int64_t errors;   /* rows known not committed */
+    _Atomic int64_t unknown;  /* rows whose fate is unknown (a lost connection) */
+    _Atomic int64_t batches;  /* batches that ran */
+    _Atomic int64_t ended_ns; /* CLOCK_MONOTONIC when it ended */
+    char traceparent[56];     /* its parent span in the test's trace; "" when untraced */
+    int batch_spans;          /* how many of its batches get a span */
+    struct perf_hist_shm latency, lag;
+};
+
+enum perf_run_state {
+    PERF_RUN_FREE,
+    PERF_RUN_ACTIVE,
+    PERF_RUN_ORPHANED, /* its coordinator is gone: shares stop; the last one frees it */
+};
+
+struct perf_run {
+    _Atomic int state; /* enum perf_run_state */
+    char run_id[PERF_RUN_ID_LEN];
+    int coordinator_slot;
+    int nshares;
+    struct perf_share shares[PERF_MAX_SHARES];
+};
+
+struct perf_board {
+    struct perf_run runs[PERF_MAX_RUNS];
+};
+
+/* A histogram in private memory: what a coordinator merges into. */
+struct perf_hist {
+    uint64_t bucket[PERF_HIST_BUCKETS];
+    uint64_t count;
+    uint64_t min_us, max_us;
+};
+
+void perf_hist_init(struct perf_hist *h);
+void perf_hist_record(struct perf_hist *h, uint64_t us);
+void perf_hist_shm_init(struct perf_hist_shm *h);
+void perf_hist_shm_record(struct perf_hist_shm *h, uint64_t us);
+/* Adds what src holds now into dst. */
+void perf_hist_merge_shm(struct perf_hist *dst, const struct perf_hist_shm *src);
+void perf_hist_merge(struct perf_hist *dst, const struct perf_hist *src);
+/* The q-quantile in ms: its bucket's upper edge, within [min, max]; 0 when empty. */
+double perf_hist_quantile(const struct perf_hist *h, double q);
+int perf_hist_bucket(uint64_t us);
+
+/* Claims a free run (returns it, or NULL when all are in use) / frees it. */
+struct perf_run *perf_board_claim(struct perf_board *b, const char *run_id, int coordinator_slot);
+void perf_board_release(struct perf_run *run);
+
+/*
+ * Master: the worker of slot is gone. Its shares that were posted or running
+ * are abandoned (the coordinator counts their rows sent and unconfirmed as
+ * unknown, the others as errors); the runs it coordinated are orphaned.
+ */
+void perf_board_slot_gone(struct perf_board *b, int slot);
+
+/* A share's worker ends it; the last share of an orphaned run frees the run. */
+void perf_share_end(struct perf_run *run, struct perf_share *sh, int final_state);
+
+bool perf_share_over(int state);
+
+#endif

@@ -1,0 +1,380 @@
+#include "perfshare.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/random.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "clock.h"
+#include "db.h"
+#include "log.h"
+#include "stats.h"
+#include "trace.h"
+
+/* Array element type OIDs (pg_type.h), for binary array parameters. */
+#define OID_BOOL     16
+#define OID_VARCHAR  1043
+#define OID_UUID     2950
+#define ARRAY_HEADER 20
+#define TITLE_PREFIX "Performance Test Todo #"
+#define TITLE_MAX    (sizeof(TITLE_PREFIX) + 20)
+
+struct perf_exec {
+    LIST_ENTRY(perf_exec) link;
+    struct app *app;
+    struct perf_run *run;
+    struct perf_share *sh;
+    int64_t next; /* offset in the share of the next row to send */
+    int in_flight;
+    bool stopping;  /* no more batches: the database went away, or told to stop */
+    bool abandoned; /* stopped before its end */
+    struct event *ev_pace;
+    struct timespec t0;
+    struct trace_context trace; /* the share's place in the test's trace */
+    struct trace_span *span;    /* its INTERNAL span */
+    int batch_spans;            /* batches still to be traced */
+    void (*on_end)(void *ctx);
+    void *ctx;
+};
+
+struct perf_batch {
+    struct perf_exec *e;
+    int64_t rows;
+    struct timespec due; /* when it was scheduled (paced) or sent */
+};
+
+/* The executors of this process: one worker, one list. */
+static LIST_HEAD(, perf_exec) running = LIST_HEAD_INITIALIZER(running);
+static int nrunning;
+
+static void pump(struct perf_exec *e);
+static void batch_done(void *arg, const struct db_result *dr);
+
+/* ---- binary arrays ---- */
+
+static char *put32(char *p, uint32_t v)
+{
+    v = htonl(v);
+    memcpy(p, &v, 4);
+    return p + 4;
+}
+
+static char *array_header(char *p, uint32_t elem_oid, int64_t n)
+{
+    p = put32(p, 1); /* dimensions */
+    p = put32(p, 0); /* no NULLs */
+    p = put32(p, elem_oid);
+    p = put32(p, (uint32_t)n);
+    return put32(p, 1); /* lower bound */
+}
+
+/*
+ * Version 4 UUIDs for a whole batch from one getrandom() call. libuuid's
+ * uuid_generate_random() makes five system calls per id (it reseeds its
+ * fallback generator every time): measured at 9 to 19 us per id on the
+ * development machine, it alone would cap a worker at 50,000-110,000 todos/s.
+ * The bytes are the same kind (kernel CSPRNG) and the version and variant bits
+ * are set as RFC 9562 says.
+ */
+static int random_uuids(unsigned char *out, int64_t n)
+{
+    size_t want = (size_t)n * 16, got = 0;
+    int64_t i;
+
+    while (got < want) {
+        ssize_t r = getrandom(out + got, want - got, 0);
+
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (r > 0)
+            got += (size_t)r;
+    }
+    for (i = 0; i < n; i++) {
+        out[i * 16 + 6] = (out[i * 16 + 6] & 0x0f) | 0x40; /* version 4 */
+        out[i * 16 + 8] = (out[i * 16 + 8] & 0x3f) | 0x80; /* variant 10 */
+    }
+    return 0;
+}
+
+/*
+ * Sends rows [next, next + rows) of the share as one INSERT ... SELECT FROM
+ * unnest() of three binary arrays: the server parses no text, and one
+ * statement per batch keeps the per-row protocol cost near COPY's. The arrays
+ * are built in one allocation that the database layer takes over.
+ */
+static int send_batch(struct perf_exec *e, int64_t rows, struct perf_batch *b)
+{
+    size_t ids_len = ARRAY_HEADER + (size_t)rows * 20,
+           titles_cap = ARRAY_HEADER + (size_t)rows * (4 + TITLE_MAX),
+           dones_len = ARRAY_HEADER + (size_t)rows * 5;
+    char *buf = malloc(ids_len + titles_cap + dones_len + (size_t)rows * 16);
+    char *ids, *titles, *dones, *pi, *pt, *pd;
+    unsigned char *uuids;
+    const char *values[3];
+    int lengths[3];
+    static const int formats[3] = {1, 1, 1};
+    struct db_params p = {3, values, lengths, formats};
+    int64_t i, first = e->sh->first + e->next;
+
+    if (buf == NULL)
+        return -1;
+    ids = buf;
+    titles = ids + ids_len;
+    dones = titles + titles_cap;
+    uuids = (unsigned char *)dones + dones_len;
+    if (random_uuids(uuids, rows) != 0) {
+        log_error("performance test: getrandom: %s", strerror(errno));
+        free(buf);
+        return -1;
+    }
+    pi = array_header(ids, OID_UUID, rows);
+    pt = array_header(titles, OID_VARCHAR, rows);
+    pd = array_header(dones, OID_BOOL, rows);
+    for (i = 0; i < rows; i++) {
+        int n;
+
+        pi = put32(pi, 16);
+        memcpy(pi, uuids + i * 16, 16);
+        pi += 16;
+        n = snprintf(pt + 4, TITLE_MAX, TITLE_PREFIX "%lld", (long long)(first + i));
+        pt = put32(pt, (uint32_t)n) + n;
+        pd = put32(pd, 1);
+        *pd++ = (first + i) % 2 == 0;
+    }
+    values[0] = ids, lengths[0] = (int)(pi - ids);
+    values[1] = titles, lengths[1] = (int)(pt - titles);
+    values[2] = dones, lengths[2] = (int)(pd - dones);
+    return db_submit_batch(e->app->db, &p, buf,
+                           e->span != NULL && e->batch_spans-- > 0
+                               ? &(struct db_trace){&e->trace, e->span}
+                               : NULL,
+                           batch_done, b) == 0
+               ? 0
+               : -1;
+}
+
+/* ---- counting ---- */
+
+static void count_rows(struct perf_exec *e, _Atomic int64_t *counter, int64_t rows,
+                       _Atomic uint64_t *global)
+{
+    atomic_fetch_add_explicit(counter, rows, memory_order_relaxed);
+    if (global != NULL)
+        atomic_fetch_add_explicit(global, (uint64_t)rows, memory_order_relaxed);
+}
+
+/*
+ * A batch's fate: committed (its rows are successes), refused by the server
+ * (errors; the share goes on), never sent (errors; the database is gone, so
+ * the share stops), or sent on a connection that broke before its commit was
+ * confirmed (unknown; the share stops). Only batches that ran are timed, from
+ * their scheduled start when the test is paced.
+ */
+static void batch_done(void *arg, const struct db_result *dr)
+{
+    struct perf_batch *b = arg;
+    struct perf_exec *e = b->e;
+    struct stats_slot *slot = e->app->slot;
+    uint64_t us = (uint64_t)(clock_since(b->due) * 1e6);
+    int64_t ok = 0;
+
+    e->in_flight--;
+    switch (dr->status) {
+    case DB_OK:
+        ok = atoll(PQcmdTuples((PGresult *)dr->res));
+        /* fall through */
+    case DB_FAILED:
+    case DB_TIMEOUT:
+        perf_hist_shm_record(&e->sh->latency, us);
+        stats_histogram_observe(&slot->c.perf_batch_duration, us);
+        count_rows(e, &e->sh->success, ok, &slot->c.perf_todos_success);
+        count_rows(e, &e->sh->errors, b->rows - ok, &slot->c.perf_todos_error);
+        atomic_fetch_add_explicit(&e->sh->batches, 1, memory_order_relaxed);
+        break;
+    case DB_UNAVAILABLE:
+        count_rows(e, &e->sh->errors, b->rows, &slot->c.perf_todos_error);
+        e->stopping = true;
+        break;
+    case DB_LOST:
+        count_rows(e, &e->sh->unknown, b->rows, NULL);
+        e->stopping = true;
+        break;
+    }
+    free(b);
+    pump(e);
+}
+
+/* ---- the executor ---- */
+
+static void exec_end(struct perf_exec *e)
+{
+    int64_t unsent = e->sh->count - e->next;
+    void (*on_end)(void *) = e->on_end;
+    void *ctx = e->ctx;
+
+    /* Rows never sent are known not committed, counted in one step. */
+    if (unsent > 0)
+        count_rows(e, &e->sh->errors, unsent, &e->app->slot->c.perf_todos_error);
+    e->next = e->sh->count;
+    LIST_REMOVE(e, link);
+    nrunning--;
+    atomic_fetch_sub(&e->app->slot->perf_running, 1);
+    if (e->ev_pace != NULL)
+        event_free(e->ev_pace);
+    log_info("performance test %s: share of %lld todos %s", e->run->run_id, (long long)e->sh->count,
+             e->abandoned ? "abandoned" : "done");
+    span_set_int(e->span, TRACE_ATTR_PERF_SUCCESS, atomic_load(&e->sh->success));
+    span_set_int(e->span, TRACE_ATTR_PERF_ERRORS, atomic_load(&e->sh->errors));
+    span_set_int(e->span, TRACE_ATTR_PERF_BATCHES, atomic_load(&e->sh->batches));
+    if (e->abandoned)
+        span_set_error(e->span, "abandoned");
+    span_end(e->span);
+    perf_share_end(e->run, e->sh, e->abandoned ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
+    free(e);
+    if (on_end != NULL)
+        on_end(ctx);
+}
+
+static void on_pace(evutil_socket_t fd, short what, void *arg)
+{
+    pump(arg);
+}
+
+/* When row offset `next` is due on the schedule (the share's rate). */
+static struct timespec due_at(const struct perf_exec *e, int64_t next)
+{
+    return clock_add(e->t0, (double)next / e->sh->rate);
+}
+
+/* Sends what is due, up to PERF_DEPTH batches in flight; bounded work. */
+static void pump(struct perf_exec *e)
+{
+    if (atomic_load(&e->run->state) != PERF_RUN_ACTIVE && !e->stopping) {
+        e->stopping = true; /* its coordinator is gone */
+        e->abandoned = true;
+    }
+    while (!e->stopping && e->in_flight < PERF_DEPTH && e->next < e->sh->count) {
+        int64_t rows =
+            e->sh->count - e->next < e->sh->batch_size ? e->sh->count - e->next : e->sh->batch_size;
+        struct perf_batch *b = malloc(sizeof(*b));
+        struct timespec now = clock_now();
+
+        if (b == NULL) {
+            e->stopping = true;
+            break;
+        }
+        b->e = e;
+        b->rows = rows;
+        b->due = now;
+        if (e->sh->rate > 0) {
+            b->due = due_at(e, e->next);
+            if (clock_diff(b->due, now) > 0) {
+                struct timeval tv = clock_timeval(clock_diff(b->due, now));
+
+                free(b);
+                evtimer_add(e->ev_pace, &tv);
+                return;
+            }
+            perf_hist_shm_record(&e->sh->lag, (uint64_t)(clock_diff(now, b->due) * 1e6));
+        }
+        if (send_batch(e, rows, b) != 0) {
+            free(b);
+            e->stopping = true; /* the database is unreachable */
+            break;
+        }
+        e->next += rows;
+        e->in_flight++;
+        atomic_fetch_add_explicit(&e->sh->sent, rows, memory_order_relaxed);
+    }
+    if (e->in_flight == 0 && (e->stopping || e->next >= e->sh->count))
+        exec_end(e);
+}
+
+int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_end)(void *ctx),
+                    void *ctx)
+{
+    struct perf_share *sh = &run->shares[index];
+    struct perf_exec *e = calloc(1, sizeof(*e));
+    int expected = PERF_SHARE_POSTED;
+
+    if (!atomic_compare_exchange_strong(&sh->state, &expected, PERF_SHARE_RUNNING)) {
+        free(e);
+        return -1; /* not posted (any more) */
+    }
+    atomic_store(&sh->pid, (int)getpid());
+    if (e == NULL || (e->ev_pace = evtimer_new(app->base, on_pace, e)) == NULL) {
+        free(e);
+        atomic_fetch_add(&sh->errors, sh->count);
+        perf_share_end(run, sh, PERF_SHARE_ABANDONED);
+        return -1;
+    }
+    e->app = app;
+    e->run = run;
+    e->sh = sh;
+    e->on_end = on_end;
+    e->ctx = ctx;
+    e->t0.tv_sec = (time_t)(sh->t0_ns / 1000000000);
+    e->t0.tv_nsec = (long)(sh->t0_ns % 1000000000);
+    /* A child span of the test's, in the same trace, whichever worker runs it. */
+    if (sh->traceparent[0] != '\0' && trace_parse_traceparent(sh->traceparent, &e->trace) == 0) {
+        e->span =
+            span_start(app->tracer, &e->trace, NULL, "performance-test share", SPAN_KIND_INTERNAL);
+        span_set_int(e->span, TRACE_ATTR_PERF_MESSAGES, sh->count);
+        span_set_int(e->span, TRACE_ATTR_PERF_BATCH, sh->batch_size);
+        span_set_int(e->span, "todod.perf.first", sh->first);
+        e->batch_spans = sh->batch_spans;
+    }
+    LIST_INSERT_HEAD(&running, e, link);
+    nrunning++;
+    atomic_fetch_add(&app->slot->perf_running, 1);
+    if (app->stop_requested && app->abandon_shares) {
+        e->stopping = true;
+        e->abandoned = true;
+    }
+    pump(e);
+    return 0;
+}
+
+void perfshare_scan(struct app *app)
+{
+    struct perf_board *board = &app->shm->perf;
+
+    for (int i = 0; i < PERF_MAX_RUNS; i++) {
+        struct perf_run *run = &board->runs[i];
+
+        if (atomic_load(&run->state) != PERF_RUN_ACTIVE)
+            continue;
+        for (int k = 0; k < run->nshares; k++) {
+            struct perf_share *sh = &run->shares[k];
+
+            if (sh->worker_slot == app->slot_index && atomic_load(&sh->state) == PERF_SHARE_POSTED)
+                perfshare_start(app, run, k, NULL, NULL);
+        }
+    }
+}
+
+void perfshare_abandon_all(struct app *app)
+{
+    struct perf_exec *e, *next;
+
+    app->abandon_shares = true;
+    for (e = LIST_FIRST(&running); e != NULL; e = next) {
+        next = LIST_NEXT(e, link);
+        if (e->stopping)
+            continue;
+        e->stopping = true;
+        e->abandoned = e->next < e->sh->count;
+        evtimer_del(e->ev_pace);
+        pump(e); /* may end it (and free it) at once */
+    }
+}
+
+int perfshare_running(const struct app *app)
+{
+    return nrunning;
+}

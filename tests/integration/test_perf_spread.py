@@ -1,0 +1,250 @@
+"""The performance test spread over workers and hosts, paced, watched live
+(API.md "Spread over workers and hosts, paced, watched live"; CLUSTER.md "Load
+testing the whole cluster"): exact division of the rows, NDJSON progress while
+the test runs, pacing, several instances, a worker or a node lost mid-test, the
+perf_nodes allow-list."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import threading
+import time
+
+from harness import (assert_json_error, free_port, get_pg, metric, skip_if_sanitizer, test, Todod,
+                     wait_until)
+
+PATH = "/todos/performance-test"
+NDJSON = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+
+
+def stream(d, body, timeout=120):
+    """POST with Accept: application/x-ndjson; returns [(seconds since sent, line)]."""
+    conn = http.client.HTTPConnection(d.host, d.port, timeout=timeout)
+    t0 = time.monotonic()
+    conn.request("POST", PATH, body=json.dumps(body), headers=NDJSON)
+    r = conn.getresponse()
+    assert r.status == 200, (r.status, r.read())
+    assert r.getheader("Content-Type", "").startswith("application/x-ndjson"), r.getheaders()
+    assert r.getheader("Transfer-Encoding") == "chunked", r.getheaders()
+    lines = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        lines.append((time.monotonic() - t0, json.loads(line)))
+    conn.close()
+    return lines
+
+
+def titles_exactly_once(d, n, db=None):
+    """Every title #0 .. #n-1 exactly once in the table."""
+    got = d.pg.psql("SELECT count(*), count(DISTINCT title), "
+                    "min(substr(title, 24)::bigint), max(substr(title, 24)::bigint) "
+                    "FROM todos WHERE title LIKE 'Performance Test Todo #%'", db=db or d.db)
+    assert got == "%d|%d|0|%d" % (n, n, n - 1), got
+
+
+def check_report(rep, n):
+    assert rep["success_count"] + rep["error_count"] + rep["unknown_count"] == n, rep
+    assert rep["total_messages"] == n
+    assert len(rep["run_id"]) == 36
+
+
+@test
+def workers_all_splits_the_rows_exactly_and_streams_progress_while_it_runs():
+    n = 400001
+    with Todod(workers=2) as d:
+        d.start()
+        lines = stream(d, {"message_count": n, "batch_size": 1000, "workers": "all",
+                           "progress_interval_ms": 100})
+        *progress, (t_end, rep) = lines
+        assert rep["type"] == "report", rep
+        check_report(rep, n)
+        assert rep["success_count"] == n and rep["workers"] == 2 and rep["nodes"] == 1, rep
+        pids = {w["worker_pid"] for w in rep["per_worker"]}
+        assert pids == set(d.worker_pids()), (pids, d.worker_pids())
+        firsts = sorted((w["first"], w["success_count"]) for w in rep["per_worker"])
+        assert firsts == [(0, n // 2), (n // 2, n - n // 2)], firsts
+        assert progress, "no progress line"
+        assert all(o["type"] == "progress" and o["run_id"] == rep["run_id"] for _, o in progress)
+        # lines arrived while the test ran, not all at the end
+        assert progress[0][0] < t_end - 0.15, (progress[0][0], t_end)
+        counts = [o["success_count"] for _, o in progress]
+        assert counts == sorted(counts) and counts[-1] <= n, counts
+        assert "p50" in progress[-1][1]["batch_latency_ms"]
+        titles_exactly_once(d, n)
+        assert d.request("GET", "/todos").json()["pagination"]["total"] == n
+
+
+@test
+def without_the_accept_header_the_answer_is_the_plain_report():
+    with Todod(workers=2) as d:
+        d.start()
+        r = d.request("POST", PATH, {"message_count": 1000, "batch_size": 100, "workers": 2})
+        assert r.status == 200 and r.headers["content-type"].startswith("application/json"), r
+        rep = r.json()
+        assert "type" not in rep and rep["success_count"] == 1000 and rep["workers"] == 2, rep
+        titles_exactly_once(d, 1000)
+
+
+@test
+def a_paced_test_follows_its_schedule():
+    n, rate = 6000, 4000.0
+    with Todod(workers=2) as d:
+        d.start()
+        t0 = time.monotonic()
+        r = d.request("POST", PATH, {"message_count": n, "batch_size": 100, "workers": "all",
+                                     "rate": rate}, timeout=30)
+        took = time.monotonic() - t0
+        rep = r.json()
+        assert rep["success_count"] == n, rep
+        expected = n / rate
+        assert expected * 0.95 < took < expected + 0.5, "took %.2fs for a %.2fs schedule" % (
+            took, expected)
+        assert set(rep["schedule_lag_ms"]) == {"p50", "p99"}, rep
+        assert rep["schedule_lag_ms"]["p50"] < 20, rep["schedule_lag_ms"]
+        titles_exactly_once(d, n)
+
+
+@test
+def a_worker_killed_mid_share_is_reported_and_its_unconfirmed_rows_are_unknown():
+    skip_if_sanitizer()
+    n = 1000000
+    with Todod(workers=2) as d:
+        d.start()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=d.request(
+            "POST", PATH, {"message_count": n, "batch_size": 1000, "workers": "all"},
+            timeout=120)))
+        t.start()
+        pattern = re.compile(r"worker\[(\d+)\] info: performance test \S+ %d todos" % n)
+        assert wait_until(lambda: pattern.search(d.log()), 10), d.log_tail()
+        coordinator = int(pattern.search(d.log()).group(1))
+        (victim,) = [p for p in d.worker_pids() if p != coordinator]
+        assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)) > 50000, 30)
+        os.kill(victim, signal.SIGKILL)
+        t.join(120)
+        rep = result["r"].json()
+        check_report(rep, n)
+        rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
+        # batches in flight when the worker died may have committed unconfirmed
+        assert rep["success_count"] <= rows <= rep["success_count"] + rep["unknown_count"], \
+            (rep, rows)
+        dead = [w for w in rep["per_worker"] if w["worker_pid"] == victim]
+        assert dead and dead[0].get("abandoned") is True, rep["per_worker"]
+        assert 0 <= rep["unknown_count"] <= 4 * 1000, rep
+        assert rep["error_count"] > 0, rep  # rows the dead worker never sent
+        live = [w for w in rep["per_worker"] if w["worker_pid"] == coordinator]
+        assert live and live[0]["success_count"] == n // 2, rep["per_worker"]
+
+
+@test
+def several_instances_share_one_test_over_their_perf_nodes():
+    skip_if_sanitizer()
+    n = 300002
+    pg = get_pg()
+    db = pg.create_database()
+    b = Todod(pg=pg, db=db, workers=2, listen="127.0.0.3:%d" % free_port("127.0.0.3"))
+    c = Todod(pg=pg, db=db, workers=2, listen="127.0.0.4:%d" % free_port("127.0.0.4"))
+    a = Todod(pg=pg, db=db, workers=2, listen="127.0.0.2:%d" % free_port("127.0.0.2"),
+              perf_nodes="%s, %s/" % (b.base_url, c.base_url))
+    with b, c, a:
+        for x in (b, c, a):
+            x.start()
+        lines = stream(a, {"message_count": n, "batch_size": 1000, "workers": "all", "nodes": "all",
+                           "progress_interval_ms": 200})
+        rep = lines[-1][1]
+        check_report(rep, n)
+        assert rep["success_count"] == n and rep["nodes"] == 3 and rep["workers"] == 6, rep
+        assert [p["node"] for p in rep["per_node"]] == ["local", b.base_url, c.base_url], \
+            rep["per_node"]
+        assert all(p["success_count"] == n // 3 or p["success_count"] == n // 3 + 1
+                   for p in rep["per_node"]), rep["per_node"]
+        assert len(rep["per_worker"]) == 6
+        assert len(lines) >= 2, "no progress line"
+        titles_exactly_once(a, n, db=db)
+        # each instance counted its own share's rows, and only the coordinator the test
+        for x in (a, b, c):
+            assert metric(x.metrics(), "todod_perf_todos_total", {"result": "success"}) in (
+                n // 3, n // 3 + 1), x.base_url
+        assert metric(a.metrics(), "todod_perf_tests_total") == 1
+        assert metric(b.metrics(), "todod_perf_tests_total") == 0
+
+
+@test
+def a_node_down_at_the_start_or_killed_mid_test_is_reported_and_counts_stay_exact():
+    skip_if_sanitizer()
+    n = 1500000
+    pg = get_pg()
+    db = pg.create_database()
+    down = "http://127.0.0.5:%d" % free_port("127.0.0.5")
+    b = Todod(pg=pg, db=db, workers=1, listen="127.0.0.3:%d" % free_port("127.0.0.3"),
+              perf_max_messages=n)
+    a = Todod(pg=pg, db=db, workers=1, listen="127.0.0.2:%d" % free_port("127.0.0.2"),
+              perf_nodes="%s,%s" % (b.base_url, down), perf_max_messages=n)
+    with b, a:
+        b.start()
+        a.start()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(lines=stream(
+            a, {"message_count": n, "batch_size": 1000, "nodes": "all",
+                "progress_interval_ms": 200})))
+        t.start()
+        assert wait_until(lambda: int(pg.psql("SELECT count(*) FROM todos", db=db)) > 60000, 30)
+        b.kill()
+        t.join(120)
+        rep = result["lines"][-1][1]
+        assert rep["type"] == "report", rep
+        check_report(rep, n)
+        rows = int(pg.psql("SELECT count(*) FROM todos", db=db))
+        assert rep["success_count"] <= rows, (rep, rows)
+        # b's batches in flight when it died may have committed unconfirmed
+        assert rows - rep["success_count"] <= rep["unknown_count"], (rep, rows)
+        nodes = {p["node"]: p for p in rep["per_node"]}
+        assert "error" not in nodes["local"] and nodes["local"]["success_count"] == n // 3
+        assert nodes[down]["error"] and nodes[down]["success_count"] == 0, nodes[down]
+        assert nodes[down]["error_count"] == n // 3, nodes[down]  # never started: not committed
+        assert nodes[b.base_url]["error"], nodes[b.base_url]
+        assert nodes[b.base_url]["unknown_count"] > 0, nodes[b.base_url]
+
+
+@test
+def nodes_come_only_from_the_configuration():
+    with Todod(workers=1) as d:
+        d.start()
+        assert_json_error(d.request("POST", PATH, {"message_count": 10, "nodes": "all"}), 422,
+                          "no perf_nodes")
+    with Todod(workers=1, perf_nodes="http://127.0.0.9:1") as d:
+        d.start()
+        for bad in ("http://127.0.0.1:9", ["http://127.0.0.1:9"], True, 2):
+            assert_json_error(d.request("POST", PATH, {"message_count": 10, "nodes": bad}), 422,
+                              "nodes must be")
+        assert_json_error(d.request("POST", PATH, {"message_count": 10, "workers": 5}), 422,
+                          "workers must be")
+        assert_json_error(d.request("POST", PATH, {"message_count": 10, "rate": 0}), 422, "rate")
+        assert_json_error(d.request("POST", PATH, {"message_count": 10,
+                                                   "progress_interval_ms": 50}), 422,
+                          "progress_interval_ms")
+        assert d.pg.psql("SELECT count(*) FROM todos", db=d.db) == "0"
+
+
+@test
+def perf_tests_running_is_a_gauge_and_the_counters_advance_during_a_test():
+    n = 600000
+    with Todod(workers=2) as d:
+        d.start()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=d.request(
+            "POST", PATH, {"message_count": n, "batch_size": 1000, "workers": "all"}, timeout=60)))
+        t.start()
+        assert wait_until(lambda: metric(d.metrics(), "todod_perf_tests_running") == 2, 10)
+        assert wait_until(lambda: metric(d.metrics(), "todod_perf_todos_total",
+                                         {"result": "success"}) > 0, 10)
+        mid = metric(d.metrics(), "todod_perf_todos_total", {"result": "success"})
+        t.join(60)
+        assert result["r"].status == 200
+        assert 0 < mid < n, mid
+        assert metric(d.metrics(), "todod_perf_tests_running") == 0
+        assert metric(d.metrics(), "todod_perf_todos_total", {"result": "success"}) == n
