@@ -138,6 +138,7 @@ static const struct {
 #define BACKOFF_MIN             0.05 /* reconnect: 0, then 50 ms doubling */
 #define BACKOFF_MAX             0.5
 #define IDLE_CLOSE              30.0 /* an on-demand connection unused this long closes */
+#define ROTATE_BOUND            2.0  /* with several hosts: the most one may take to connect */
 #define READ_TIMEOUT_MS(pool)   ((long)((pool)->conf->request_timeout * 1000))
 
 /* ---- types ---------------------------------------------------------------- */
@@ -224,6 +225,7 @@ struct conn {
     bool ever_ready;
     double backoff;
     struct timespec last_used;
+    int first_host; /* where the next attempt starts in a host list */
     /* Resolving host names. */
     int dns_pending;
     struct evdns_getaddrinfo_request **dns_reqs;
@@ -244,7 +246,9 @@ struct db_pool {
     char **hosts;                         /* the host list split on ',' */
     int nhosts;
     bool needs_dns;
-    char *setup_sql[3]; /* per conn_kind: session settings + the schema check */
+    bool rotate;          /* several hosts: each attempt starts one further after a time-out */
+    double attempt_bound; /* seconds a connection attempt may take */
+    char *setup_sql[3];   /* per conn_kind: session settings + the schema check */
     int nreads, nwrites;
     struct conn *reads, *writes, perf;
     struct query_list write_queue;
@@ -381,12 +385,29 @@ static void query_answer(struct query *q, enum db_status st, const PGresult *res
         cb(q->arg, &r);
 }
 
+/*
+ * What a refused statement means to its request. Every refusal rolls the
+ * statement back (so a write was not applied): statement_timeout is a time-out;
+ * the server going away, being a standby (read-only) or breaking a deadlock is
+ * the database being unavailable for now (503, worth a retry); anything else is
+ * a failure (500).
+ */
 static enum db_status failed_status(const PGresult *res)
 {
+    static const char *const unavailable[] = {"57P01", "57P02", "57P03", "25006", "40001", "40P01"};
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    size_t i;
 
-    /* statement_timeout: the server gave up on it in time, and rolled it back. */
-    return state != NULL && strcmp(state, SQLSTATE_QUERY_CANCELED) == 0 ? DB_TIMEOUT : DB_FAILED;
+    if (state == NULL)
+        return DB_FAILED;
+    if (strcmp(state, SQLSTATE_QUERY_CANCELED) == 0)
+        return DB_TIMEOUT;
+    if (strncmp(state, "08", 2) == 0)
+        return DB_UNAVAILABLE;
+    for (i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++)
+        if (strcmp(state, unavailable[i]) == 0)
+            return DB_UNAVAILABLE;
+    return DB_FAILED;
 }
 
 static void log_failure(struct db_pool *pool, const struct query *q, const PGresult *res)
@@ -1026,6 +1047,33 @@ static void conn_close_idle(struct conn *c)
     evtimer_del(c->ev_timer);
 }
 
+/*
+ * A server that gives no verdict in time is hung (stopped, or a machine that
+ * still accepts connections but runs nothing): every connection to it is, not
+ * only the one that noticed. All are dropped and reconnect, moving on to the
+ * next host of a list.
+ */
+static void pool_server_hung(struct db_pool *pool, struct conn *noticed)
+{
+    struct conn *all[3] = {pool->reads, pool->writes, &pool->perf};
+    int counts[3] = {pool->nreads, pool->nwrites, 1};
+
+    log_warn("database %s connection %d: no answer within request_timeout: the server seems hung, "
+             "dropping every connection to it",
+             kind_name(noticed->kind), noticed->index);
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < counts[k]; i++) {
+            struct conn *c = &all[k][i];
+
+            if (c->state != CONN_READY)
+                continue;
+            if (pool->rotate)
+                c->first_host = (c->first_host + 1) % pool->nhosts;
+            conn_lost(c, "dropped: the server seems hung");
+        }
+    }
+}
+
 static void conn_check_deadlines(struct conn *c)
 {
     struct timespec now = clock_now();
@@ -1035,7 +1083,7 @@ static void conn_check_deadlines(struct conn *c)
     TAILQ_FOREACH(t, &c->txns, link)
     {
         if (t->kind == TXN_WRITES && clock_diff(t->hard_deadline, now) <= 0) {
-            conn_lost(c, "no answer within request_timeout: the server seems hung");
+            pool_server_hung(c->pool, c);
             return;
         }
         if (t->kind != TXN_READS)
@@ -1047,7 +1095,7 @@ static void conn_check_deadlines(struct conn *c)
             if (q->state == QUERY_SENT && clock_diff(q->deadline, now) <= 0) {
                 query_answer(q, DB_TIMEOUT, NULL); /* its result is dropped */
             } else if (clock_diff(clock_add(q->deadline, HARD_GRACE), now) <= 0) {
-                conn_lost(c, "no answer within request_timeout: the server seems hung");
+                pool_server_hung(c->pool, c);
                 return;
             }
         }
@@ -1448,7 +1496,7 @@ static int build_host_lists(struct conn *c, char **host, char **hostaddr, char *
     struct db_pool *pool = c->pool;
     const char *ports = pool->port_key >= 0 ? pool->vals[pool->port_key] : NULL;
     size_t cap = 4096;
-    int i, nports = 0;
+    int nports = 0;
     char *p;
 
     *host = calloc(1, cap);
@@ -1459,7 +1507,8 @@ static int build_host_lists(struct conn *c, char **host, char **hostaddr, char *
     if (ports != NULL)
         for (nports = 1, p = (char *)ports; (p = strchr(p, ',')) != NULL; p++)
             nports++;
-    for (i = 0; i < pool->nhosts; i++) {
+    for (int j = 0; j < pool->nhosts; j++) {
+        int i = (c->first_host + j) % pool->nhosts;
         const char *addrs = c->dns_addrs[i] ? c->dns_addrs[i] : "";
         char this_port[32] = "";
 
@@ -1483,7 +1532,7 @@ static int build_host_lists(struct conn *c, char **host, char **hostaddr, char *
             if (strlen(*host) + strlen(pool->hosts[i]) + 2 >= cap ||
                 strlen(*hostaddr) + alen + 2 >= cap || strlen(*port) + strlen(this_port) + 2 >= cap)
                 return -1;
-            if ((*host)[0] != '\0' || i > 0) {
+            if ((*host)[0] != '\0' || j > 0) {
                 strcat(*host, ",");
                 strcat(*hostaddr, ",");
                 strcat(*port, ",");
@@ -1516,19 +1565,19 @@ static void conn_start_pq(struct conn *c)
     const char **vals = calloc((size_t)pool->nkeys + 4, sizeof(char *));
     char *host = NULL, *hostaddr = NULL, *port = NULL;
     int i, n = 0;
+    bool lists = pool->needs_dns || pool->rotate;
 
     if (keys == NULL || vals == NULL)
         goto oom;
-    if (pool->needs_dns && build_host_lists(c, &host, &hostaddr, &port) != 0)
+    if (lists && build_host_lists(c, &host, &hostaddr, &port) != 0)
         goto oom;
     for (i = 0; i < pool->nkeys; i++) {
-        if (pool->needs_dns &&
-            (i == pool->host_key || i == pool->hostaddr_key || i == pool->port_key))
+        if (lists && (i == pool->host_key || i == pool->hostaddr_key || i == pool->port_key))
             continue;
         keys[n] = pool->keys[i];
         vals[n++] = pool->vals[i];
     }
-    if (pool->needs_dns) {
+    if (lists) {
         keys[n] = "host", vals[n++] = host;
         keys[n] = "hostaddr", vals[n++] = hostaddr;
         if (pool->port_key >= 0)
@@ -1554,8 +1603,9 @@ oom:
 static void conn_connect(struct conn *c)
 {
     /* libpq's connect_timeout only applies to blocking connects: a server (or
-     * a name server) that never answers gets request_timeout. */
-    struct timeval tv = clock_timeval(c->pool->conf->request_timeout);
+     * a name server) that never answers is given up on here, and with several
+     * hosts the next attempt starts with the next one. */
+    struct timeval tv = clock_timeval(c->pool->attempt_bound);
 
     evtimer_add(c->ev_timer, &tv);
     if (c->pool->needs_dns)
@@ -1579,7 +1629,11 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
     case CONN_CHECKING:
     case CONN_CREATING:
     case CONN_PREPARING:
-        conn_lost(c, "no answer from the server within request_timeout while connecting");
+        if (c->pool->rotate)
+            c->first_host = (c->first_host + 1) % c->pool->nhosts;
+        conn_lost(c, c->pool->rotate ? "no answer from the server in time while connecting: "
+                                       "trying the next host"
+                                     : "no answer from the server in time while connecting");
         return;
     case CONN_READY:
         conn_check_deadlines(c);
@@ -1759,6 +1813,13 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
         pool->nkeys = 1;
         pool->host_key = pool->hostaddr_key = pool->port_key = -1;
     }
+    pool->rotate = pool->nhosts > 1 && pool->hostaddr_key < 0;
+    pool->attempt_bound = conf->request_timeout;
+    for (i = 0; i < pool->nkeys; i++)
+        if (strcmp(pool->keys[i], "connect_timeout") == 0 && atoi(pool->vals[i]) > 0)
+            pool->attempt_bound = atoi(pool->vals[i]) < 2 ? 2 : atoi(pool->vals[i]);
+    if (pool->rotate && pool->attempt_bound > ROTATE_BOUND)
+        pool->attempt_bound = fmin(pool->attempt_bound, ROTATE_BOUND);
     if (pool->needs_dns) {
         pool->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                              EVDNS_BASE_DISABLE_WHEN_INACTIVE);
