@@ -25,13 +25,19 @@
 #define STEP_BACK       0.002          /* a worker ahead of its peers pauses accepting */
 #define BACKLOG_POLL    0.001
 #define BACKLOG_MAX     0.05 /* at most this long taking the backlog before closing */
+#define READ_CHUNK      (16 * 1024)
+/* Bytes framing passed on that evhttp has not taken yet (it is answering):
+ * above INPUT_HIGH the socket is not read until evhttp has taken all but
+ * INPUT_LOW of them. */
+#define INPUT_HIGH (2 * MAX_HEAD)
+#define INPUT_LOW  (MAX_HEAD / 2)
 
 struct conn {
     struct conn_layer *L;
     LIST_ENTRY(conn) link;
     uint64_t id;
     int fd;                     /* -1 until evhttp has set it */
-    struct bufferevent *under;  /* the socket */
+    struct bufferevent *under;  /* holds the fd for evhttp, and bytes framing left */
     struct bufferevent *filter; /* what evhttp reads from and writes to */
     struct framing framing;
     uint64_t dispatched, answered;
@@ -42,7 +48,11 @@ struct conn {
     struct event *ev_flush;            /* deferred: write what evhttp queued */
     struct event *ev_writable;         /* the socket's buffer was full */
     struct event *ev_release;          /* deferred: free the connection */
+    struct event *ev_start;            /* deferred: evhttp has set the fd, start reading */
+    struct event *ev_read;             /* the socket is readable (always armed) */
     bool emitted;                      /* framing passed bytes on in this read */
+    bool read_paused;                  /* evhttp has INPUT_HIGH bytes not taken */
+    bool eof;                          /* the client sent all it will send */
     bool closed;
 };
 
@@ -73,6 +83,7 @@ struct conn_layer {
     struct timespec last_error_log;
     void (*on_empty)(void *arg);
     void *on_empty_arg;
+    char rbuf[READ_CHUNK];
 };
 
 static void conn_update(struct conn *c);
@@ -243,8 +254,9 @@ static enum bufferevent_filter_result pass_nothing(struct evbuffer *src, struct 
     return BEV_NEED_MORE;
 }
 
-static void on_read(struct bufferevent *under, void *arg);
-static void on_event(struct bufferevent *under, short what, void *arg);
+static void on_start(evutil_socket_t fd, short what, void *arg);
+static void on_readable(evutil_socket_t fd, short what, void *arg);
+static void on_input_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 static void on_output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -264,6 +276,10 @@ static void conn_free(struct conn *c)
         event_free(c->ev_writable);
     if (c->ev_release != NULL)
         event_free(c->ev_release);
+    if (c->ev_start != NULL)
+        event_free(c->ev_start);
+    if (c->ev_read != NULL)
+        event_free(c->ev_read);
     if (c->filter != NULL)
         bufferevent_decref(c->filter); /* the last reference: frees the socket too */
     else if (c->under != NULL)
@@ -290,15 +306,21 @@ static struct conn *conn_new(struct conn_layer *L)
     c->ev_flush = event_new(L->base, -1, 0, on_flush, c);
     c->ev_writable = NULL; /* needs the fd: created when first needed */
     c->ev_release = event_new(L->base, -1, 0, on_release, c);
+    c->ev_start = event_new(L->base, -1, 0, on_start, c);
+    c->ev_read = NULL; /* needs the fd */
     if (c->filter == NULL || c->ev_deadline == NULL || c->ev_idle == NULL || c->ev_flush == NULL ||
-        c->ev_release == NULL ||
+        c->ev_release == NULL || c->ev_start == NULL ||
+        evbuffer_add_cb(bufferevent_get_input(c->filter), on_input_changed, c) == NULL ||
         evbuffer_add_cb(bufferevent_get_output(c->filter), on_output_added, c) == NULL) {
         conn_free(c);
         return NULL;
     }
     bufferevent_incref(c->filter);
-    bufferevent_setcb(c->under, on_read, NULL, on_event, c);
-    bufferevent_disable(c->under, EV_WRITE); /* writes go straight to the socket */
+    /* Reads and writes go straight to the socket (on_readable, write_out):
+     * the socket bufferevent never arms an event, so evhttp's turning reading
+     * off and on again around each request costs no system call. */
+    bufferevent_setcb(c->under, NULL, NULL, NULL, NULL);
+    bufferevent_disable(c->under, EV_READ | EV_WRITE);
     return c;
 }
 
@@ -325,6 +347,7 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg)
     }
     LIST_INSERT_HEAD(&L->conns, c, link);
     L->nconns++;
+    event_active(c->ev_start, 0, 0);
     atomic_fetch_add_explicit(&L->slot->open_conns, 1, memory_order_relaxed);
     evtimer_add(c->ev_idle, &idle);
     if (!L->taking_backlog) {
@@ -400,6 +423,8 @@ static void mark_closed(struct conn *c)
     evtimer_del(c->ev_idle);
     if (c->ev_writable != NULL)
         event_del(c->ev_writable);
+    if (c->ev_read != NULL)
+        event_del(c->ev_read);
     event_active(c->ev_release, 0, 0);
 }
 
@@ -483,47 +508,101 @@ static void feed_evhttp(struct conn *c)
     check_let_go(c);
 }
 
-static void on_read(struct bufferevent *under, void *arg)
+/* evhttp has set the socket of the connection it made (after our on_accept). */
+static void on_start(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(under);
+
+    if (check_let_go(c))
+        return;
+    learn_fd(c);
+    if (c->fd >= 0)
+        c->ev_read = event_new(c->L->base, c->fd, EV_READ | EV_PERSIST, on_readable, c);
+    if (c->ev_read == NULL || event_add(c->ev_read, NULL) != 0) {
+        log_error("cannot watch a new connection: closing it");
+        hand_event(c, BEV_EVENT_READING | BEV_EVENT_ERROR);
+        return;
+    }
+    conn_update(c);
+}
+
+/* Passes bytes through framing; what framing cannot take yet (a head line in
+ * pieces) waits in the socket bufferevent's input for the next bytes. */
+static void take_bytes(struct conn *c, const char *buf, size_t len)
+{
+    struct evbuffer *in = bufferevent_get_input(c->under);
     uint64_t started = c->framing.started;
     struct timespec now;
 
-    if (c->closed) {
-        evbuffer_drain(in, evbuffer_get_length(in));
-        return;
-    }
-    learn_fd(c);
-    for (;;) {
-        size_t avail = evbuffer_get_length(in), n = avail < PULL_MAX ? avail : PULL_MAX, used;
-        const char *p;
+    if (evbuffer_get_length(in) == 0) {
+        size_t used = framing_feed(&c->framing, buf, len, emit_to_evhttp, c);
 
-        if (avail == 0)
-            break;
-        p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-        if (p == NULL)
-            break;
-        used = framing_feed(&c->framing, p, n, emit_to_evhttp, c);
-        evbuffer_drain(in, used);
-        if (used == 0)
-            break;
+        if (used < len)
+            evbuffer_add(in, buf + used, len - used);
+    } else {
+        evbuffer_add(in, buf, len);
+        for (;;) {
+            size_t avail = evbuffer_get_length(in), n = avail < PULL_MAX ? avail : PULL_MAX, used;
+            const char *p;
+
+            if (avail == 0)
+                break;
+            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+            if (p == NULL)
+                break;
+            used = framing_feed(&c->framing, p, n, emit_to_evhttp, c);
+            evbuffer_drain(in, used);
+            if (used == 0)
+                break;
+        }
     }
     if (c->framing.started != started) {
         now = clock_now();
         while (started < c->framing.started)
             c->arrival[++started % ARRIVALS] = now;
     }
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    ssize_t n;
+
+    if (c->closed)
+        return;
+    n = recv(fd, c->L->rbuf, sizeof(c->L->rbuf), 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        hand_event(c, BEV_EVENT_READING | BEV_EVENT_ERROR);
+        return;
+    }
+    if (n == 0) {
+        /* Requests already here are still answered (conn_update closes). */
+        c->eof = true;
+        event_del(c->ev_read);
+    } else {
+        take_bytes(c, c->L->rbuf, (size_t)n);
+    }
     feed_evhttp(c);
+    if (c->closed)
+        return;
+    if (!c->eof && evbuffer_get_length(bufferevent_get_input(c->filter)) > INPUT_HIGH) {
+        c->read_paused = true;
+        event_del(c->ev_read);
+    }
     conn_update(c);
 }
 
-static void on_event(struct bufferevent *under, short what, void *arg)
+static void on_input_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct conn *c = arg;
 
-    learn_fd(c);
-    hand_event(c, what);
+    if (c->read_paused && info->n_deleted > 0 && evbuffer_get_length(buf) <= INPUT_LOW) {
+        c->read_paused = false;
+        if (!c->closed && !c->eof)
+            event_add(c->ev_read, NULL);
+    }
 }
 
 /* Writes what evhttp queued straight to the socket; evhttp hears that it was
@@ -619,6 +698,11 @@ static void conn_update(struct conn *c)
 
     if (st == CONN_CLOSED)
         return;
+    if (c->eof && st != CONN_ANSWERING) {
+        /* Nothing more will come: idle, or a request that cannot complete. */
+        close_conn(c);
+        return;
+    }
     if (st == CONN_RECEIVING) {
         if (c->deadline_seq != c->framing.started) {
             struct timespec at =

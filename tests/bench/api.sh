@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# HTTP API benchmark: todod with 2 workers under 64 keep-alive connections.
+# HTTP API benchmark: todod at its shipped defaults (2 workers) under 64
+# keep-alive connections, each request set against a ceiling measured in the
+# same run.
 #
 #   make bench-api            (or tests/bench/api.sh after make)
 #
-# Starts a private PostgreSQL (fresh data directory in /tmp, free loopback port)
-# and todod (workers = 2, configuration written for the run), then measures with
-# wrk (2 threads, 64 connections) each of
-#   GET /todos/{id}, POST /todos, GET /todos?limit=10 (table of 1,000,000 rows),
-#   GET /health
-# and, in the same run, a ceiling for each with pgbench (-M prepared, 64
-# clients, 2 threads) on the same database: the same single-row SELECT and
-# INSERT without HTTP, and for the list the replaced service's per-request
-# queries (count(*) of the table, then ORDER BY created_at DESC LIMIT 10
-# OFFSET 0). /health is compared with nginx answering a static "ok" when nginx
-# is installed. Each figure is the median of BENCH_RUNS runs (default 3) of
-# BENCH_SECONDS seconds each (default 5), after a 1 s warm-up.
+# Starts a private PostgreSQL (fresh data directory in /tmp, free loopback port),
+# nginx when installed (the ceiling of /health, and a sink for traces) and todod
+# (workers = 2, every other key at its default), seeds 1,000,000 rows, then
+# measures with wrk (2 threads, 64 connections):
+#   GET /todos/{id}       vs pgbench running todod's own SELECT, 64 and 4
+#                         clients (the better of the two is the ceiling);
+#   GET /todos?limit=10   vs the replaced service's per-request queries
+#                         (count(*) of the table, then ORDER BY created_at DESC
+#                         LIMIT 10 OFFSET 0), and the figure before this design;
+#   GET /health           vs nginx `return 200` with as many workers;
+#   POST /todos           vs pgbench: todod's INSERT ... RETURNING;
+#   PUT /todos/{id}       vs pgbench: todod's UPDATE ... RETURNING of a random row;
+#   DELETE /todos/{id}    vs pgbench: todod's DELETE, every delete finding its row;
+#   GET /todos/{id} with tracing on (every request sampled, spans exported to
+#                         nginx) vs tracing off (a second todod on the same
+#                         database; their runs alternate).
+# pgbench runs -M prepared, one statement a transaction, 64 clients, 2 threads,
+# on the same database and schema (todod's indexes and count triggers). Each
+# figure is the median of BENCH_RUNS runs (default 3) of BENCH_SECONDS seconds
+# (default 5); every wrk measurement has a 1 s warm-up first. The report ends
+# with each target and whether it was met.
 #
-# Environment: BENCH_SECONDS, BENCH_RUNS, BENCH_DB_CONNECTIONS (todod's
-# db_connections, default 1: the shipped default), BENCH_PG_SETTINGS (extra
-# PostgreSQL settings, "name=value name=value"), BENCH_KEEP=1 (keep the work
-# directory), PGBIN (PostgreSQL binaries). Everything started is stopped on
-# exit, Ctrl-C included. Exit status 1 when a request failed or a check did not hold.
+# Environment: BENCH_SECONDS, BENCH_RUNS, BENCH_DB_CONNECTIONS and
+# BENCH_DB_WRITE_CONNECTIONS (todod's db_connections and db_write_connections;
+# unset: the shipped defaults), BENCH_DELETE_CAP (deletes per second the seeded
+# rows allow, default 30000), BENCH_PG_SETTINGS (extra PostgreSQL settings,
+# "name=value name=value"), BENCH_KEEP=1 (keep the work directory), PGBIN
+# (PostgreSQL binaries). Everything started is stopped on exit, Ctrl-C included.
+# Exit status 1 when a request failed or the row counts disagree, 2 when a
+# target was not met.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -32,20 +46,21 @@ WORKERS=2
 THREADS=2
 CONNS=64
 LIST_ROWS=1000000
+LIST_BEFORE=11765 # req/s: GET /todos?limit=10 in the README before the write connections (2026-11-26)
 bench_need wrk
 
 echo "# todod API benchmark"
 echo
-echo "Reproduce: \`make bench-api\` (tests/bench/api.sh; defaults BENCH_SECONDS=5 BENCH_RUNS=3 BENCH_DB_CONNECTIONS=1)"
+echo "Reproduce: \`make bench-api\` (tests/bench/api.sh; defaults BENCH_SECONDS=5 BENCH_RUNS=3)"
 echo
 
 bench_start_pg
-bench_start_todod "$WORKERS" "$DB_CONNECTIONS"
+bench_start_todod "$WORKERS"
 
 cat <<EOT
 Configuration:
-- machine: $(bench_machine); loopback only, wrk, pgbench, todod and PostgreSQL share the CPUs
-- todod $("$TODOD_BIN" -V | awk '{ print $2 }'), workers = $WORKERS, db_connections = $DB_CONNECTIONS (per worker); its configuration file: \`$(bench_todod_conf)\` (other keys at their defaults)
+- machine: $(bench_machine); loopback only, wrk, pgbench, nginx, todod and PostgreSQL share the CPUs
+- todod $("$TODOD_BIN" -V | awk '{ print $2 }'), its configuration file: \`$(bench_todod_conf)\` (every other key at its default)
 - PostgreSQL $(bench_pg_version): $(bench_pg_settings)
 - load: wrk -t$THREADS -c$CONNS -d${BENCH_SECONDS}s (1 s warm-up first); pgbench -n -M prepared -c $CONNS -j $THREADS -T $BENCH_SECONDS
 - each figure: median of $BENCH_RUNS runs
@@ -54,23 +69,32 @@ EOT
 
 # ---- seed ----
 
-bench_note "seeding: one todo through POST /todos, then $((LIST_ROWS - 1)) rows with one INSERT ... SELECT"
-resp=$(curl -s --max-time 10 -X POST -H 'Content-Type: application/json' \
-    -d '{"title":"bench get by id"}' -w '\n%{http_code}' "$(bench_url /todos)")
-[ "${resp##*$'\n'}" = 201 ] || bench_die "POST /todos answered: $resp"
-TODO_ID=$(printf '%s\n' "$resp" | sed -n 's/.*"id" *: *"\([0-9a-f-]\{36\}\)".*/\1/p' | head -n 1)
-[ -n "$TODO_ID" ] || bench_die "no id in the answer of POST /todos: $resp"
+# Deterministic ids: row k of a range is PREFIX-%012d (decimal digits are hex
+# digits too), so that wrk and pgbench can name rows without a lookup.
+ID_MAIN=00000000-0000-4000-8000     # the 1,000,000 rows read, listed and updated
+ID_DEL_HTTP=00000000-0000-4000-9000 # rows deleted through DELETE /todos/{id}
+ID_DEL_PG=00000000-0000-4000-a000   # rows deleted by pgbench
+uuid_sql() { echo "('$1-' || lpad(($2)::text, 12, '0'))::uuid"; }
 
-# Distinct timestamps, one second apart, as a table filled over time would have.
-bench_psql -c "INSERT INTO todos (id, title, done, created_at, updated_at)
-    SELECT gen_random_uuid(), 'seeded todo #' || i, i % 2 = 0, ts, ts
-    FROM (SELECT i, now() - i * interval '1 second' AS ts
-          FROM generate_series(1, $((LIST_ROWS - 1))) i) s" >&2
-# VACUUM (ANALYZE): statistics, and the hint bits and visibility map a table
-# of that age would have (which helps the old design's count(*) most).
-bench_psql -c 'VACUUM (ANALYZE) todos' >&2
-# The seed's dirty pages written now, not by a checkpoint during the measurements.
-bench_psql -c 'CHECKPOINT' >&2
+# seed PREFIX COUNT: COUNT rows PREFIX-000000000001 .. with distinct
+# timestamps, one second apart, older than every row already there, as a table
+# filled over time would have.
+seed() {
+    bench_psql -c "INSERT INTO todos (id, title, done, created_at, updated_at)
+        SELECT $(uuid_sql "$1" k), 'seeded todo #' || k, k % 2 = 0, ts, ts
+        FROM (SELECT k, coalesce((SELECT min(created_at) FROM todos), now())
+                        - k * interval '1 second' AS ts
+              FROM generate_series(1, $2) k) s" >&2
+    # VACUUM (ANALYZE): statistics, and the hint bits and visibility map a
+    # table of that age would have (which helps the old design's count(*) most).
+    bench_psql -c 'VACUUM (ANALYZE) todos' >&2
+    # The seed's dirty pages written now, not by a checkpoint during the measurements.
+    bench_psql -c 'CHECKPOINT' >&2
+}
+
+bench_note "seeding $LIST_ROWS rows with one INSERT ... SELECT"
+seed "$ID_MAIN" "$LIST_ROWS"
+TODO_ID=$ID_MAIN-$(printf '%012d' 1)
 
 check_counts() { # expected
     local exact kept
@@ -93,15 +117,48 @@ if [ "$total" != "$LIST_ROWS" ] || [ "$ids" != 10 ]; then
     bench_die "GET /todos?limit=10 gave total=$total and $ids todos (want $LIST_ROWS and 10)"
 fi
 
-# ---- wrk ----
+# ---- wrk and pgbench ----
 
+# BENCH_MODE: "" (the URL as given; BENCH_BODY, when set, is POSTed as JSON),
+# "put" (PUT of a random one of the BENCH_ROWS main rows) or "delete" (each
+# thread deletes its own run of rows: BENCH_BASE + thread * BENCH_STRIDE + 1, + 2, ...).
 cat >"$BENCH_DIR/wrk.lua" <<'EOF'
--- BENCH_BODY, when set, is sent with POST as application/json.
-local body = os.getenv("BENCH_BODY")
-if body ~= nil and body ~= "" then
+local mode = os.getenv("BENCH_MODE") or ""
+local body = os.getenv("BENCH_BODY") or ""
+local nthreads = 0
+
+function setup(thread)
+    thread:set("tid", nthreads)
+    nthreads = nthreads + 1
+end
+
+if mode == "" and body ~= "" then
     wrk.method = "POST"
     wrk.body = body
     wrk.headers["Content-Type"] = "application/json"
+elseif mode == "put" then
+    local rows = tonumber(os.getenv("BENCH_ROWS"))
+    local prefix = os.getenv("BENCH_PREFIX")
+    local headers = { ["Content-Type"] = "application/json" }
+    function init(args)
+        math.randomseed(os.time() * 1000 + tid)
+    end
+    function request()
+        return wrk.format("PUT", string.format("/todos/%s-%012d", prefix, math.random(1, rows)),
+            headers, body)
+    end
+elseif mode == "delete" then
+    local prefix = os.getenv("BENCH_PREFIX")
+    local base = tonumber(os.getenv("BENCH_BASE"))
+    local stride = tonumber(os.getenv("BENCH_STRIDE"))
+    local n = 0
+    function request()
+        n = n + 1
+        if n > stride then
+            n = stride -- out of seeded rows: answered 404, counted as an error
+        end
+        return wrk.format("DELETE", string.format("/todos/%s-%012d", prefix, base + tid * stride + n))
+    end
 end
 
 function done(summary, latency, requests)
@@ -118,51 +175,90 @@ notes=()
 details=()
 # field NAME LINE: the value of NAME=value in LINE.
 field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-# wrk_measure LABEL PATH [BODY]: sets W_RPS, W_P50, W_P99 (medians).
-wrk_measure() {
-    local label=$1 path=$2 body=${3:-} i out line rps=() p50=() p99=() se=0 st=0
-    local url
-    url=$(bench_url "$path")
-    bench_note "wrk: $label (warm-up, then $BENCH_RUNS x ${BENCH_SECONDS}s)"
-    BENCH_BODY=$body bench_bounded 60 wrk -t"$THREADS" -c"$CONNS" -d1s -s "$BENCH_DIR/wrk.lua" "$url" \
-        >>"$BENCH_DIR/wrk.log" 2>&1 || bench_die "wrk failed (see $BENCH_DIR/wrk.log)"
-    for i in $(seq 1 "$BENCH_RUNS"); do
-        out=$(BENCH_BODY=$body bench_bounded $((BENCH_SECONDS + 60)) wrk -t"$THREADS" -c"$CONNS" \
-            -d"${BENCH_SECONDS}s" --latency -s "$BENCH_DIR/wrk.lua" "$url" 2>&1) ||
-            bench_die "wrk failed: $out"
-        printf '== %s run %s\n%s\n' "$label" "$i" "$out" >>"$BENCH_DIR/wrk.log"
-        line=$(printf '%s\n' "$out" | grep '^BENCH ') || bench_die "no result from wrk: $out"
-        rps+=("$(field rps "$line")")
-        p50+=("$(field p50 "$line")")
-        p99+=("$(field p99 "$line")")
-        se=$((se + $(field socket_errors "$line")))
-        st=$((st + $(field status_errors "$line")))
-    done
+
+# wrk_run SECONDS URL: one wrk run (the BENCH_* variables exported by the caller).
+wrk_run() {
+    bench_bounded $(($1 + 60)) wrk -t"$THREADS" -c"$CONNS" -d"$1s" --latency -s "$BENCH_DIR/wrk.lua" "$2" 2>&1
+}
+
+# wrk_series LABEL URL RUN: run RUN (0: the 1 s warm-up) of a measurement; its
+# figures go to the arrays named LABEL's (see wrk_begin and wrk_end).
+declare -A WRK_RPS WRK_P50 WRK_P99 WRK_SE WRK_ST
+wrk_series() {
+    local label=$1 url=$2 run=$3 out line
+    BENCH_BASE=$((run * THREADS * ${BENCH_STRIDE:-0}))
+    export BENCH_BASE
+    out=$(wrk_run "$([ "$run" = 0 ] && echo 1 || echo "$BENCH_SECONDS")" "$url") || bench_die "wrk failed: $out"
+    printf '== %s run %s\n%s\n' "$label" "$run" "$out" >>"$BENCH_DIR/wrk.log"
+    line=$(printf '%s\n' "$out" | grep '^BENCH ') || bench_die "no result from wrk: $out"
+    WRK_ST[$label]=$((${WRK_ST[$label]:-0} + $(field status_errors "$line")))
+    [ "$run" = 0 ] && return 0
+    WRK_RPS[$label]="${WRK_RPS[$label]:-} $(field rps "$line")"
+    WRK_P50[$label]="${WRK_P50[$label]:-} $(field p50 "$line")"
+    WRK_P99[$label]="${WRK_P99[$label]:-} $(field p99 "$line")"
+    WRK_SE[$label]=$((${WRK_SE[$label]:-0} + $(field socket_errors "$line")))
+}
+# wrk_result LABEL: sets W_RPS, W_P50, W_P99 (medians) and notes errors.
+wrk_result() {
+    local label=$1 rps p50 p99
+    read -ra rps <<<"${WRK_RPS[$label]}"
+    read -ra p50 <<<"${WRK_P50[$label]}"
+    read -ra p99 <<<"${WRK_P99[$label]}"
     W_RPS=$(bench_median "${rps[@]}")
     W_P50=$(bench_median "${p50[@]}")
     W_P99=$(bench_median "${p99[@]}")
     bench_note "  $label: ${rps[*]} req/s -> median $W_RPS"
     details+=("$label (wrk): req/s ${rps[*]}; p50 ms ${p50[*]}; p99 ms ${p99[*]}")
-    if [ "$st" -gt 0 ]; then
-        notes+=("$label: $st answers were not 2xx/3xx")
+    if [ "${WRK_ST[$label]}" -gt 0 ]; then
+        notes+=("$label: ${WRK_ST[$label]} answers were not 2xx/3xx")
         http_errors=1
     fi
-    [ "$se" -gt 0 ] && notes+=("$label: $se socket errors (connect/read/write/timeout)")
+    [ "${WRK_SE[$label]}" -gt 0 ] && notes+=("$label: ${WRK_SE[$label]} socket errors (connect/read/write/timeout)")
     return 0
 }
+# wrk_measure LABEL PATH [BODY]: sets W_RPS, W_P50, W_P99 (medians of
+# BENCH_RUNS runs, after a 1 s warm-up).
+wrk_measure() {
+    local label=$1 url run
+    url=$(bench_url "$2")
+    export BENCH_BODY=${3:-}
+    bench_note "wrk: $label (warm-up, then $BENCH_RUNS x ${BENCH_SECONDS}s)"
+    for run in $(seq 0 "$BENCH_RUNS"); do
+        wrk_series "$label" "$url" "$run"
+    done
+    wrk_result "$label"
+}
+# wrk_alternate LABEL_A URL_A LABEL_B URL_B: both measured, their runs
+# alternating (A, B, A, B, ...) so that a drift of the machine hits both alike;
+# sets A_* and B_* as wrk_measure sets W_*.
+wrk_alternate() {
+    local run
+    export BENCH_BODY=
+    bench_note "wrk: $1 and $3, alternating (warm-up, then $BENCH_RUNS x ${BENCH_SECONDS}s each)"
+    for run in $(seq 0 "$BENCH_RUNS"); do
+        wrk_series "$1" "$2" "$run"
+        wrk_series "$3" "$4" "$run"
+    done
+    wrk_result "$1"
+    A_RPS=$W_RPS A_P50=$W_P50 A_P99=$W_P99
+    wrk_result "$3"
+    B_RPS=$W_RPS B_P50=$W_P50 B_P99=$W_P99
+}
 
-# pgbench_measure LABEL SCRIPT [pgbench options]: sets P_TPS (median).
+# pgbench_measure LABEL CLIENTS SCRIPT [pgbench options]: sets P_TPS (median).
+# A script that names pgbench_run in a -D option gets the run's number (0, 1, ...).
 pgbench_measure() {
-    local label=$1 script=$2 i out tps=() v
-    shift 2
-    bench_note "pgbench: $label ($BENCH_RUNS x ${BENCH_SECONDS}s)"
+    local label=$1 clients=$2 script=$3 i out tps=() v jobs=$THREADS
+    shift 3
+    [ "$clients" -lt "$jobs" ] && jobs=$clients
+    bench_note "pgbench: $label, $clients clients ($BENCH_RUNS x ${BENCH_SECONDS}s)"
     for i in $(seq 1 "$BENCH_RUNS"); do
         out=$(bench_bounded $((BENCH_SECONDS + 120)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" \
-            -U postgres -n -M prepared -c "$CONNS" -j "$THREADS" -T "$BENCH_SECONDS" \
-            -f "$script" "$@" todod 2>&1) || bench_die "pgbench failed: $out"
+            -U postgres -n -M prepared -c "$clients" -j "$jobs" -T "$BENCH_SECONDS" \
+            -D "run=$((i - 1))" -f "$script" "$@" todod 2>&1) || bench_die "pgbench failed: $out"
         printf '== %s run %s\n%s\n' "$label" "$i" "$out" >>"$BENCH_DIR/pgbench.log"
         v=$(printf '%s\n' "$out" | awk '/^tps = / { print $3; exit }')
-        [ -n "$v" ] || bench_die "no tps from pgbench (BENCH_SECONDS too short for $CONNS connections to open?): $out"
+        [ -n "$v" ] || bench_die "no tps from pgbench (BENCH_SECONDS too short for $clients connections to open?): $out"
         if printf '%s\n' "$out" | grep -q '^number of failed transactions: [1-9]'; then
             bench_die "pgbench: failed transactions: $out"
         fi
@@ -170,46 +266,37 @@ pgbench_measure() {
     done
     P_TPS=$(bench_median "${tps[@]}")
     bench_note "  $label: ${tps[*]} tps -> median $P_TPS"
-    details+=("$label (pgbench): tps $(printf '%.1f\n' "${tps[@]}" | paste -sd ' ')")
+    details+=("$label, $clients clients (pgbench): tps $(printf '%.1f\n' "${tps[@]}" | paste -sd ' ')")
 }
 
-cat >"$BENCH_DIR/get.sql" <<'EOF'
-SELECT id, title, done, created_at, updated_at FROM todos WHERE id = :id;
+# The statements todod prepares (daemon/db.c), with the same parameters.
+COLS="id, title, done, created_at, updated_at"
+cat >"$BENCH_DIR/get.sql" <<EOF
+SELECT $COLS FROM todos WHERE id = :id;
 EOF
-cat >"$BENCH_DIR/insert.sql" <<'EOF'
-INSERT INTO todos (id, title, done) VALUES (gen_random_uuid(), 'bench', false);
+cat >"$BENCH_DIR/insert.sql" <<EOF
+INSERT INTO todos (id, title, done) VALUES (gen_random_uuid(), 'bench', false) RETURNING $COLS;
+EOF
+cat >"$BENCH_DIR/update.sql" <<EOF
+\\set k random(1, $LIST_ROWS)
+UPDATE todos SET title = coalesce('bench put', title), done = coalesce(true, done), updated_at = now()
+    WHERE id = $(uuid_sql "$ID_MAIN" ":k") RETURNING $COLS;
+EOF
+# Each client deletes its own run of rows, a run of rows per measurement.
+cat >"$BENCH_DIR/delete.sql" <<EOF
+\\set n :n + 1
+\\set k (:run * $CONNS + :client_id) * :stride + :n
+DELETE FROM todos WHERE id = $(uuid_sql "$ID_DEL_PG" ":k");
 EOF
 cat >"$BENCH_DIR/old_list.sql" <<'EOF'
 SELECT count(*) FROM todos;
 SELECT id, title, done, created_at, updated_at FROM todos ORDER BY created_at DESC LIMIT 10 OFFSET 0;
 EOF
 
-rows=()
-row() { # request rps p50 p99 ceiling ceiling_rps|n/a [decimals of ceiling_rps]
-    local c=n/a r=n/a
-    if [ "$6" != n/a ]; then
-        c=$(bench_fmt "$6" "${7:-0}")
-        r="$(bench_ratio "$2" "$6" 2)x"
-    fi
-    rows+=("| $1 | $(bench_fmt "$2") | $(bench_fmt "$3" 2) | $(bench_fmt "$4" 2) | $5 | $c | $r |")
-}
+# ---- nginx: the ceiling of /health, and a sink for traces ----
 
-# Reads first, on exactly LIST_ROWS rows; then the writes, which add rows.
-wrk_measure "GET /todos/{id}" "/todos/$TODO_ID"
-get=("$W_RPS" "$W_P50" "$W_P99")
-pgbench_measure "SELECT by id" "$BENCH_DIR/get.sql" -D "id=$TODO_ID"
-get_ceiling=$P_TPS
-
-wrk_measure "GET /todos?limit=10" "/todos?limit=10"
-list=("$W_RPS" "$W_P50" "$W_P99")
-pgbench_measure "old list (count(*) + ORDER BY ... LIMIT 10 OFFSET 0)" "$BENCH_DIR/old_list.sql"
-list_old=$P_TPS
-count_line=$(check_counts "$LIST_ROWS")
-
-wrk_measure "GET /health" "/health"
-health=("$W_RPS" "$W_P50" "$W_P99")
-health_ceiling=n/a
-health_label="nginx static \`ok\` (nginx not installed)"
+NGINX_PORT=
+nginx_label="nginx \`return 200\` (nginx not installed)"
 if command -v nginx >/dev/null 2>&1; then
     NGINX_PORT=$(bench_free_port)
     mkdir -p "$BENCH_DIR/nginx"
@@ -228,9 +315,11 @@ http {
     scgi_temp_path $BENCH_DIR/nginx/scgi;
     keepalive_requests 100000000;
     keepalive_timeout 60s;
+    client_max_body_size 64m;
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location = /health { default_type "text/plain; charset=utf-8"; return 200 ok; }
+        location = /v1/traces { default_type application/json; return 200 '{}'; }
     }
 }
 EOF
@@ -242,40 +331,160 @@ EOF
         sleep 0.1
     done
     if [ "$(curl -s --max-time 1 "http://127.0.0.1:$NGINX_PORT/health" || true)" = ok ]; then
-        saved_port=$HTTP_PORT
-        HTTP_PORT=$NGINX_PORT
-        wrk_measure "nginx /health" "/health"
-        HTTP_PORT=$saved_port
-        health_ceiling=$W_RPS
-        health_label="nginx $(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p') static \`ok\`, $WORKERS workers"
+        nginx_label="nginx $(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p') \`return 200\`, $WORKERS workers"
     else
-        notes+=("nginx did not start (see its error log): no /health ceiling")
-        health_label="nginx static \`ok\` (did not start)"
+        notes+=("nginx did not start (see its error log): no /health ceiling, no tracing row")
+        nginx_label="nginx \`return 200\` (did not start)"
+        NGINX_PORT=
     fi
-    kill -TERM "${BENCH_EXTRA_PIDS[-1]}" 2>/dev/null || true
+fi
+
+# ---- measurements ----
+
+rows=()
+verdicts=()
+failed_targets=0
+row() { # request rps p50 p99 ceiling ceiling_rps|n/a [decimals of ceiling_rps]
+    local c=n/a r=n/a
+    if [ "$6" != n/a ]; then
+        c=$(bench_fmt "$6" "${7:-0}")
+        r="$(bench_ratio "$2" "$6" 2)x"
+    fi
+    rows+=("| $1 | $(bench_fmt "$2") | $(bench_fmt "$3" 2) | $(bench_fmt "$4" 2) | $5 | $c | $r |")
+}
+# target TEXT CONDITION(awk): records "TEXT: met" or "NOT met".
+target() {
+    if awk "BEGIN { exit !($2) }"; then
+        verdicts+=("$1: met")
+    else
+        verdicts+=("$1: NOT met")
+        failed_targets=1
+    fi
+}
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 > b + 0) ? a : b }'; }
+
+# Reads first, on exactly LIST_ROWS rows; then the writes.
+wrk_measure "GET /todos/{id}" "/todos/$TODO_ID"
+get=("$W_RPS" "$W_P50" "$W_P99")
+pgbench_measure "SELECT by id" "$CONNS" "$BENCH_DIR/get.sql" -D "id=$TODO_ID"
+get_c64=$P_TPS
+pgbench_measure "SELECT by id" 4 "$BENCH_DIR/get.sql" -D "id=$TODO_ID"
+get_c4=$P_TPS
+get_ceiling=$(max "$get_c64" "$get_c4")
+
+wrk_measure "GET /todos?limit=10" "/todos?limit=10"
+list=("$W_RPS" "$W_P50" "$W_P99")
+pgbench_measure "old list (count(*) + ORDER BY ... LIMIT 10 OFFSET 0)" "$CONNS" "$BENCH_DIR/old_list.sql"
+list_old=$P_TPS
+count_line=$(check_counts "$LIST_ROWS")
+
+wrk_measure "GET /health" "/health"
+health=("$W_RPS" "$W_P50" "$W_P99")
+health_ceiling=n/a
+if [ -n "$NGINX_PORT" ]; then
+    saved_port=$HTTP_PORT
+    HTTP_PORT=$NGINX_PORT
+    wrk_measure "nginx /health" "/health"
+    HTTP_PORT=$saved_port
+    health_ceiling=$W_RPS
 fi
 
 wrk_measure "POST /todos" "/todos" '{"title":"bench"}'
 post=("$W_RPS" "$W_P50" "$W_P99")
-pgbench_measure "INSERT one row" "$BENCH_DIR/insert.sql"
+pgbench_measure "INSERT one row" "$CONNS" "$BENCH_DIR/insert.sql"
 post_ceiling=$P_TPS
+
+export BENCH_MODE=put BENCH_ROWS=$LIST_ROWS BENCH_PREFIX=$ID_MAIN
+wrk_measure "PUT /todos/{id}" "/" '{"title":"bench put","done":true}'
+put=("$W_RPS" "$W_P50" "$W_P99")
+pgbench_measure "UPDATE one row" "$CONNS" "$BENCH_DIR/update.sql"
+put_ceiling=$P_TPS
+
+# Rows to delete: a run of STRIDE rows per wrk thread (or pgbench client) and
+# measurement, enough for DELETE_CAP deletes per second.
+DELETE_CAP=${BENCH_DELETE_CAP:-30000}
+HTTP_STRIDE=$((DELETE_CAP * BENCH_SECONDS / THREADS))
+PG_STRIDE=$((DELETE_CAP * BENCH_SECONDS / CONNS))
+bench_note "seeding rows to delete"
+seed "$ID_DEL_HTTP" $(((BENCH_RUNS + 1) * THREADS * HTTP_STRIDE))
+seed "$ID_DEL_PG" $(((BENCH_RUNS + 1) * CONNS * PG_STRIDE))
+export BENCH_MODE=delete BENCH_PREFIX=$ID_DEL_HTTP BENCH_STRIDE=$HTTP_STRIDE
+wrk_measure "DELETE /todos/{id}" "/"
+delete=("$W_RPS" "$W_P50" "$W_P99")
+unset BENCH_MODE BENCH_STRIDE
+pg_left() {
+    bench_sql "SELECT count(*) FROM todos WHERE id >= '$ID_DEL_PG-000000000000' AND id < '$ID_DEL_PG-999999999999'"
+}
+pg_before=$(pg_left)
+pgbench_measure "DELETE one row" "$CONNS" "$BENCH_DIR/delete.sql" -D n=0 -D "stride=$PG_STRIDE"
+delete_ceiling=$P_TPS
+# Every pgbench delete found its row (a delete of nothing would commit nothing).
+pg_gone=$((pg_before - $(pg_left)))
+pg_txns=$(awk '/^== DELETE one row/ { on = 1; next } /^== / { on = 0 }
+    on && /^number of transactions actually processed:/ { s += $6 } END { print s + 0 }' "$BENCH_DIR/pgbench.log")
+if [ "$pg_gone" != "$pg_txns" ]; then
+    notes+=("pgbench DELETE: $pg_txns transactions deleted $pg_gone rows (raise BENCH_DELETE_CAP)")
+    failed_targets=1
+fi
 end_count_line=$(check_counts "")
 
-row "GET /todos/{id}" "${get[@]}" "pgbench: same single-row SELECT by id" "$get_ceiling"
-row "POST /todos" "${post[@]}" "pgbench: single-row INSERT" "$post_ceiling"
-row "GET /todos?limit=10 (1,000,000 rows)" "${list[@]}" \
-    "old service's queries: count(*) + ORDER BY created_at DESC LIMIT 10 OFFSET 0" "$list_old" 1
-row "GET /health" "${health[@]}" "$health_label" "$health_ceiling"
+# Tracing: GET /todos/{id} again, from a second todod on the same database
+# with every request traced (trace_sample_ratio 1; nginx takes the spans and
+# drops them), alternating with the first, untraced, one.
+trace_on=(n/a n/a n/a)
+trace_off=(n/a n/a n/a)
+if [ -n "$NGINX_PORT" ]; then
+    TRACED_PORT=$(bench_free_port)
+    sed -e "s/^listen = .*/listen = 127.0.0.1:$TRACED_PORT/" "$TODOD_CONF" >"$BENCH_DIR/todod-traced.conf"
+    echo "otlp_endpoint = http://127.0.0.1:$NGINX_PORT/v1/traces" >>"$BENCH_DIR/todod-traced.conf"
+    setsid "$TODOD_BIN" -c "$BENCH_DIR/todod-traced.conf" >"$BENCH_DIR/todod-traced.log" 2>&1 </dev/null &
+    BENCH_EXTRA_PIDS+=($!)
+    for _ in $(seq 1 100); do
+        [ "$(curl -s --max-time 1 "http://127.0.0.1:$TRACED_PORT/health" || true)" = ok ] && break
+        sleep 0.1
+    done
+    wrk_alternate "GET /todos/{id}, tracing on" "http://127.0.0.1:$TRACED_PORT/todos/$TODO_ID" \
+        "GET /todos/{id}, tracing off" "$(bench_url "/todos/$TODO_ID")"
+    trace_on=("$A_RPS" "$A_P50" "$A_P99")
+    trace_off=("$B_RPS" "$B_P50" "$B_P99")
+    exported=$(curl -s --max-time 5 "http://127.0.0.1:$TRACED_PORT/metrics" |
+        awk '/^todod_trace_spans_exported_total/ { s += $2 } END { print s + 0 }')
+    details+=("tracing on: $exported spans exported")
+    [ "$exported" -gt 0 ] || notes+=("tracing on: no span was exported (see $BENCH_DIR/todod-traced.log)")
+fi
 
-list_ratio=$(bench_ratio "${list[0]}" "$list_old" 2)
-verdict=$(awk -v r="$list_ratio" 'BEGIN { print (r + 0 >= 10) ? "met" : "NOT met" }')
+# ---- report ----
+
+row "GET /todos/{id}" "${get[@]}" \
+    "pgbench: the same SELECT, best of 64 clients ($(bench_fmt "$get_c64")) and 4 ($(bench_fmt "$get_c4"))" "$get_ceiling"
+row "POST /todos" "${post[@]}" "pgbench: the same INSERT ... RETURNING" "$post_ceiling"
+row "PUT /todos/{id}" "${put[@]}" "pgbench: the same UPDATE ... RETURNING, random row" "$put_ceiling"
+row "DELETE /todos/{id}" "${delete[@]}" "pgbench: the same DELETE, a row each" "$delete_ceiling"
+row "GET /todos?limit=10 (1,000,000 rows)" "${list[@]}" \
+    "the replaced design: count(*) + ORDER BY created_at DESC LIMIT 10 OFFSET 0" "$list_old" 1
+row "GET /health" "${health[@]}" "$nginx_label" "$health_ceiling"
+[ "${trace_on[0]}" = n/a ] ||
+    row "GET /todos/{id}, tracing on" "${trace_on[@]}" "the same, tracing off (runs alternating with these)" "${trace_off[0]}"
+
+target "GET /todos/{id} >= 0.7x the best pgbench SELECT, p99 < 5 ms" \
+    "${get[0]} >= 0.7 * $get_ceiling && ${get[2]} < 5"
+target "POST /todos >= 0.8x pgbench INSERT, p99 < 20 ms" "${post[0]} >= 0.8 * $post_ceiling && ${post[2]} < 20"
+target "PUT /todos/{id} >= 0.8x pgbench UPDATE" "${put[0]} >= 0.8 * $put_ceiling"
+target "DELETE /todos/{id} >= 0.8x pgbench DELETE" "${delete[0]} >= 0.8 * $delete_ceiling"
+target "GET /todos?limit=10 >= 10x the replaced design" "${list[0]} >= 10 * $list_old"
+target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (the README's figure before the write connections)" \
+    "${list[0]} >= $LIST_BEFORE"
+[ "$health_ceiling" = n/a ] || target "GET /health >= 0.8x nginx" "${health[0]} >= 0.8 * $health_ceiling"
+[ "${trace_on[0]}" = n/a ] || target "tracing on >= 0.8x tracing off" "${trace_on[0]} >= 0.8 * ${trace_off[0]}"
 
 echo "| request | todod req/s | p50 ms | p99 ms | ceiling | ceiling req/s | ratio |"
 echo "| --- | ---: | ---: | ---: | --- | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
 echo
-echo "GET /todos?limit=10 vs the replaced service's design on the same 1,000,000 rows: ${list_ratio}x (target >= 10x: $verdict)."
-echo "Ratio = todod req/s / ceiling req/s (pgbench: transactions/s, one transaction per request; p50/p99 are wrk's)."
+echo "Targets:"
+printf -- '- %s\n' "${verdicts[@]}"
+echo
+echo "Ratio = todod req/s / ceiling req/s (pgbench: transactions/s, one statement and one transaction per request; p50/p99 are wrk's)."
 echo "$count_line"
 echo "After the write runs: ${end_count_line#Row count check: }"
 if [ "${#notes[@]}" -gt 0 ]; then
@@ -287,9 +496,12 @@ echo
 echo "Runs:"
 printf -- '- %s\n' "${details[@]}"
 echo
+echo "todod's PostgreSQL connections at the end: $(bench_sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'todod%'")"
+echo
 echo "Worker memory at the end:"
 bench_worker_rss
 
 if [ "$http_errors" -ne 0 ] || [[ "$count_line$end_count_line" == *FAILED* ]]; then
     exit 1
 fi
+[ "$failed_targets" -eq 0 ] || exit 2

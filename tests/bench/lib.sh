@@ -70,38 +70,31 @@ PG_DATA=
 PG_PORT=
 TODOD_PID=
 HTTP_PORT=
-BENCH_EXTRA_PIDS=()
+BENCH_EXTRA_PIDS=() # started with setsid: each leads a process group
 BENCH_CHILD=
 
 # shellcheck disable=SC2317  # called by the traps
 bench_cleanup() {
-    local rc=$? pid i
+    local rc=$? pid
     # A second Ctrl-C must not cut the cleanup short.
     trap '' INT TERM HUP
     trap - EXIT
     set +e
-    for pid in $BENCH_CHILD "${BENCH_EXTRA_PIDS[@]}"; do
+    for pid in $BENCH_CHILD; do
         kill -TERM "$pid" 2>/dev/null
     done
-    if [ -n "$TODOD_PID" ] && kill -0 "$TODOD_PID" 2>/dev/null; then
-        local workers
-        workers=$(bench_worker_pids)
-        kill -TERM "$TODOD_PID" 2>/dev/null
-        for i in $(seq 1 100); do
-            kill -0 "$TODOD_PID" 2>/dev/null || break
+    # Extra servers run in sessions of their own (setsid): their whole process
+    # group is stopped, workers included.
+    for pid in "${BENCH_EXTRA_PIDS[@]}"; do
+        kill -TERM -- "-$pid" "$pid" 2>/dev/null
+    done
+    bench_stop_todod
+    for pid in "${BENCH_EXTRA_PIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 -- "-$pid" 2>/dev/null || break
             sleep 0.1
         done
-        if kill -0 "$TODOD_PID" 2>/dev/null; then
-            bench_note "todod did not stop in 10 s: killing it"
-            kill -KILL "$TODOD_PID" 2>/dev/null
-        fi
-        for pid in $workers; do
-            kill -KILL "$pid" 2>/dev/null
-        done
-        wait "$TODOD_PID" 2>/dev/null
-    fi
-    for pid in "${BENCH_EXTRA_PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null
+        kill -KILL -- "-$pid" "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
     if [ -n "$PG_DATA" ]; then
@@ -139,9 +132,13 @@ bench_stop_child() {
 trap bench_cleanup EXIT
 bench_traps
 
-# todod's db_connections for the run: the shipped default unless BENCH_DB_CONNECTIONS says.
-DB_CONNECTIONS=${BENCH_DB_CONNECTIONS:-1}
-case "$DB_CONNECTIONS" in '' | *[!0-9]*) bench_die "BENCH_DB_CONNECTIONS must be a number" ;; esac
+# todod's db_connections and db_write_connections for the run: the shipped
+# defaults (not written in the configuration) unless BENCH_DB_CONNECTIONS or
+# BENCH_DB_WRITE_CONNECTIONS say.
+DB_CONNECTIONS=${BENCH_DB_CONNECTIONS:-}
+DB_WRITE_CONNECTIONS=${BENCH_DB_WRITE_CONNECTIONS:-}
+case "$DB_CONNECTIONS" in *[!0-9]*) bench_die "BENCH_DB_CONNECTIONS must be a number" ;; esac
+case "$DB_WRITE_CONNECTIONS" in *[!0-9]*) bench_die "BENCH_DB_WRITE_CONNECTIONS must be a number" ;; esac
 
 BENCH_DIR=$(mktemp -d /tmp/todod-bench.XXXXXX)
 # The postgres user (when run as root) must reach BENCH_DIR/pg.
@@ -257,27 +254,29 @@ bench_worker_pids() {
     fi
 }
 
-# bench_start_todod WORKERS DB_CONNECTIONS [KEY = VALUE lines...]
+# bench_start_todod WORKERS [KEY = VALUE lines...]
 # Writes BENCH_DIR/todod.conf, starts todod, waits until /health answers "ok"
-# (the database is reachable and todod has created its schema) and every worker runs.
+# (the database is reachable and todod has created its schema) and every worker
+# runs. The port stays the same when todod is started again in the same run.
 bench_start_todod() {
-    local workers=$1 dbconns=$2 i line n
-    shift 2
-    HTTP_PORT=$(bench_free_port)
+    local workers=$1 i line n
+    shift
+    [ -n "$HTTP_PORT" ] || HTTP_PORT=$(bench_free_port)
     TODOD_CONF=$BENCH_DIR/todod.conf
     {
         echo "# written by tests/bench for one run"
         echo "listen = 127.0.0.1:$HTTP_PORT"
         echo "workers = $workers"
         echo "database_url = \"postgresql://postgres@127.0.0.1:$PG_PORT/todod\""
-        echo "db_connections = $dbconns"
+        [ -z "$DB_CONNECTIONS" ] || echo "db_connections = $DB_CONNECTIONS"
+        [ -z "$DB_WRITE_CONNECTIONS" ] || echo "db_write_connections = $DB_WRITE_CONNECTIONS"
         echo "log_level = warn"
         echo "access_log = off"
         echo "shutdown_timeout = 2"
         for line in "$@"; do echo "$line"; done
     } >"$TODOD_CONF"
     "$TODOD_BIN" -t -c "$TODOD_CONF" >/dev/null || bench_die "todod refuses the configuration written"
-    bench_note "starting todod on 127.0.0.1:$HTTP_PORT (workers=$workers, db_connections=$dbconns)"
+    bench_note "starting todod on 127.0.0.1:$HTTP_PORT (workers=$workers)"
     # In a session of its own: a Ctrl-C reaches this script only, whose cleanup
     # then stops todod (the master stops its workers).
     setsid "$TODOD_BIN" -c "$TODOD_CONF" >"$BENCH_DIR/todod.log" 2>&1 </dev/null &
@@ -298,6 +297,30 @@ bench_start_todod() {
     done
     tail -n 20 "$BENCH_DIR/todod.log" >&2
     bench_die "todod did not answer ok on /health in 30 s"
+}
+
+# Stops todod (SIGTERM, then SIGKILL after 10 s) and waits for it.
+bench_stop_todod() {
+    local workers pid i
+    if [ -n "$TODOD_PID" ] && kill -0 "$TODOD_PID" 2>/dev/null; then
+        workers=$(bench_worker_pids)
+        kill -TERM "$TODOD_PID" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            kill -0 "$TODOD_PID" 2>/dev/null || break
+            sleep 0.1
+            : "$i"
+        done
+        if kill -0 "$TODOD_PID" 2>/dev/null; then
+            bench_note "todod did not stop in 10 s: killing it"
+            kill -KILL "$TODOD_PID" 2>/dev/null || true
+        fi
+        for pid in $workers; do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        wait "$TODOD_PID" 2>/dev/null || true
+    fi
+    TODOD_PID=
+    return 0
 }
 
 # The configuration file written for todod, its settings on one line.

@@ -25,7 +25,7 @@ echo "# todod worker memory over $TARGET requests"
 echo
 echo "Reproduce: make bench-rss"
 bench_start_pg
-bench_start_todod 2 1
+bench_start_todod 2
 
 id=$(curl -s -X POST -H 'Content-Type: application/json' -d '{"title":"rss"}' "$(bench_url /todos)" |
      sed -n 's/.*"id":"\([0-9a-f-]*\)".*/\1/p')
