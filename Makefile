@@ -127,3 +127,57 @@ clean:
 	rm -rf build
 
 -include $(wildcard $(B)/common/*.d $(B)/daemon/*.d)
+
+# ---- fuzzing ---------------------------------------------------------------
+# libFuzzer harnesses tests/fuzz/fuzz_NAME.c, built by clang under ASan and
+# UBSan into $(BUILD)/fuzz/ with the project's code (all but main.c, as an
+# archive). `make fuzz` runs each for FUZZ_SECONDS, or until FUZZ_RUNS
+# executions when that comes first, from its seeds in tests/fuzz/corpus/NAME/;
+# `make fuzz-smoke` for FUZZ_SMOKE_SECONDS (make check does, through
+# tests/integration/test_fuzz.py). Both print per harness the executions and
+# whether it found anything, keep a finding in $(BUILD)/fuzz/findings/NAME/ and
+# exit non-zero on one. FUZZ_TARGETS picks harnesses, FUZZ_JOBS runs several at once.
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_RUNS          ?=
+FUZZ_JOBS          ?= 1
+FUZZ_B             := $(BUILD)/fuzz
+FUZZ_ALL           := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS       ?= $(FUZZ_ALL)
+FUZZ_CFLAGS        := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -DTODOD_VERSION='"$(VERSION)"' \
+                      -Icommon -Idaemon $(PKG_CFLAGS) -fno-omit-frame-pointer \
+                      -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJ       := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(COMMON_SRC) \
+                        $(filter-out daemon/main.c,$(DAEMON_SRC))) \
+                      $(patsubst %,$(FUZZ_B)/obj/embed_%.o,$(subst .,_,$(EMBEDS)))
+FUZZ_RUN           := tests/fuzz/run.sh -b $(FUZZ_B) -j $(FUZZ_JOBS)
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-cc
+
+fuzz-build: $(FUZZ_ALL:%=$(FUZZ_B)/fuzz_%)
+
+fuzz-cc:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzzing needs $(FUZZ_CC) with libFuzzer" \
+	    "(Debian: clang libclang-rt-14-dev; make deps-test installs them)" >&2; exit 1; }
+
+fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
+	$(FUZZ_RUN) -t $(FUZZ_SECONDS) $(if $(FUZZ_RUNS),-r $(FUZZ_RUNS)) $(FUZZ_TARGETS)
+
+fuzz-smoke: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
+	$(FUZZ_RUN) -t $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+$(FUZZ_B)/obj/%.o: %.c $(wildcard common/*.h daemon/*.h) | fuzz-cc
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_B)/obj/embed_%.o: $(B)/embed_%.c | fuzz-cc
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_B)/libtodod.a: $(FUZZ_LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_B)/libtodod.a $(wildcard common/*.h daemon/*.h)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_B)/libtodod.a $(PKG_LIBS) -lm

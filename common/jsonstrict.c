@@ -110,7 +110,9 @@ static int hex4(const unsigned char *s)
 
 static bool names_append(struct parser *p, const void *data, size_t len)
 {
-    if (p->names_len + len > p->names_cap) {
+    /* Allocated even for an empty name: the keys point into names, and
+     * NULL + 0 is undefined (memcpy, compare_keys). */
+    if (p->names == NULL || p->names_len + len > p->names_cap) {
         size_t cap = p->names_cap ? p->names_cap * 2 : 256;
         char *grown;
 

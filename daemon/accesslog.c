@@ -88,7 +88,7 @@ size_t accesslog_format(const struct access_entry *e, int format, char *buf, siz
                      request, e->status, e->bytes, referer, agent, e->duration,
                      e->trace_id ? e->trace_id : "-");
     }
-    if (n < 0)
+    if (n < 0 || cap < 2)
         return 0;
     if ((size_t)n >= cap) { /* cut, but still one line */
         buf[cap - 2] = '\n';

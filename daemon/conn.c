@@ -754,6 +754,14 @@ bool conn_request_begin(struct conn_layer *L, struct evhttp_request *req, struct
     out->ref.id = c->id;
     out->arrived = c->framing.started - seq < ARRIVALS ? c->arrival[seq % ARRIVALS] : clock_now();
     out->version_minor = c->framing.minor_of[seq % FRAMING_RING];
+    if (seq > c->framing.completed) {
+        /* evhttp found a request framing has not passed on whole: never
+         * expected, and never run (its bytes were another request's). */
+        out->reject_status = 400;
+        out->reject_msg = "request framing out of step; connection closed";
+        snprintf(out->line, sizeof(out->line), "-");
+        return true;
+    }
     out->reject_status = framing_rejection(&c->framing, seq, &out->reject_msg);
     if (out->reject_status != 0)
         snprintf(out->line, sizeof(out->line), "%s", c->framing.line);

@@ -168,9 +168,34 @@ static bool valid_target(const char *t, size_t n, bool is_options)
 
     if (n == 1 && t[0] == '*')
         return is_options;
-    if (t[0] != '/' && !(n > 7 && strncasecmp(t, "http://", 7) == 0) &&
-        !(n > 8 && strncasecmp(t, "https://", 8) == 0))
-        return false;
+    if (n > 1 && t[0] == '/' && t[1] == '/')
+        return false; /* evhttp would take what follows for an authority */
+    if (t[0] != '/') {
+        /* absolute-form: a host name or IPv4 address and an optional port,
+         * which is all that evhttp's URI parser and todod need. */
+        size_t a = n > 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                   : n > 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                 : 0;
+        size_t h = a;
+
+        if (a == 0)
+            return false;
+        while (h < n && ((t[h] >= 'a' && t[h] <= 'z') || (t[h] >= 'A' && t[h] <= 'Z') ||
+                         (t[h] >= '0' && t[h] <= '9') || t[h] == '-' || t[h] == '.'))
+            h++;
+        if (h == a)
+            return false;
+        if (h < n && t[h] == ':') {
+            size_t p = ++h;
+
+            while (h < n && t[h] >= '0' && t[h] <= '9')
+                h++;
+            if (h == p || h - p > 5)
+                return false;
+        }
+        if (h < n && t[h] != '/' && t[h] != '?')
+            return false;
+    }
     for (i = 0; i < n; i++) {
         if (!is_target_char((unsigned char)t[i]))
             return false;
@@ -234,6 +259,8 @@ static int parse_request_line(struct framing *f, const char *s, size_t n, char *
         return 501;
     }
     f->is_options = mlen == 7 && memcmp(s, "OPTIONS", 7) == 0;
+    f->bodyless =
+        (mlen == 4 && memcmp(s, "HEAD", 4) == 0) || (mlen == 5 && memcmp(s, "TRACE", 5) == 0);
     if (tlen > f->lim.max_target) {
         snprintf(msg, msglen, "request target longer than %zu bytes", f->lim.max_target);
         return 414;
@@ -329,16 +356,32 @@ static int parse_transfer_encoding(struct framing *f, const char *v, size_t n, c
     return 0;
 }
 
+/* A field value as evhttp keeps it: leading spaces (not tabs) and trailing
+ * spaces and tabs removed. */
+static bool evhttp_value_is(const char *colon, const char *end, const char *word)
+{
+    const char *v = colon + 1;
+    size_t n = (size_t)(end - v);
+
+    while (n > 0 && *v == ' ')
+        v++, n--;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return equals_nocase(v, n, word);
+}
+
 /* The fields todod looks at for framing; others only need to be well-formed. */
 static int header_field(struct framing *f, const char *s, size_t n, char *msg, size_t msglen)
 {
-    const char *v;
-    size_t vlen, name_len = (size_t)((const char *)memchr(s, ':', n) - s);
+    const char *v, *colon;
+    size_t vlen, name_len;
     int st = check_field(s, n, &v, &vlen, msg, msglen);
     uint64_t len;
 
     if (st != 0)
         return st;
+    colon = memchr(s, ':', n); /* there is one: check_field looked */
+    name_len = (size_t)(colon - s);
     if (++f->fields > f->lim.max_fields) {
         snprintf(msg, msglen, "more than %d header fields", f->lim.max_fields);
         return 431;
@@ -355,14 +398,23 @@ static int header_field(struct framing *f, const char *s, size_t n, char *msg, s
         f->has_length = true;
         f->length = len;
     } else if (equals_nocase(s, name_len, "transfer-encoding")) {
-        return parse_transfer_encoding(f, v, vlen, msg, msglen);
+        if (f->chunked) {
+            snprintf(msg, msglen, "more than one Transfer-Encoding field");
+            return 400;
+        }
+        st = parse_transfer_encoding(f, v, vlen, msg, msglen);
+        if (st == 0 && !evhttp_value_is(s + name_len, s + n, "chunked")) {
+            snprintf(msg, msglen, "malformed Transfer-Encoding (only \"chunked\" is accepted)");
+            return 400;
+        }
+        return st;
     } else if (equals_nocase(s, name_len, "host")) {
         if (++f->hosts > 1) {
             snprintf(msg, msglen, "more than one Host header field");
             return 400;
         }
     } else if (equals_nocase(s, name_len, "expect")) {
-        if (!equals_nocase(v, vlen, "100-continue")) {
+        if (!evhttp_value_is(s + name_len, s + n, "100-continue")) {
             snprintf(msg, msglen, "unsupported expectation (only 100-continue is)");
             return 417;
         }
@@ -383,6 +435,10 @@ static int finish_head(struct framing *f, char *msg, size_t msglen)
     }
     if (f->chunked && f->version_minor == 0) {
         snprintf(msg, msglen, "Transfer-Encoding in an HTTP/1.0 request");
+        return 400;
+    }
+    if (f->bodyless && (f->chunked || (f->has_length && f->length > 0))) {
+        snprintf(msg, msglen, "a HEAD or TRACE request with a body");
         return 400;
     }
     if (f->has_length && f->length > f->lim.max_body) {
@@ -532,7 +588,7 @@ static size_t chunk_size_step(struct framing *f, const char *b, size_t avail, fr
     char line[32];
 
     if (lf == NULL) {
-        if (avail < scan || avail <= CHUNK_LINE_MAX)
+        if (avail <= CHUNK_LINE_MAX + 1)
             return 0;
         reject(f, 400, "malformed chunked body: chunk-size line too long", emit, ctx);
         return avail;
@@ -607,6 +663,10 @@ static size_t trailer_step(struct framing *f, const char *b, size_t avail, frami
         return avail;
     }
     n = (size_t)(lf - b);
+    if (n > f->lim.max_head) {
+        reject(f, 431, "trailer section too large", emit, ctx);
+        return avail;
+    }
     if (n > 0 && b[n - 1] == '\r')
         n--;
     if (n == 0) {

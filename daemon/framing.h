@@ -51,6 +51,7 @@ struct framing {
     int fields;               /* header (or trailer) fields so far */
     int version_minor;        /* of the current request: HTTP/1.0 or 1.1 */
     bool is_options;          /* the method, for "OPTIONS *" */
+    bool bodyless;            /* HEAD or TRACE: evhttp reads no body */
     int hosts;                /* Host fields */
     bool has_length, chunked; /* framing of the current request's body */
     uint64_t length;          /* Content-Length */

@@ -141,12 +141,29 @@ def framing_violations_are_rejected_and_no_body_runs_as_a_request():
             (b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request target"),
             (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not implemented"),
             (b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: tea\r\n\r\n", 417, "expectation"),
+            (b"GET /health HTTP/1.1\r\nHost: x\r\nExpect:\t100-continue\r\n\r\n", 417,
+             "expectation"),
+            # evhttp frames these otherwise than as chunked
+            (post("Transfer-Encoding: chunked,\r\n", b"13\r\n" + BODY + b"\r\n0\r\n\r\n" + SMUGGLED),
+             400, "Transfer-Encoding"),
+            (post("Transfer-Encoding:\tchunked\r\n", b"13\r\n" + BODY + b"\r\n0\r\n\r\n" + SMUGGLED),
+             400, "Transfer-Encoding"),
+            (post("Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n",
+                  b"13\r\n" + BODY + b"\r\n0\r\n\r\n" + SMUGGLED), 400, "Transfer-Encoding"),
+            # targets evhttp's URI parser refuses (or reads an authority in)
+            (b"GET //a:b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request target"),
+            (b"GET http://a:b/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request target"),
         ]
         for data, status, fragment in cases:
             try:
                 assert_rejected(d, data, status, fragment)
             except AssertionError as e:
                 raise AssertionError("%r: %s" % (data[:80], e))
+        # evhttp reads no body for HEAD: the body would run as the next request.
+        # (The answer to a HEAD has no body to read the message from.)
+        responses, closed = exchange(d, b"HEAD /ready HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED)
+        assert [r[1] for r in responses] == [400] and closed, [r[:3] for r in responses]
         assert d.request("GET", "/health").status == 200
 
 

@@ -174,14 +174,27 @@ static void chunked_body_is_passed_with_plain_chunk_sizes(void **state)
     free(c);
 }
 
-static void transfer_encoding_is_case_insensitive_and_may_be_listed(void **state)
+static void transfer_encoding_chunked_is_case_insensitive(void **state)
 {
     struct conn *c =
-        run("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , CHUNKED\r\n\r\n0\r\n\r\n");
+        run("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  CHUNKED \r\n\r\n0\r\n\r\n");
 
     assert_int_equal(c->f.completed, 1);
     assert_true(framing_idle(&c->f));
     free(c);
+}
+
+/* evhttp takes a body as chunked only when the value it keeps (leading spaces
+ * and trailing blanks removed) is "chunked": anything else would leave the
+ * chunks to be read as the next request. */
+static void transfer_encoding_evhttp_would_not_see_as_chunked_is_400(void **state)
+{
+    assert_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked\r\n\r\n", 400,
+                    "Transfer-Encoding", STANDIN);
+    assert_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n", 400,
+                    "Transfer-Encoding", STANDIN);
+    assert_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\r\n\r\n", 400,
+                    "Transfer-Encoding", STANDIN);
 }
 
 static void http_1_0_needs_no_host(void **state)
@@ -248,7 +261,29 @@ static void chunked_not_last_or_twice_is_400(void **state)
                     400, "last Transfer-Encoding", STANDIN);
     assert_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                     "Transfer-Encoding: chunked\r\n\r\n",
-                    400, "twice", STANDIN);
+                    400, "more than one Transfer-Encoding", STANDIN);
+}
+
+/* evhttp reads no body for HEAD or TRACE: one would run as the next request. */
+static void head_or_trace_with_a_body_is_400(void **state)
+{
+    struct conn *c = run("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+
+    assert_int_equal(c->f.completed, 1);
+    free(c);
+    assert_rejected("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /", 400,
+                    "HEAD or TRACE request with a body", STANDIN);
+    assert_rejected("TRACE / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
+                    "HEAD or TRACE request with a body", STANDIN);
+}
+
+/* Targets evhttp's URI parser refuses, or reads an authority in. */
+static void targets_evhttp_cannot_parse_are_400(void **state)
+{
+    assert_rejected("GET //a:b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request target", STANDIN);
+    assert_rejected("GET http://a:b/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request target", STANDIN);
+    assert_rejected("GET http://a:123456/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request target",
+                    STANDIN);
 }
 
 static void conflicting_or_malformed_content_length_is_400(void **state)
@@ -459,7 +494,10 @@ int main(void)
         cmocka_unit_test(content_length_body_passes),
         cmocka_unit_test(same_content_length_twice_is_accepted),
         cmocka_unit_test(chunked_body_is_passed_with_plain_chunk_sizes),
-        cmocka_unit_test(transfer_encoding_is_case_insensitive_and_may_be_listed),
+        cmocka_unit_test(transfer_encoding_chunked_is_case_insensitive),
+        cmocka_unit_test(transfer_encoding_evhttp_would_not_see_as_chunked_is_400),
+        cmocka_unit_test(head_or_trace_with_a_body_is_400),
+        cmocka_unit_test(targets_evhttp_cannot_parse_are_400),
         cmocka_unit_test(http_1_0_needs_no_host),
         cmocka_unit_test(empty_lines_before_a_request_are_dropped),
         cmocka_unit_test(bare_lf_line_ends_are_accepted),
