@@ -337,6 +337,7 @@ struct tracer {
     struct evhttp_request *req;
     char *body;
     size_t body_len;
+    size_t span_bytes; /* JSON bytes a span took in the last batch: sizes the next */
     int batch_spans;
     int attempts;
     double retry_after;  /* seconds the collector asked us to wait, 0: none */
@@ -1007,6 +1008,19 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
         buf_add(b, tmp, (size_t)n);
 }
 
+/* Decimal digits of v (printf is a large share of a span's encoding). */
+static void buf_u64(struct buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    buf_add(b, tmp + i, sizeof(tmp) - i);
+}
+
 /* A JSON string: as it is when nothing in it needs an escape, else quoted and
  * escaped by json-c, with a scratch object whose buffers are reused. */
 static void enc_string(struct buf *b, struct json_object *scratch, const char *s)
@@ -1059,7 +1073,14 @@ static void enc_value(struct buf *b, struct tracer *t, const struct span_attr *a
         enc_string(b, t->scratch_string, a->v.s);
         break;
     case ATTR_INT:
-        buf_printf(b, "{\"intValue\":\"%" PRId64 "\"", a->v.i);
+        buf_lit(b, "{\"intValue\":\"");
+        if (a->v.i < 0) {
+            buf_lit(b, "-");
+            buf_u64(b, (uint64_t)0 - (uint64_t)a->v.i);
+        } else {
+            buf_u64(b, (uint64_t)a->v.i);
+        }
+        buf_lit(b, "\"");
         break;
     case ATTR_DOUBLE:
         buf_lit(b, "{\"doubleValue\":");
@@ -1117,10 +1138,13 @@ static void enc_span(struct buf *b, struct tracer *t, const struct trace_span *s
     }
     buf_lit(b, ",\"name\":");
     enc_string(b, t->scratch_string, s->name);
-    buf_printf(b,
-               ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
-               "\",\"attributes\":[",
-               (int)s->kind, s->start_ns, s->end_ns);
+    buf_lit(b, ",\"kind\":");
+    buf_u64(b, (uint64_t)s->kind);
+    buf_lit(b, ",\"startTimeUnixNano\":\"");
+    buf_u64(b, s->start_ns);
+    buf_lit(b, "\",\"endTimeUnixNano\":\"");
+    buf_u64(b, s->end_ns);
+    buf_lit(b, "\",\"attributes\":[");
     for (i = 0; i < s->nattrs; i++) {
         if (i > 0)
             buf_lit(b, ",");
@@ -1193,6 +1217,14 @@ static char *encode_batch(struct tracer *t, int n, size_t *len)
     struct buf b = {0};
     int i;
 
+    /* Sized from the last batch: growing a large body by doubling would copy
+     * it over and over. */
+    if (t->span_bytes > 0) {
+        b.cap = t->prefix_len + 64 + (size_t)n * (t->span_bytes + t->span_bytes / 4);
+        b.p = malloc(b.cap);
+        if (b.p == NULL)
+            b.cap = 0;
+    }
     buf_lit(&b, "{\"resourceSpans\":[");
     buf_add(&b, t->prefix, t->prefix_len);
     for (i = 0; i < n; i++) {
@@ -1210,6 +1242,8 @@ static char *encode_batch(struct tracer *t, int n, size_t *len)
         free(b.p);
         return NULL;
     }
+    if (n > 0)
+        t->span_bytes = (b.len - t->prefix_len) / (size_t)n;
     *len = b.len;
     return b.p;
 }
