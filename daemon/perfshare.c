@@ -101,6 +101,25 @@ static int random_uuids(unsigned char *out, int64_t n)
     return 0;
 }
 
+/* TITLE_PREFIX and the decimal digits of i >= 0 (snprintf was the largest
+ * share of a worker's time building a batch); returns the bytes written. */
+static int put_title(char *out, int64_t i)
+{
+    char digits[20];
+    size_t n = 0, k;
+
+    _Static_assert(sizeof(TITLE_PREFIX) - 1 + sizeof(digits) <= TITLE_MAX, "title fits");
+    do {
+        digits[n++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i > 0);
+    memcpy(out, TITLE_PREFIX, sizeof(TITLE_PREFIX) - 1);
+    out += sizeof(TITLE_PREFIX) - 1;
+    for (k = 0; k < n; k++)
+        out[k] = digits[n - 1 - k];
+    return (int)(sizeof(TITLE_PREFIX) - 1 + n);
+}
+
 /*
  * Sends rows [next, next + rows) of the share as one INSERT ... SELECT FROM
  * unnest() of three binary arrays: the server parses no text, and one
@@ -141,7 +160,7 @@ static int send_batch(struct perf_exec *e, int64_t rows, struct perf_batch *b)
         pi = put32(pi, 16);
         memcpy(pi, uuids + i * 16, 16);
         pi += 16;
-        n = snprintf(pt + 4, TITLE_MAX, TITLE_PREFIX "%lld", (long long)(first + i));
+        n = put_title(pt + 4, first + i);
         pt = put32(pt, (uint32_t)n) + n;
         pd = put32(pd, 1);
         *pd++ = (first + i) % 2 == 0;

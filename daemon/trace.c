@@ -43,6 +43,7 @@
 #define RESPONSE_MAX    65536 /* bytes of a collector's answer we read */
 #define WARN_INTERVAL   60.0  /* seconds between two export warnings in the log */
 #define SPAN_ARENA      768   /* bytes of strings kept inside a span */
+#define SPAN_SPARES     256   /* exported spans kept for reuse (a span is 1.7 KB) */
 #define EXPORT_PATH     "/v1/traces"
 
 /* ---- hex ---- */
@@ -337,6 +338,8 @@ struct tracer {
     struct evhttp_request *req;
     char *body;
     size_t body_len;
+    struct trace_span *spares; /* exported spans, for span_start to reuse */
+    int nspares;
     size_t span_bytes; /* JSON bytes a span took in the last batch: sizes the next */
     int batch_spans;
     int attempts;
@@ -404,6 +407,7 @@ struct trace_span {
     struct span_attr attrs[TRACE_MAX_ATTRS];
     struct arena_chunk *chunks;
     size_t arena_used;
+    struct trace_span *next_spare;
     char arena[SPAN_ARENA];
 };
 
@@ -416,6 +420,25 @@ static void span_free(struct trace_span *s)
         free(c);
     }
     free(s);
+}
+
+/* An exported span is kept for the next span_start (spans are too large for
+ * malloc's fast paths). */
+static void span_recycle(struct tracer *t, struct trace_span *s)
+{
+    if (t->nspares >= SPAN_SPARES) {
+        span_free(s);
+        return;
+    }
+    while (s->chunks != NULL) {
+        struct arena_chunk *c = s->chunks;
+
+        s->chunks = c->next;
+        free(c);
+    }
+    s->next_spare = t->spares;
+    t->spares = s;
+    t->nspares++;
 }
 
 static char *span_alloc(struct trace_span *s, size_t n)
@@ -526,9 +549,15 @@ struct trace_span *span_start(struct tracer *t, const struct trace_context *remo
             return NULL;
         memset(parent_id, 0, sizeof(parent_id));
     }
-    s = malloc(sizeof(*s));
-    if (s == NULL)
-        return NULL;
+    s = t->spares;
+    if (s != NULL) {
+        t->spares = s->next_spare;
+        t->nspares--;
+    } else {
+        s = malloc(sizeof(*s));
+        if (s == NULL)
+            return NULL;
+    }
     s->tracer = t;
     memcpy(s->trace_id, trace_id, TRACE_ID_SIZE);
     memcpy(s->parent_id, parent_id, TRACE_SPAN_ID_SIZE);
@@ -1235,7 +1264,7 @@ static char *encode_batch(struct tracer *t, int n, size_t *len)
         if (i > 0)
             buf_lit(&b, ",");
         enc_span(&b, t, s);
-        span_free(s);
+        span_recycle(t, s);
     }
     buf_lit(&b, "]}]}]}");
     if (b.failed) {
@@ -1748,6 +1777,12 @@ void tracer_free(struct tracer *t)
     TRACE_COUNT(t, trace_spans_dropped, t->batch_spans);
     free(t->body);
     drop_queued(t);
+    while (t->spares != NULL) {
+        struct trace_span *s = t->spares;
+
+        t->spares = s->next_spare;
+        span_free(s);
+    }
     if (t->conn != NULL)
         evhttp_connection_free(t->conn);
     if (t->dns != NULL)
