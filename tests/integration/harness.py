@@ -380,6 +380,30 @@ def stop_shared_pg():
 atexit.register(stop_shared_pg)
 
 
+class Leftovers:
+    """Server processes a test module started and has not stopped yet, killed at
+    exit: a run interrupted half-way leaves nothing behind."""
+
+    def __init__(self):
+        self.procs = set()
+        atexit.register(self.kill)
+
+    def add(self, p):
+        self.procs.add(p)
+
+    def discard(self, p):
+        self.procs.discard(p)
+
+    def kill(self):
+        for p in list(self.procs):
+            if p.poll() is None:
+                try:
+                    p.kill()
+                    p.wait(5)
+                except Exception:
+                    pass
+
+
 # --------------------------------------------------------------------------- HTTP
 
 class Response:

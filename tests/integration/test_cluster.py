@@ -10,7 +10,6 @@ Every process is started in a temporary directory and stopped by PID, whatever
 happens.
 """
 
-import atexit
 import csv
 import io
 import json
@@ -25,8 +24,8 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import (ROOT, Client, Todod, free_port, get_pg, metric, skip_if_sanitizer,
-                     test, wait_until)
+from harness import (ROOT, Client, Leftovers, Todod, free_port, get_pg, metric,
+                     skip_if_sanitizer, test, wait_until)
 
 CONF = ROOT / "conf"
 HAPROXY_CFG = CONF / "haproxy.cfg"
@@ -193,20 +192,7 @@ def shipped_rules_unit_tests_pass_promtool_and_cover_every_alert():
 
 # --------------------------------------------------------------------------- processes
 
-_procs = set()
-
-
-def _kill_leftovers():
-    for p in list(_procs):
-        if p.poll() is None:
-            try:
-                p.kill()
-                p.wait(5)
-            except Exception:
-                pass
-
-
-atexit.register(_kill_leftovers)
+_procs = Leftovers()  # servers started here and not yet stopped
 
 
 class Proc:
@@ -605,7 +591,7 @@ class Cluster:
                     pass
         for d in self.nodes:
             d.shutdown()
-        _kill_leftovers()   # a server whose start was interrupted
+        _procs.kill()   # a server whose start was interrupted
         if exc_type is None:
             shutil.rmtree(self.dir, ignore_errors=True)
         return False

@@ -21,7 +21,6 @@ free ports, as the PostgreSQL user when run as root (PostgreSQL, pg_basebackup a
 PgBouncer refuse to run as root), and stopped by PID whatever happens.
 """
 
-import atexit
 import http.client
 import json
 import os
@@ -35,8 +34,8 @@ import threading
 import time
 
 import harness
-from harness import (IS_ROOT, PG_RUNNER, PGBIN, Postgres, Todod, assert_json_error, free_port,
-                     get_pg, run_threads, test, wait_until)
+from harness import (IS_ROOT, PG_RUNNER, PGBIN, Leftovers, Postgres, Todod, assert_json_error,
+                     free_port, get_pg, run_threads, test, wait_until)
 
 NOT_APPLIED = ("database did not answer in time", "database unavailable")
 AMBIGUOUS = "database connection lost; the write may have been applied"
@@ -53,20 +52,7 @@ NEWEST_FIRST = " ORDER BY created_at DESC, id DESC"
 
 # --------------------------------------------------------------------------- processes
 
-_servers = set()  # Popen of the servers started here and not yet stopped
-
-
-def _kill_leftovers():
-    for p in list(_servers):
-        if p.poll() is None:
-            try:
-                p.kill()
-                p.wait(5)
-            except Exception:
-                pass
-
-
-atexit.register(_kill_leftovers)
+_servers = Leftovers()  # servers started here and not yet stopped
 
 
 def _runner_ids():
