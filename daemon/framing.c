@@ -273,8 +273,8 @@ static int parse_request_line(struct framing *f, const char *s, size_t n, char *
 }
 
 /* field-name ":" OWS field-value OWS, for a header or trailer field. */
-static int check_field(const char *s, size_t n, const char **value, size_t *vlen, char *msg,
-                       size_t msglen)
+static int check_field(const char *s, size_t n, size_t *name_len_out, const char **value,
+                       size_t *vlen, char *msg, size_t msglen)
 {
     const char *colon = memchr(s, ':', n);
     size_t i, name_len;
@@ -304,16 +304,21 @@ static int check_field(const char *s, size_t n, const char **value, size_t *vlen
             return 400;
         }
     }
+    *name_len_out = name_len;
     *value = colon + 1;
     *vlen = n - name_len - 1;
     trim_ows(value, vlen);
     return 0;
 }
 
-/* Transfer-Encoding: only "chunked", last and once. */
+/* Transfer-Encoding: only "chunked", last, and in one field. */
 static int parse_transfer_encoding(struct framing *f, const char *v, size_t n, char *msg,
                                    size_t msglen)
 {
+    if (f->chunked) {
+        snprintf(msg, msglen, "more than one Transfer-Encoding field");
+        return 400;
+    }
     while (n > 0) {
         const char *comma = memchr(v, ',', n);
         size_t len = comma ? (size_t)(comma - v) : n;
@@ -326,10 +331,6 @@ static int parse_transfer_encoding(struct framing *f, const char *v, size_t n, c
                 snprintf(msg, msglen, "Transfer-Encoding %.*s is not supported (only chunked is)",
                          ilen > 40 ? 40 : (int)ilen, item);
                 return 501;
-            }
-            if (f->chunked) {
-                snprintf(msg, msglen, "chunked given twice in Transfer-Encoding");
-                return 400;
             }
             f->chunked = true;
         }
@@ -373,15 +374,13 @@ static bool evhttp_value_is(const char *colon, const char *end, const char *word
 /* The fields todod looks at for framing; others only need to be well-formed. */
 static int header_field(struct framing *f, const char *s, size_t n, char *msg, size_t msglen)
 {
-    const char *v, *colon;
+    const char *v;
     size_t vlen, name_len;
-    int st = check_field(s, n, &v, &vlen, msg, msglen);
+    int st = check_field(s, n, &name_len, &v, &vlen, msg, msglen);
     uint64_t len;
 
     if (st != 0)
         return st;
-    colon = memchr(s, ':', n); /* there is one: check_field looked */
-    name_len = (size_t)(colon - s);
     if (++f->fields > f->lim.max_fields) {
         snprintf(msg, msglen, "more than %d header fields", f->lim.max_fields);
         return 431;
@@ -398,10 +397,6 @@ static int header_field(struct framing *f, const char *s, size_t n, char *msg, s
         f->has_length = true;
         f->length = len;
     } else if (equals_nocase(s, name_len, "transfer-encoding")) {
-        if (f->chunked) {
-            snprintf(msg, msglen, "more than one Transfer-Encoding field");
-            return 400;
-        }
         st = parse_transfer_encoding(f, v, vlen, msg, msglen);
         if (st == 0 && !evhttp_value_is(s + name_len, s + n, "chunked")) {
             snprintf(msg, msglen, "malformed Transfer-Encoding (only \"chunked\" is accepted)");
@@ -652,7 +647,7 @@ static size_t trailer_step(struct framing *f, const char *b, size_t avail, frami
                            void *ctx)
 {
     const char *lf = memchr(b, '\n', avail), *v;
-    size_t n, vlen;
+    size_t n, name_len, vlen;
     char msg[160];
     int st;
 
@@ -676,7 +671,7 @@ static size_t trailer_step(struct framing *f, const char *b, size_t avail, frami
     }
     st = memchr(b, '\r', n) != NULL || memchr(b, '\0', n) != NULL
              ? (snprintf(msg, sizeof(msg), "bare CR or NUL in a trailer field"), 400)
-             : check_field(b, n, &v, &vlen, msg, sizeof(msg));
+             : check_field(b, n, &name_len, &v, &vlen, msg, sizeof(msg));
     if (st == 0 && ++f->fields > f->lim.max_fields) {
         st = 431;
         snprintf(msg, sizeof(msg), "more than %d trailer fields", f->lim.max_fields);

@@ -411,7 +411,8 @@ struct trace_span {
     char arena[SPAN_ARENA];
 };
 
-static void span_free(struct trace_span *s)
+/* The arena's overflow chunks (strings that did not fit in the span). */
+static void span_free_chunks(struct trace_span *s)
 {
     while (s->chunks != NULL) {
         struct arena_chunk *c = s->chunks;
@@ -419,6 +420,11 @@ static void span_free(struct trace_span *s)
         s->chunks = c->next;
         free(c);
     }
+}
+
+static void span_free(struct trace_span *s)
+{
+    span_free_chunks(s);
     free(s);
 }
 
@@ -430,12 +436,7 @@ static void span_recycle(struct tracer *t, struct trace_span *s)
         span_free(s);
         return;
     }
-    while (s->chunks != NULL) {
-        struct arena_chunk *c = s->chunks;
-
-        s->chunks = c->next;
-        free(c);
-    }
+    span_free_chunks(s);
     s->next_spare = t->spares;
     t->spares = s;
     t->nspares++;
