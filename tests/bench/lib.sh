@@ -159,6 +159,20 @@ bench_ratio() {
         if (a + 0 > 0 && b + 0 > 0) printf "%.*f\n", d, a / b; else print "n/a" }'
 }
 
+# bench_target TEXT CONDITION: records "TEXT: met" or "TEXT: NOT met" in
+# BENCH_VERDICTS (CONDITION is an awk expression); BENCH_MISSED=1 when not met.
+BENCH_VERDICTS=()
+BENCH_MISSED=0
+# shellcheck disable=SC2034  # BENCH_MISSED is read by the scripts that source this file
+bench_target() {
+    if awk "BEGIN { exit !($2) }"; then
+        BENCH_VERDICTS+=("$1: met")
+    else
+        BENCH_VERDICTS+=("$1: NOT met")
+        BENCH_MISSED=1
+    fi
+}
+
 # Rounds a number to the given decimals.
 bench_fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f\n", d, v }'; }
 

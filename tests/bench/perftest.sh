@@ -183,16 +183,6 @@ COPY500_MS=$C_MS
 # ---- report ----
 
 group() { printf '%s' "$1" | sed ':a; s/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/; ta'; }
-verdicts=()
-missed=0
-target() { # TEXT CONDITION(awk)
-    if awk "BEGIN { exit !($2) }"; then
-        verdicts+=("$1: met")
-    else
-        verdicts+=("$1: NOT met")
-        missed=1
-    fi
-}
 
 echo "| run | todos | batch | workers | todos/s (median) | duration ms | vs binary COPY | vs CSV COPY |"
 echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
@@ -212,11 +202,11 @@ echo "| psql \\copy, CSV (small) | 500 | - | - | $(group "$(bench_fmt "$COPY500_
     "$(bench_fmt "$COPY500_MS" 1) | $(bench_ratio "$COPY500_RATE" "$BIN_RATE" 2) | $(bench_ratio "$COPY500_RATE" "$COPY_RATE" 2) |"
 echo
 e2e=${E2E["500 50 -"]}
-target "\"workers\":\"all\", 100,000 todos >= 1.2x binary COPY" "${RATE["100000 1000 all"]} >= 1.2 * $BIN_RATE"
-target "one worker, 100,000 todos >= 0.95x binary COPY" "${RATE["100000 1000 -"]} >= 0.95 * $BIN_RATE"
-target "500 todos, batch 50, end to end < 20 ms" "$e2e < 20"
+bench_target "\"workers\":\"all\", 100,000 todos >= 1.2x binary COPY" "${RATE["100000 1000 all"]} >= 1.2 * $BIN_RATE"
+bench_target "one worker, 100,000 todos >= 0.95x binary COPY" "${RATE["100000 1000 -"]} >= 0.95 * $BIN_RATE"
+bench_target "500 todos, batch 50, end to end < 20 ms" "$e2e < 20"
 echo "Targets:"
-printf -- '- %s\n' "${verdicts[@]}"
+printf -- '- %s\n' "${BENCH_VERDICTS[@]}"
 echo
 echo "500 todos, batch 50, end to end (curl %{time_total}: connect, request, all batches, answer):" \
     "$(bench_fmt "$e2e" 1) ms median; COPY of the same 500 rows takes $(bench_fmt "$COPY500_MS" 1) ms."
@@ -237,4 +227,4 @@ echo "Worker memory at the end:"
 bench_worker_rss
 
 [ "$failed" -eq 0 ] || exit 1
-[ "$missed" -eq 0 ] || exit 2
+[ "$BENCH_MISSED" -eq 0 ] || exit 2
