@@ -53,6 +53,7 @@ struct conn {
     bool emitted;                      /* framing passed bytes on in this read */
     bool read_paused;                  /* evhttp has INPUT_HIGH bytes not taken */
     bool eof;                          /* the client sent all it will send */
+    bool first_wait;                   /* draining: waiting for the first request */
     bool closed;
 };
 
@@ -458,12 +459,23 @@ static void close_conn(struct conn *c)
  * Closing an idle keep-alive connection races with a request the client may
  * be sending on it at that very moment. Bytes that reached us already are
  * served (the answer says "Connection: close"); only a socket with nothing
- * waiting is closed.
+ * waiting is closed. A connection whose first request has not begun is not
+ * idle: its client connected to send one (a worker taking the backlog before
+ * it stops accepts such connections), so it gets request_timeout to begin.
  */
 static void close_if_idle(struct conn *c)
 {
     char byte;
 
+    if (c->framing.started == 0) {
+        if (!c->first_wait) {
+            struct timeval tv = clock_timeval(c->L->conf->request_timeout);
+
+            c->first_wait = true;
+            evtimer_add(c->ev_idle, &tv);
+        }
+        return;
+    }
     learn_fd(c);
     if (evbuffer_get_length(bufferevent_get_input(c->under)) > 0 ||
         (c->fd >= 0 && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0))

@@ -532,6 +532,27 @@ def idle_keepalive_connections_close_at_once_when_draining():
 
 
 @test
+def a_connection_whose_first_request_has_not_begun_is_served_when_draining():
+    # Not an idle keep-alive connection: its client connected to send a request
+    # (as one accepted from the backlog while the worker stops does).
+    with Todod(workers=1, shutdown_timeout=5, request_timeout=2) as d:
+        d.start()
+        fresh = connect(d)
+        assert d.request("GET", "/live").status == 200  # the worker has accepted both
+        slow, _ = half_sent_post(d, "keeps the worker draining")
+        d.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        fresh.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw, closed = read_all(fresh, 2)
+        responses = parse_responses(raw)
+        assert [r[1] for r in responses] == [200], "no answer on a connection opened before the stop"
+        assert responses[0][2].get("connection", "").lower() == "close", responses[0][2]
+        assert closed
+        slow.close()
+        d.wait(15)
+
+
+@test
 def once_the_workers_stop_accepting_new_connections_are_refused_not_reset():
     with Todod(workers=2, shutdown_timeout=5) as d:
         d.start()
