@@ -373,11 +373,20 @@ bool tracer_enabled(const struct tracer *t)
 
 enum attr_type { ATTR_STRING, ATTR_INT, ATTR_DOUBLE, ATTR_BOOL };
 
+/* A string kept in a span: valid UTF-8, NUL-terminated, its length and
+ * whether it can go into JSON as it is (no byte needs an escape), both found
+ * when it is copied, so that encoding needs no second look at it. */
+struct span_text {
+    const char *s; /* NULL: none */
+    uint32_t len;
+    bool plain;
+};
+
 struct span_attr {
-    const char *key;
+    struct span_text key;
     enum attr_type type;
     union {
-        const char *s;
+        struct span_text s;
         int64_t i;
         double d;
         bool b;
@@ -399,9 +408,9 @@ struct trace_span {
     bool error;
     uint64_t start_ns, end_ns; /* since the epoch */
     struct timespec start_mono;
-    const char *name;
-    const char *tracestate;     /* NULL: none */
-    const char *status_message; /* NULL: none */
+    struct span_text name;
+    struct span_text tracestate;     /* .s NULL: none */
+    struct span_text status_message; /* .s NULL: none */
     int nattrs;
     int dropped_attrs;
     struct span_attr attrs[TRACE_MAX_ATTRS];
@@ -505,21 +514,52 @@ static size_t utf8_sanitize(const char *in, size_t len, size_t max, char *out)
     return o;
 }
 
-/* A NUL-terminated, sanitised copy of at most max bytes in the span's arena. */
-static const char *span_copy(struct trace_span *s, const char *str, size_t len, size_t max)
+/* What a byte asks of a string that holds it: an escape in JSON (a control
+ * character, NUL included, a quote or a backslash), or a look at its UTF-8. */
+enum { BYTE_ESCAPE = 1, BYTE_HIGH = 2 };
+
+static const uint8_t byte_class[256] = {
+    [0x00 ... 0x1f] = BYTE_ESCAPE,
+    ['"'] = BYTE_ESCAPE,
+    ['\\'] = BYTE_ESCAPE,
+    [0x80 ... 0xff] = BYTE_HIGH,
+};
+
+/* The byte classes found in s[0..len). */
+static unsigned byte_classes(const char *s, size_t len)
 {
-    bool plain = len <= max && utf8_valid(str, len);
-    size_t n = plain ? len : utf8_sanitize(str, len, max, NULL);
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned found = 0;
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        found |= byte_class[u[i]];
+    return found;
+}
+
+/* A NUL-terminated, sanitised copy of at most max bytes in the span's arena;
+ * false when memory ran out. */
+static bool span_copy(struct trace_span *s, const char *str, size_t len, size_t max,
+                      struct span_text *out)
+{
+    unsigned found = byte_classes(str, len);
+    bool valid = len <= max && (!(found & BYTE_HIGH) || utf8_valid(str, len));
+    size_t n = valid ? len : utf8_sanitize(str, len, max, NULL);
     char *p = span_alloc(s, n + 1);
 
     if (p == NULL)
-        return NULL;
-    if (plain)
+        return false;
+    if (valid) {
         memcpy(p, str, n);
-    else
+    } else {
         utf8_sanitize(str, len, max, p);
+        found = byte_classes(p, n);
+    }
     p[n] = '\0';
-    return p;
+    out->s = p;
+    out->len = (uint32_t)n;
+    out->plain = !(found & BYTE_ESCAPE);
+    return true;
 }
 
 struct trace_span *span_start(struct tracer *t, const struct trace_context *remote_parent,
@@ -536,7 +576,7 @@ struct trace_span *span_start(struct tracer *t, const struct trace_context *remo
     if (local_parent != NULL) {
         memcpy(trace_id, local_parent->trace_id, TRACE_ID_SIZE);
         memcpy(parent_id, local_parent->span_id, TRACE_SPAN_ID_SIZE);
-        tracestate = local_parent->tracestate;
+        tracestate = local_parent->tracestate.s;
     } else if (remote_parent != NULL && remote_parent->valid) {
         if (!(remote_parent->flags & TRACE_FLAG_SAMPLED))
             return NULL;
@@ -565,15 +605,15 @@ struct trace_span *span_start(struct tracer *t, const struct trace_context *remo
     rng_id(&t->rng, s->span_id, TRACE_SPAN_ID_SIZE);
     s->kind = kind;
     s->error = false;
-    s->status_message = NULL;
+    s->status_message = (struct span_text){0};
+    s->tracestate = (struct span_text){0};
     s->nattrs = 0;
     s->dropped_attrs = 0;
     s->chunks = NULL;
     s->arena_used = 0;
-    s->name = span_copy(s, name ? name : "", name ? strlen(name) : 0, TRACE_ATTR_VALUE_MAX);
-    s->tracestate =
-        tracestate ? span_copy(s, tracestate, strlen(tracestate), TRACE_STATE_MAX) : NULL;
-    if (s->name == NULL) {
+    if (!span_copy(s, name ? name : "", name ? strlen(name) : 0, TRACE_ATTR_VALUE_MAX, &s->name) ||
+        (tracestate != NULL &&
+         !span_copy(s, tracestate, strlen(tracestate), TRACE_STATE_MAX, &s->tracestate))) {
         span_free(s);
         return NULL;
     }
@@ -587,19 +627,19 @@ struct trace_span *span_start(struct tracer *t, const struct trace_context *remo
 /* The attribute named key: found, or added; NULL (and counted) past the limit. */
 static struct span_attr *span_attr(struct trace_span *s, const char *key)
 {
+    size_t len = strlen(key);
     struct span_attr *a;
     int i;
 
     for (i = 0; i < s->nattrs; i++)
-        if (strcmp(s->attrs[i].key, key) == 0)
+        if (s->attrs[i].key.len == len && memcmp(s->attrs[i].key.s, key, len) == 0)
             return &s->attrs[i];
     if (s->nattrs == TRACE_MAX_ATTRS) {
         s->dropped_attrs++;
         return NULL;
     }
     a = &s->attrs[s->nattrs];
-    a->key = span_copy(s, key, strlen(key), TRACE_ATTR_VALUE_MAX);
-    if (a->key == NULL) {
+    if (!span_copy(s, key, len, TRACE_ATTR_VALUE_MAX, &a->key)) {
         s->dropped_attrs++;
         return NULL;
     }
@@ -610,12 +650,11 @@ static struct span_attr *span_attr(struct trace_span *s, const char *key)
 void span_set_strn(struct trace_span *s, const char *key, const char *value, size_t len)
 {
     struct span_attr *a;
-    const char *copy;
+    struct span_text copy;
 
     if (s == NULL || key == NULL || value == NULL)
         return;
-    copy = span_copy(s, value, len, TRACE_ATTR_VALUE_MAX);
-    a = copy ? span_attr(s, key) : NULL;
+    a = span_copy(s, value, len, TRACE_ATTR_VALUE_MAX, &copy) ? span_attr(s, key) : NULL;
     if (a == NULL)
         return;
     a->type = ATTR_STRING;
@@ -672,7 +711,8 @@ void span_set_error(struct trace_span *s, const char *message)
     while (len > 0 &&
            (message[len - 1] == '\n' || message[len - 1] == '\r' || is_ows(message[len - 1])))
         len--;
-    s->status_message = len ? span_copy(s, message, len, TRACE_ATTR_VALUE_MAX) : NULL;
+    if (len == 0 || !span_copy(s, message, len, TRACE_ATTR_VALUE_MAX, &s->status_message))
+        s->status_message = (struct span_text){0};
 }
 
 void span_trace_id_hex(const struct trace_span *s, char out[TRACE_ID_HEX_SIZE])
@@ -996,24 +1036,33 @@ struct buf {
     bool failed; /* out of memory: the batch is dropped */
 };
 
+/* Room for n more bytes; false (and the buffer failed) when memory ran out. */
+static bool buf_reserve(struct buf *b, size_t n)
+{
+    size_t cap;
+    char *p;
+
+    if (b->failed)
+        return false;
+    if (n <= b->cap - b->len)
+        return true;
+    cap = b->cap ? b->cap : 4096;
+    while (n > cap - b->len)
+        cap *= 2;
+    p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
 static void buf_add(struct buf *b, const char *s, size_t n)
 {
-    if (b->failed)
+    if (!buf_reserve(b, n))
         return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 4096;
-        char *p;
-
-        while (n > cap - b->len)
-            cap *= 2;
-        p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
@@ -1036,19 +1085,6 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
         b->failed = true;
     else
         buf_add(b, tmp, (size_t)n);
-}
-
-/* Decimal digits of v (printf is a large share of a span's encoding). */
-static void buf_u64(struct buf *b, uint64_t v)
-{
-    char tmp[20];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    buf_add(b, tmp + i, sizeof(tmp) - i);
 }
 
 /* A JSON string: as it is when nothing in it needs an escape, else quoted and
@@ -1080,118 +1116,207 @@ static void enc_string(struct buf *b, struct json_object *scratch, const char *s
         buf_add(b, q, n);
 }
 
-static void enc_hex(struct buf *b, const uint8_t *id, size_t n)
-{
-    char hex[2 * TRACE_ID_SIZE + 3];
+/*
+ * A span is written in one go into room reserved for the most it can take
+ * (span_json_max), so that the many short pieces of its skeleton are plain
+ * stores instead of a bounds check and a call each.
+ */
+#define ESCAPED_MAX 6  /* bytes a string byte can take in JSON: \u00XX */
+#define NUMBER_MAX  40 /* a 64-bit integer, or a double as json-c writes it */
 
-    hex[0] = '"';
-    hex_encode(id, n, hex + 1);
-    hex[2 * n + 1] = '"';
-    buf_add(b, hex, 2 * n + 2);
+static char *put(char *w, const void *s, size_t n)
+{
+    memcpy(w, s, n);
+    return w + n;
+}
+
+#define put_lit(w, s) put((w), (s), sizeof(s) - 1)
+
+static char *put_u64(char *w, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return put(w, tmp + i, sizeof(tmp) - i);
+}
+
+static char *put_hex(char *w, const uint8_t *id, size_t n)
+{
+    *w++ = '"';
+    hex_encode(id, n, w);
+    w += 2 * n;
+    *w++ = '"';
+    return w;
+}
+
+/* A JSON string: as it is when plain, else quoted and escaped by json-c (a
+ * scratch object whose buffers are reused). NULL when json-c fails. */
+static char *put_text(char *w, struct tracer *t, const struct span_text *x)
+{
+    const char *q;
+    size_t n;
+
+    if (x->plain) {
+        *w++ = '"';
+        w = put(w, x->s, x->len);
+        *w++ = '"';
+        return w;
+    }
+    if (!json_object_set_string_len(t->scratch_string, x->s, (int)x->len))
+        return NULL;
+    q = json_object_to_json_string_length(
+        t->scratch_string, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    if (q == NULL || n > ESCAPED_MAX * (size_t)x->len + 2)
+        return NULL;
+    return put(w, q, n);
 }
 
 /* AnyValue: 64-bit integers as decimal strings; doubles as json-c writes them,
  * the non-finite ones as the strings "NaN", "Infinity", "-Infinity". */
-static void enc_value(struct buf *b, struct tracer *t, const struct span_attr *a)
+static char *put_value(char *w, struct tracer *t, const struct span_attr *a)
 {
     const char *d;
     size_t n;
 
     switch (a->type) {
     case ATTR_STRING:
-        buf_lit(b, "{\"stringValue\":");
-        enc_string(b, t->scratch_string, a->v.s);
+        w = put_lit(w, "{\"stringValue\":");
+        w = put_text(w, t, &a->v.s);
         break;
     case ATTR_INT:
-        buf_lit(b, "{\"intValue\":\"");
+        w = put_lit(w, "{\"intValue\":\"");
         if (a->v.i < 0) {
-            buf_lit(b, "-");
-            buf_u64(b, (uint64_t)0 - (uint64_t)a->v.i);
+            *w++ = '-';
+            w = put_u64(w, (uint64_t)0 - (uint64_t)a->v.i);
         } else {
-            buf_u64(b, (uint64_t)a->v.i);
+            w = put_u64(w, (uint64_t)a->v.i);
         }
-        buf_lit(b, "\"");
+        *w++ = '"';
         break;
     case ATTR_DOUBLE:
-        buf_lit(b, "{\"doubleValue\":");
+        w = put_lit(w, "{\"doubleValue\":");
         if (isnan(a->v.d)) {
-            buf_lit(b, "\"NaN\"");
+            w = put_lit(w, "\"NaN\"");
         } else if (isinf(a->v.d)) {
             if (a->v.d > 0)
-                buf_lit(b, "\"Infinity\"");
+                w = put_lit(w, "\"Infinity\"");
             else
-                buf_lit(b, "\"-Infinity\"");
+                w = put_lit(w, "\"-Infinity\"");
         } else {
             json_object_set_double(t->scratch_double, a->v.d);
             d = json_object_to_json_string_length(t->scratch_double, JSON_C_TO_STRING_PLAIN, &n);
-            if (d == NULL)
-                b->failed = true;
-            else
-                buf_add(b, d, n);
+            if (d == NULL || n > NUMBER_MAX)
+                return NULL;
+            w = put(w, d, n);
         }
         break;
     case ATTR_BOOL:
         if (a->v.b)
-            buf_lit(b, "{\"boolValue\":true");
+            w = put_lit(w, "{\"boolValue\":true");
         else
-            buf_lit(b, "{\"boolValue\":false");
+            w = put_lit(w, "{\"boolValue\":false");
         break;
     }
-    buf_lit(b, "}");
+    if (w != NULL)
+        *w++ = '}';
+    return w;
 }
 
-/* A KeyValue. */
-static void enc_attr(struct buf *b, struct tracer *t, const struct span_attr *a)
+/* The most bytes put_span can write for s. */
+static size_t span_json_max(const struct trace_span *s)
 {
-    buf_lit(b, "{\"key\":");
-    enc_string(b, t->scratch_string, a->key);
-    buf_lit(b, ",\"value\":");
-    enc_value(b, t, a);
-    buf_lit(b, "}");
+    size_t n =
+        320 + ESCAPED_MAX * ((size_t)s->name.len + s->tracestate.len + s->status_message.len);
+    int i;
+
+    for (i = 0; i < s->nattrs; i++) {
+        const struct span_attr *a = &s->attrs[i];
+
+        n += 64 + NUMBER_MAX + ESCAPED_MAX * (size_t)a->key.len;
+        if (a->type == ATTR_STRING)
+            n += ESCAPED_MAX * (size_t)a->v.s.len;
+    }
+    return n;
 }
 
-static void enc_span(struct buf *b, struct tracer *t, const struct trace_span *s)
+/* A Span, at w, which has room for span_json_max(s) bytes; NULL when json-c failed. */
+static char *put_span(char *w, struct tracer *t, const struct trace_span *s)
 {
     int i;
 
-    buf_lit(b, "{\"traceId\":");
-    enc_hex(b, s->trace_id, TRACE_ID_SIZE);
-    buf_lit(b, ",\"spanId\":");
-    enc_hex(b, s->span_id, TRACE_SPAN_ID_SIZE);
-    if (s->tracestate != NULL) {
-        buf_lit(b, ",\"traceState\":");
-        enc_string(b, t->scratch_string, s->tracestate);
+    w = put_lit(w, "{\"traceId\":");
+    w = put_hex(w, s->trace_id, TRACE_ID_SIZE);
+    w = put_lit(w, ",\"spanId\":");
+    w = put_hex(w, s->span_id, TRACE_SPAN_ID_SIZE);
+    if (s->tracestate.s != NULL) {
+        w = put_lit(w, ",\"traceState\":");
+        if ((w = put_text(w, t, &s->tracestate)) == NULL)
+            return NULL;
     }
     if (!all_zero(s->parent_id, TRACE_SPAN_ID_SIZE)) {
-        buf_lit(b, ",\"parentSpanId\":");
-        enc_hex(b, s->parent_id, TRACE_SPAN_ID_SIZE);
+        w = put_lit(w, ",\"parentSpanId\":");
+        w = put_hex(w, s->parent_id, TRACE_SPAN_ID_SIZE);
     }
-    buf_lit(b, ",\"name\":");
-    enc_string(b, t->scratch_string, s->name);
-    buf_lit(b, ",\"kind\":");
-    buf_u64(b, (uint64_t)s->kind);
-    buf_lit(b, ",\"startTimeUnixNano\":\"");
-    buf_u64(b, s->start_ns);
-    buf_lit(b, "\",\"endTimeUnixNano\":\"");
-    buf_u64(b, s->end_ns);
-    buf_lit(b, "\",\"attributes\":[");
-    for (i = 0; i < s->nattrs; i++) {
+    w = put_lit(w, ",\"name\":");
+    if ((w = put_text(w, t, &s->name)) == NULL)
+        return NULL;
+    w = put_lit(w, ",\"kind\":");
+    w = put_u64(w, (uint64_t)s->kind);
+    w = put_lit(w, ",\"startTimeUnixNano\":\"");
+    w = put_u64(w, s->start_ns);
+    w = put_lit(w, "\",\"endTimeUnixNano\":\"");
+    w = put_u64(w, s->end_ns);
+    w = put_lit(w, "\",\"attributes\":[");
+    for (i = 0; i < s->nattrs && w != NULL; i++) {
         if (i > 0)
-            buf_lit(b, ",");
-        enc_attr(b, t, &s->attrs[i]);
+            *w++ = ',';
+        w = put_lit(w, "{\"key\":");
+        if ((w = put_text(w, t, &s->attrs[i].key)) == NULL)
+            return NULL;
+        w = put_lit(w, ",\"value\":");
+        if ((w = put_value(w, t, &s->attrs[i])) == NULL)
+            return NULL;
+        *w++ = '}';
     }
-    buf_lit(b, "]");
-    if (s->dropped_attrs > 0)
-        buf_printf(b, ",\"droppedAttributesCount\":%d", s->dropped_attrs);
+    if (w == NULL)
+        return NULL;
+    *w++ = ']';
+    if (s->dropped_attrs > 0) {
+        w = put_lit(w, ",\"droppedAttributesCount\":");
+        w = put_u64(w, (uint64_t)s->dropped_attrs);
+    }
     if (s->error) {
-        buf_lit(b, ",\"status\":{\"code\":2"); /* STATUS_CODE_ERROR */
-        if (s->status_message != NULL) {
-            buf_lit(b, ",\"message\":");
-            enc_string(b, t->scratch_string, s->status_message);
+        w = put_lit(w, ",\"status\":{\"code\":2"); /* STATUS_CODE_ERROR */
+        if (s->status_message.s != NULL) {
+            w = put_lit(w, ",\"message\":");
+            if ((w = put_text(w, t, &s->status_message)) == NULL)
+                return NULL;
         }
-        buf_lit(b, "}");
+        *w++ = '}';
     }
-    buf_lit(b, "}");
+    *w++ = '}';
+    return w;
+}
+
+/* A span at the end of b (with a comma first unless it is the first). */
+static void enc_span(struct buf *b, struct tracer *t, const struct trace_span *s, bool first)
+{
+    char *w;
+
+    if (!buf_reserve(b, span_json_max(s) + 1))
+        return;
+    w = b->p + b->len;
+    if (!first)
+        *w++ = ',';
+    w = put_span(w, t, s);
+    if (w == NULL)
+        b->failed = true;
+    else
+        b->len = (size_t)(w - b->p);
 }
 
 /*
@@ -1262,9 +1387,7 @@ static char *encode_batch(struct tracer *t, int n, size_t *len)
 
         t->head = (t->head + 1) % TRACE_QUEUE_MAX;
         t->queued--;
-        if (i > 0)
-            buf_lit(&b, ",");
-        enc_span(&b, t, s);
+        enc_span(&b, t, s, i == 0);
         span_recycle(t, s);
     }
     buf_lit(&b, "]}]}]}");

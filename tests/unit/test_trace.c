@@ -1142,11 +1142,15 @@ static void attributes_are_bounded_copied_and_utf8(void **state)
 {
     struct fixture *f = tracing_on(1);
     struct trace_span *s = span_start(f->t, NULL, NULL, "bounded", SPAN_KIND_INTERNAL);
-    char key[32], value[8] = "abc", *big = repeat('a', 5000, "");
+    char key[32], value[8] = "abc", *big = repeat('a', 5000, ""), ctl[TRACE_ATTR_VALUE_MAX + 1];
     struct json_object *j, *v;
     const char *cut;
+    size_t len;
     int i;
 
+    /* the most a string can grow to in JSON: every byte a \u00XX escape */
+    memset(ctl, '\x1f', TRACE_ATTR_VALUE_MAX);
+    ctl[TRACE_ATTR_VALUE_MAX] = '\0';
     for (i = 0; i < TRACE_MAX_ATTRS + 8; i++) {
         snprintf(key, sizeof(key), "k%02d", i);
         span_set_str(s, key, value);
@@ -1163,6 +1167,9 @@ static void attributes_are_bounded_copied_and_utf8(void **state)
                  "b\xc3(c");
     span_set_str(s, "escapes", "q\"b\\s/n\nt\tc\x01");
     span_set_strn(s, "cut", "abcdef", 3);
+    span_set_strn(s, "nul", "a\0b", 3);
+    span_set_str(s, "bad.utf8.quoted", "\"\xff\"");
+    span_set_str(s, "all.escaped", ctl);
     span_set_double(s, "nan", NAN);
     span_set_double(s, "inf", -INFINITY);
     span_set_str(s, "", "empty key");
@@ -1186,6 +1193,14 @@ static void attributes_are_bounded_copied_and_utf8(void **state)
                                                                         "b\xef\xbf\xbd(c");
     assert_string_equal(str_member(attr(j, "escapes"), "stringValue"), "q\"b\\s/n\nt\tc\x01");
     assert_attr_str(j, "cut", "abc");
+    /* a value given with its length keeps a NUL in it, escaped */
+    v = member(attr(j, "nul"), "stringValue", json_type_string);
+    len = (size_t)json_object_get_string_len(v);
+    assert_int_equal(len, 3);
+    assert_memory_equal(json_object_get_string(v), "a\0b", 3);
+    /* a repaired value is escaped as the repaired text needs */
+    assert_string_equal(str_member(attr(j, "bad.utf8.quoted"), "stringValue"), "\"\xef\xbf\xbd\"");
+    assert_string_equal(str_member(attr(j, "all.escaped"), "stringValue"), ctl);
     assert_string_equal(str_member(attr(j, "nan"), "doubleValue"), "NaN");
     assert_string_equal(str_member(attr(j, "inf"), "doubleValue"), "-Infinity");
     free(big);
