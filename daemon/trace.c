@@ -43,7 +43,7 @@
 #define RESPONSE_MAX    65536 /* bytes of a collector's answer we read */
 #define WARN_INTERVAL   60.0  /* seconds between two export warnings in the log */
 #define SPAN_ARENA      768   /* bytes of strings kept inside a span */
-#define SPAN_SPARES     256   /* exported spans kept for reuse (a span is 1.7 KB) */
+#define SPAN_SPARES     TRACE_BATCH_MAX /* exported spans kept for reuse: a batch (2.2 KB a span) */
 #define EXPORT_PATH     "/v1/traces"
 
 /* ---- hex ---- */
@@ -847,6 +847,26 @@ int trace_format_traceparent(struct tracer *t, const struct trace_context *ctx,
 
 /* ---- the spans todod makes ---- */
 
+/* "a b" (or "a" when b is NULL) into out[size], cut to fit: span names, made
+ * per request, where printf would be a large share of a span's cost. */
+static const char *join_name(char *out, size_t size, const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = b ? strlen(b) : 0;
+
+    if (na > size - 1)
+        na = size - 1;
+    memcpy(out, a, na);
+    if (b != NULL && na < size - 1) {
+        out[na++] = ' ';
+        if (nb > size - 1 - na)
+            nb = size - 1 - na;
+        memcpy(out + na, b, nb);
+        na += nb;
+    }
+    out[na] = '\0';
+    return out;
+}
+
 static const char *method_name(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
@@ -936,8 +956,7 @@ struct trace_span *trace_http_server_start(struct tracer *t, struct evhttp_reque
         return NULL;
     method = method_name(evhttp_request_get_command(req));
     /* "HTTP" stands for a method the conventions do not know. */
-    snprintf(name, sizeof(name), "%s%s%s", strcmp(method, "_OTHER") ? method : "HTTP",
-             route ? " " : "", route ? route : "");
+    join_name(name, sizeof(name), strcmp(method, "_OTHER") ? method : "HTTP", route);
     s = span_start(t, ctx, NULL, name, SPAN_KIND_SERVER);
     if (s == NULL)
         return NULL;
@@ -959,9 +978,11 @@ struct trace_span *trace_http_server_start(struct tracer *t, struct evhttp_reque
         span_set_str(s, TRACE_ATTR_CLIENT_ADDRESS, address);
     }
     span_set_str(s, TRACE_ATTR_USER_AGENT, evhttp_find_header(headers, "User-Agent"));
-    if (req->major > 0) {
-        snprintf(version, sizeof(version), "%d.%d", req->major, req->minor);
-        span_set_str(s, TRACE_ATTR_PROTOCOL_VERSION, version);
+    if (req->major > 0 && req->major < 10 && req->minor >= 0 && req->minor < 10) {
+        version[0] = (char)('0' + req->major);
+        version[1] = '.';
+        version[2] = (char)('0' + req->minor);
+        span_set_strn(s, TRACE_ATTR_PROTOCOL_VERSION, version, 3);
     }
     return s;
 }
@@ -991,8 +1012,8 @@ struct trace_span *trace_db_start(struct tracer *t, const struct trace_context *
 
     if (!tracer_enabled(t) || operation == NULL)
         return NULL;
-    snprintf(name, sizeof(name), "%s%s%s", operation, table ? " " : "", table ? table : "");
-    s = span_start(t, ctx, parent, name, SPAN_KIND_CLIENT);
+    s = span_start(t, ctx, parent, join_name(name, sizeof(name), operation, table),
+                   SPAN_KIND_CLIENT);
     if (s == NULL)
         return NULL;
     span_set_str(s, TRACE_ATTR_DB_SYSTEM, "postgresql");

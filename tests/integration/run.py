@@ -66,7 +66,7 @@ def main(argv):
             print("FAIL - %s: registered twice (%s)" % (t["name"], t["module"]), flush=True)
             continue
         seen.add(t["name"])
-        if filters and not any(f in t["name"] for f in filters):
+        if filters and not any(f in t["name"] or f == t["module"] for f in filters):
             continue
         tests.append(t)
 
