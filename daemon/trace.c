@@ -40,9 +40,9 @@
 #define EXPORT_ATTEMPTS 5    /* tries per batch before it is dropped */
 #define BACKOFF_INITIAL 0.25 /* seconds before the first retry, doubling */
 #define BACKOFF_MAX     4.0
-#define RESPONSE_MAX    65536 /* bytes of a collector's answer we read */
-#define WARN_INTERVAL   60.0  /* seconds between two export warnings in the log */
-#define SPAN_ARENA      768   /* bytes of strings kept inside a span */
+#define RESPONSE_MAX    65536           /* bytes of a collector's answer we read */
+#define WARN_INTERVAL   60.0            /* seconds between two export warnings in the log */
+#define SPAN_ARENA      768             /* bytes of strings kept inside a span */
 #define SPAN_SPARES     TRACE_BATCH_MAX /* exported spans kept for reuse: a batch (2.2 KB a span) */
 #define EXPORT_PATH     "/v1/traces"
 
@@ -312,6 +312,63 @@ enum export_state {
     EXPORT_BACKOFF, /* the batch failed: the timer sends it again */
 };
 
+/*
+ * The JSON of a batch. Each attempt hands it to libevent by reference (a
+ * batch is hundreds of KB: a copy per attempt, and a fresh allocation per
+ * batch, cost page faults on every batch); libevent tells when it is done
+ * with it. The memory is kept for the next batch, unless libevent still
+ * holds it then: it is left to libevent (orphan) and freed when released.
+ */
+struct export_body {
+    char *data;
+    size_t cap;
+    unsigned refs; /* attempts libevent still holds it for */
+    bool orphan;   /* no longer the tracer's: freed at the last release */
+};
+
+static void body_free(struct export_body *b)
+{
+    free(b->data);
+    free(b);
+}
+
+/* evbuffer_add_reference's cleanup: libevent is done with an attempt's body. */
+static void body_released(const void *data, size_t len, void *arg)
+{
+    struct export_body *b = arg;
+
+    (void)data;
+    (void)len;
+    if (--b->refs == 0 && b->orphan)
+        body_free(b);
+}
+
+/* The body to encode the next batch into: the tracer's, unless libevent
+ * still holds it (then a new one); NULL when memory ran out. */
+static struct export_body *body_take(struct export_body **kept)
+{
+    struct export_body *b = *kept;
+
+    if (b != NULL && b->refs > 0) {
+        b->orphan = true;
+        *kept = b = NULL;
+    }
+    if (b == NULL)
+        b = *kept = calloc(1, sizeof(*b));
+    return b;
+}
+
+/* The tracer lets go of its body (libevent may still hold it). */
+static void body_drop(struct export_body *b)
+{
+    if (b == NULL)
+        return;
+    if (b->refs > 0)
+        b->orphan = true;
+    else
+        body_free(b);
+}
+
 struct tracer {
     struct event_base *base;
     struct stats_slot *slot;
@@ -336,7 +393,7 @@ struct tracer {
     /* the batch in flight */
     enum export_state state;
     struct evhttp_request *req;
-    char *body;
+    struct export_body *body; /* kept from batch to batch; NULL: none yet */
     size_t body_len;
     struct trace_span *spares; /* exported spans, for span_start to reuse */
     int nspares;
@@ -1386,21 +1443,22 @@ static int tracer_describe(struct tracer *t, const struct conf *conf)
     return 0;
 }
 
-/* Takes n spans off the queue (freeing them) and returns the body for them,
- * malloc'd (kept for retries), or NULL when memory ran out. */
-static char *encode_batch(struct tracer *t, int n, size_t *len)
+/* Takes n spans off the queue (recycling them) and writes the body for
+ * them into t->body (kept for retries); false when memory ran out. */
+static bool encode_batch(struct tracer *t, int n)
 {
+    struct export_body *body = body_take(&t->body);
     struct buf b = {0};
     int i;
 
-    /* Sized from the last batch: growing a large body by doubling would copy
-     * it over and over. */
-    if (t->span_bytes > 0) {
-        b.cap = t->prefix_len + 64 + (size_t)n * (t->span_bytes + t->span_bytes / 4);
-        b.p = malloc(b.cap);
-        if (b.p == NULL)
-            b.cap = 0;
-    }
+    if (body == NULL)
+        return false;
+    b.p = body->data;
+    b.cap = body->cap;
+    /* Room from the last batch's size: growing a large body by doubling would
+     * copy it over and over. */
+    if (t->span_bytes > 0)
+        buf_reserve(&b, t->prefix_len + 64 + (size_t)n * (t->span_bytes + t->span_bytes / 4));
     buf_lit(&b, "{\"resourceSpans\":[");
     buf_add(&b, t->prefix, t->prefix_len);
     for (i = 0; i < n; i++) {
@@ -1412,14 +1470,14 @@ static char *encode_batch(struct tracer *t, int n, size_t *len)
         span_recycle(t, s);
     }
     buf_lit(&b, "]}]}]}");
-    if (b.failed) {
-        free(b.p);
-        return NULL;
-    }
+    body->data = b.p;
+    body->cap = b.cap;
+    if (b.failed)
+        return false;
     if (n > 0)
         t->span_bytes = (b.len - t->prefix_len) / (size_t)n;
-    *len = b.len;
-    return b.p;
+    t->body_len = b.len;
+    return true;
 }
 
 /* ---- export ---- */
@@ -1479,8 +1537,6 @@ static void tracer_enqueue(struct tracer *t, struct trace_span *s)
 /* The batch is over, delivered or not. */
 static void batch_done(struct tracer *t)
 {
-    free(t->body);
-    t->body = NULL;
     t->body_len = 0;
     t->batch_spans = 0;
     t->state = EXPORT_IDLE;
@@ -1515,13 +1571,15 @@ static void export_send(struct tracer *t)
     evhttp_add_header(h, "Host", t->host_header);
     evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_add_header(h, "User-Agent", "todod/" TODOD_VERSION);
-    /* A copy per attempt: libevent may still be writing the old one when a
-     * collector answers early, and body stays ours for the next retry. */
-    if (evbuffer_add(evhttp_request_get_output_buffer(req), t->body, t->body_len) != 0) {
+    /* By reference, counted: libevent may still be writing an attempt when
+     * the collector answers early, and the body stays for the next retry. */
+    if (evbuffer_add_reference(evhttp_request_get_output_buffer(req), t->body->data, t->body_len,
+                               body_released, t->body) != 0) {
         evhttp_request_free(req);
         export_retry(t, "out of memory");
         return;
     }
+    t->body->refs++;
     /* The deadline, set before the request: a connection that fails at once
      * calls export_done from inside evhttp_make_request, which then sets the
      * timer for the retry. */
@@ -1543,10 +1601,9 @@ static void export_next(struct tracer *t)
         flush_check(t);
         return;
     }
-    t->body = encode_batch(t, n, &t->body_len);
     t->batch_spans = n;
     t->attempts = 0;
-    if (t->body == NULL) {
+    if (!encode_batch(t, n)) {
         export_warn(t, "out of memory encoding %d spans", n);
         batch_drop(t);
         return;
@@ -1920,7 +1977,6 @@ void tracer_free(struct tracer *t)
         evhttp_cancel_request(req);
     }
     TRACE_COUNT(t, trace_spans_dropped, t->batch_spans);
-    free(t->body);
     drop_queued(t);
     while (t->spares != NULL) {
         struct trace_span *s = t->spares;
@@ -1930,6 +1986,7 @@ void tracer_free(struct tracer *t)
     }
     if (t->conn != NULL)
         evhttp_connection_free(t->conn);
+    body_drop(t->body); /* after the connection: its requests held it */
     if (t->dns != NULL)
         evdns_base_free(t->dns, 0);
     if (t->timer != NULL)
