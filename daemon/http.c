@@ -481,6 +481,29 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
+/*
+ * Whether the value evhttp_find_header() gives for name (the first pair whose
+ * key is name, in any case; keys are not decoded) holds a NUL byte: evhttp
+ * decodes "%00" into one and the value then looks cut short ("1%00x" as "1").
+ */
+static bool query_value_has_nul(const char *query, const char *name)
+{
+    size_t name_len = strlen(name);
+    const char *p = query;
+
+    while (*p != '\0') {
+        size_t n = strcspn(p, "&");
+        const char *eq = memchr(p, '=', n);
+
+        if (eq != NULL && (size_t)(eq - p) == name_len && strncasecmp(p, name, name_len) == 0)
+            return memmem(eq + 1, n - name_len - 1, "%00", 3) != NULL;
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return false;
+}
+
 int http_query_parse_long(const char *query, const char *name, long def, long min, long max,
                           bool clamp, long *out, char *err, size_t errlen)
 {
@@ -499,7 +522,8 @@ int http_query_parse_long(const char *query, const char *name, long def, long mi
     }
     value = evhttp_find_header(&args, name);
     if (value != NULL) {
-        if (!parse_long(value, &v) || (!clamp && (v < min || v > max))) {
+        if (query_value_has_nul(query, name) || !parse_long(value, &v) ||
+            (!clamp && (v < min || v > max))) {
             if (clamp)
                 snprintf(err, errlen, "%s must be a whole number", name);
             else
