@@ -9,11 +9,11 @@
  * an independent model of the rules:
  * - the query string is split the way libevent 2.1 does (evhttp_parse_query_str:
  *   '&'-separated name=value pairs, a pair without '=' or with an empty name
- *   makes the whole string malformed; the value is %-decoded, '+' is a space,
- *   and a decoded NUL ends it); the first pair whose name matches, in any case,
- *   is the parameter;
- * - the value is an optional '-' and decimal digits, nothing else; out of the
- *   bounds it is clamped or refused;
+ *   makes the whole string malformed; the value is %-decoded, '+' is a space);
+ *   the first pair whose name matches, in any case, is the parameter;
+ * - the value is an optional '-' and decimal digits, nothing else (a decoded
+ *   NUL is refused: evhttp's C string would end there); out of the bounds it
+ *   is clamped or refused;
  * - refused: -1, a message, and the default in *out; absent: 0 and the default.
  */
 #include <stdbool.h>
@@ -56,8 +56,9 @@ static int hex(char c)
     return -1;
 }
 
-/* evhttp_decode_uri_internal with '+' as a space, into a C string. */
-static void decode(const char *s, size_t n, char *out)
+/* evhttp_decode_uri_internal with '+' as a space, into a C string; returns
+ * the bytes decoded (more than its strlen when a NUL was decoded). */
+static size_t decode(const char *s, size_t n, char *out)
 {
     size_t i, j = 0;
 
@@ -73,6 +74,7 @@ static void decode(const char *s, size_t n, char *out)
         out[j++] = c;
     }
     out[j] = '\0';
+    return j;
 }
 
 /* The model: 0 or -1, and *out. */
@@ -80,7 +82,7 @@ static int model(const char *q, const char *name, long def, long min, long max, 
                  long *out)
 {
     const char *p = q, *found = NULL;
-    size_t found_len = 0;
+    size_t found_len = 0, decoded;
     char *value;
     bool neg;
     uint64_t v = 0;
@@ -109,10 +111,10 @@ static int model(const char *q, const char *name, long def, long min, long max, 
         return 0;
     value = malloc(found_len + 1);
     CHECK(value != NULL, "out of memory");
-    decode(found, found_len, value);
+    decoded = decode(found, found_len, value);
     neg = value[0] == '-';
     d = value + neg;
-    if (*d == '\0' || strspn(d, "0123456789") != strlen(d)) {
+    if (strlen(value) != decoded || *d == '\0' || strspn(d, "0123456789") != strlen(d)) {
         rc = -1;
     } else {
         long x;
