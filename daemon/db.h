@@ -39,6 +39,9 @@ struct db_trace {
     const struct trace_span *parent;
 };
 
+/* The result format of every statement: 1, PostgreSQL's binary format. */
+#define DB_BINARY 1
+
 /* The statements; db.c holds their SQL. */
 enum db_stmt {
     DB_TODO_GET,

@@ -7,33 +7,73 @@
 #include "clock.h"
 #include "conf.h"
 #include "db.h"
+#include "pgbin.h"
 #include "utf8.h"
 
 #define TITLE_MAX 255
 #define PAGE_MAX  100000000L
 
-/* Columns of every todo row (see TODO_COLUMNS in db.c). */
+/* Columns of every todo row (see TODO_COLUMNS in db.c), in PostgreSQL's
+ * binary format: uuid 16 bytes, text its bytes, bool one byte, timestamptz
+ * and bigint 8 bytes, big-endian. */
 enum { COL_ID, COL_TITLE, COL_DONE, COL_CREATED, COL_UPDATED };
 
-static struct json_object *text_or_null(const PGresult *res, int row, int col)
+/* The value at (row, col) when it is not NULL and is len bytes (0: any length). */
+static const char *binary_value(const PGresult *res, int row, int col, int len)
 {
-    if (PQgetisnull(res, row, col))
+    if (PQgetisnull(res, row, col) || (len > 0 && PQgetlength(res, row, col) != len))
         return NULL;
-    return json_object_new_string_len(PQgetvalue(res, row, col), PQgetlength(res, row, col));
+    return PQgetvalue(res, row, col);
+}
+
+/* The id as text, in out[37]; false when there is none. */
+static bool id_text(const PGresult *res, int row, char out[37])
+{
+    const char *v = binary_value(res, row, COL_ID, 16);
+
+    if (v == NULL)
+        return false;
+    uuid_unparse_lower((const unsigned char *)v, out);
+    return true;
+}
+
+static struct json_object *id_json(const PGresult *res, int row)
+{
+    char id[37];
+
+    return id_text(res, row, id) ? json_object_new_string_len(id, 36) : NULL;
+}
+
+static struct json_object *text_json(const PGresult *res, int row, int col)
+{
+    const char *v = binary_value(res, row, col, 0);
+
+    return v ? json_object_new_string_len(v, PQgetlength(res, row, col)) : NULL;
+}
+
+/* As to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') wrote it
+ * (null for NULL and the infinities). */
+static struct json_object *time_json(const PGresult *res, int row, int col)
+{
+    const char *v = binary_value(res, row, col, 8);
+    char text[PGBIN_TIMESTAMP_MAX];
+    size_t n = v ? pgbin_timestamp(pgbin_int64(v), text) : 0;
+
+    return n ? json_object_new_string_len(text, (int)n) : NULL;
 }
 
 static struct json_object *todo_json(const PGresult *res, int row)
 {
     struct json_object *o = json_object_new_object();
+    const char *done = binary_value(res, row, COL_DONE, 1);
 
     if (o == NULL)
         return NULL;
-    json_object_object_add(o, "id", text_or_null(res, row, COL_ID));
-    json_object_object_add(o, "title", text_or_null(res, row, COL_TITLE));
-    json_object_object_add(o, "done",
-                           json_object_new_boolean(PQgetvalue(res, row, COL_DONE)[0] == 't'));
-    json_object_object_add(o, "created_at", text_or_null(res, row, COL_CREATED));
-    json_object_object_add(o, "updated_at", text_or_null(res, row, COL_UPDATED));
+    json_object_object_add(o, "id", id_json(res, row));
+    json_object_object_add(o, "title", text_json(res, row, COL_TITLE));
+    json_object_object_add(o, "done", json_object_new_boolean(done != NULL && *done != 0));
+    json_object_object_add(o, "created_at", time_json(res, row, COL_CREATED));
+    json_object_object_add(o, "updated_at", time_json(res, row, COL_UPDATED));
     return o;
 }
 
@@ -153,10 +193,12 @@ static void reply_one(void *arg, const struct db_result *dr, int code)
         return;
     }
     if (code == 201) {
-        char location[64];
+        char location[64], id[37];
 
-        snprintf(location, sizeof(location), "/todos/%s", PQgetvalue(res, 0, COL_ID));
-        http_add_header(r, "Location", location);
+        if (id_text(res, 0, id)) {
+            snprintf(location, sizeof(location), "/todos/%s", id);
+            http_add_header(r, "Location", location);
+        }
     }
     http_reply_json(r, code, todo_json(res, 0));
 }
@@ -304,13 +346,16 @@ static void list_done(void *arg, const struct db_result *dr)
     struct page *pg = r->data;
     struct json_object *o, *pagination;
     long long total, pages;
+    const char *v;
 
     http_db_done(r);
     if (st != DB_OK) {
         reply_db_status(r, st);
         return;
     }
-    total = PQntuples(res) > 0 ? atoll(PQgetvalue(res, 0, COL_UPDATED + 1)) : 0;
+    total = 0;
+    if (PQntuples(res) > 0 && (v = binary_value(res, 0, COL_UPDATED + 1, 8)) != NULL)
+        total = pgbin_int64(v);
     pages = (total + pg->limit - 1) / pg->limit;
     o = json_object_new_object();
     pagination = json_object_new_object();

@@ -543,6 +543,49 @@ def list_is_newest_first_with_ties_by_id_desc():
 
 
 @test
+def timestamps_are_written_exactly_as_postgresql_writes_them():
+    """Rows come in the binary format and todod formats their timestamps: what
+    it answers must be what to_char() gives, for every kind of timestamp."""
+    with Todod() as d:
+        start(d)
+        fmt = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
+        special = ["'2026-12-01 17:23:36.84113+00'", "'2000-01-01 00:00:00+00'",
+                   "'1999-12-31 23:59:59.999999+00'", "'1970-01-01 00:00:00+00'",
+                   "'1900-02-28 12:00:00+00'", "'2000-02-29 00:00:00.000001+00'",
+                   "'0001-01-01 00:00:00+00'", "'0044-03-15 12:00:00+00 BC'",
+                   "'4713-11-24 00:00:00+00 BC'", "'12345-06-07 01:02:03.5+00'",
+                   "'294276-12-31 23:59:59.999999+00'", "'infinity'", "'-infinity'",
+                   "'2024-06-30 23:59:59+14'", "NULL"]
+        sql(d, "INSERT INTO todos (title, created_at, updated_at) VALUES %s"
+            % ", ".join("('special %d', %s, %s)" % (i, t, special[-1 - i])
+                        for i, t in enumerate(special)))
+        # and 300 instants anywhere from 4713 BC to 294276 AD, to the microsecond
+        sql(d, "INSERT INTO todos (title, created_at, updated_at) SELECT 'random ' || g,"
+               " timestamptz '4713-11-24 00:00:00+00 BC' + random() * interval '106000000 days',"
+               " timestamptz '1900-01-01 00:00:00+00' + random() * interval '73000 days'"
+               " FROM generate_series(1, 300) g")
+        want = {}
+        for line in sql(d, "SELECT id, coalesce(to_char(created_at AT TIME ZONE 'UTC', %s), '-'),"
+                           " coalesce(to_char(updated_at AT TIME ZONE 'UTC', %s), '-')"
+                           " FROM todos" % (fmt, fmt)).splitlines():
+            tid, created, updated = line.split("|")
+            want[tid] = (None if created == "-" else created, None if updated == "-" else updated)
+        assert len(want) == len(special) + 300, len(want)
+        for tid, (created, updated) in want.items():
+            r = d.request("GET", "/todos/" + tid)
+            assert r.status == 200, r
+            t = r.json()
+            assert (t["id"], t["created_at"], t["updated_at"]) == (tid, created, updated), \
+                (t, created, updated)
+        # the same through the list, whose rows come the same way
+        r = d.request("GET", "/todos/done/false?limit=1000")
+        assert r.status == 200, r
+        got = {t["id"]: (t["created_at"], t["updated_at"]) for t in r.json()}
+        assert got == want
+        assert d.stop() == 0
+
+
+@test
 def by_done_limit_defaults_to_100_and_caps_at_1000():
     with Todod() as d:
         start(d)

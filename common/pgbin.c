@@ -1,0 +1,84 @@
+#include "pgbin.h"
+
+#define US_PER_DAY     86400000000LL
+#define DAYS_1970_2000 10957 /* days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01 */
+
+int64_t pgbin_int64(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++)
+        v = v << 8 | u[i];
+    return (int64_t)v;
+}
+
+/* The proleptic Gregorian date of a day number (days since 1970-01-01), after
+ * Howard Hinnant's civil_from_days. */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    int64_t era, yoe, doy, mp;
+
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    yoe = z - era * 146097;                                      /* [0, 146096] */
+    yoe = (yoe - yoe / 1460 + yoe / 36524 - yoe / 146096) / 365; /* [0, 399] */
+    doy = z - era * 146097 - (365 * yoe + yoe / 4 - yoe / 100);  /* [0, 365] */
+    mp = (5 * doy + 2) / 153;                                    /* [0, 11] */
+    *d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* n as at least width decimal digits; returns the digits written. */
+static size_t put_digits(char *out, uint64_t n, size_t width)
+{
+    char tmp[20];
+    size_t len = 0, i;
+
+    do {
+        tmp[len++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n != 0);
+    while (len < width)
+        tmp[len++] = '0';
+    for (i = 0; i < len; i++)
+        out[i] = tmp[len - 1 - i];
+    return len;
+}
+
+size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX])
+{
+    int64_t days, rem, y;
+    unsigned m, d;
+    uint64_t secs;
+    size_t n = 0;
+
+    if (us == INT64_MAX || us == INT64_MIN)
+        return 0;
+    days = us / US_PER_DAY;
+    rem = us % US_PER_DAY;
+    if (rem < 0) {
+        rem += US_PER_DAY;
+        days--;
+    }
+    civil_from_days(days + DAYS_1970_2000, &y, &m, &d);
+    n += put_digits(out + n, (uint64_t)(y > 0 ? y : 1 - y), 4);
+    out[n++] = '-';
+    n += put_digits(out + n, m, 2);
+    out[n++] = '-';
+    n += put_digits(out + n, d, 2);
+    out[n++] = 'T';
+    secs = (uint64_t)rem / 1000000;
+    n += put_digits(out + n, secs / 3600, 2);
+    out[n++] = ':';
+    n += put_digits(out + n, secs / 60 % 60, 2);
+    out[n++] = ':';
+    n += put_digits(out + n, secs % 60, 2);
+    out[n++] = '.';
+    n += put_digits(out + n, (uint64_t)rem % 1000000, 6);
+    out[n++] = 'Z';
+    out[n] = '\0';
+    return n;
+}

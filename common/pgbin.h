@@ -1,0 +1,24 @@
+/* Values in PostgreSQL's binary format (todo rows come in it), written as the API writes them. */
+#ifndef TODOD_PGBIN_H
+#define TODOD_PGBIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" with room for a six-digit year and the NUL. */
+#define PGBIN_TIMESTAMP_MAX 32
+
+/*
+ * A timestamptz as PostgreSQL sends it in binary (microseconds since
+ * 2000-01-01 00:00:00 UTC) in UTC, the way
+ * to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') writes it:
+ * a year before 1 AD as its number before Christ (44 BC is "0044"), a year
+ * past 9999 with all its digits. Returns the length, or 0 for 'infinity' and
+ * '-infinity' (for which to_char gives NULL).
+ */
+size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX]);
+
+/* A big-endian 64-bit integer: how the binary format sends bigint and timestamps. */
+int64_t pgbin_int64(const char *p);
+
+#endif

@@ -1,0 +1,93 @@
+/* Binary timestamps written as to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') does.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "pgbin.h"
+
+#define US_PER_DAY 86400000000LL
+
+static void assert_formats(int64_t us, const char *want)
+{
+    char out[PGBIN_TIMESTAMP_MAX];
+    size_t n = pgbin_timestamp(us, out);
+
+    assert_int_equal(n, strlen(want));
+    assert_string_equal(out, want);
+}
+
+static void the_epoch_and_times_around_it(void **state)
+{
+    (void)state;
+    assert_formats(0, "2000-01-01T00:00:00.000000Z");
+    assert_formats(1, "2000-01-01T00:00:00.000001Z");
+    assert_formats(-1, "1999-12-31T23:59:59.999999Z");
+    assert_formats(US_PER_DAY - 1, "2000-01-01T23:59:59.999999Z");
+    assert_formats(-US_PER_DAY, "1999-12-31T00:00:00.000000Z");
+    /* 2026-12-01 17:23:36.84113 UTC */
+    assert_formats(849461016841130LL, "2026-12-01T17:23:36.841130Z");
+}
+
+static void leap_days_and_century_rules(void **state)
+{
+    (void)state;
+    /* 2000 is a leap year (divisible by 400): Feb 29 is day 59 */
+    assert_formats(59 * US_PER_DAY, "2000-02-29T00:00:00.000000Z");
+    assert_formats(60 * US_PER_DAY, "2000-03-01T00:00:00.000000Z");
+    /* 1900 is not (divisible by 100): 1900-03-01 is 36465 days before 2000 */
+    assert_formats(-36465 * US_PER_DAY, "1900-03-01T00:00:00.000000Z");
+    assert_formats(-36466 * US_PER_DAY, "1900-02-28T00:00:00.000000Z");
+    /* 2024-02-29 and the day after */
+    assert_formats(8825 * US_PER_DAY, "2024-02-29T00:00:00.000000Z");
+    assert_formats(8826 * US_PER_DAY, "2024-03-01T00:00:00.000000Z");
+}
+
+static void far_years_as_to_char_writes_them(void **state)
+{
+    (void)state;
+    /* the values are PostgreSQL's own for these timestamps */
+    assert_formats(-63082281600000000LL, "0001-01-01T00:00:00.000000Z");
+    /* the day before is 1 BC (astronomical year 0): to_char gives 0001 */
+    assert_formats(-63082368000000000LL, "0001-12-31T00:00:00.000000Z");
+    /* 44 BC (year -43), March 15, noon */
+    assert_formats(-64464465600000000LL, "0044-03-15T12:00:00.000000Z");
+    /* past 9999: every digit */
+    assert_formats(315569520000000000LL, "12000-01-01T00:00:00.000000Z");
+    /* PostgreSQL's last timestamp, 294276-12-31 23:59:59.999999 */
+    assert_formats(9223371331199999999LL, "294276-12-31T23:59:59.999999Z");
+}
+
+static void infinities_are_none(void **state)
+{
+    char out[PGBIN_TIMESTAMP_MAX];
+
+    (void)state;
+    assert_int_equal(pgbin_timestamp(INT64_MAX, out), 0);
+    assert_int_equal(pgbin_timestamp(INT64_MIN, out), 0);
+}
+
+static void int64_is_big_endian(void **state)
+{
+    (void)state;
+    assert_true(pgbin_int64("\x00\x00\x00\x00\x00\x00\x00\x01") == 1);
+    assert_true(pgbin_int64("\xff\xff\xff\xff\xff\xff\xff\xff") == -1);
+    assert_true(pgbin_int64("\x7f\xff\xff\xff\xff\xff\xff\xff") == INT64_MAX);
+    assert_true(pgbin_int64("\x01\x02\x03\x04\x05\x06\x07\x08") == 0x0102030405060708LL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_epoch_and_times_around_it),
+        cmocka_unit_test(leap_days_and_century_rules),
+        cmocka_unit_test(far_years_as_to_char_writes_them),
+        cmocka_unit_test(infinities_are_none),
+        cmocka_unit_test(int64_is_big_endian),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
