@@ -1304,11 +1304,13 @@ static char *put_value(char *w, struct tracer *t, const struct span_attr *a)
     return w;
 }
 
-/* The most bytes put_span can write for s. */
+/* The most bytes put_span can write for s: its fixed text (about 315 bytes
+ * with every optional member), every string byte escaped, every number at
+ * its longest. */
 static size_t span_json_max(const struct trace_span *s)
 {
     size_t n =
-        320 + ESCAPED_MAX * ((size_t)s->name.len + s->tracestate.len + s->status_message.len);
+        512 + ESCAPED_MAX * ((size_t)s->name.len + s->tracestate.len + s->status_message.len);
     int i;
 
     for (i = 0; i < s->nattrs; i++) {
