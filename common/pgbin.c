@@ -1,7 +1,9 @@
 #include "pgbin.h"
 
-#define US_PER_DAY     86400000000LL
-#define DAYS_1970_2000 10957 /* days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01 */
+#define US_PER_DAY       86400000000LL
+#define DAYS_1970_2000   10957 /* days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01 */
+#define PG_TIMESTAMP_MIN -211813488000000000LL /* 4714-11-24 00:00:00 BC */
+#define PG_TIMESTAMP_END 9223371331200000000LL /* 294277-01-01 00:00:00 */
 
 int64_t pgbin_int64(const char *p)
 {
@@ -55,7 +57,9 @@ size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX])
     uint64_t secs;
     size_t n = 0;
 
-    if (us == INT64_MAX || us == INT64_MIN)
+    /* PostgreSQL's range: 4714-11-24 BC to 294276-12-31; beyond it, the
+     * infinities (and nothing a server would send, nor text that would fit). */
+    if (us < PG_TIMESTAMP_MIN || us >= PG_TIMESTAMP_END)
         return 0;
     days = us / US_PER_DAY;
     rem = us % US_PER_DAY;

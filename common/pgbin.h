@@ -14,7 +14,8 @@
  * to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') writes it:
  * a year before 1 AD as its number before Christ (44 BC is "0044"), a year
  * past 9999 with all its digits. Returns the length, or 0 for 'infinity' and
- * '-infinity' (for which to_char gives NULL).
+ * '-infinity' (for which to_char gives NULL) and anything else outside
+ * PostgreSQL's range.
  */
 size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX]);
 

@@ -68,6 +68,13 @@ static void infinities_are_none(void **state)
     (void)state;
     assert_int_equal(pgbin_timestamp(INT64_MAX, out), 0);
     assert_int_equal(pgbin_timestamp(INT64_MIN, out), 0);
+    /* outside PostgreSQL's range: none either (no such timestamp exists) */
+    assert_int_equal(pgbin_timestamp(9223371331200000000LL, out), 0);
+    assert_int_equal(pgbin_timestamp(-211813488000000001LL, out), 0);
+    assert_int_equal(pgbin_timestamp(INT64_MAX - 1, out), 0);
+    /* its first instant */
+    assert_int_equal(pgbin_timestamp(-211813488000000000LL, out), 27);
+    assert_string_equal(out, "4714-11-24T00:00:00.000000Z");
 }
 
 static void int64_is_big_endian(void **state)
