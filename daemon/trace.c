@@ -1165,35 +1165,6 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
         buf_add(b, tmp, (size_t)n);
 }
 
-/* A JSON string: as it is when nothing in it needs an escape, else quoted and
- * escaped by json-c, with a scratch object whose buffers are reused. */
-static void enc_string(struct buf *b, struct json_object *scratch, const char *s)
-{
-    const char *q;
-    size_t n;
-
-    /* Most values need no escape at all. */
-    for (n = 0; s[n] != '\0'; n++)
-        if ((unsigned char)s[n] < 0x20 || s[n] == '"' || s[n] == '\\')
-            break;
-    if (s[n] == '\0') {
-        buf_lit(b, "\"");
-        buf_add(b, s, n);
-        buf_lit(b, "\"");
-        return;
-    }
-    if (!json_object_set_string(scratch, s)) {
-        b->failed = true;
-        return;
-    }
-    q = json_object_to_json_string_length(
-        scratch, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
-    if (q == NULL)
-        b->failed = true;
-    else
-        buf_add(b, q, n);
-}
-
 /*
  * A span is written in one go into room reserved for the most it can take
  * (span_json_max), so that the many short pieces of its skeleton are plain
@@ -1251,6 +1222,23 @@ static char *put_text(char *w, struct tracer *t, const struct span_text *x)
     if (q == NULL || n > ESCAPED_MAX * (size_t)x->len + 2)
         return NULL;
     return put(w, q, n);
+}
+
+/* A C string as a JSON string at the end of b (the resource's few strings),
+ * through put_text like every span string. */
+static void enc_string(struct buf *b, struct tracer *t, const char *s)
+{
+    size_t len = strlen(s);
+    struct span_text x = {s, (uint32_t)len, !(byte_classes(s, len) & BYTE_ESCAPE)};
+    char *w;
+
+    if (!buf_reserve(b, ESCAPED_MAX * len + 2))
+        return;
+    w = put_text(b->p + b->len, t, &x);
+    if (w == NULL)
+        b->failed = true;
+    else
+        b->len = (size_t)(w - b->p);
 }
 
 /* AnyValue: 64-bit integers as decimal strings; doubles as json-c writes them,
@@ -1427,14 +1415,14 @@ static int tracer_describe(struct tracer *t, const struct conf *conf)
     buf_lit(&b, "{\"resource\":{\"attributes\":[");
     for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
         buf_lit(&b, "{\"key\":");
-        enc_string(&b, t->scratch_string, attrs[i].key);
+        enc_string(&b, t, attrs[i].key);
         buf_lit(&b, ",\"value\":{\"stringValue\":");
-        enc_string(&b, t->scratch_string, attrs[i].value);
+        enc_string(&b, t, attrs[i].value);
         buf_lit(&b, "}},");
     }
     buf_printf(&b, "{\"key\":\"process.pid\",\"value\":{\"intValue\":\"%ld\"}}]},", (long)getpid());
     buf_lit(&b, "\"scopeSpans\":[{\"scope\":{\"name\":\"todod\",\"version\":");
-    enc_string(&b, t->scratch_string, TODOD_VERSION);
+    enc_string(&b, t, TODOD_VERSION);
     buf_lit(&b, "},\"spans\":[");
     if (b.failed) {
         free(b.p);
