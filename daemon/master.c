@@ -267,6 +267,27 @@ static void schedule_restart(struct master *m, const struct child *c)
         log_warn("worker %d keeps dying: next start in %.1f s", c->index, *b);
 }
 
+/* A worker is gone and its shares of performance tests with it: their
+ * coordinators report now rather than at their next poll (see perftest.c). */
+static void wake_coordinators(struct master *m, int slot)
+{
+    struct perf_board *b = &m->shm->perf;
+
+    for (int i = 0; i < PERF_MAX_RUNS; i++) {
+        struct perf_run *run = &b->runs[i];
+        int k, pid;
+
+        if (atomic_load(&run->state) != PERF_RUN_ACTIVE || run->coordinator_slot < 0 ||
+            run->coordinator_slot >= STATS_MAX_SLOTS)
+            continue;
+        for (k = 0; k < run->nshares && run->shares[k].worker_slot != slot; k++)
+            ;
+        pid = atomic_load(&m->shm->slots[run->coordinator_slot].pid);
+        if (k < run->nshares && pid > 0)
+            kill(pid, SIGUSR1);
+    }
+}
+
 static void reap_children(struct master *m)
 {
     pid_t pid;
@@ -280,6 +301,7 @@ static void reap_children(struct master *m)
             continue;
         describe_exit(status, how, sizeof(how));
         stats_slot_retire(m->shm, c->slot);
+        wake_coordinators(m, c->slot);
         if (c->stopping || m->stopping) {
             log_info("worker %ld %s", (long)pid, how);
         } else {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -239,6 +240,20 @@ static void batch_done(void *arg, const struct db_result *dr)
 
 /* ---- the executor ---- */
 
+/* A share of another worker's test ended: its coordinator looks now rather
+ * than at its next poll (SIGUSR1; it is the worker of an active run's slot). */
+static void wake_coordinator(struct app *app, struct perf_run *run)
+{
+    int slot = run->coordinator_slot, pid;
+
+    if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot == app->slot_index || slot < 0 ||
+        slot >= STATS_MAX_SLOTS)
+        return;
+    pid = atomic_load(&app->shm->slots[slot].pid);
+    if (pid > 0)
+        kill(pid, SIGUSR1);
+}
+
 static void exec_end(struct perf_exec *e)
 {
     int64_t unsent = e->sh->count - e->next;
@@ -263,6 +278,8 @@ static void exec_end(struct perf_exec *e)
         span_set_error(e->span, "abandoned");
     span_end(e->span);
     perf_share_end(e->run, e->sh, e->abandoned ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
+    if (on_end == NULL)
+        wake_coordinator(e->app, e->run);
     free(e);
     if (on_end != NULL)
         on_end(ctx);

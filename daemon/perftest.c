@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
 
@@ -20,7 +21,10 @@
 #include "stats.h"
 #include "trace.h"
 
-#define POLL_MS    20 /* how often the coordinator looks at other workers' shares */
+/* The coordinator is woken when another worker's share ends (SIGUSR1 from that
+ * worker, or from the master when a worker dies); this slow look is a safety
+ * net only. */
+#define POLL_MS    1000
 #define MAX_RATE   1e9
 #define NODE_IDLE  10.0 /* seconds beyond the progress interval a node may stay silent */
 #define MAX_NODES  16
@@ -33,6 +37,7 @@
  * others, streams progress when asked, and answers one combined report.
  */
 struct perf_test {
+    LIST_ENTRY(perf_test) link; /* this worker's tests */
     struct http_req *r;
     struct app *app;
     char run_id[PERF_RUN_ID_LEN];
@@ -59,6 +64,8 @@ struct perf_test {
         struct perf_node *node;
     } nodes[MAX_NODES];
 };
+
+static LIST_HEAD(, perf_test) tests = LIST_HEAD_INITIALIZER(tests);
 
 /* ---- sums ---- */
 
@@ -359,6 +366,8 @@ static void perf_free(struct http_req *r)
 {
     struct perf_test *t = r->data;
 
+    if (t->ev_poll != NULL)
+        LIST_REMOVE(t, link); /* listed once it has its events */
     if (t->ev_tick != NULL)
         event_free(t->ev_tick);
     if (t->ev_poll != NULL)
@@ -414,6 +423,15 @@ static void check_done(struct perf_test *t)
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
     check_done(arg);
+}
+
+void perftest_wake(void)
+{
+    struct perf_test *t;
+
+    LIST_FOREACH(t, &tests, link)
+        if (!t->reported)
+            event_active(t->ev_poll, 0, 0);
 }
 
 static void on_own_share_end(void *ctx)
@@ -714,6 +732,8 @@ void perf_start(struct http_req *r)
     if (t->nnodes > 0)
         t->dns = evdns_base_new(r->app->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (t->ev_poll != NULL)
+        LIST_INSERT_HEAD(&tests, t, link);
     if (t->ev_poll == NULL || t->ev_tick == NULL || (t->nnodes > 0 && t->dns == NULL)) {
         http_reply_error(r, 500, "internal error");
         return;

@@ -7,4 +7,8 @@
 
 void perf_start(struct http_req *r);
 
+/* Another worker's share of a test this worker coordinates may have ended
+ * (SIGUSR1): each running test looks at its shares now. */
+void perftest_wake(void);
+
 #endif

@@ -14,6 +14,7 @@
 #include "db.h"
 #include "log.h"
 #include "perfshare.h"
+#include "perftest.h"
 #include "routes.h"
 #include "trace.h"
 
@@ -40,13 +41,15 @@ struct worker {
     struct timespec started;
 };
 
-/* The coordinator of a spread performance test posted a share for us. */
+/* SIGUSR1: the coordinator of a spread performance test posted a share for
+ * us, or, in a test we coordinate, another worker's share ended. */
 static void on_share_posted(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
 
     if (!w->draining)
         perfshare_scan(&w->app);
+    perftest_wake();
 }
 
 /* Shares still running stop with time left to report before shutdown_timeout. */

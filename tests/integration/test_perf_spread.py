@@ -141,6 +141,66 @@ def a_worker_killed_mid_share_is_reported_and_its_unconfirmed_rows_are_unknown()
 
 
 @test
+def the_coordinator_answers_when_the_last_share_ends_not_at_its_next_poll():
+    # Another worker's share ending wakes the coordinator (SIGUSR1); its own
+    # look at the board is only a safety net, once a second. A tiny test ends in
+    # milliseconds; in about half of them the coordinator's own share ends
+    # first, and one that waited for its poll would take 0.5 s on average.
+    with Todod(workers=2) as d:
+        d.start()
+        took = []
+        for _ in range(10):
+            t0 = time.monotonic()
+            rep = d.request("POST", PATH, {"message_count": 2, "batch_size": 1,
+                                           "workers": "all"}).json()
+            took.append(time.monotonic() - t0)
+            assert rep["success_count"] == 2 and rep["workers"] == 2, rep
+        assert sum(took) < 1.0, "10 tests took %.3f s: %s" % (sum(took), took)
+        titles = d.pg.psql("SELECT count(*) FROM todos", db=d.db)
+        assert titles == "20", titles
+
+
+@test
+def a_stalled_worker_that_dies_ends_the_test_at_once():
+    # The other share's worker stops (SIGSTOP) mid-test; the coordinator's own
+    # share ends; then the stalled worker is killed: the master, reaping it,
+    # abandons its share and wakes the coordinator, which answers at once.
+    skip_if_sanitizer()
+    n = 20000
+    with Todod(workers=2) as d:
+        d.start()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=d.request(
+            "POST", PATH, {"message_count": n, "batch_size": 100, "workers": "all",
+                           "rate": 4000}, timeout=60)))
+        t.start()
+        pattern = re.compile(r"worker\[(\d+)\] info: performance test \S+ %d todos" % n)
+        assert wait_until(lambda: pattern.search(d.log()), 10), d.log_tail()
+        coordinator = int(pattern.search(d.log()).group(1))
+        (victim,) = [p for p in d.worker_pids() if p != coordinator]
+        assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)) > 2000, 10)
+        os.kill(victim, signal.SIGSTOP)
+        done = re.compile(r"worker\[%d\] info: performance test \S+ share of %d todos done"
+                          % (coordinator, n // 2))
+        assert wait_until(lambda: done.search(d.log()), 20), d.log_tail()
+        time.sleep(0.3)
+        assert t.is_alive(), "answered while a share was still running"
+        t0 = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        t.join(30)
+        took = time.monotonic() - t0
+        rep = result["r"].json()
+        check_report(rep, n)
+        assert took < 0.5, "answered %.3f s after the worker died" % took
+        dead = [w for w in rep["per_worker"] if w["worker_pid"] == victim]
+        assert dead and dead[0].get("abandoned") is True, rep["per_worker"]
+        rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
+        assert rep["success_count"] <= rows <= rep["success_count"] + rep["unknown_count"], \
+            (rep, rows)
+        assert rep["success_count"] >= n // 2 and rep["error_count"] > 0, rep
+
+
+@test
 def several_instances_share_one_test_over_their_perf_nodes():
     skip_if_sanitizer()
     n = 300002
