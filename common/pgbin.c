@@ -1,5 +1,7 @@
 #include "pgbin.h"
 
+#include "decimal.h"
+
 #define US_PER_DAY       86400000000LL
 #define DAYS_1970_2000   10957 /* days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01 */
 #define PG_TIMESTAMP_MIN -211813488000000000LL /* 4714-11-24 00:00:00 BC */
@@ -33,23 +35,6 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
     *y = yoe + era * 400 + (*m <= 2);
 }
 
-/* n as at least width decimal digits; returns the digits written. */
-static size_t put_digits(char *out, uint64_t n, size_t width)
-{
-    char tmp[20];
-    size_t len = 0, i;
-
-    do {
-        tmp[len++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n != 0);
-    while (len < width)
-        tmp[len++] = '0';
-    for (i = 0; i < len; i++)
-        out[i] = tmp[len - 1 - i];
-    return len;
-}
-
 size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX])
 {
     int64_t days, rem, y;
@@ -68,20 +53,20 @@ size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX])
         days--;
     }
     civil_from_days(days + DAYS_1970_2000, &y, &m, &d);
-    n += put_digits(out + n, (uint64_t)(y > 0 ? y : 1 - y), 4);
+    n += decimal_u64(out + n, (uint64_t)(y > 0 ? y : 1 - y), 4);
     out[n++] = '-';
-    n += put_digits(out + n, m, 2);
+    n += decimal_u64(out + n, m, 2);
     out[n++] = '-';
-    n += put_digits(out + n, d, 2);
+    n += decimal_u64(out + n, d, 2);
     out[n++] = 'T';
     secs = (uint64_t)rem / 1000000;
-    n += put_digits(out + n, secs / 3600, 2);
+    n += decimal_u64(out + n, secs / 3600, 2);
     out[n++] = ':';
-    n += put_digits(out + n, secs / 60 % 60, 2);
+    n += decimal_u64(out + n, secs / 60 % 60, 2);
     out[n++] = ':';
-    n += put_digits(out + n, secs % 60, 2);
+    n += decimal_u64(out + n, secs % 60, 2);
     out[n++] = '.';
-    n += put_digits(out + n, (uint64_t)rem % 1000000, 6);
+    n += decimal_u64(out + n, (uint64_t)rem % 1000000, 6);
     out[n++] = 'Z';
     out[n] = '\0';
     return n;

@@ -12,6 +12,7 @@
 #include <uuid/uuid.h>
 
 #include "clock.h"
+#include "decimal.h"
 #include "db.h"
 #include "log.h"
 #include "stats.h"
@@ -111,19 +112,10 @@ static int uuid_order(const void *a, const void *b)
  * share of a worker's time building a batch); returns the bytes written. */
 static int put_title(char *out, int64_t i)
 {
-    char digits[20];
-    size_t n = 0, k;
-
-    _Static_assert(sizeof(TITLE_PREFIX) - 1 + sizeof(digits) <= TITLE_MAX, "title fits");
-    do {
-        digits[n++] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i > 0);
+    _Static_assert(sizeof(TITLE_PREFIX) - 1 + DECIMAL_U64_MAX <= TITLE_MAX, "title fits");
     memcpy(out, TITLE_PREFIX, sizeof(TITLE_PREFIX) - 1);
-    out += sizeof(TITLE_PREFIX) - 1;
-    for (k = 0; k < n; k++)
-        out[k] = digits[n - 1 - k];
-    return (int)(sizeof(TITLE_PREFIX) - 1 + n);
+    return (int)(sizeof(TITLE_PREFIX) - 1 +
+                 decimal_u64(out + sizeof(TITLE_PREFIX) - 1, (uint64_t)i, 0));
 }
 
 /*

@@ -26,6 +26,7 @@
 #include <uuid/uuid.h>
 
 #include "clock.h"
+#include "decimal.h"
 #include "conf.h"
 #include "log.h"
 #include "stats.h"
@@ -1183,14 +1184,7 @@ static char *put(char *w, const void *s, size_t n)
 
 static char *put_u64(char *w, uint64_t v)
 {
-    char tmp[20];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return put(w, tmp + i, sizeof(tmp) - i);
+    return w + decimal_u64(w, v, 0);
 }
 
 static char *put_hex(char *w, const uint8_t *id, size_t n)
