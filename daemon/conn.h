@@ -40,13 +40,15 @@ struct conn_ref {
 };
 
 /* What the HTTP layer learns about a request when evhttp dispatches it. */
+#define CONN_LINE_MAX 256
+
 struct conn_request {
     struct conn_ref ref;
     struct timespec arrived; /* its first byte */
     int version_minor;       /* HTTP/1.x */
     int reject_status;       /* a framing rejection to answer instead (0: none) */
     const char *reject_msg;
-    char line[256]; /* the request line as sent, for the access log of a rejection */
+    char line[CONN_LINE_MAX]; /* the request line as sent (cut short), for the log of a rejection */
 };
 
 struct conn_layer *conn_layer_new(struct event_base *base, struct evhttp *http,

@@ -243,9 +243,14 @@ struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
     memcpy(r->path, path, plen + 1);
     if (known && cr.reject_status != 0) {
         r->rejected_line = strdup(cr.line);
+        if (r->rejected_line == NULL) {
+            http_reply_error(r, 500, "internal error");
+            return NULL;
+        }
         r->method = stats_method_index(strtok(cr.line, " "));
-        http_reply_error(r, cr.reject_status, "%s", cr.reject_msg);
-        return NULL;
+        r->reject_status = cr.reject_status;
+        r->reject_msg = cr.reject_msg;
+        return r;
     }
     if (!known) {
         /* Not seen through the connection layer: nothing vouches for its framing. */
@@ -257,6 +262,11 @@ struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
 }
 
 /* ---- replies ---- */
+
+void http_reply_rejected(struct http_req *r)
+{
+    http_reply_error(r, r->reject_status, "%s", r->reject_msg);
+}
 
 void http_add_header(struct http_req *r, const char *name, const char *value)
 {

@@ -42,6 +42,8 @@ struct http_req {
     char *path; /* the request path, then the parameters cut out of it */
     char remote[64];
     char *rejected_line; /* a request framing rejected: its first line, for the log */
+    int reject_status;   /* framing's answer to it, which the dispatcher sends (0: none) */
+    const char *reject_msg;
     size_t bytes_sent;
     struct trace_context trace;          /* its trace (valid when tracing is on) */
     struct trace_span *span;             /* its SERVER span, when sampled */
@@ -53,9 +55,13 @@ typedef void (*http_handler)(struct http_req *r);
 
 /*
  * evhttp dispatched req: the request object, or NULL when it was answered
- * already (a request the framing gate rejected, or an unknown connection).
+ * already (an unknown connection, no memory). A request the framing gate
+ * rejected has reject_status set: the dispatcher answers it with
+ * http_reply_rejected(), once it knows whether the line it sent names a
+ * database-backed route.
  */
 struct http_req *http_req_begin(struct app *app, struct evhttp_request *req);
+void http_reply_rejected(struct http_req *r);
 
 /* Replies: each one finishes the request. */
 void http_reply_json(struct http_req *r, int status, struct json_object *obj); /* takes obj */

@@ -429,7 +429,7 @@ void perftest_wake(void)
 {
     struct perf_test *t;
 
-    LIST_FOREACH(t, &tests, link)
+    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
         if (!t->reported)
             event_active(t->ev_poll, 0, 0);
 }

@@ -134,6 +134,29 @@ int routes_db_backed(int route)
     return route >= 0 && route < NROUTES && (routes[route].flags & ROUTE_DB);
 }
 
+/* The route a request line names ("METHOD /path?query HTTP/1.1", as sent,
+ * perhaps cut short), NROUTES when none. */
+static int route_of_line(const char *line)
+{
+    const char *target = line != NULL ? strchr(line, ' ') : NULL;
+    char path[CONN_LINE_MAX], buf[2 * CONN_LINE_MAX];
+    const char *params[HTTP_MAX_PARAMS];
+    size_t n;
+
+    if (target == NULL || target[1] != '/')
+        return NROUTES;
+    target++;
+    n = strcspn(target, " ?#");
+    if (n >= sizeof(path))
+        return NROUTES;
+    memcpy(path, target, n);
+    path[n] = '\0';
+    for (int i = 0; i < NROUTES; i++)
+        if (match(routes[i].pattern, path, buf, params))
+            return i;
+    return NROUTES;
+}
+
 void routes_dispatch(struct evhttp_request *req, void *arg)
 {
     struct http_req *r = http_req_begin(arg, req);
@@ -143,6 +166,12 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
 
     if (r == NULL)
         return; /* answered already */
+    if (r->reject_status != 0) {
+        /* Framing's answer; a database-backed route's answers carry Server-Timing. */
+        r->db_route = routes_db_backed(route_of_line(r->rejected_line));
+        http_reply_rejected(r);
+        return;
+    }
     fn = routes_find(r->path, r->method, &r->route, r->params, r->path + strlen(r->path) + 1,
                      &status, allow, sizeof(allow));
     r->db_route = routes_db_backed(r->route);

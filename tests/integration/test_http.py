@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 
 from harness import assert_json_error, metric, run_threads, skip_if_sanitizer, test, Todod, \
     wait_until
@@ -624,3 +625,31 @@ def database_backed_answers_carry_server_timing():
             assert m, (r, st)
             assert float(m.group(1)) <= float(m.group(2)), st
         assert "server-timing" not in d.request("GET", "/health").headers
+
+
+@test
+def framing_rejections_on_database_backed_routes_carry_server_timing():
+    # Answered by the framing gate before any handler ran: the route is the one
+    # the request line names, db;dur is 0 and total the time since its first byte.
+    with Todod(workers=1, max_body_size="1k") as d:
+        d.start()
+        cases = [
+            (post("Content-Length: 5000\r\n", b""), 413, True),
+            (b"PUT /todos/%s?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+             % str(uuid.uuid4()).encode(), 413, True),
+            (b"GET /todos HTTP/1.1\r\nHost : x\r\n\r\n", 400, True),
+            (b"POST /todos/performance-test HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+             413, True),
+            (b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413, False),
+            (b"GET /nowhere HTTP/1.1\r\nHost : x\r\n\r\n", 400, False),
+            (b"GET /todos\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400, False),
+        ]
+        for data, status, timed in cases:
+            (resp,), closed = exchange(d, data)
+            assert resp[1] == status and closed, (data, resp)
+            st = resp[2].get("server-timing")
+            if timed:
+                assert st and re.match(r"^db;dur=0\.000, total;dur=\d+\.\d{3}$", st), (data, st)
+            else:
+                assert st is None, (data, st)
+        assert rows(d) == 0
