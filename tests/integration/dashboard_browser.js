@@ -149,6 +149,7 @@ async function oneRun(browser, run) {
   const resp = await page.goto(cfg.url + "/dashboard", { waitUntil: "load", timeout: TIMEOUT });
   out.dashboard_status = resp.status();
   out.dashboard_type = resp.headers()["content-type"];
+  out.dashboard_headers = resp.headers();
   await waitSamples(page, 2);
 
   if (run.traffic) {
@@ -226,6 +227,19 @@ async function oneRun(browser, run) {
   }
 
   watching = false;
+  // the page's policy is in force: the browser refuses a connection elsewhere
+  // (its console error, and the refused request, belong to this probe)
+  const requested = out.requests.length;
+  out.csp_probe = { console_errors: [], bad_responses: [] };
+  sink = out.csp_probe;
+  out.csp_probe.violated = await page.evaluate(async (other) => {
+    let violated = null;
+    document.addEventListener("securitypolicyviolation", (e) => { violated = e.effectiveDirective; });
+    try { await fetch(other, { mode: "no-cors", cache: "no-store" }); } catch (e) { /* refused */ }
+    await new Promise((r) => setTimeout(r, 200));
+    return violated;
+  }, cfg.url.replace("127.0.0.1", "127.0.0.2") + "/stats");
+  out.csp_probe.requests = out.requests.splice(requested);
   out.stats_bodies = await Promise.all(statsPromises);
   out.elapsed_ms = Date.now() - t0;
   await ctx.close();

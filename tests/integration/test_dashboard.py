@@ -126,6 +126,15 @@ def _check_clean(run, base_url):
                                   ("POST", "/todos/performance-test")}, f"{name}: the page requested {req}"
     assert run["dashboard_status"] == 200, f"{name}: GET /dashboard {run['dashboard_status']}"
     assert run["dashboard_type"].startswith("text/html"), run["dashboard_type"]
+    # a policy that lets the page load nothing else and talk to this origin only
+    headers = run["dashboard_headers"]
+    csp = {d.split()[0]: d.split()[1:] for d in headers.get("content-security-policy", "").split("; ") if d}
+    assert csp.get("default-src") == ["'none'"] and csp.get("connect-src") == ["'self'"] \
+        and csp.get("frame-ancestors") == ["'none'"], f"{name}: {headers}"
+    assert headers.get("x-content-type-options") == "nosniff", headers
+    assert headers.get("cache-control") == "no-cache", headers
+    # ... which the browser enforces (the page works under it: no console error above)
+    assert run["csp_probe"]["violated"] == "connect-src", f"{name}: {run['csp_probe']}"
     assert not run["console_errors"], f"{name}: console errors {run['console_errors']}"
     assert not run["page_errors"], f"{name}: page errors {run['page_errors']}"
     assert not run["failed_requests"], f"{name}: failed requests {run['failed_requests']}"
