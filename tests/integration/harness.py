@@ -148,6 +148,98 @@ def wait_until(fn, timeout, interval=0.02):
         time.sleep(interval)
 
 
+class WriteLoad:
+    """Threads POSTing todos back to back, each on its own keep-alive connection (no
+    retries), each reading back the todo it was acknowledged last (unless read_back
+    is false), until the `with` block ends. Records every answer as (sent, answered,
+    thread, method, title, status, todo or error message); in `wrong`, every POST
+    answer that is not the todo sent and every read that is not the todo
+    acknowledged; in `errors`, every exception (connection errors, answers that are
+    not JSON)."""
+
+    def __init__(self, d, nthreads=4, timeout=10, read_back=True, prefix="load"):
+        self.d = d
+        self.timeout = timeout
+        self.read_back = read_back
+        self.prefix = prefix
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.answers = []
+        self.wrong = []
+        self.errors = []
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
+                        for k in range(nthreads)]
+
+    def _call(self, c, k, method, path, title, body=None):
+        t0 = time.monotonic()
+        r = c.request(method, path, body)
+        t1 = time.monotonic()
+        got = r.json()
+        what = got if r.status in (200, 201) else got.get("error")
+        with self.lock:
+            self.answers.append((t0, t1, k, method, title, r.status, what))
+        return r.status, what
+
+    def _wrong(self, want, got):
+        with self.lock:
+            self.wrong.append((want, got))
+
+    def _run(self, k):
+        c = self.d.Client(timeout=self.timeout, retry=False)
+        seq = 0
+        last = None
+        try:
+            while not self.stop_flag.is_set():
+                seq += 1
+                title = "%s %d.%d" % (self.prefix, k, seq)
+                try:
+                    status, what = self._call(c, k, "POST", "/todos", title, {"title": title})
+                    if status == 201:
+                        if what.get("title") != title or what.get("done") is not False:
+                            self._wrong(title, what)
+                        last = what
+                    else:
+                        time.sleep(0.005)  # pace the retries while there is no database
+                    if last is not None and self.read_back:
+                        status, what = self._call(c, k, "GET", "/todos/" + last["id"],
+                                                  last["title"])
+                        if status == 200 and what != last:
+                            self._wrong(last, what)
+                except (OSError, http.client.HTTPException, ValueError) as e:
+                    with self.lock:
+                        self.errors.append("thread %d, %s: %r" % (k, title, e))
+                    c.close()
+                    time.sleep(0.01)
+        finally:
+            c.close()
+
+    def of(self, method, status=None, since=0.0):
+        """Answers to `method` requests sent at or after `since` (of that status)."""
+        with self.lock:
+            return [a for a in self.answers if a[3] == method and a[0] >= since and
+                    (status is None or a[5] == status)]
+
+    def first(self, method, status, since):
+        """The first answer of that status to a request sent at or after `since`."""
+        found = self.of(method, status, since)
+        return min(found, key=lambda a: a[1]) if found else None
+
+    def seen(self, status, since=0.0):
+        """Some request sent at or after `since` was answered `status`."""
+        with self.lock:
+            return any(a[5] == status and a[0] >= since for a in self.answers)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(self.timeout + 5)
+
+
 def free_port(host="127.0.0.1"):
     """A TCP port that was free a moment ago (bind port 0, read it, close)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:

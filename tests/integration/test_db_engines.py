@@ -21,7 +21,6 @@ free ports, as the PostgreSQL user when run as root (PostgreSQL, pg_basebackup a
 PgBouncer refuse to run as root), and stopped by PID whatever happens.
 """
 
-import http.client
 import json
 import os
 import pwd
@@ -34,8 +33,8 @@ import threading
 import time
 
 import harness
-from harness import (IS_ROOT, PG_RUNNER, PGBIN, Leftovers, Postgres, Todod, assert_json_error,
-                     free_port, get_pg, run_threads, test, wait_until)
+from harness import (IS_ROOT, PG_RUNNER, PGBIN, Leftovers, Postgres, Todod, WriteLoad,
+                     assert_json_error, free_port, get_pg, run_threads, test, wait_until)
 
 NOT_APPLIED = ("database did not answer in time", "database unavailable")
 AMBIGUOUS = "database connection lost; the write may have been applied"
@@ -647,84 +646,6 @@ def behind_pgbouncer_a_write_stalled_on_a_lock_is_answered_in_time_and_never_app
 
 # --------------------------------------------------------------------------- failover
 
-class WriteLoad:
-    """Threads POSTing todos back to back on their own keep-alive connections (no
-    retries), each reading back the todo it was acknowledged last (unless
-    read_back is false). Records every answer: (sent, answered, thread, method,
-    title, status, todo or error message); every read that does not return its
-    todo; every exception."""
-
-    def __init__(self, d, nthreads=4, timeout=10, read_back=True):
-        self.d = d
-        self.timeout = timeout
-        self.read_back = read_back
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
-        self.answers = []
-        self.wrong = []
-        self.errors = []
-        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
-                        for k in range(nthreads)]
-
-    def _call(self, c, k, method, path, title, body=None):
-        t0 = time.monotonic()
-        r = c.request(method, path, body)
-        t1 = time.monotonic()
-        got = r.json()
-        what = got if r.status in (200, 201) else got.get("error")
-        with self.lock:
-            self.answers.append((t0, t1, k, method, title, r.status, what))
-        return r.status, what
-
-    def _run(self, k):
-        c = self.d.Client(timeout=self.timeout, retry=False)
-        seq = 0
-        last = None
-        try:
-            while not self.stop_flag.is_set():
-                seq += 1
-                title = "failover %d.%d" % (k, seq)
-                try:
-                    status, what = self._call(c, k, "POST", "/todos", title, {"title": title})
-                    if status == 201:
-                        last = what
-                    else:
-                        time.sleep(0.005)  # pace the retries while there is no primary
-                    if last is not None and self.read_back:
-                        status, what = self._call(c, k, "GET", "/todos/" + last["id"],
-                                                  last["title"])
-                        if status == 200 and what != last:
-                            with self.lock:
-                                self.wrong.append((last, what))
-                except (OSError, http.client.HTTPException, ValueError) as e:
-                    with self.lock:
-                        self.errors.append("thread %d, %s: %r" % (k, title, e))
-                    c.close()
-                    time.sleep(0.01)
-        finally:
-            c.close()
-
-    def of(self, method, status=None, since=0.0):
-        with self.lock:
-            return [a for a in self.answers if a[3] == method and a[0] >= since and
-                    (status is None or a[5] == status)]
-
-    def first(self, method, status, since):
-        """The first answer of that status to a request sent at or after `since`."""
-        found = self.of(method, status, since)
-        return min(found, key=lambda a: a[1]) if found else None
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(self.timeout + 5)
-
-
 def _make_standby(primary, settings):
     """A streaming standby of `primary` (pg_basebackup -R, as the PostgreSQL user),
     started on a free port."""
@@ -834,7 +755,7 @@ def _reads_on_every_worker(d, want):
 def _failover_under_load(d, primary, standby, db, fault, frozen):
     # With a hung primary the load only writes: the workers' read connections sit
     # idle on the hung server, and must find the new primary all the same.
-    with WriteLoad(d, nthreads=4, read_back=fault != "freeze") as load:
+    with WriteLoad(d, nthreads=4, read_back=fault != "freeze", prefix="failover") as load:
         assert wait_until(lambda: len(load.of("POST", 201)) >= 100, 15), load.answers[-5:]
         time.sleep(0.3)
         t_fault = time.monotonic()
@@ -883,7 +804,7 @@ def _failover_under_load(d, primary, standby, db, fault, frozen):
         time.sleep(max(0.0, t_promote + 5 - time.monotonic()))
         _reads_on_every_worker(d, first[6])
     assert not load.errors, "connection errors: %r" % load.errors[:5]
-    assert not load.wrong, "reads that returned another todo: %r" % load.wrong[:5]
+    assert not load.wrong, "answers that were not the todo sent or read: %r" % load.wrong[:5]
 
     # every answer during the failover is one API.md allows
     kinds = {}
