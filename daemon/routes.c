@@ -134,9 +134,7 @@ int routes_db_backed(int route)
     return route >= 0 && route < NROUTES && (routes[route].flags & ROUTE_DB);
 }
 
-/* The route a request line names ("METHOD /path?query HTTP/1.1", as sent,
- * perhaps cut short), NROUTES when none. */
-static int route_of_line(const char *line)
+int routes_of_line(const char *line)
 {
     const char *target = line != NULL ? strchr(line, ' ') : NULL;
     char path[CONN_LINE_MAX], buf[2 * CONN_LINE_MAX];
@@ -168,7 +166,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
         return; /* answered already */
     if (r->reject_status != 0) {
         /* Framing's answer; a database-backed route's answers carry Server-Timing. */
-        r->db_route = routes_db_backed(route_of_line(r->rejected_line));
+        r->db_route = routes_db_backed(routes_of_line(r->rejected_line));
         http_reply_rejected(r);
         return;
     }

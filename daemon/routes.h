@@ -26,6 +26,14 @@ void routes_dispatch(struct evhttp_request *req, void *arg);
 http_handler routes_find(const char *path, int method, int *route, const char **params, char *buf,
                          int *status, char *allow, size_t allow_len);
 
+/*
+ * The route a request line names, as a client sent it ("METHOD /path?query
+ * HTTP/1.1", perhaps cut short): the index of the first route whose pattern
+ * matches the target's path, routes_count - 1 when none does (no origin-form
+ * target, or a path of CONN_LINE_MAX bytes or more).
+ */
+int routes_of_line(const char *line);
+
 /* Whether route i waits for the database (its answers carry Server-Timing). */
 int routes_db_backed(int route);
 

@@ -14,7 +14,9 @@
  *   "{name}" segment matched, and lies inside the buffer given;
  * - 405 comes with a terminated Allow list of known method names (HEAD with
  *   GET) that does not name the method refused; a handler comes without a status;
- * - HEAD finds what GET finds.
+ * - HEAD finds what GET finds;
+ * - routes_of_line() on the same bytes taken as a request line finds the route
+ *   of its target's path.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -96,6 +98,29 @@ static void check_allow(const char *path, const char *allow, size_t cap, int met
     }
 }
 
+/* The route of a request line's target ("M /path?q V"), independently. */
+static int line_route(const char *line)
+{
+    const char *sp = strchr(line, ' ');
+    size_t off[HTTP_MAX_PARAMS], len[HTTP_MAX_PARAMS], n;
+    char *target;
+    int i, np, found = routes_count - 1;
+
+    if (sp == NULL || sp[1] != '/')
+        return found;
+    n = strcspn(sp + 1, " ?#");
+    if (n >= CONN_LINE_MAX || (target = strndup(sp + 1, n)) == NULL)
+        return found;
+    for (i = 0; i < routes_count - 1; i++) {
+        if (matches(routes_names[i], target, off, len, &np)) {
+            found = i;
+            break;
+        }
+    }
+    free(target);
+    return found;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *params[HTTP_MAX_PARAMS], *params2[HTTP_MAX_PARAMS];
@@ -158,6 +183,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                           buf2, &status2, allow2, allow_len);
         CHECK(fn2 == fn && route2 == route && status2 == status, "HEAD and GET differ");
     }
+
+    /* The same input as a request line, as framing rejections are routed. */
+    CHECK(routes_of_line(path) == line_route(path), "routes_of_line: not the target's route");
     free(allow2);
     free(allow);
     free(buf2);
