@@ -148,7 +148,29 @@ def wait_until(fn, timeout, interval=0.02):
         time.sleep(interval)
 
 
-class WriteLoad:
+class Threads:
+    """Client threads, each running one of `targets` (a callable taking no
+    argument) until the `with` block ends; stop_flag tells them to end, lock
+    guards what they record."""
+
+    def __init__(self, targets, join_timeout=10):
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.join_timeout = join_timeout
+        self.threads = [threading.Thread(target=t, daemon=True) for t in targets]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(self.join_timeout)
+
+
+class WriteLoad(Threads):
     """Threads POSTing todos back to back, each on its own keep-alive connection (no
     retries), each reading back the todo it was acknowledged last (unless read_back
     is false), until the `with` block ends. Records every answer as (sent, answered,
@@ -158,17 +180,14 @@ class WriteLoad:
     not JSON)."""
 
     def __init__(self, d, nthreads=4, timeout=10, read_back=True, prefix="load"):
+        super().__init__([lambda k=k: self._run(k) for k in range(nthreads)], timeout + 5)
         self.d = d
         self.timeout = timeout
         self.read_back = read_back
         self.prefix = prefix
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
         self.answers = []
         self.wrong = []
         self.errors = []
-        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
-                        for k in range(nthreads)]
 
     def _call(self, c, k, method, path, title, body=None):
         t0 = time.monotonic()
@@ -228,16 +247,6 @@ class WriteLoad:
         """Some request sent at or after `since` was answered `status`."""
         with self.lock:
             return any(a[5] == status and a[0] >= since for a in self.answers)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(self.timeout + 5)
 
 
 def free_port(host="127.0.0.1"):

@@ -9,7 +9,7 @@ import threading
 import time
 
 from harness import (ROOT, assert_json_error, metric, NotifySocket, Postgres, run_threads, test,
-                     Todod, wait_until)
+                     Threads, Todod, wait_until)
 
 NIL_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -19,21 +19,18 @@ def health_count(d):
                   {"route": "/health", "method": "GET", "code": "200"})
 
 
-class Traffic:
+class Traffic(Threads):
     """Background clients that keep sending GET /health until stopped: one opening a
     new connection per request, one reusing a keep-alive connection. Records every
     failure (exception or non-200)."""
 
     def __init__(self, d):
+        super().__init__([self._new_conn, self._keepalive])
         self.d = d
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
         self.ok = {"new": 0, "keepalive": 0}
         self.ok_times = []
         self.failures = []
         self.retries = 0
-        self.threads = [threading.Thread(target=self._new_conn, daemon=True),
-                        threading.Thread(target=self._keepalive, daemon=True)]
 
     def _record(self, kind, r):
         with self.lock:
@@ -65,16 +62,6 @@ class Traffic:
         finally:
             self.retries = c.retries
             c.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(10)
 
     def ok_after(self, t):
         with self.lock:
