@@ -139,11 +139,39 @@ static void access_log(struct http_req *r, int status, double seconds)
     log_access(line, n);
 }
 
+/*
+ * The Date header (RFC 9110 6.6.1), formatted once a second for every answer
+ * of this process, as nginx does; evhttp would format it for each answer
+ * (gmtime_r and a printf), and only for HTTP/1.1.
+ */
+static const char *http_date(void)
+{
+    static char date[40];
+    static time_t formatted = (time_t)-1;
+    time_t now = time(NULL);
+
+    if (now != formatted) {
+        static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+        static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        struct tm tm;
+
+        /* IMF-fixdate, in English whatever the locale. */
+        gmtime_r(&now, &tm);
+        snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        formatted = now;
+    }
+    return date;
+}
+
 /* The headers every answer gets. */
 static void add_common_headers(struct http_req *r)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
 
+    evhttp_add_header(out, "Date", http_date());
     if (r->rejected_line != NULL || conn_layer_draining(r->app->conns))
         evhttp_add_header(out, "Connection", "close");
     if (r->db_route) {
@@ -170,20 +198,23 @@ static void request_done(struct http_req *r, int status)
     request_free(r);
 }
 
-static void finish(struct http_req *r, int status, struct evbuffer *body)
+/* The answer's body, if any, is in the request's output buffer already. */
+static void finish(struct http_req *r, int status)
 {
+    struct evbuffer *body = evhttp_request_get_output_buffer(r->req);
+
     add_common_headers(r);
     if (r->method == STATS_HEAD) {
         /* The headers a GET would get, its Content-Length included, no body:
          * libevent would send it. */
         char len[32];
 
-        snprintf(len, sizeof(len), "%zu", body != NULL ? evbuffer_get_length(body) : (size_t)0);
+        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
         http_add_header(r, "Content-Length", len);
-        body = NULL;
+        evbuffer_drain(body, evbuffer_get_length(body));
     }
-    r->bytes_sent = body != NULL ? evbuffer_get_length(body) : 0;
-    evhttp_send_reply(r->req, status, reason_phrase(status), body);
+    r->bytes_sent = evbuffer_get_length(body);
+    evhttp_send_reply(r->req, status, reason_phrase(status), NULL);
     request_done(r, status);
 }
 
@@ -276,18 +307,17 @@ void http_add_header(struct http_req *r, const char *name, const char *value)
 void http_reply_raw(struct http_req *r, int status, const char *content_type, const char *body,
                     size_t len)
 {
-    struct evbuffer *buf = evbuffer_new();
+    struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
 
-    if (buf == NULL || evbuffer_add(buf, body, len) != 0) {
-        if (buf != NULL)
-            evbuffer_free(buf);
-        finish(r, 500, NULL);
+    /* Straight into the buffer evhttp sends from (HEAD: its length only). */
+    if (evbuffer_add(out, body, len) != 0) {
+        evbuffer_drain(out, evbuffer_get_length(out));
+        finish(r, 500);
         return;
     }
     if (content_type != NULL)
         http_add_header(r, "Content-Type", content_type);
-    finish(r, status, buf);
-    evbuffer_free(buf);
+    finish(r, status);
 }
 
 void http_reply_json(struct http_req *r, int status, struct json_object *obj)
@@ -315,7 +345,7 @@ void http_reply_error(struct http_req *r, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (obj == NULL) {
-        finish(r, 500, NULL);
+        finish(r, 500);
         return;
     }
     /* The message may echo what a client sent (a path, a method) or be cut in

@@ -628,6 +628,29 @@ def database_backed_answers_carry_server_timing():
 
 
 @test
+def every_answer_carries_a_date_in_imf_fixdate():
+    # RFC 9110 6.6.1: an origin server with a clock sends Date, HTTP/1.0 included.
+    import email.utils
+    with Todod(workers=1) as d:
+        d.start()
+        answers = [
+            exchange(d, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0][0],
+            exchange(d, b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0.5)[0][0],
+            exchange(d, b"HEAD /todos HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0][0],
+            exchange(d, b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0][0],
+            exchange(d, b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n")[0][0],
+        ]
+        for version, status, headers, body in answers:
+            date = headers.get("date", "")
+            assert re.match(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+                            r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                            r"\d\d:\d\d:\d\d GMT$", date), (status, headers)
+            assert abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 5, date
+        assert [a[1] for a in answers] == [200, 200, 200, 404, 400], [a[:2] for a in answers]
+        assert answers[2][3] == b"" and int(answers[2][2]["content-length"]) > 0, answers[2]
+
+
+@test
 def framing_rejections_on_database_backed_routes_carry_server_timing():
     # Answered by the framing gate before any handler ran: the route is the one
     # the request line names, db;dur is 0 and total the time since its first byte.
