@@ -149,6 +149,8 @@ void stats_slot_retire(struct stats_shm *shm, int slot)
     atomic_thread_fence(memory_order_release);
     counters_move(&shm->retired, &s->c);
     atomic_fetch_add(&shm->fold_seq, 1);
+    /* Its pid may be another process's soon: nobody signals it from here on. */
+    atomic_store(&s->pid, 0);
     perf_board_slot_gone(&shm->perf, slot);
     atomic_store(&s->state, STATS_SLOT_FREE);
 }
