@@ -227,10 +227,13 @@ static void test_retire_keeps_totals_zeroes_and_frees_the_slot(void **state)
     stats_http_observe(&shm->slots[b], ROUTE_TODO, STATS_DELETE, 204, 900);
     atomic_store(&shm->slots[b].c.perf_tests, 2);
     atomic_store(&shm->slots[b].c.db_reconnects, 3);
+    atomic_store(&shm->slots[b].pid, 4242);
     stats_histogram_observe(&shm->slots[b].c.perf_batch_duration, 42);
     stats_sum(shm, &before);
 
     stats_slot_retire(shm, b);
+    /* the dead worker's pid is no one's to signal through the slot */
+    assert_int_equal(atomic_load(&shm->slots[b].pid), 0);
 
     stats_sum(shm, &after);
     assert_memory_equal(&before, &after, sizeof(before));
