@@ -52,6 +52,34 @@ def check_report(rep, n):
     assert len(rep["run_id"]) == 36
 
 
+def spread_in_background(d, body, timeout):
+    """Starts a spread test in a thread; once its coordinator has logged it,
+    returns (the thread, a dict that gets its answer as "r", the coordinator's
+    pid, the other worker's pid)."""
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=d.request("POST", PATH, body,
+                                                                  timeout=timeout)))
+    t.start()
+    pattern = re.compile(r"worker\[(\d+)\] info: performance test \S+ %d todos"
+                         % body["message_count"])
+    assert wait_until(lambda: pattern.search(d.log()), 10), d.log_tail()
+    coordinator = int(pattern.search(d.log()).group(1))
+    (other,) = [p for p in d.worker_pids() if p != coordinator]
+    return t, result, coordinator, other
+
+
+def check_lost_worker(d, rep, n, victim):
+    """The report of an n-todo test whose worker `victim` died mid-share: that
+    share abandoned, and the table holds the confirmed rows and at most the
+    unknown ones besides (batches in flight may have committed unconfirmed)."""
+    check_report(rep, n)
+    dead = [w for w in rep["per_worker"] if w["worker_pid"] == victim]
+    assert dead and dead[0].get("abandoned") is True, rep["per_worker"]
+    rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
+    assert rep["success_count"] <= rows <= rep["success_count"] + rep["unknown_count"], \
+        (rep, rows)
+
+
 @test
 def workers_all_splits_the_rows_exactly_and_streams_progress_while_it_runs():
     n = 400001
@@ -114,26 +142,13 @@ def a_worker_killed_mid_share_is_reported_and_its_unconfirmed_rows_are_unknown()
     n = 1000000
     with Todod(workers=2) as d:
         d.start()
-        result = {}
-        t = threading.Thread(target=lambda: result.update(r=d.request(
-            "POST", PATH, {"message_count": n, "batch_size": 1000, "workers": "all"},
-            timeout=120)))
-        t.start()
-        pattern = re.compile(r"worker\[(\d+)\] info: performance test \S+ %d todos" % n)
-        assert wait_until(lambda: pattern.search(d.log()), 10), d.log_tail()
-        coordinator = int(pattern.search(d.log()).group(1))
-        (victim,) = [p for p in d.worker_pids() if p != coordinator]
+        t, result, coordinator, victim = spread_in_background(
+            d, {"message_count": n, "batch_size": 1000, "workers": "all"}, 120)
         assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)) > 50000, 30)
         os.kill(victim, signal.SIGKILL)
         t.join(120)
         rep = result["r"].json()
-        check_report(rep, n)
-        rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
-        # batches in flight when the worker died may have committed unconfirmed
-        assert rep["success_count"] <= rows <= rep["success_count"] + rep["unknown_count"], \
-            (rep, rows)
-        dead = [w for w in rep["per_worker"] if w["worker_pid"] == victim]
-        assert dead and dead[0].get("abandoned") is True, rep["per_worker"]
+        check_lost_worker(d, rep, n, victim)
         assert 0 <= rep["unknown_count"] <= 4 * 1000, rep
         assert rep["error_count"] > 0, rep  # rows the dead worker never sent
         live = [w for w in rep["per_worker"] if w["worker_pid"] == coordinator]
@@ -145,7 +160,7 @@ def the_coordinator_answers_when_the_last_share_ends_not_at_its_next_poll():
     # Another worker's share ending wakes the coordinator (SIGUSR1); its own
     # look at the board is only a safety net, once a second. A tiny test ends in
     # milliseconds; in about half of them the coordinator's own share ends
-    # first, and one that waited for its poll would take 0.5 s on average.
+    # first, and one that waited for its poll would take a whole second.
     with Todod(workers=2) as d:
         d.start()
         took = []
@@ -169,15 +184,8 @@ def a_stalled_worker_that_dies_ends_the_test_at_once():
     n = 20000
     with Todod(workers=2) as d:
         d.start()
-        result = {}
-        t = threading.Thread(target=lambda: result.update(r=d.request(
-            "POST", PATH, {"message_count": n, "batch_size": 100, "workers": "all",
-                           "rate": 4000}, timeout=60)))
-        t.start()
-        pattern = re.compile(r"worker\[(\d+)\] info: performance test \S+ %d todos" % n)
-        assert wait_until(lambda: pattern.search(d.log()), 10), d.log_tail()
-        coordinator = int(pattern.search(d.log()).group(1))
-        (victim,) = [p for p in d.worker_pids() if p != coordinator]
+        t, result, coordinator, victim = spread_in_background(
+            d, {"message_count": n, "batch_size": 100, "workers": "all", "rate": 4000}, 60)
         assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)) > 2000, 10)
         os.kill(victim, signal.SIGSTOP)
         done = re.compile(r"worker\[%d\] info: performance test \S+ share of %d todos done"
@@ -190,13 +198,8 @@ def a_stalled_worker_that_dies_ends_the_test_at_once():
         t.join(30)
         took = time.monotonic() - t0
         rep = result["r"].json()
-        check_report(rep, n)
         assert took < 0.5, "answered %.3f s after the worker died" % took
-        dead = [w for w in rep["per_worker"] if w["worker_pid"] == victim]
-        assert dead and dead[0].get("abandoned") is True, rep["per_worker"]
-        rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
-        assert rep["success_count"] <= rows <= rep["success_count"] + rep["unknown_count"], \
-            (rep, rows)
+        check_lost_worker(d, rep, n, victim)
         assert rep["success_count"] >= n // 2 and rep["error_count"] > 0, rep
 
 
