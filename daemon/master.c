@@ -453,6 +453,10 @@ static void install_signals(sigset_t *unblocked)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* The workers' own signals: sent to the master by hand they change nothing,
+     * and a worker just forked ignores them until its loop handles them. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
     /* Blocked except inside ppoll(), so no flag is set between its test and the sleep. */
     sigemptyset(&block);
     sigaddset(&block, SIGHUP);

@@ -272,6 +272,22 @@ def sighup_with_broken_config_keeps_old_workers():
 
 
 @test
+def sigusr1_and_sigusr2_sent_to_the_master_by_hand_change_nothing():
+    # They are the workers' signals (perf-test shares, retiring a generation):
+    # the master ignores them, and its forked workers until their loop handles them.
+    with Todod(workers=2) as d:
+        d.start()
+        workers = sorted(d.worker_pids())
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR1):
+            d.signal(sig)
+        time.sleep(0.3)
+        assert d.running(), d.log_tail()
+        assert sorted(d.worker_pids()) == workers, (workers, d.worker_pids(), d.log_tail())
+        assert d.request("GET", "/health").status == 200
+        assert d.stop() == 0
+
+
+@test
 def sigterm_lets_in_flight_request_finish_then_exits_0():
     with Todod(workers=1) as d:
         d.start()
