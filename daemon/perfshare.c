@@ -232,12 +232,20 @@ static void batch_done(void *arg, const struct db_result *dr)
 
 /* ---- the executor ---- */
 
-/* A share of another worker's test ended: its coordinator looks now rather
- * than at its next poll (SIGUSR1; it is the worker of an active run's slot). */
-static void wake_coordinator(struct app *app, struct perf_run *run)
+/*
+ * A share ended (its state says how): the coordinator looks now rather than at
+ * its next poll. This worker's own test hears it through on_end; another
+ * worker's coordinator through SIGUSR1 (it is the worker of an active run's
+ * slot). Called last: on_end may end the test.
+ */
+static void share_ended(struct app *app, struct perf_run *run, void (*on_end)(void *), void *ctx)
 {
     int slot = run->coordinator_slot, pid;
 
+    if (on_end != NULL) {
+        on_end(ctx);
+        return;
+    }
     if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot == app->slot_index || slot < 0 ||
         slot >= STATS_MAX_SLOTS)
         return;
@@ -251,6 +259,8 @@ static void exec_end(struct perf_exec *e)
     int64_t unsent = e->sh->count - e->next;
     void (*on_end)(void *) = e->on_end;
     void *ctx = e->ctx;
+    struct app *app = e->app;
+    struct perf_run *run = e->run;
 
     /* Rows never sent are known not committed, counted in one step. */
     if (unsent > 0)
@@ -270,11 +280,8 @@ static void exec_end(struct perf_exec *e)
         span_set_error(e->span, "abandoned");
     span_end(e->span);
     perf_share_end(e->run, e->sh, e->abandoned ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
-    if (on_end == NULL)
-        wake_coordinator(e->app, e->run);
     free(e);
-    if (on_end != NULL)
-        on_end(ctx);
+    share_ended(app, run, on_end, ctx);
 }
 
 static void on_pace(evutil_socket_t fd, short what, void *arg)
@@ -348,6 +355,7 @@ int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_
         free(e);
         atomic_fetch_add(&sh->errors, sh->count);
         perf_share_end(run, sh, PERF_SHARE_ABANDONED);
+        share_ended(app, run, on_end, ctx);
         return -1;
     }
     e->app = app;

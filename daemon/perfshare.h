@@ -16,8 +16,10 @@
 
 #define PERF_DEPTH 4 /* batches in flight per share */
 
-/* Starts share index of run on this worker; on_end (may be NULL) is called when
- * it is over. Returns 0, or -1 (the share is then ended as abandoned). */
+/* Starts share index of run on this worker. When it is over (or could not
+ * start: no memory) its coordinator hears it: on_end is called when given, or
+ * the coordinator is signalled (SIGUSR1). Returns 0, or -1: the share was not
+ * posted (any more), or it ended as abandoned at once. */
 int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_end)(void *ctx),
                     void *ctx);
 
