@@ -155,6 +155,15 @@ void stats_slot_retire(struct stats_shm *shm, int slot)
     atomic_store(&s->state, STATS_SLOT_FREE);
 }
 
+int stats_coordinator_pid(struct stats_shm *shm, struct perf_run *run)
+{
+    int slot = run->coordinator_slot;
+
+    if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot < 0 || slot >= STATS_MAX_SLOTS)
+        return 0;
+    return atomic_load(&shm->slots[slot].pid);
+}
+
 int stats_method_index(const char *method)
 {
     if (method == NULL)

@@ -275,14 +275,10 @@ static void wake_coordinators(struct master *m, int slot)
 
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &b->runs[i];
-        int k, pid;
+        int k, pid = stats_coordinator_pid(m->shm, run);
 
-        if (atomic_load(&run->state) != PERF_RUN_ACTIVE || run->coordinator_slot < 0 ||
-            run->coordinator_slot >= STATS_MAX_SLOTS)
-            continue;
         for (k = 0; k < run->nshares && run->shares[k].worker_slot != slot; k++)
             ;
-        pid = atomic_load(&m->shm->slots[run->coordinator_slot].pid);
         if (k < run->nshares && pid > 0)
             kill(pid, SIGUSR1);
     }

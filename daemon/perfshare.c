@@ -240,17 +240,14 @@ static void batch_done(void *arg, const struct db_result *dr)
  */
 static void share_ended(struct app *app, struct perf_run *run, void (*on_end)(void *), void *ctx)
 {
-    int slot = run->coordinator_slot, pid;
+    int pid;
 
     if (on_end != NULL) {
         on_end(ctx);
         return;
     }
-    if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot == app->slot_index || slot < 0 ||
-        slot >= STATS_MAX_SLOTS)
-        return;
-    pid = atomic_load(&app->shm->slots[slot].pid);
-    if (pid > 0)
+    pid = stats_coordinator_pid(app->shm, run);
+    if (pid > 0 && run->coordinator_slot != app->slot_index)
         kill(pid, SIGUSR1);
 }
 
