@@ -105,27 +105,32 @@ static void list_allowed(const struct route *rt, char *allow, size_t len)
     }
 }
 
+/* The first route whose pattern matches path (params cut from buf); NROUTES. */
+static int route_index(const char *path, char *buf, const char **params)
+{
+    for (int i = 0; i < NROUTES; i++)
+        if (match(routes[i].pattern, path, buf, params))
+            return i;
+    return NROUTES;
+}
+
 http_handler routes_find(const char *path, int method, int *route, const char **params, char *buf,
                          int *status, char *allow, size_t allow_len)
 {
     int want = method == STATS_HEAD ? STATS_GET : method;
-    int i, m;
+    const struct route *rt;
 
-    *route = NROUTES;
-    for (i = 0; i < NROUTES; i++) {
-        const struct route *rt = &routes[i];
-
-        if (!match(rt->pattern, path, buf, params))
-            continue;
-        *route = i;
-        for (m = 0; m < 3 && rt->methods[m].fn != NULL; m++)
-            if ((int)rt->methods[m].method == want)
-                return rt->methods[m].fn;
-        *status = 405;
-        list_allowed(rt, allow, allow_len);
+    *route = route_index(path, buf, params);
+    if (*route == NROUTES) {
+        *status = 404;
         return NULL;
     }
-    *status = 404;
+    rt = &routes[*route];
+    for (int m = 0; m < 3 && rt->methods[m].fn != NULL; m++)
+        if ((int)rt->methods[m].method == want)
+            return rt->methods[m].fn;
+    *status = 405;
+    list_allowed(rt, allow, allow_len);
     return NULL;
 }
 
@@ -149,10 +154,7 @@ int routes_of_line(const char *line)
         return NROUTES;
     memcpy(path, target, n);
     path[n] = '\0';
-    for (int i = 0; i < NROUTES; i++)
-        if (match(routes[i].pattern, path, buf, params))
-            return i;
-    return NROUTES;
+    return route_index(path, buf, params);
 }
 
 void routes_dispatch(struct evhttp_request *req, void *arg)
