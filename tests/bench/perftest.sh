@@ -16,7 +16,11 @@
 # (todod's indexes and triggers) from files generated beforehand: binary
 # (FORMAT binary, the fastest way PostgreSQL loads rows on one connection) and
 # CSV, each timed by psql's \timing around the copy alone (in a session warmed
-# up by a rolled-back insert). Before every measurement the table is
+# up by a rolled-back insert); and the binary rows cut into the spread test's
+# shares, one session per share, all copying at once (timed on the server's
+# clock from the first start to the last end): what PostgreSQL itself reaches
+# with as many parallel loaders into this table as the spread test has
+# workers, the ceiling the "all" run is compared with too. Before every measurement the table is
 # emptied (TRUNCATE: the trigger-kept count follows) and a CHECKPOINT is made,
 # so that no measurement pays for the previous one's writes. A \copy of the
 # first 500 of those rows is timed too: the floor for the 500-todo run, whose
@@ -98,6 +102,21 @@ fresh_table
 bench_psql -c "\\copy todos (id, title, done) FROM '$CSV' WITH (FORMAT csv)" \
     -c "\\copy (SELECT id, title, done FROM todos) TO '$BIN' WITH (FORMAT binary)" >&2
 
+# The same rows cut as the spread test cuts them (share k of W: rows
+# floor(k*N/W) .. floor((k+1)*N/W) - 1), one binary file per share, for W
+# sessions copying at once: what PostgreSQL itself reaches with W parallel
+# loaders into this one table.
+SHARE_BINS=()
+for k in $(seq 0 $((WORKERS - 1))); do
+    lo=$((k * COPY_ROWS / WORKERS))
+    hi=$(((k + 1) * COPY_ROWS / WORKERS))
+    sed -n "$((lo + 1)),${hi}p" "$CSV" >"$BENCH_DIR/share$k.csv"
+    fresh_table
+    bench_psql -c "\\copy todos (id, title, done) FROM '$BENCH_DIR/share$k.csv' WITH (FORMAT csv)" \
+        -c "\\copy (SELECT id, title, done FROM todos) TO '$BENCH_DIR/share$k.bin' WITH (FORMAT binary)" >&2
+    SHARE_BINS+=("$BENCH_DIR/share$k.bin")
+done
+
 # ---- todod ----
 
 declare -A RATE DUR E2E
@@ -168,6 +187,59 @@ copy_measure() {
     details+=("COPY $format $rows: rows/s ${rates[*]}; ms ${mss[*]}")
 }
 
+# copy_parallel_measure ROWS FILE...: one session per file, all released at
+# once, each warmed up as above; sets C_RATE (rows/s) and C_MS, medians. The
+# time runs from the first session's start to the last one's end, read on the
+# server's clock. The sessions wait on an advisory lock that a holder session
+# keeps until every one of them waits for it (then the holder is cancelled).
+copy_parallel_measure() {
+    local rows=$1 i k f ms mss=() rates=() holder n t0 t1 pids
+    shift
+    for i in $(seq 1 "$BENCH_RUNS"); do
+        fresh_table
+        bench_note "COPY (binary) of $rows rows in $# sessions at once (run $i of $BENCH_RUNS)"
+        bench_psql -c 'SELECT pg_advisory_lock(7007)' -c 'SELECT pg_sleep(60)' >/dev/null 2>&1 &
+        holder=$!
+        k=0
+        pids=()
+        for f in "$@"; do
+            printf '%s\n' "BEGIN;" \
+                "INSERT INTO todos (id, title, done) VALUES (gen_random_uuid(), 'warm-up', false);" \
+                "ROLLBACK;" "SELECT pg_advisory_lock_shared(7007);" \
+                "SELECT 'T0', extract(epoch FROM clock_timestamp());" \
+                "\\copy todos (id, title, done) FROM '$f' WITH (FORMAT binary)" \
+                "SELECT 'T1', extract(epoch FROM clock_timestamp());" |
+                bench_psql -At -F ' ' >"$BENCH_DIR/par$k.out" 2>&1 &
+            pids+=($!)
+            k=$((k + 1))
+        done
+        # Release them when the holder has the lock and all of them wait.
+        for n in $(seq 1 600); do
+            [ "$(bench_sql "SELECT count(*) FILTER (WHERE granted AND mode = 'ExclusiveLock') || ' ' ||
+                count(*) FILTER (WHERE NOT granted) FROM pg_locks
+                WHERE locktype = 'advisory' AND objid = 7007")" = "1 $#" ] && break
+            sleep 0.05
+        done
+        bench_sql "SELECT pg_cancel_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+            AND objid = 7007 AND granted AND mode = 'ExclusiveLock'" >/dev/null
+        wait "$holder" || true
+        wait "${pids[@]}" || true
+        t0=$(cat "$BENCH_DIR"/par*.out | awk '$1 == "T0" { print $2 }' | sort -n | head -n 1)
+        t1=$(cat "$BENCH_DIR"/par*.out | awk '$1 == "T1" { print $2 }' | sort -n | tail -n 1)
+        [ "$(cat "$BENCH_DIR"/par*.out | grep -c '^T[01] ')" = $((2 * $#)) ] ||
+            bench_die "parallel COPY failed: $(cat "$BENCH_DIR"/par*.out)"
+        ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }')
+        rm -f "$BENCH_DIR"/par*.out
+        check_rows "$rows" || true
+        mss+=("$ms")
+        rates+=("$(awk -v n="$rows" -v ms="$ms" 'BEGIN { printf "%.1f\n", n / (ms / 1000) }')")
+        bench_note "  ${rates[-1]} rows/s, $ms ms"
+    done
+    C_RATE=$(bench_median "${rates[@]}")
+    C_MS=$(bench_median "${mss[@]}")
+    details+=("COPY binary $rows in $# sessions at once: rows/s ${rates[*]}; ms ${mss[*]}")
+}
+
 copy_measure "$COPY_ROWS" "$BIN" binary
 BIN_RATE=$C_RATE
 BIN_MS=$C_MS
@@ -179,6 +251,9 @@ head -n 500 "$CSV" >"$BENCH_DIR/copy500.csv"
 copy_measure 500 "$BENCH_DIR/copy500.csv" csv
 COPY500_RATE=$C_RATE
 COPY500_MS=$C_MS
+copy_parallel_measure "$COPY_ROWS" "${SHARE_BINS[@]}"
+PAR_RATE=$C_RATE
+PAR_MS=$C_MS
 
 # ---- report ----
 
@@ -196,6 +271,9 @@ for spec in "${RUNS[@]}"; do
 done
 echo "| psql \\copy, binary (ceiling) | $(group "$COPY_ROWS") | - | - | $(group "$(bench_fmt "$BIN_RATE")") |" \
     "$(bench_fmt "$BIN_MS") | 1.00 | $(bench_ratio "$BIN_RATE" "$COPY_RATE" 2) |"
+echo "| psql \\copy, binary, $WORKERS sessions at once (the shares' rows) | $(group "$COPY_ROWS") | - | - |" \
+    "$(group "$(bench_fmt "$PAR_RATE")") | $(bench_fmt "$PAR_MS") | $(bench_ratio "$PAR_RATE" "$BIN_RATE" 2) |" \
+    "$(bench_ratio "$PAR_RATE" "$COPY_RATE" 2) |"
 echo "| psql \\copy, CSV | $(group "$COPY_ROWS") | - | - | $(group "$(bench_fmt "$COPY_RATE")") |" \
     "$(bench_fmt "$COPY_MS") | $(bench_ratio "$COPY_RATE" "$BIN_RATE" 2) | 1.00 |"
 echo "| psql \\copy, CSV (small) | 500 | - | - | $(group "$(bench_fmt "$COPY500_RATE")") |" \
@@ -210,6 +288,10 @@ printf -- '- %s\n' "${BENCH_VERDICTS[@]}"
 echo
 echo "500 todos, batch 50, end to end (curl %{time_total}: connect, request, all batches, answer):" \
     "$(bench_fmt "$e2e" 1) ms median; COPY of the same 500 rows takes $(bench_fmt "$COPY500_MS" 1) ms."
+echo
+echo "PostgreSQL's own parallel ceiling: $WORKERS sessions copying the shares' rows at once reach" \
+    "$(bench_ratio "$PAR_RATE" "$BIN_RATE" 2)x one binary COPY; \"workers\":\"all\" reaches" \
+    "$(bench_ratio "${RATE["100000 1000 all"]}" "$PAR_RATE" 2)x those $WORKERS sessions."
 echo
 echo "Against the replaced service's documented $OLD_RATE todos/s:"
 for spec in "${RUNS[@]}"; do
