@@ -27,7 +27,12 @@
 # end-to-end time (curl's %{time_total}) has a 20 ms target. Each measurement
 # runs BENCH_RUNS times (default 3); the table gives medians.
 #
-# Environment: BENCH_RUNS, BENCH_DB_CONNECTIONS (todod's db_connections;
+# With BENCH_INDEXES=1 it also measures, for each set of the table's indexes
+# (each alone, all but idx_todos_done, all), one session copying the rows into
+# a scratch table with only those indexes against one session per share at
+# once into that table and into a table each: where parallel loaders contend.
+#
+# Environment: BENCH_RUNS, BENCH_INDEXES, BENCH_DB_CONNECTIONS (todod's db_connections;
 # unset: the shipped default), BENCH_PG_SETTINGS (extra PostgreSQL
 # settings, "name=value name=value", e.g. synchronous_commit=off),
 # BENCH_KEEP=1 (keep the work directory), PGBIN (PostgreSQL binaries).
@@ -73,6 +78,9 @@ details=()
 # json_num NAME JSON: the first number field NAME of a JSON text (the report's
 # own fields come before those of per_worker).
 json_num() { printf '%s' "$2" | grep -o "\"$1\" *: *[0-9.eE+-]*" | head -n 1 | sed 's/.*: *//'; }
+
+# group N: N with thousands separated by commas.
+group() { printf '%s' "$1" | sed ':a; s/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/; ta'; }
 
 fresh_table() {
     bench_psql -c 'TRUNCATE todos' -c 'CHECKPOINT' >&2
@@ -187,39 +195,49 @@ copy_measure() {
     details+=("COPY $format $rows: rows/s ${rates[*]}; ms ${mss[*]}")
 }
 
-# copy_parallel_measure ROWS FILE...: one session per file, all released at
-# once, each warmed up as above; sets C_RATE (rows/s) and C_MS, medians. The
-# time runs from the first session's start to the last one's end, read on the
-# server's clock. The sessions wait on an advisory lock that a holder session
-# keeps until every one of them waits for it (then the holder is cancelled).
-copy_parallel_measure() {
-    local rows=$1 i k f ms mss=() rates=() holder n t0 t1 pids
+# copy_at_once ROWS TABLE:FILE...: one session per TABLE:FILE pair, copying
+# binary FILE into TABLE, all released at once, each warmed up as above; sets
+# C_RATE (rows/s) and C_MS, medians of BENCH_RUNS runs. The time runs from the
+# first session's start to the last one's end, read on the server's clock.
+# The sessions start once a holder session has an advisory lock, and wait for
+# it; the holder keeps it until every one of them waits (then it is cancelled). Every table named
+# is emptied before each run, and must hold ROWS rows in all after it.
+# await_barrier N: until the holder has lock 7007 and N sessions wait for it.
+await_barrier() {
+    local n
+    for n in $(seq 1 600); do
+        [ "$(bench_sql "SELECT count(*) FILTER (WHERE granted AND mode = 'ExclusiveLock') || ' ' ||
+            count(*) FILTER (WHERE NOT granted) FROM pg_locks
+            WHERE locktype = 'advisory' AND objid = 7007")" = "1 $1" ] && return 0
+        sleep 0.05
+    done
+    bench_die "the COPY sessions did not meet at their start within 30 s"
+}
+
+copy_at_once() {
+    local rows=$1 i k pair ms mss=() rates=() holder t0 t1 pids tables got t
     shift
+    tables=$(printf '%s\n' "${@%%:*}" | sort -u | paste -sd, -)
     for i in $(seq 1 "$BENCH_RUNS"); do
-        fresh_table
-        bench_note "COPY (binary) of $rows rows in $# sessions at once (run $i of $BENCH_RUNS)"
+        bench_psql -c "TRUNCATE $tables" -c 'CHECKPOINT' >&2
+        bench_note "COPY (binary) of $rows rows in $# session(s) at once into $tables (run $i of $BENCH_RUNS)"
         bench_psql -c 'SELECT pg_advisory_lock(7007)' -c 'SELECT pg_sleep(60)' >/dev/null 2>&1 &
         holder=$!
+        await_barrier 0
         k=0
         pids=()
-        for f in "$@"; do
+        for pair in "$@"; do
             printf '%s\n' "BEGIN;" \
-                "INSERT INTO todos (id, title, done) VALUES (gen_random_uuid(), 'warm-up', false);" \
+                "INSERT INTO ${pair%%:*} (id, title, done) VALUES (gen_random_uuid(), 'warm-up', false);" \
                 "ROLLBACK;" "SELECT pg_advisory_lock_shared(7007);" \
                 "SELECT 'T0', extract(epoch FROM clock_timestamp());" \
-                "\\copy todos (id, title, done) FROM '$f' WITH (FORMAT binary)" \
+                "\\copy ${pair%%:*} (id, title, done) FROM '${pair#*:}' WITH (FORMAT binary)" \
                 "SELECT 'T1', extract(epoch FROM clock_timestamp());" |
                 bench_psql -At -F ' ' >"$BENCH_DIR/par$k.out" 2>&1 &
             pids+=($!)
             k=$((k + 1))
         done
-        # Release them when the holder has the lock and all of them wait.
-        for n in $(seq 1 600); do
-            [ "$(bench_sql "SELECT count(*) FILTER (WHERE granted AND mode = 'ExclusiveLock') || ' ' ||
-                count(*) FILTER (WHERE NOT granted) FROM pg_locks
-                WHERE locktype = 'advisory' AND objid = 7007")" = "1 $#" ] && break
-            sleep 0.05
-        done
+        await_barrier $# # then release them
         bench_sql "SELECT pg_cancel_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
             AND objid = 7007 AND granted AND mode = 'ExclusiveLock'" >/dev/null
         wait "$holder" || true
@@ -227,17 +245,28 @@ copy_parallel_measure() {
         t0=$(cat "$BENCH_DIR"/par*.out | awk '$1 == "T0" { print $2 }' | sort -n | head -n 1)
         t1=$(cat "$BENCH_DIR"/par*.out | awk '$1 == "T1" { print $2 }' | sort -n | tail -n 1)
         [ "$(cat "$BENCH_DIR"/par*.out | grep -c '^T[01] ')" = $((2 * $#)) ] ||
-            bench_die "parallel COPY failed: $(cat "$BENCH_DIR"/par*.out)"
+            bench_die "COPY sessions failed: $(cat "$BENCH_DIR"/par*.out)"
         ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }')
         rm -f "$BENCH_DIR"/par*.out
-        check_rows "$rows" || true
+        if [ "$tables" = todos ]; then
+            check_rows "$rows" || true
+        else
+            got=0
+            for t in ${tables//,/ }; do
+                got=$((got + $(bench_sql "SELECT count(*) FROM $t")))
+            done
+            if [ "$got" != "$rows" ]; then
+                bench_note "CHECK FAILED: $tables hold $got rows, expected $rows"
+                failed=1
+            fi
+        fi
         mss+=("$ms")
         rates+=("$(awk -v n="$rows" -v ms="$ms" 'BEGIN { printf "%.1f\n", n / (ms / 1000) }')")
         bench_note "  ${rates[-1]} rows/s, $ms ms"
     done
     C_RATE=$(bench_median "${rates[@]}")
     C_MS=$(bench_median "${mss[@]}")
-    details+=("COPY binary $rows in $# sessions at once: rows/s ${rates[*]}; ms ${mss[*]}")
+    details+=("COPY binary $rows in $# session(s) into $tables: rows/s ${rates[*]}; ms ${mss[*]}")
 }
 
 copy_measure "$COPY_ROWS" "$BIN" binary
@@ -251,13 +280,50 @@ head -n 500 "$CSV" >"$BENCH_DIR/copy500.csv"
 copy_measure 500 "$BENCH_DIR/copy500.csv" csv
 COPY500_RATE=$C_RATE
 COPY500_MS=$C_MS
-copy_parallel_measure "$COPY_ROWS" "${SHARE_BINS[@]}"
+copy_at_once "$COPY_ROWS" "${SHARE_BINS[@]/#/todos:}"
 PAR_RATE=$C_RATE
 PAR_MS=$C_MS
 
+# ---- where the sessions meet (BENCH_INDEXES=1) ----
+
+# For each set of the table's indexes: one session copying all the rows into
+# a table with those indexes alone, against one session per share copying at
+# once into that same table, and into a table of its own each (the same
+# indexes): what sharing the table's pages costs parallel loaders.
+INDEX_ROWS=()
+if [ "${BENCH_INDEXES:-0}" = 1 ]; then
+    for set in "PRIMARY KEY (id)" "(done)" "(created_at)" "(created_at, id)" \
+        "PRIMARY KEY (id)|(created_at)|(created_at, id)" \
+        "PRIMARY KEY (id)|(done)|(created_at)|(created_at, id)"; do
+        own=()
+        for k in $(seq 0 $((WORKERS - 1))); do
+            bench_psql -c "DROP TABLE IF EXISTS bench_copy$k" \
+                -c "CREATE TABLE bench_copy$k (LIKE todos INCLUDING DEFAULTS)" >&2
+            IFS='|' read -ra defs <<<"$set"
+            for def in "${defs[@]}"; do
+                case $def in
+                PRIMARY*) bench_psql -c "ALTER TABLE bench_copy$k ADD $def" >&2 ;;
+                *) bench_psql -c "CREATE INDEX ON bench_copy$k $def" >&2 ;;
+                esac
+            done
+            own+=("bench_copy$k:${SHARE_BINS[$k]}")
+        done
+        copy_at_once "$COPY_ROWS" "bench_copy0:$BIN"
+        one=$C_RATE
+        copy_at_once "$COPY_ROWS" "${SHARE_BINS[@]/#/bench_copy0:}"
+        same=$C_RATE
+        copy_at_once "$COPY_ROWS" "${own[@]}"
+        apart=$C_RATE
+        INDEX_ROWS+=("| ${set//|/, } | $(group "$(bench_fmt "$one")") | $(group "$(bench_fmt "$same")") |\
+ $(bench_ratio "$same" "$one" 2) | $(group "$(bench_fmt "$apart")") | $(bench_ratio "$apart" "$one" 2) |")
+        for k in $(seq 0 $((WORKERS - 1))); do
+            bench_psql -c "DROP TABLE bench_copy$k" >&2
+        done
+    done
+fi
+
 # ---- report ----
 
-group() { printf '%s' "$1" | sed ':a; s/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/; ta'; }
 
 echo "| run | todos | batch | workers | todos/s (median) | duration ms | vs binary COPY | vs CSV COPY |"
 echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
@@ -293,6 +359,15 @@ echo "PostgreSQL's own parallel ceiling: $WORKERS sessions copying the shares' r
     "$(bench_ratio "$PAR_RATE" "$BIN_RATE" 2)x one binary COPY; \"workers\":\"all\" reaches" \
     "$(bench_ratio "${RATE["100000 1000 all"]}" "$PAR_RATE" 2)x those $WORKERS sessions."
 echo
+if [ "${#INDEX_ROWS[@]}" -gt 0 ]; then
+    echo "Where parallel loaders meet (BENCH_INDEXES=1): binary COPY of $(group "$COPY_ROWS") rows into a table" \
+        "with only the indexes named (no triggers), rows/s, medians:"
+    echo
+    echo "| indexes | 1 session | $WORKERS sessions, one table | ratio | $WORKERS sessions, a table each | ratio |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    printf '%s\n' "${INDEX_ROWS[@]}"
+    echo
+fi
 echo "Against the replaced service's documented $OLD_RATE todos/s:"
 for spec in "${RUNS[@]}"; do
     read -r total batch workers <<<"$spec"
