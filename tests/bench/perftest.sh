@@ -170,6 +170,21 @@ done
 
 # ---- COPY ----
 
+# copy_took ROWS MS: one run's time, into the calling function's mss and rates.
+copy_took() {
+    mss+=("$2")
+    rates+=("$(awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.1f\n", n / (ms / 1000) }')")
+    bench_note "  ${rates[-1]} rows/s, $2 ms"
+}
+
+# copy_summed LABEL: the medians of the calling function's runs into C_RATE
+# (rows/s) and C_MS, every run into the details.
+copy_summed() {
+    C_RATE=$(bench_median "${rates[@]}")
+    C_MS=$(bench_median "${mss[@]}")
+    details+=("$1: rows/s ${rates[*]}; ms ${mss[*]}")
+}
+
 # copy_measure ROWS FILE FORMAT: sets C_RATE (rows/s) and C_MS, medians.
 copy_measure() {
     local rows=$1 file=$2 format=$3 i out ms mss=() rates=()
@@ -186,13 +201,9 @@ copy_measure() {
         ms=$(printf '%s\n' "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1)
         [ -n "$ms" ] || bench_die "no time from psql's \\timing: $out"
         check_rows "$rows" || true
-        mss+=("$ms")
-        rates+=("$(awk -v n="$rows" -v ms="$ms" 'BEGIN { printf "%.1f\n", n / (ms / 1000) }')")
-        bench_note "  ${rates[-1]} rows/s, $ms ms"
+        copy_took "$rows" "$ms"
     done
-    C_RATE=$(bench_median "${rates[@]}")
-    C_MS=$(bench_median "${mss[@]}")
-    details+=("COPY $format $rows: rows/s ${rates[*]}; ms ${mss[*]}")
+    copy_summed "COPY $format $rows"
 }
 
 # copy_at_once ROWS TABLE:FILE...: one session per TABLE:FILE pair, copying
@@ -260,13 +271,9 @@ copy_at_once() {
                 failed=1
             fi
         fi
-        mss+=("$ms")
-        rates+=("$(awk -v n="$rows" -v ms="$ms" 'BEGIN { printf "%.1f\n", n / (ms / 1000) }')")
-        bench_note "  ${rates[-1]} rows/s, $ms ms"
+        copy_took "$rows" "$ms"
     done
-    C_RATE=$(bench_median "${rates[@]}")
-    C_MS=$(bench_median "${mss[@]}")
-    details+=("COPY binary $rows in $# session(s) into $tables: rows/s ${rates[*]}; ms ${mss[*]}")
+    copy_summed "COPY binary $rows in $# session(s) into $tables"
 }
 
 copy_measure "$COPY_ROWS" "$BIN" binary
