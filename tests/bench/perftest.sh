@@ -20,11 +20,12 @@
 # shares, one session per share, all copying at once (timed on the server's
 # clock from the first start to the last end): what PostgreSQL itself reaches
 # with as many parallel loaders into this table as the spread test has
-# workers, the ceiling the "all" run is compared with too. Before every measurement the table is
-# emptied (TRUNCATE: the trigger-kept count follows) and a CHECKPOINT is made,
-# so that no measurement pays for the previous one's writes. A \copy of the
-# first 500 of those rows is timed too: the floor for the 500-todo run, whose
-# end-to-end time (curl's %{time_total}) has a 20 ms target. Each measurement
+# workers, the ceiling the "all" run is compared with too. Before every
+# measurement the table is emptied (TRUNCATE: the trigger-kept count follows)
+# and a CHECKPOINT is made, so that no measurement pays for the previous one's
+# writes. A \copy of the first 500 of those rows is timed too: the floor for
+# the 500-todo run, whose end-to-end time (curl's %{time_total}) has a 20 ms
+# target. Each measurement
 # runs BENCH_RUNS times (default 3); the table gives medians.
 #
 # With BENCH_INDEXES=1 it also measures, for each set of the table's indexes
@@ -206,13 +207,6 @@ copy_measure() {
     copy_summed "COPY $format $rows"
 }
 
-# copy_at_once ROWS TABLE:FILE...: one session per TABLE:FILE pair, copying
-# binary FILE into TABLE, all released at once, each warmed up as above; sets
-# C_RATE (rows/s) and C_MS, medians of BENCH_RUNS runs. The time runs from the
-# first session's start to the last one's end, read on the server's clock.
-# The sessions start once a holder session has an advisory lock, and wait for
-# it; the holder keeps it until every one of them waits (then it is cancelled). Every table named
-# is emptied before each run, and must hold ROWS rows in all after it.
 # await_barrier N: until the holder has lock 7007 and N sessions wait for it.
 await_barrier() {
     local n
@@ -225,6 +219,14 @@ await_barrier() {
     bench_die "the COPY sessions did not meet at their start within 30 s"
 }
 
+# copy_at_once ROWS TABLE:FILE...: one session per TABLE:FILE pair, copying
+# binary FILE into TABLE, all released at once, each warmed up as above; sets
+# C_RATE (rows/s) and C_MS, medians of BENCH_RUNS runs. The time runs from the
+# first session's start to the last one's end, read on the server's clock.
+# The sessions start once a holder session has an advisory lock, and wait for
+# it; the holder keeps it until every one of them waits (then it is
+# cancelled). Every table named is emptied before each run, and must hold ROWS
+# rows in all after it.
 copy_at_once() {
     local rows=$1 i k pair ms mss=() rates=() holder t0 t1 pids tables got t
     shift
@@ -330,7 +332,6 @@ if [ "${BENCH_INDEXES:-0}" = 1 ]; then
 fi
 
 # ---- report ----
-
 
 echo "| run | todos | batch | workers | todos/s (median) | duration ms | vs binary COPY | vs CSV COPY |"
 echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
