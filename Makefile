@@ -39,7 +39,10 @@ DAEMON_SRC := $(wildcard daemon/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
 # Files embedded in the binary: daemon/NAME.EXT becomes the array NAME_EXT.
 EMBEDS     := openapi.json dashboard.html
-EMBED_OBJ  := $(patsubst %,$(B)/embed_%.o,$(subst .,_,$(EMBEDS)))
+# ... and generated from them: dashboard_hashes (the dashboard's inline script
+# and style by their SHA-256, for its Content-Security-Policy).
+EMBED_GEN  := $(subst .,_,$(EMBEDS)) dashboard_hashes
+EMBED_OBJ  := $(patsubst %,$(B)/embed_%.o,$(EMBED_GEN))
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(EMBED_OBJ)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -66,6 +69,21 @@ $(B)/embed_$(subst .,_,$(1)).c: daemon/$(1) | $(B)/daemon
 	  echo 'const unsigned long $(subst .,_,$(1))_len = sizeof($(subst .,_,$(1))) - 1;'; } > $$@
 endef
 $(foreach f,$(EMBEDS),$(eval $(call embed_rule,$(f))))
+
+# The dashboard's policy allows its one inline <script> and its one <style> by
+# their SHA-256 (CSP hash sources, base64 of the digest of the element's text),
+# and no other inline code: dashboard_script_sha256[] = "sha256-...", and the
+# same for the style. coreutils and perl-base only (Debian's essentials).
+$(B)/embed_dashboard_hashes.c: daemon/dashboard.html | $(B)/daemon
+	{ echo '/* generated from daemon/dashboard.html */'; \
+	  for t in script style; do \
+	    perl -0777 -ne '@m = m{<'$$t'>(.*?)</'$$t'>}gs;' \
+	      -e 'die "$$ARGV: want one <'$$t'> element, found " . @m . "\n" if @m != 1; print $$m[0]' \
+	      $< >$@.$$t || exit 1; \
+	    h=$$(sha256sum <$@.$$t | cut -c1-64 | perl -ne 'chomp; print pack("H*", $$_)' | base64 -w0); \
+	    rm -f $@.$$t; \
+	    echo "const char dashboard_$${t}_sha256[] = \"sha256-$$h\";"; \
+	  done; } >$@.tmp && mv $@.tmp $@
 
 $(B)/embed_%.o: $(B)/embed_%.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -150,7 +168,7 @@ FUZZ_CFLAGS        := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -DTODOD_VERSION='"
                       -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_LIB_OBJ       := $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(COMMON_SRC) \
                         $(filter-out daemon/main.c,$(DAEMON_SRC))) \
-                      $(patsubst %,$(FUZZ_B)/obj/embed_%.o,$(subst .,_,$(EMBEDS)))
+                      $(patsubst %,$(FUZZ_B)/obj/embed_%.o,$(EMBED_GEN))
 FUZZ_RUN           := tests/fuzz/run.sh -b $(FUZZ_B) -j $(FUZZ_JOBS)
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-cc

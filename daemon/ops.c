@@ -8,6 +8,7 @@
 
 /* Generated from daemon/openapi.json and daemon/dashboard.html by the Makefile. */
 extern const char openapi_json[], dashboard_html[];
+extern const char dashboard_script_sha256[], dashboard_style_sha256[]; /* "sha256-..." */
 extern const unsigned long openapi_json_len, dashboard_html_len;
 
 void ops_health(struct http_req *r)
@@ -87,16 +88,25 @@ void ops_openapi(struct http_req *r)
  * The page loads nothing but itself and talks only to this origin: a policy
  * that says so keeps anything injected from loading or sending elsewhere, and
  * other sites from framing it. Its script and style are inline (the page is
- * one self-contained file); it is fetched anew after an upgrade.
+ * one self-contained file) and allowed by their SHA-256, computed when the
+ * page is built in: no other inline script, style element or style attribute
+ * runs. It is fetched anew after an upgrade.
  */
-#define DASHBOARD_CSP                                                                              \
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "                  \
-    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "                     \
-    "frame-ancestors 'none'"
+static const char *dashboard_csp(void)
+{
+    static char csp[320];
+
+    if (csp[0] == '\0')
+        snprintf(csp, sizeof(csp),
+                 "default-src 'none'; script-src '%s'; style-src '%s'; connect-src 'self'; "
+                 "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                 dashboard_script_sha256, dashboard_style_sha256);
+    return csp;
+}
 
 void ops_dashboard(struct http_req *r)
 {
-    http_add_header(r, "Content-Security-Policy", DASHBOARD_CSP);
+    http_add_header(r, "Content-Security-Policy", dashboard_csp());
     http_add_header(r, "X-Content-Type-Options", "nosniff");
     http_add_header(r, "Referrer-Policy", "no-referrer");
     http_add_header(r, "Cache-Control", "no-cache");

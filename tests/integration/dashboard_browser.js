@@ -150,6 +150,7 @@ async function oneRun(browser, run) {
   out.dashboard_status = resp.status();
   out.dashboard_type = resp.headers()["content-type"];
   out.dashboard_headers = resp.headers();
+  out.dashboard_body = await resp.text();
   await waitSamples(page, 2);
 
   if (run.traffic) {
@@ -239,6 +240,31 @@ async function oneRun(browser, run) {
     await new Promise((r) => setTimeout(r, 200));
     return violated;
   }, cfg.url.replace("127.0.0.1", "127.0.0.2") + "/stats");
+  // ... and any inline code but the page's own: an injected script element, style
+  // element and style attribute are refused, and none of them takes effect
+  out.csp_probe.inline = await page.evaluate(async () => {
+    const seen = [];
+    const on = (e) => seen.push(e.effectiveDirective);
+    document.addEventListener("securitypolicyviolation", on);
+    window.__injected = false;
+    const s = document.createElement("script");
+    s.textContent = "window.__injected = true;";
+    document.body.appendChild(s);
+    const st = document.createElement("style");
+    st.textContent = "body { outline: 7px dotted rgb(255, 0, 0); }";
+    document.head.appendChild(st);
+    const d = document.createElement("div");
+    d.setAttribute("style", "width: 123px");
+    document.body.appendChild(d);
+    await new Promise((r) => setTimeout(r, 200));
+    const result = {
+      violated: seen.sort(), ran: window.__injected,
+      outline: getComputedStyle(document.body).outlineStyle, width: getComputedStyle(d).width,
+    };
+    document.removeEventListener("securitypolicyviolation", on);
+    s.remove(); st.remove(); d.remove();
+    return result;
+  });
   out.csp_probe.requests = out.requests.splice(requested);
   out.stats_bodies = await Promise.all(statsPromises);
   out.elapsed_ms = Date.now() - t0;

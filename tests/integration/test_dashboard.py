@@ -14,8 +14,11 @@ rows and that the page draws the progress and the report. Screenshots at
 TODOD_KEEP_SCREENSHOTS=1).
 """
 
+import base64
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -131,10 +134,24 @@ def _check_clean(run, base_url):
     csp = {d.split()[0]: d.split()[1:] for d in headers.get("content-security-policy", "").split("; ") if d}
     assert csp.get("default-src") == ["'none'"] and csp.get("connect-src") == ["'self'"] \
         and csp.get("frame-ancestors") == ["'none'"], f"{name}: {headers}"
+    # inline code runs only when it is the page's own script or style, named by its
+    # SHA-256 (no 'unsafe-inline')
+    assert "'unsafe-inline'" not in headers.get("content-security-policy", ""), headers
+    body = run["dashboard_body"].encode()
+    for tag in ("script", "style"):
+        texts = re.findall(b"<%s>(.*?)</%s>" % (tag.encode(), tag.encode()), body, re.S)
+        assert len(texts) == 1, f"{name}: {len(texts)} <{tag}> elements"
+        digest = base64.b64encode(hashlib.sha256(texts[0]).digest()).decode()
+        assert csp.get(f"{tag}-src") == [f"'sha256-{digest}'"], f"{name}: {tag}-src {csp.get(f'{tag}-src')}"
     assert headers.get("x-content-type-options") == "nosniff", headers
     assert headers.get("cache-control") == "no-cache", headers
     # ... which the browser enforces (the page works under it: no console error above)
     assert run["csp_probe"]["violated"] == "connect-src", f"{name}: {run['csp_probe']}"
+    inline = run["csp_probe"]["inline"]
+    assert inline["violated"] == ["script-src-elem", "style-src-attr", "style-src-elem"], \
+        f"{name}: {inline}"
+    assert not inline["ran"] and inline["outline"] != "dotted" and inline["width"] != "123px", \
+        f"{name}: injected inline code took effect: {inline}"
     assert not run["console_errors"], f"{name}: console errors {run['console_errors']}"
     assert not run["page_errors"], f"{name}: page errors {run['page_errors']}"
     assert not run["failed_requests"], f"{name}: failed requests {run['failed_requests']}"
