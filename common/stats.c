@@ -731,17 +731,26 @@ static json_object *json_workers(const struct stats_shm *shm)
 }
 
 int stats_render_json(const struct stats_shm *shm, const char *const *route_names, int nroutes,
-                      FILE *out)
+                      const char *version, FILE *out)
 {
     json_object *root = json_object_new_object();
     struct stats_totals t;
+    int64_t started_at = (int64_t)shm->master_start_time;
+    char started[32];
     const char *text;
     int rc = -1;
 
     if (root == NULL)
         return -1;
     stats_sum(shm, &t);
-    if (json_add(root, "totals",
+    format_utc(started_at, started, sizeof(started));
+    /* The instance: what runs, since when (the master), and the time of this
+     * answer on the same clock, so that uptime needs no other clock. */
+    if (json_add(root, "version", json_object_new_string(version != NULL ? version : "")) != 0 ||
+        json_add(root, "started_at", json_object_new_int64(started_at)) != 0 ||
+        json_add(root, "started", json_object_new_string(started)) != 0 ||
+        json_add(root, "now", json_object_new_int64((int64_t)time(NULL))) != 0 ||
+        json_add(root, "totals",
                  json_totals(shm, &t, route_names, named_routes(route_names, nroutes))) != 0 ||
         json_add(root, "workers", json_workers(shm)) != 0)
         goto out;

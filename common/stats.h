@@ -139,6 +139,6 @@ uint64_t stats_slot_requests(const struct stats_slot *s);
 int stats_render_prometheus(const struct stats_shm *shm, const char *const *route_names,
                             int nroutes, const char *version, FILE *out);
 int stats_render_json(const struct stats_shm *shm, const char *const *route_names, int nroutes,
-                      FILE *out);
+                      const char *version, FILE *out);
 
 #endif

@@ -40,13 +40,7 @@ void ops_ready(struct http_req *r)
     http_reply_raw(r, 200, "text/plain; charset=utf-8", "ready", 5);
 }
 
-typedef int (*render_fn)(const struct stats_shm *, const char *const *, int, FILE *);
-
-static int render_prometheus(const struct stats_shm *shm, const char *const *names, int n,
-                             FILE *out)
-{
-    return stats_render_prometheus(shm, names, n, TODOD_VERSION, out);
-}
+typedef int (*render_fn)(const struct stats_shm *, const char *const *, int, const char *, FILE *);
 
 static void reply_rendered(struct http_req *r, render_fn render, const char *content_type)
 {
@@ -59,7 +53,7 @@ static void reply_rendered(struct http_req *r, render_fn render, const char *con
         http_reply_error(r, 500, "internal error");
         return;
     }
-    rc = render(r->app->shm, r->app->route_names, r->app->nroutes, out);
+    rc = render(r->app->shm, r->app->route_names, r->app->nroutes, TODOD_VERSION, out);
     if (fclose(out) != 0 || rc != 0) {
         free(text);
         http_reply_error(r, 500, "internal error");
@@ -71,7 +65,7 @@ static void reply_rendered(struct http_req *r, render_fn render, const char *con
 
 void ops_metrics(struct http_req *r)
 {
-    reply_rendered(r, render_prometheus, "text/plain; version=0.0.4; charset=utf-8");
+    reply_rendered(r, stats_render_prometheus, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 void ops_stats(struct http_req *r)

@@ -81,7 +81,8 @@ function readDom() {
     "t-workers", "t-restarts", "t-db-up", "t-db-of", "t-db-errors", "t-db-reconnects", "t-perf-running",
     "t-perf-done", "t-perf-todos", "conn-text", "pt-status", "pt-success", "pt-errors", "pt-elapsed",
     "pt-rate-all", "pt-lat", "pt-r-success_count", "pt-r-error_count", "pt-r-duration_ms",
-    "pt-r-messages_per_second", "pt-r-batches", "pt-r-batch_latency_ms", "pt-r-worker_pid", "pt-r-workers"];
+    "pt-r-messages_per_second", "pt-r-batches", "pt-r-batch_latency_ms", "pt-r-worker_pid", "pt-r-workers",
+    "build"];
   const text = {};
   ids.forEach((id) => { text[id] = txt(id); });
   return {

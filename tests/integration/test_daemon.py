@@ -144,6 +144,29 @@ def metrics_request_total_equals_requests_sent():
 
 
 @test
+def stats_names_the_version_and_start_of_the_instance_as_metrics_does():
+    with Todod(workers=2) as d:
+        d.start()
+        before = int(time.time())
+        s = d.stats()
+        after = time.time()
+        text = d.metrics()
+        version = re.search(r'^todod_build_info\{version="([^"]*)"\} 1$', text, re.M)
+        assert version and s["version"] == version.group(1) != "", (s["version"], version)
+        started = metric(text, "process_start_time_seconds")
+        assert s["started_at"] == int(started), (s["started_at"], started)
+        assert s["started"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s["started_at"])), s
+        assert before <= s["now"] <= after, (before, s["now"], after)
+        assert s["started_at"] <= s["now"], s
+        # the master's start, not a worker's: it stays when a worker is replaced
+        victim = d.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: len(d.worker_pids()) == 2 and victim not in d.worker_pids(), 10)
+        assert d.stats()["started_at"] == s["started_at"]
+        assert d.stop() == 0
+
+
+@test
 def connections_spread_over_workers():
     with Todod(workers=2) as d:
         d.start()

@@ -108,6 +108,18 @@ def _close(shown, want, what, decimals):
     assert abs(got - want) <= tol, f"{what}: page shows {shown!r}, /stats gives {want:.4f}"
 
 
+def _duration(s):
+    """Seconds as the page writes a duration: 42s, 3m 7s, 5h 2m, 2d 4h."""
+    s = max(0, int(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
 def _decimals_rate(v):
     return 0 if v >= 100 else 1
 
@@ -190,6 +202,12 @@ def _check_live(d, run):
     assert pids == sorted(w["pid"] for w in body["workers"]) == \
         sorted(w["pid"] for w in fetched["workers"]) == d.worker_pids(), \
         (pids, body["workers"], fetched["workers"], d.worker_pids())
+    # uptimes on the server's clock: the instance's in the header, each worker's
+    assert text["build"] == "v%s · up %s" % (body["version"], _duration(body["now"] - body["started_at"])), \
+        (text["build"], body["version"], body["now"], body["started_at"])
+    for r in dom["workers"]:
+        w = next(w for w in body["workers"] if w["pid"] == int(r["key"]))
+        assert r["cells"][2] == _duration(body["now"] - w["started_at"]), (r["cells"], w, body["now"])
     assert _num(text["t-workers"]) == T["workers"] == fetched["totals"]["workers"] == 2
     assert _num(text["t-restarts"]) == fetched["totals"]["worker_restarts"] == 0
     up = sum(1 for w in fetched["workers"] if w["db_connected"])

@@ -75,7 +75,7 @@ static char *render(const struct stats_shm *shm, int json)
 
     assert_non_null(f);
     if (json)
-        rc = stats_render_json(shm, route_names, NROUTES, f);
+        rc = stats_render_json(shm, route_names, NROUTES, "0.1.0", f);
     else
         rc = stats_render_prometheus(shm, route_names, NROUTES, "0.1.0", f);
     assert_int_equal(fclose(f), 0);
@@ -742,6 +742,28 @@ static void test_json_started_at_is_unix_seconds_and_started_rfc3339_utc(void **
     free(text);
 }
 
+static void test_json_names_the_instance_its_version_start_and_now(void **state)
+{
+    struct stats_shm *shm = *state;
+    int64_t before = (int64_t)time(NULL), now;
+    char *text;
+    json_object *root;
+
+    shm->master_start_time = 1714564800.75; /* 2024-05-01 12:00:00.75 UTC */
+    text = render(shm, 1);
+    root = json_tokener_parse(text);
+    assert_non_null(root);
+    assert_string_equal(json_object_get_string(get(root, "version")), "0.1.0");
+    assert_true(json_object_is_type(get(root, "started_at"), json_type_int));
+    assert_int_equal(json_object_get_int64(get(root, "started_at")), 1714564800);
+    assert_string_equal(json_object_get_string(get(root, "started")), "2024-05-01T12:00:00Z");
+    assert_true(json_object_is_type(get(root, "now"), json_type_int));
+    now = json_object_get_int64(get(root, "now"));
+    assert_true(now >= before && now <= (int64_t)time(NULL));
+    json_object_put(root);
+    free(text);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_shm, teardown_shm)
 
 int main(void)
@@ -768,6 +790,7 @@ int main(void)
         T(test_json_has_totals),
         T(test_json_has_one_entry_per_active_slot),
         T(test_json_started_at_is_unix_seconds_and_started_rfc3339_utc),
+        T(test_json_names_the_instance_its_version_start_and_now),
         T(test_running_gauge_tracing_and_connection_counters_are_exposed),
     };
 
