@@ -68,6 +68,11 @@ def spread_in_background(d, body, timeout):
     return t, result, coordinator, other
 
 
+def todo_rows(pg, db):
+    """How many rows the todos table holds now."""
+    return int(pg.psql("SELECT count(*) FROM todos", db=db))
+
+
 def check_lost_worker(d, rep, n, victim):
     """The report of an n-todo test whose worker `victim` died mid-share: that
     share abandoned, and the table holds the confirmed rows and at most the
@@ -75,7 +80,7 @@ def check_lost_worker(d, rep, n, victim):
     check_report(rep, n)
     dead = [w for w in rep["per_worker"] if w["worker_pid"] == victim]
     assert dead and dead[0].get("abandoned") is True, rep["per_worker"]
-    rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
+    rows = todo_rows(d.pg, d.db)
     assert rep["success_count"] <= rows <= rep["success_count"] + rep["unknown_count"], \
         (rep, rows)
 
@@ -144,7 +149,7 @@ def a_worker_killed_mid_share_is_reported_and_its_unconfirmed_rows_are_unknown()
         d.start()
         t, result, coordinator, victim = spread_in_background(
             d, {"message_count": n, "batch_size": 1000, "workers": "all"}, 120)
-        assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)) > 50000, 30)
+        assert wait_until(lambda: todo_rows(d.pg, d.db) > 50000, 30)
         os.kill(victim, signal.SIGKILL)
         t.join(120)
         rep = result["r"].json()
@@ -171,8 +176,8 @@ def the_coordinator_answers_when_the_last_share_ends_not_at_its_next_poll():
             took.append(time.monotonic() - t0)
             assert rep["success_count"] == 2 and rep["workers"] == 2, rep
         assert sum(took) < 1.0, "10 tests took %.3f s: %s" % (sum(took), took)
-        titles = d.pg.psql("SELECT count(*) FROM todos", db=d.db)
-        assert titles == "20", titles
+        rows = todo_rows(d.pg, d.db)
+        assert rows == 20, rows
 
 
 @test
@@ -186,7 +191,7 @@ def a_stalled_worker_that_dies_ends_the_test_at_once():
         d.start()
         t, result, coordinator, victim = spread_in_background(
             d, {"message_count": n, "batch_size": 100, "workers": "all", "rate": 4000}, 60)
-        assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)) > 2000, 10)
+        assert wait_until(lambda: todo_rows(d.pg, d.db) > 2000, 10)
         os.kill(victim, signal.SIGSTOP)
         done = re.compile(r"worker\[%d\] info: performance test \S+ share of %d todos done"
                           % (coordinator, n // 2))
@@ -255,13 +260,13 @@ def a_node_down_at_the_start_or_killed_mid_test_is_reported_and_counts_stay_exac
             a, {"message_count": n, "batch_size": 1000, "nodes": "all",
                 "progress_interval_ms": 200})))
         t.start()
-        assert wait_until(lambda: int(pg.psql("SELECT count(*) FROM todos", db=db)) > 60000, 30)
+        assert wait_until(lambda: todo_rows(pg, db) > 60000, 30)
         b.kill()
         t.join(120)
         rep = result["lines"][-1][1]
         assert rep["type"] == "report", rep
         check_report(rep, n)
-        rows = int(pg.psql("SELECT count(*) FROM todos", db=db))
+        rows = todo_rows(pg, db)
         assert rep["success_count"] <= rows, (rep, rows)
         # b's batches in flight when it died may have committed unconfirmed
         assert rows - rep["success_count"] <= rep["unknown_count"], (rep, rows)
@@ -290,7 +295,7 @@ def nodes_come_only_from_the_configuration():
         assert_json_error(d.request("POST", PATH, {"message_count": 10,
                                                    "progress_interval_ms": 50}), 422,
                           "progress_interval_ms")
-        assert d.pg.psql("SELECT count(*) FROM todos", db=d.db) == "0"
+        assert todo_rows(d.pg, d.db) == 0
 
 
 @test
