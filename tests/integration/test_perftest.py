@@ -467,10 +467,13 @@ def perftest_million_rows_bounded_memory_and_health_responsive():
         during = [v for t, v in health_samples if t < t0 + elapsed and not isinstance(v, BaseException)]
         assert len(during) >= 5, "only %d /health probes during the test" % len(during)
         worst = max(during)
-        over = sorted(v for v in during if v >= 100)
-        if worst >= 100:
-            problems.append("/health took %.1f ms during the test; %d of %d probes >= 100 ms: %s" % (
-                worst, len(over), len(during), ", ".join("%.0f" % v for v in over[-10:])))
+        # a loop turn blocked for a whole batch would show as seconds; the
+        # sanitizer build runs every turn several times slower
+        bound = 500 if SANITIZER else 100
+        over = sorted(v for v in during if v >= bound)
+        if worst >= bound:
+            problems.append("/health took %.1f ms during the test; %d of %d probes >= %d ms: %s" % (
+                worst, len(over), len(during), bound, ", ".join("%.0f" % v for v in over[-10:])))
 
         rss_errors = [v for _, v in rss_samples if isinstance(v, BaseException)]
         assert not rss_errors, rss_errors[:3]
