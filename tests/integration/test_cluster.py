@@ -142,6 +142,14 @@ def shipped_haproxy_cfg_agrees_with_todod_timings_and_retries_safely():
     assert defaults.get("http-keep-alive", 1e9) + 5 <= keepalive_timeout, \
         "timeout http-keep-alive %r is not well below todod's keepalive_timeout (%g s)" \
         % (defaults.get("http-keep-alive"), keepalive_timeout)
+    # ... and before a worker retired by a reload (or stopping) closes the idle
+    # connections it kept for their next request, shutdown_timeout - 1 s after it
+    # began to drain (daemon/conn.c: conn_layer_drain)
+    shutdown_timeout = _todod_default("shutdown_timeout")
+    assert defaults.get("http-keep-alive", 1e9) + 2 <= shutdown_timeout - 1, \
+        "timeout http-keep-alive %r is not well below the %g s a draining todod keeps an " \
+        "idle connection (shutdown_timeout - 1 s)" % (defaults.get("http-keep-alive"),
+                                                      shutdown_timeout - 1)
     # health checks on /ready, expecting 200
     backend = [s for kind, name, s in lines if kind == "backend" and name == BACKEND]
     assert "option httpchk GET /ready" in backend, backend
@@ -525,7 +533,9 @@ class Cluster:
         self.db = self.pg.create_database("cluster")
         self.dir = tempfile.mkdtemp(prefix="todod-cluster-")
         os.chmod(self.dir, 0o755)
-        settings = {"workers": 2, "drain_delay": DRAIN_DELAY, "shutdown_timeout": 5}
+        # shutdown_timeout as shipped (None: todod's default), which the shipped
+        # HAProxy configuration's keep-alive timeout is consistent with
+        settings = {"workers": 2, "drain_delay": DRAIN_DELAY, "shutdown_timeout": None}
         settings.update(conf)
         self.nodes = []
         for i in range(n):
@@ -716,7 +726,7 @@ def cluster_haproxy_closes_idle_server_connections_before_todod_does():
     keepalive_timeout does, or it may send a request on it just as todod closes it.
     Clients that stay connected but idle: HAProxy closes their connections, and
     with them its connections to the instances, after timeout http-keep-alive
-    (10 s), before todod's keepalive_timeout (here 20 s) runs out."""
+    (5 s), before todod's keepalive_timeout (here 20 s) runs out."""
     skip_if_sanitizer(SANITIZER_REASON)
     keepalive = 20
     with Cluster(keepalive_timeout=keepalive) as cl:
