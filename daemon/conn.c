@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
+#include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #define STEP_BACK       0.002          /* a worker ahead of its peers pauses accepting */
 #define BACKLOG_POLL    0.001
 #define BACKLOG_MAX     0.05 /* at most this long taking the backlog before closing */
+#define DRAIN_LAST      1.0  /* seconds of shutdown_timeout left when idle connections close */
 #define READ_CHUNK      (16 * 1024)
 /* Bytes framing passed on that evhttp has not taken yet (it is answering):
  * above INPUT_HIGH the socket is not read until evhttp has taken all but
@@ -76,10 +78,13 @@ struct conn_layer {
     struct framing_limits limits;
     struct event *ev_resume;  /* accepting again after a pause */
     struct event *ev_backlog; /* taking the backlog before the socket closes */
+    struct event *ev_grace;   /* draining: the idle connections' time is up */
     struct timespec backlog_started;
     bool paused; /* a timed pause: balancing, or accept() failing */
     bool taking_backlog;
-    bool draining;
+    bool closing;    /* answers carry "Connection: close" */
+    bool draining;   /* closing, and idle connections close when ev_grace fires */
+    bool grace_over; /* draining, and idle connections now close at once */
     uint64_t accept_errors_unlogged;
     struct timespec last_error_log;
     void (*on_empty)(void *arg);
@@ -736,7 +741,7 @@ static void conn_update(struct conn *c)
         close_conn(c);
         return;
     }
-    if (c->L->draining) {
+    if (c->L->grace_over) {
         close_if_idle(c);
         return;
     }
@@ -860,15 +865,24 @@ void conn_layer_free(struct conn_layer *L)
         event_free(L->ev_resume);
     if (L->ev_backlog != NULL)
         event_free(L->ev_backlog);
+    if (L->ev_grace != NULL)
+        event_free(L->ev_grace);
     free(L->by_fd);
     free(L);
 }
 
-void conn_layer_drain(struct conn_layer *L)
+void conn_layer_close_after_answers(struct conn_layer *L)
 {
+    L->closing = true;
+}
+
+/* The clients of idle connections had their time: what is still idle closes. */
+static void on_idle_grace_over(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_layer *L = arg;
     struct conn *c;
 
-    L->draining = true;
+    L->grace_over = true;
     /* Closing only marks a connection (it is freed on a later turn), so the
      * list is not changed under this loop. */
     LIST_FOREACH(c, &L->conns, link)
@@ -876,13 +890,37 @@ void conn_layer_drain(struct conn_layer *L)
         if (derive_state(c) == CONN_IDLE)
             close_if_idle(c);
     }
+}
+
+/*
+ * A keep-alive connection that is idle when the worker starts draining is not
+ * closed then: its client may be sending a request on it at this very moment,
+ * and a close that crosses it on the wire loses it (a proxy or client may
+ * retry only a request that changes nothing). Its next request is answered
+ * with "Connection: close", after which a close loses nothing. A client that
+ * sends nothing until DRAIN_LAST before shutdown_timeout (a proxy whose own
+ * keep-alive timeout is shorter has closed the connection by then) finds it
+ * closed; so does one that stays idle for keepalive_timeout, as always.
+ */
+void conn_layer_drain(struct conn_layer *L)
+{
+    double t = L->conf->shutdown_timeout;
+    struct timeval grace = clock_timeval(t - fmin(DRAIN_LAST, t / 2));
+
+    if (L->draining)
+        return;
+    L->closing = true;
+    L->draining = true;
+    L->ev_grace = evtimer_new(L->base, on_idle_grace_over, L);
+    if (L->ev_grace == NULL || evtimer_add(L->ev_grace, &grace) != 0)
+        on_idle_grace_over(-1, 0, L); /* out of memory: close them now */
     if (L->nconns == 0 && L->on_empty != NULL)
         L->on_empty(L->on_empty_arg);
 }
 
 bool conn_layer_draining(const struct conn_layer *L)
 {
-    return L->draining;
+    return L->closing;
 }
 
 int conn_layer_open(const struct conn_layer *L)

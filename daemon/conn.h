@@ -10,7 +10,9 @@
  *    off after keepalive_timeout without progress;
  *  - the count: max_connections per worker, accept back-off when descriptors run
  *    out, connections shared out between the workers;
- *  - the end: draining answers what was started and closes idle connections.
+ *  - the end: draining answers what was started, each answer with "Connection:
+ *    close", and closes an idle connection only when its client had time to use
+ *    it or to close it first (conn_layer_drain).
  *
  * A connection's state is derived, never stored twice: IDLE (nothing started,
  * nothing owed), RECEIVING (a request's bytes are arriving), ANSWERING (every
@@ -66,8 +68,25 @@ int conn_layer_accept(struct conn_layer *L);
  */
 void conn_layer_stop_accepting(struct conn_layer *L, bool take_backlog);
 
-/* From now on answers carry "Connection: close" and idle connections close. */
+/*
+ * From now on every answer carries "Connection: close" and its connection
+ * closes once it is written: the client learns with its next answer to open a
+ * new connection. Idle connections stay open for that next request (SIGTERM's
+ * drain_delay, while the socket still accepts).
+ */
+void conn_layer_close_after_answers(struct conn_layer *L);
+
+/*
+ * The end (a reload retires the worker, or drain_delay ran out): as
+ * conn_layer_close_after_answers(), and then a connection that stayed idle
+ * closes with one second of shutdown_timeout left (its half, when that is
+ * under 2 s) or after keepalive_timeout, whichever comes first. Only such a
+ * close can meet a request on the wire, and only a client that sent nothing
+ * for that long can send it then.
+ */
 void conn_layer_drain(struct conn_layer *L);
+
+/* Answers carry "Connection: close" (either of the above was called). */
 bool conn_layer_draining(const struct conn_layer *L);
 bool conn_layer_accepting(const struct conn_layer *L);
 

@@ -99,9 +99,11 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 
 /*
  * Stop accepting and answer what was started: every request whose first byte
- * arrived is answered (with "Connection: close"), idle connections close now.
- * A full stop first takes the connections the kernel already queued, so none is
- * reset when the socket closes; a retiring worker leaves them to its successors.
+ * arrived is answered (with "Connection: close"), and so is the next request
+ * on an idle keep-alive connection; one that stays idle closes shortly before
+ * shutdown_timeout (conn_layer_drain). A full stop first takes the connections
+ * the kernel already queued, so none is reset when the socket closes; a
+ * retiring worker leaves them to its successors.
  */
 static void worker_drain(struct worker *w, bool full_stop)
 {
@@ -133,8 +135,9 @@ static void on_drain_delay_over(evutil_socket_t fd, short what, void *arg)
 
 /*
  * SIGTERM/SIGINT (the daemon stops): /ready answers 503 at once so that load
- * balancers stop routing here, everything else is served as usual for
- * drain_delay, then the worker drains. SIGUSR2 (a reload retires this worker:
+ * balancers stop routing here, everything else is served for drain_delay, each
+ * answer with "Connection: close" so that keep-alive clients leave by
+ * themselves, then the worker drains. SIGUSR2 (a reload retires this worker:
  * its successors already accept on the same socket) drains at once.
  */
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -150,6 +153,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     if (w->app.stop_requested)
         return;
     w->app.stop_requested = true;
+    conn_layer_close_after_answers(w->conns);
     if (w->conf->drain_delay <= 0 || !conn_layer_accepting(w->conns)) {
         worker_drain(w, true);
         return;

@@ -142,6 +142,14 @@ def shipped_haproxy_cfg_agrees_with_todod_timings_and_retries_safely():
     assert defaults.get("http-keep-alive", 1e9) + 5 <= keepalive_timeout, \
         "timeout http-keep-alive %r is not well below todod's keepalive_timeout (%g s)" \
         % (defaults.get("http-keep-alive"), keepalive_timeout)
+    # ... and before a worker retired by a reload (or stopping) closes the idle
+    # connections it kept for their next request, shutdown_timeout - 1 s after it
+    # began to drain (daemon/conn.c: conn_layer_drain)
+    shutdown_timeout = _todod_default("shutdown_timeout")
+    assert defaults.get("http-keep-alive", 1e9) + 2 <= shutdown_timeout - 1, \
+        "timeout http-keep-alive %r is not well below the %g s a draining todod keeps an " \
+        "idle connection (shutdown_timeout - 1 s)" % (defaults.get("http-keep-alive"),
+                                                      shutdown_timeout - 1)
     # health checks on /ready, expecting 200
     backend = [s for kind, name, s in lines if kind == "backend" and name == BACKEND]
     assert "option httpchk GET /ready" in backend, backend
@@ -426,13 +434,23 @@ def derive_prometheus_yml(text, todod_targets, haproxy_target):
 class Load:
     """Client threads sending, through HAProxy, over keep-alive connections:
     POST /todos (every 201's id recorded), GET /todos/{id} of it, GET /todos?limit=5.
-    Every request is recorded with its start and end times (time.monotonic())."""
+    Every request is recorded with its start and end times (time.monotonic()).
 
-    def __init__(self, port, threads=LOAD_THREADS, pause=0.01):
-        self.port = port
+    With targets ([(host, port)]), thread k sends to targets[k % len(targets)]
+    instead of HAProxy; the first `fresh` threads open a new connection for every
+    request. The clients are plain HTTP/1.1 (harness Client, retry=False): a
+    connection closes when an answer says "Connection: close" (counted in
+    told_to_close), the next request opens a new one, and no request is ever sent
+    twice."""
+
+    def __init__(self, port, threads=LOAD_THREADS, pause=0.01, targets=None, fresh=0):
+        self.targets = targets or [("127.0.0.1", port)]
         self.pause = pause
-        self.results = []   # dicts: t0, t1, thread, method, path, status, error
+        self.fresh = fresh
+        self.results = []   # dicts: t0, t1, thread, method, path, status, error, reused
         self.acked = []     # ids of the todos whose creation was acknowledged (201)
+        self.told_to_close = 0  # keep-alive connections closed after an answer's say-so
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
                          for k in range(threads)]
@@ -462,16 +480,22 @@ class Load:
     def _call(self, client, k, method, path, body, want):
         if self._stop.is_set():
             return None
+        if k < self.fresh:
+            client.close()
         rec = {"t0": time.monotonic(), "thread": k, "method": method, "path": path,
-               "status": None, "error": None}
+               "status": None, "error": None, "reused": client.conn is not None and client.used}
         try:
             r = client.request(method, path, body)
+            if rec["reused"] and client.conn is None:
+                with self._lock:
+                    self.told_to_close += 1
             rec["status"] = r.status
             if r.status != want:
                 rec["error"] = "status %d: %r" % (r.status, r.body[:200])
                 r = None
         except Exception as e:  # noqa: BLE001 - every failure is recorded
             rec["error"] = "%s: %s" % (type(e).__name__, e)
+            client.close()  # one whose connect() failed, too: the next request opens one
             r = None
         rec["t1"] = time.monotonic()
         self.results.append(rec)
@@ -480,7 +504,8 @@ class Load:
     def _run(self, k):
         # no client-side retry: HAProxy keeps the client connection whatever the
         # servers do, so any failure here is a failure a client would see
-        client = Client("127.0.0.1", self.port, timeout=15, retry=False)
+        host, port = self.targets[k % len(self.targets)]
+        client = Client(host, port, timeout=15, retry=False)
         i = 0
         try:
             while not self._stop.is_set():
@@ -498,9 +523,9 @@ class Load:
 
     def describe(self, rows, t_ref=None, limit=25):
         t_ref = self.started if t_ref is None else t_ref
-        lines = ["  +%.3fs..+%.3fs thread %d %s %s: %s" % (r["t0"] - t_ref, r["t1"] - t_ref,
-                                                          r["thread"], r["method"], r["path"],
-                                                          r["error"]) for r in rows[:limit]]
+        lines = ["  +%.3fs..+%.3fs thread %d %s %s on a %s connection: %s" % (
+            r["t0"] - t_ref, r["t1"] - t_ref, r["thread"], r["method"], r["path"],
+            "reused" if r.get("reused") else "new", r["error"]) for r in rows[:limit]]
         if len(rows) > limit:
             lines.append("  ... %d more" % (len(rows) - limit))
         return "\n".join(lines)
@@ -525,7 +550,9 @@ class Cluster:
         self.db = self.pg.create_database("cluster")
         self.dir = tempfile.mkdtemp(prefix="todod-cluster-")
         os.chmod(self.dir, 0o755)
-        settings = {"workers": 2, "drain_delay": DRAIN_DELAY, "shutdown_timeout": 5}
+        # shutdown_timeout as shipped (None: todod's default), which the shipped
+        # HAProxy configuration's keep-alive timeout is consistent with
+        settings = {"workers": 2, "drain_delay": DRAIN_DELAY, "shutdown_timeout": None}
         settings.update(conf)
         self.nodes = []
         for i in range(n):
@@ -535,9 +562,11 @@ class Cluster:
         self.haproxy = None
         self.prometheus = None
 
-    def start(self):
+    def start(self, haproxy=True):
         for d in self.nodes:
             d.start()
+        if not haproxy:
+            return self
         self.haproxy = HAProxy([(d.host, d.port) for d in self.nodes], self.dir)
         assert self.haproxy.wait_status(self.haproxy.names, "UP", 10), \
             "HAProxy does not see every instance UP within 10 s: %s\n%s" % (
@@ -545,6 +574,8 @@ class Cluster:
         return self
 
     def name(self, d):
+        if self.haproxy is None:
+            return "%s:%d" % (d.host, d.port)
         return self.haproxy.names[self.nodes.index(d)]
 
     def load(self, **kw):
@@ -697,6 +728,143 @@ def cluster_reload_of_each_instance_under_load_fails_no_request():
             assert d.running(), "%s is not running after its reload" % cl.name(d)
 
 
+# --------------------------------------------------------------------------- reloads and stops
+# under keep-alive load: a retiring worker answers the next request on each of its
+# keep-alive connections with "Connection: close" instead of closing them while idle
+
+
+# At least three reloads of each instance under at least this many requests: GET and
+# POST, on keep-alive connections and on a new connection per request.
+RELOADS_EACH = 3
+RELOAD_REQUESTS = 20000
+RELOAD_THREADS = 6
+RELOAD_FRESH = 2  # of the threads, those opening a new connection per request
+
+
+def _reload_each_under_load(cl, load, events):
+    """SIGHUP to each instance in turn, RELOADS_EACH rounds, spread over the first
+    RELOAD_REQUESTS requests of the load, each time waiting until the instance's old
+    workers are gone; then until the load has made RELOAD_REQUESTS requests."""
+    total = RELOADS_EACH * len(cl.nodes)
+    step = RELOAD_REQUESTS // (total + 1)
+    n = 0
+    for _ in range(RELOADS_EACH):
+        for d in cl.nodes:
+            n += 1
+            _wait_load(load, n * step, 60)
+            old = d.worker_pids()
+            t = time.monotonic()
+            d.signal(signal.SIGHUP)
+            replaced = wait_until(lambda: len(d.worker_pids()) == 2
+                                  and not set(old) & set(d.worker_pids()), 15)
+            events.append("%s: SIGHUP at +%.3fs (request %d), old workers %s at +%.3fs" % (
+                cl.name(d), t - load.started, load.count(),
+                "gone" if replaced else "STILL THERE", time.monotonic() - load.started))
+            assert replaced, "the old workers of %s were still there 15 s after SIGHUP\n%s" % (
+                cl.name(d), cl.report(load, events))
+    _wait_load(load, RELOAD_REQUESTS, 60)
+
+
+def _acked_problems(cl, load):
+    acked = set(load.acked)
+    table = cl.table_ids()
+    out = []
+    if acked - table:
+        out.append("%d acknowledged todos are not in the table: %s"
+                   % (len(acked - table), sorted(acked - table)[:5]))
+    if len(table) != len(acked):
+        out.append("the table has %d todos, %d were acknowledged" % (len(table), len(acked)))
+    return out
+
+
+@test
+def cluster_reloads_under_keepalive_load_behind_haproxy_fail_no_request():
+    """Three SIGHUPs to each of the three instances, through the shipped HAProxy
+    configuration, under GET and POST on keep-alive and new client connections: no
+    request fails, HAProxy retries none (a request that met the close of an idle
+    connection would be retried, if a GET, or fail), every 201 is in the table."""
+    skip_if_sanitizer(SANITIZER_REASON)
+    with Cluster() as cl:
+        cl.start()
+        events = []
+        with cl.load(threads=RELOAD_THREADS, fresh=RELOAD_FRESH, pause=0) as load:
+            _reload_each_under_load(cl, load, events)
+        sent = load.count()
+        # HAProxy logs a request once it ended; its log reaches us a little later
+        wait_until(lambda: len(cl.haproxy.requests()) >= sent, 5)
+        retried = [r["line"] for r in cl.haproxy.requests() if r["retries"].lstrip("+") != "0"]
+        failed = load.failures()
+        print("    (%d requests, %d failed, %d retried by HAProxy, %d reloads)"
+              % (sent, len(failed), len(retried), RELOADS_EACH * len(cl.nodes)))
+        problems = []
+        if failed:
+            problems.append("%d of %d requests failed during the reloads" % (len(failed), sent))
+        if retried:
+            problems.append("HAProxy retried %d requests (an idle connection closed under "
+                            "them):\n  %s" % (len(retried), "\n  ".join(retried[:10])))
+        problems += _acked_problems(cl, load)
+        assert not problems, "\n".join(problems) + "\n" + cl.report(load, events)
+
+
+@test
+def reloads_under_keepalive_load_straight_to_todod_fail_no_request_of_a_plain_client():
+    """The same load and reloads with no proxy: plain HTTP/1.1 clients (no retry)
+    straight to the three instances. A client that sends its next request on a
+    retiring worker's keep-alive connection gets its answer with "Connection: close"
+    and opens a new connection for the following one: none fails, and each reload
+    tells at least one keep-alive client so."""
+    skip_if_sanitizer("20,000 requests and nine reloads: too slow for a sanitizer build")
+    with Cluster() as cl:
+        cl.start(haproxy=False)
+        events = []
+        with Load(None, threads=RELOAD_THREADS, fresh=RELOAD_FRESH, pause=0,
+                  targets=[(d.host, d.port) for d in cl.nodes]) as load:
+            _reload_each_under_load(cl, load, events)
+        sent = load.count()
+        failed = load.failures()
+        reloads = RELOADS_EACH * len(cl.nodes)
+        print("    (%d requests, %d failed, %d keep-alive connections closed after an answer "
+              "with Connection: close, %d reloads)" % (sent, len(failed), load.told_to_close,
+                                                       reloads))
+        problems = []
+        if failed:
+            problems.append("%d of %d requests failed during the reloads" % (len(failed), sent))
+        if load.told_to_close < reloads:
+            problems.append("only %d keep-alive connections were told to close by an answer "
+                            "over %d reloads" % (load.told_to_close, reloads))
+        problems += _acked_problems(cl, load)
+        assert not problems, "\n".join(problems) + "\n" + cl.report(load, events)
+
+
+@test
+def a_stop_under_keepalive_load_straight_to_todod_fails_only_refused_connections():
+    """SIGTERM to an instance under plain HTTP/1.1 clients (no retry, no proxy) on
+    keep-alive and new connections: during drain_delay every answer says
+    "Connection: close"; then the socket closes. A request either gets its answer
+    or its connection is refused: none is sent on a connection that then closes
+    under it, and every 201 is in the table."""
+    with Cluster(n=1) as cl:
+        cl.start(haproxy=False)
+        d = cl.nodes[0]
+        with Load(None, threads=7, fresh=1, pause=0.02, targets=[(d.host, d.port)]) as load:
+            _wait_load(load, 300)
+            t = time.monotonic()
+            d.signal(signal.SIGTERM)
+            rc = d.wait(20)
+            took = time.monotonic() - t
+        failed = load.failures()
+        lost = [r for r in failed if r["reused"] or "ConnectionRefusedError" not in r["error"]]
+        print("    (%d requests, %d refused connections, %d keep-alive connections closed "
+              "after an answer with Connection: close, stopped in %.1f s)"
+              % (load.count(), len(failed), load.told_to_close, took))
+        assert rc == 0, "exit status %s" % rc
+        assert not lost, "%d requests were sent and got no answer:\n%s" % (
+            len(lost), load.describe(lost, t))
+        assert load.told_to_close >= 1, "no keep-alive connection was told to close"
+        problems = _acked_problems(cl, load)
+        assert not problems, "\n".join(problems)
+
+
 def _established(host, port):
     """Established TCP connections to host:port (IPv4), from /proc/net/tcp."""
     want = "%s:%04X" % ("".join("%02X" % int(x) for x in reversed(host.split("."))), port)
@@ -716,7 +884,7 @@ def cluster_haproxy_closes_idle_server_connections_before_todod_does():
     keepalive_timeout does, or it may send a request on it just as todod closes it.
     Clients that stay connected but idle: HAProxy closes their connections, and
     with them its connections to the instances, after timeout http-keep-alive
-    (10 s), before todod's keepalive_timeout (here 20 s) runs out."""
+    (5 s), before todod's keepalive_timeout (here 20 s) runs out."""
     skip_if_sanitizer(SANITIZER_REASON)
     keepalive = 20
     with Cluster(keepalive_timeout=keepalive) as cl:
