@@ -180,10 +180,6 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
 {
     sigset_t none;
 
-    /* A worker must not outlive a master killed with SIGKILL. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != master_pid)
-        _exit(1);
     signal(SIGHUP, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
@@ -194,6 +190,11 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
     sigprocmask(SIG_SETMASK, &none, NULL);
     log_init("worker", m->conf.log_level);
     if (worker_drop_privileges(&m->conf) != 0)
+        _exit(1);
+    /* A worker must not outlive a master killed with SIGKILL. Set after the
+     * switch to user, which clears it (prctl(2)); a master that died before
+     * this line is seen by getppid(). */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != master_pid)
         _exit(1);
     exit(worker_run(&m->conf, m->listen_fd, m->shm, slot));
 }
