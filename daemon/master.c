@@ -356,28 +356,27 @@ static void reload(struct master *m)
 {
     struct conf next;
     char err[512];
+    int fd = -1;
 
+    /* Everything is checked, the new socket bound, before anything changes
+     * (as nginx builds a whole new cycle): a reload that fails leaves the
+     * running configuration, socket and workers as they were, and systemd
+     * never sees RELOADING=1 without the READY=1 that ends it. */
     if (conf_load(m->conf_path, &next, err, sizeof(err)) != 0) {
         log_error("reload failed, keeping the running configuration: %s", err);
         return;
     }
-    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
-    if (!same_address(&m->conf, &next)) {
-        int fd = master_listen(&next);
-
-        if (fd < 0) {
-            log_error("reload failed, keeping the running configuration");
-            conf_free(&next);
-            sd_notify(0, "READY=1\nSTATUS=reload failed");
-            return;
-        }
-        close(m->listen_fd); /* the old workers hold their own copies */
-        m->listen_fd = fd;
-    }
-    if (check_user(&next) != 0) {
+    if (check_user(&next) != 0 ||
+        (!same_address(&m->conf, &next) && (fd = master_listen(&next)) < 0)) {
         log_error("reload failed, keeping the running configuration");
+        sd_notify(0, "STATUS=reload failed, running the previous configuration");
         conf_free(&next);
         return;
+    }
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    if (fd >= 0) {
+        close(m->listen_fd); /* the old workers hold their own copies */
+        m->listen_fd = fd;
     }
     conf_free(&m->conf);
     m->conf = next;
