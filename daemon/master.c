@@ -268,20 +268,30 @@ static void schedule_restart(struct master *m, const struct child *c)
         log_warn("worker %d keeps dying: next start in %.1f s", c->index, *b);
 }
 
-/* A worker is gone and its shares of performance tests with it: their
- * coordinators report now rather than at their next poll (see perftest.c). */
+/*
+ * A worker is gone and its shares of performance tests with it: their
+ * coordinators report now rather than at their next poll (see perftest.c).
+ * The board is the workers' to write: its share count is bounded, and the
+ * coordinator is signalled only when it is one of this master's children,
+ * by the pid the master knows (never a pid read from the segment).
+ */
 static void wake_coordinators(struct master *m, int slot)
 {
     struct perf_board *b = &m->shm->perf;
 
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &b->runs[i];
-        int k, pid = stats_coordinator_pid(m->shm, run);
+        int k, n = perf_run_nshares(run), coordinator = run->coordinator_slot;
 
-        for (k = 0; k < run->nshares && run->shares[k].worker_slot != slot; k++)
+        if (atomic_load(&run->state) != PERF_RUN_ACTIVE)
+            continue;
+        for (k = 0; k < n && run->shares[k].worker_slot != slot; k++)
             ;
-        if (k < run->nshares && pid > 0)
-            kill(pid, SIGUSR1);
+        for (int j = 0; k < n && j < STATS_MAX_SLOTS; j++)
+            if (m->children[j].pid > 0 && m->children[j].slot == coordinator) {
+                kill(m->children[j].pid, SIGUSR1);
+                break;
+            }
     }
 }
 

@@ -388,10 +388,11 @@ void perfshare_scan(struct app *app)
 
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &board->runs[i];
+        int n = perf_run_nshares(run);
 
         if (atomic_load(&run->state) != PERF_RUN_ACTIVE)
             continue;
-        for (int k = 0; k < run->nshares; k++) {
+        for (int k = 0; k < n; k++) {
             struct perf_share *sh = &run->shares[k];
 
             if (sh->worker_slot == app->slot_index && atomic_load(&sh->state) == PERF_SHARE_POSTED)

@@ -42,6 +42,7 @@ struct perf_test {
     struct app *app;
     char run_id[PERF_RUN_ID_LEN];
     struct perf_run *run;
+    int nshares; /* shares posted on the run (the board's count is any worker's to write) */
     int64_t total, batch_size, offset;
     double rate;
     int interval_ms;
@@ -113,7 +114,7 @@ static void sum_up(const struct perf_test *t, struct perf_sums *s)
     memset(s, 0, sizeof(*s));
     perf_hist_init(&s->latency);
     perf_hist_init(&s->lag);
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         const struct perf_share *sh = &t->run->shares[k];
         int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
 
@@ -149,11 +150,18 @@ static void sum_up(const struct perf_test *t, struct perf_sums *s)
     }
 }
 
-static bool all_over(const struct perf_test *t)
+static bool shares_over(const struct perf_test *t)
 {
-    for (int k = 0; k < t->run->nshares; k++)
+    for (int k = 0; k < t->nshares; k++)
         if (!perf_share_over(atomic_load(&t->run->shares[k].state)))
             return false;
+    return true;
+}
+
+static bool all_over(const struct perf_test *t)
+{
+    if (!shares_over(t))
+        return false;
     for (int i = 0; i < t->nnodes; i++)
         if (!node_state(t, i)->finished)
             return false;
@@ -193,7 +201,7 @@ static struct json_object *per_worker(const struct perf_test *t)
     struct json_object *arr = json_object_new_array();
     int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
 
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         const struct perf_share *sh = &t->run->shares[k];
         struct json_object *o = json_object_new_object();
         int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
@@ -234,7 +242,7 @@ static struct json_object *per_node(const struct perf_test *t)
     struct json_object *arr = json_object_new_array(), *o = json_object_new_object();
     int64_t ok = 0, err = 0, unk = 0;
 
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         int64_t a, b, c;
 
         share_counts(&t->run->shares[k], &a, &b, &c);
@@ -244,7 +252,7 @@ static struct json_object *per_node(const struct perf_test *t)
     json_object_object_add(o, "success_count", json_object_new_int64(ok));
     json_object_object_add(o, "error_count", json_object_new_int64(err));
     json_object_object_add(o, "unknown_count", json_object_new_int64(unk));
-    json_object_object_add(o, "workers", json_object_new_int(t->run->nshares));
+    json_object_object_add(o, "workers", json_object_new_int(t->nshares));
     json_object_array_add(arr, o);
     for (int i = 0; i < t->nnodes; i++) {
         const struct perf_node_state *ns = node_state(t, i);
@@ -377,8 +385,11 @@ static void perf_free(struct http_req *r)
     if (t->dns != NULL)
         evdns_base_free(t->dns, 0);
     span_end(t->span);
-    if (t->run != NULL)
+    /* Shares still running stop at their next batch; the last one frees the run. */
+    if (t->run != NULL && shares_over(t))
         perf_board_release(t->run);
+    else if (t->run != NULL)
+        perf_run_orphan(t->run);
     free(t);
 }
 
@@ -607,12 +618,19 @@ static bool parse_request(struct perf_test *t, struct json_object *body, int run
     return true;
 }
 
-/* Shares of [first, first+count) over the workers in slots, posted on the board. */
+/*
+ * Shares of [first, first+count) over the workers in slots, posted on the
+ * board: counted first, filled, then handed over one by one (stats_perf_post:
+ * a share for a worker reaped since usable_workers() looked ends as
+ * abandoned at once, never posted forever).
+ */
 static void post_shares(struct perf_test *t, const int *slots, int64_t first, int64_t count)
 {
     int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
     int w = t->workers < count ? t->workers : (int)count;
 
+    t->nshares = w;
+    atomic_store(&t->run->nshares, w);
     for (int k = 0; k < w; k++) {
         struct perf_share *sh = &t->run->shares[k];
         int64_t a = first + (int64_t)((__int128)k * count / w);
@@ -636,9 +654,11 @@ static void post_shares(struct perf_test *t, const int *slots, int64_t first, in
         snprintf(sh->traceparent, sizeof(sh->traceparent), "%s", t->traceparent);
         /* At most TRACE_PERF_BATCH_SPANS batch spans for the whole test. */
         sh->batch_spans = TRACE_PERF_BATCH_SPANS / w + (k < TRACE_PERF_BATCH_SPANS % w);
-        atomic_store(&sh->state, PERF_SHARE_POSTED);
     }
-    t->run->nshares = w;
+    for (int k = 0; k < w; k++)
+        if (!stats_perf_post(t->app->shm, t->run, &t->run->shares[k]))
+            log_warn("performance test %s: the worker of share %d is gone; abandoned", t->run_id,
+                     k);
 }
 
 static void start_nodes(struct perf_test *t, int64_t n, int parts)
@@ -677,7 +697,7 @@ static void start_nodes(struct perf_test *t, int64_t n, int parts)
 
 static void signal_workers(const struct perf_test *t)
 {
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         const struct perf_share *sh = &t->run->shares[k];
 
         if (sh->worker_slot != t->app->slot_index && atomic_load(&sh->pid) > 0)
@@ -769,6 +789,6 @@ void perf_start(struct http_req *r)
     }
     event_add(t->ev_poll, &poll);
     /* Last: our own share may end at once (and the test with it, later). */
-    if (t->run->nshares > 0 && t->run->shares[0].worker_slot == r->app->slot_index)
+    if (t->nshares > 0 && t->run->shares[0].worker_slot == r->app->slot_index)
         perfshare_start(r->app, t->run, 0, on_own_share_end, t);
 }
