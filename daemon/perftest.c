@@ -663,6 +663,13 @@ static void post_shares(struct perf_test *t, const int *slots, int64_t first, in
 
 static void start_nodes(struct perf_test *t, int64_t n, int parts)
 {
+    struct perf_node_share node = {
+        .run_id = t->run_id,
+        .interval = (t->interval_ms < 1000 ? t->interval_ms : 1000) / 1e3, /* as asked below */
+        .idle = t->interval_ms / 1e3 + NODE_IDLE,
+        .traceparent = t->traceparent[0] != '\0' ? t->traceparent : NULL, /* its trace goes on */
+    };
+
     for (int i = 0; i < t->nnodes; i++) {
         int64_t a = (int64_t)((__int128)(i + 1) * n / parts);
         int64_t b = (int64_t)((__int128)(i + 2) * n / parts);
@@ -688,9 +695,10 @@ static void start_nodes(struct perf_test *t, int64_t n, int parts)
             json_object_put(o);
             continue;
         }
-        t->nodes[i].node =
-            perfnode_start(t->app->base, t->dns, t->nodes[i].url, json_object_to_json_string(o),
-                           t->interval_ms / 1e3 + NODE_IDLE, NULL, on_node_update, t);
+        node.url = t->nodes[i].url;
+        node.body = json_object_to_json_string(o);
+        node.count = b - a;
+        t->nodes[i].node = perfnode_start(t->app->base, t->dns, &node, on_node_update, t);
         json_object_put(o);
     }
 }
