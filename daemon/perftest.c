@@ -25,6 +25,7 @@
  * worker, or from the master when a worker dies); this slow look is a safety
  * net only. */
 #define POLL_MS    1000
+#define MIN_RATE   1.0 /* todos/s: the slowest test lasts perf_max_messages seconds */
 #define MAX_RATE   1e9
 #define NODE_IDLE  10.0 /* seconds beyond the progress interval a node may stay silent */
 #define MAX_NODES  16
@@ -558,6 +559,57 @@ static int node_list(struct perf_test *t, const char *list)
     return n;
 }
 
+/* Another instance's coordinator hands this one a share of its test. */
+static bool parse_share(struct perf_test *t, struct json_object *share)
+{
+    struct json_object *id, *offset;
+    uuid_t uu;
+
+    if (!json_object_is_type(share, json_type_object) ||
+        !json_object_object_get_ex(share, "run_id", &id) ||
+        !json_object_is_type(id, json_type_string) ||
+        uuid_parse(json_object_get_string(id), uu) != 0 ||
+        !json_object_object_get_ex(share, "offset", &offset) ||
+        !json_object_is_type(offset, json_type_int) || json_object_get_int64(offset) < 0 ||
+        json_object_get_int64(offset) > (int64_t)1 << 50) {
+        http_reply_error(t->r, 422, "share must be {\"run_id\": a UUID, \"offset\": a row number}");
+        return false;
+    }
+    t->share = true;
+    t->offset = json_object_get_int64(offset);
+    uuid_unparse_lower(uu, t->run_id);
+    return true;
+}
+
+/*
+ * A test runs at MIN_RATE todos/s at least, so it lasts perf_max_messages
+ * seconds at most. A share of another instance's test has its part of that
+ * test's rate, which may be below MIN_RATE: it may last as long as a whole
+ * test, no longer (message_count / rate up to perf_max_messages seconds).
+ */
+static bool parse_rate(struct perf_test *t, struct json_object *v)
+{
+    double min =
+        t->share ? (double)t->total / (double)t->r->app->conf->perf_max_messages : MIN_RATE;
+    double rate = json_object_get_double(v);
+
+    if (!(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) ||
+        !(rate >= min) || rate > MAX_RATE) {
+        if (t->share)
+            http_reply_error(t->r, 422,
+                             "rate must be a number of todos per second from %g to %.0f (a share "
+                             "lasts at most perf_max_messages seconds)",
+                             min, MAX_RATE);
+        else
+            http_reply_error(t->r, 422,
+                             "rate must be a number of todos per second from %.0f to %.0f",
+                             MIN_RATE, MAX_RATE);
+        return false;
+    }
+    t->rate = rate;
+    return true;
+}
+
 static bool parse_request(struct perf_test *t, struct json_object *body, int running)
 {
     struct http_req *r = t->r;
@@ -573,35 +625,10 @@ static bool parse_request(struct perf_test *t, struct json_object *body, int run
     t->total = n;
     t->batch_size = b;
     t->interval_ms = (int)interval;
-    if (json_object_object_get_ex(body, "rate", &v)) {
-        if (!(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) ||
-            !(json_object_get_double(v) > 0) || json_object_get_double(v) > MAX_RATE) {
-            http_reply_error(r, 422, "rate must be a number of todos per second from 1 to %.0f",
-                             MAX_RATE);
-            return false;
-        }
-        t->rate = json_object_get_double(v);
-    }
-    if (json_object_object_get_ex(body, "share", &share)) {
-        /* Another instance's coordinator hands this one a share of its test. */
-        struct json_object *id, *offset;
-        uuid_t uu;
-
-        if (!json_object_is_type(share, json_type_object) ||
-            !json_object_object_get_ex(share, "run_id", &id) ||
-            !json_object_is_type(id, json_type_string) ||
-            uuid_parse(json_object_get_string(id), uu) != 0 ||
-            !json_object_object_get_ex(share, "offset", &offset) ||
-            !json_object_is_type(offset, json_type_int) || json_object_get_int64(offset) < 0 ||
-            json_object_get_int64(offset) > (int64_t)1 << 50) {
-            http_reply_error(r, 422,
-                             "share must be {\"run_id\": a UUID, \"offset\": a row number}");
-            return false;
-        }
-        t->share = true;
-        t->offset = json_object_get_int64(offset);
-        uuid_unparse_lower(uu, t->run_id);
-    }
+    if (json_object_object_get_ex(body, "share", &share) && !parse_share(t, share))
+        return false;
+    if (json_object_object_get_ex(body, "rate", &v) && !parse_rate(t, v))
+        return false;
     if (json_object_object_get_ex(body, "nodes", &v) && !t->share) {
         if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "all")) {
             http_reply_error(r, 422,

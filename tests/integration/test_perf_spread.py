@@ -316,3 +316,30 @@ def perf_tests_running_is_a_gauge_and_the_counters_advance_during_a_test():
         assert 0 < mid < n, mid
         assert metric(d.metrics(), "todod_perf_tests_running") == 0
         assert metric(d.metrics(), "todod_perf_todos_total", {"result": "success"}) == n
+
+
+@test
+def rate_is_at_least_one_todo_per_second_and_a_nodes_part_of_it_may_be_less():
+    pg = get_pg()
+    db = pg.create_database()
+    b = Todod(pg=pg, db=db, workers=1, listen="127.0.0.3:%d" % free_port("127.0.0.3"),
+              perf_max_messages=1000)
+    a = Todod(pg=pg, db=db, workers=1, listen="127.0.0.2:%d" % free_port("127.0.0.2"),
+              perf_nodes=b.base_url)
+    with b, a:
+        b.start()
+        a.start()
+        for bad in (0.999, 0.000001, 0, -1, "1"):
+            assert_json_error(a.request("POST", PATH, {"message_count": 2, "rate": bad}), 422,
+                              "rate must be a number of todos per second from 1 to")
+        assert todo_rows(pg, db) == 0
+        rep = a.request("POST", PATH, {"message_count": 2, "rate": 1}).json()
+        assert rep["success_count"] == 2, rep
+        # 2 todos at 1/s over two instances: the node's share runs at 0.5/s
+        rep = a.request("POST", PATH, {"message_count": 2, "rate": 1, "nodes": "all"}).json()
+        assert rep["success_count"] == 2 and rep["per_node"][1]["success_count"] == 1, rep
+        # a share may last as long as a whole test (perf_max_messages s), no longer
+        share = {"run_id": "4bf92f35-77b3-4da6-a3ce-929d0e0e4736", "offset": 0}
+        assert_json_error(b.request("POST", PATH, {"message_count": 10, "rate": 0.009,
+                                                   "share": share}), 422, "rate must be")
+        assert todo_rows(pg, db) == 4
