@@ -279,6 +279,8 @@ static void exec_end(struct perf_exec *e)
     perf_share_end(e->run, e->sh, e->abandoned ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
     free(e);
     share_ended(app, run, on_end, ctx);
+    if (app->on_share_end != NULL)
+        app->on_share_end(app); /* a stopping worker may be waiting for it */
 }
 
 static void on_pace(evutil_socket_t fd, short what, void *arg)

@@ -52,6 +52,7 @@ struct perf_test {
     bool share;       /* this request is another node's share of its test */
     bool streaming;
     bool reported;
+    bool cut; /* its worker stops: reported before every share and node was over */
     struct timespec started;
     struct event *ev_tick, *ev_poll;
     int64_t last_done;
@@ -90,9 +91,14 @@ struct perf_sums {
     double last_end; /* seconds after the start when the last share ended */
 };
 
-/* A share's counts, with what a worker that died left unsaid: rows it sent
- * without confirmation are unknown, rows it never sent are errors. */
-static void share_counts(const struct perf_share *sh, int64_t *ok, int64_t *err, int64_t *unk)
+/*
+ * A share's counts, with what a worker that died left unsaid: rows it sent
+ * without confirmation are unknown, rows it never sent are errors. A test cut
+ * short (its coordinator stops) counts every unconfirmed row of a share still
+ * running as unknown: its worker may send more before it sees the run orphaned.
+ */
+static void share_counts(const struct perf_test *t, const struct perf_share *sh, int64_t *ok,
+                         int64_t *err, int64_t *unk)
 {
     int64_t sent = atomic_load(&sh->sent), confirmed;
 
@@ -100,11 +106,15 @@ static void share_counts(const struct perf_share *sh, int64_t *ok, int64_t *err,
     *err = atomic_load(&sh->errors);
     *unk = atomic_load(&sh->unknown);
     confirmed = *ok + *err + *unk;
-    if (perf_share_over(atomic_load(&sh->state)) && confirmed < sh->count) {
+    if (confirmed >= sh->count)
+        return;
+    if (perf_share_over(atomic_load(&sh->state))) {
         int64_t lost = sent > confirmed ? sent - confirmed : 0;
 
         *unk += lost;
         *err += sh->count - confirmed - lost;
+    } else if (t->cut) {
+        *unk += sh->count - confirmed;
     }
 }
 
@@ -119,7 +129,7 @@ static void sum_up(const struct perf_test *t, struct perf_sums *s)
         const struct perf_share *sh = &t->run->shares[k];
         int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
 
-        share_counts(sh, &ok, &err, &unk);
+        share_counts(t, sh, &ok, &err, &unk);
         s->success += ok;
         s->errors += err;
         s->unknown += unk;
@@ -208,7 +218,7 @@ static struct json_object *per_worker(const struct perf_test *t)
         int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
         double ms = ended > t0 ? (double)(ended - t0) / 1e6 : clock_since(t->started) * 1e3;
 
-        share_counts(sh, &ok, &err, &unk);
+        share_counts(t, sh, &ok, &err, &unk);
         json_object_object_add(o, "node", json_object_new_string(LOCAL_NODE));
         json_object_object_add(o, "worker_pid", json_object_new_int(atomic_load(&sh->pid)));
         json_object_object_add(o, "first", json_object_new_int64(sh->first));
@@ -218,7 +228,9 @@ static struct json_object *per_worker(const struct perf_test *t)
         json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)ms));
         json_object_object_add(o, "messages_per_second",
                                fixed(ms > 0 ? (double)sh->count / (ms / 1e3) : 0, 1));
-        if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED)
+        /* A share still running when its test is cut stops at its next batch. */
+        if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED ||
+            (t->cut && !perf_share_over(atomic_load(&sh->state))))
             json_object_object_add(o, "abandoned", json_object_new_boolean(true));
         json_object_array_add(arr, o);
     }
@@ -246,7 +258,7 @@ static struct json_object *per_node(const struct perf_test *t)
     for (int k = 0; k < t->nshares; k++) {
         int64_t a, b, c;
 
-        share_counts(&t->run->shares[k], &a, &b, &c);
+        share_counts(t, &t->run->shares[k], &a, &b, &c);
         ok += a, err += b, unk += c;
     }
     json_object_object_add(o, "node", json_object_new_string(LOCAL_NODE));
@@ -444,6 +456,33 @@ void perftest_wake(void)
     for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
         if (!t->reported)
             event_active(t->ev_poll, 0, 0);
+}
+
+int perftest_running(void)
+{
+    struct perf_test *t;
+    int n = 0;
+
+    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
+        n += !t->reported;
+    return n;
+}
+
+void perftest_end_all(void)
+{
+    struct perf_test *t, *next;
+
+    /* report() frees a test (and unlinks it) when it ends its answer. */
+    for (t = LIST_FIRST(&tests); t != NULL; t = next) {
+        next = LIST_NEXT(t, link);
+        if (t->reported)
+            continue;
+        t->cut = true;
+        for (int i = 0; i < t->nnodes; i++)
+            if (t->nodes[i].node != NULL)
+                perfnode_stop(t->nodes[i].node, "its coordinator stopped before the node's report");
+        report(t);
+    }
 }
 
 static void on_own_share_end(void *ctx)

@@ -319,6 +319,32 @@ def perf_tests_running_is_a_gauge_and_the_counters_advance_during_a_test():
 
 
 @test
+def a_reload_in_the_middle_of_a_paced_spread_test_fails_no_row():
+    # The retired workers run their shares (and the test they coordinate) to
+    # the end: the old generation leaves once its work is done, not at once.
+    n, rate = 20000, 8000
+    with Todod(workers=2) as d:
+        d.start()
+        t, result, coordinator, other = spread_in_background(
+            d, {"message_count": n, "batch_size": 100, "workers": "all", "rate": rate}, 60)
+        time.sleep(1.2)
+        d.signal(signal.SIGHUP)
+        assert wait_until(lambda: len(set(d.worker_pids()) - {coordinator, other}) == 2, 10), \
+            d.log_tail()
+        t.join(60)
+        rep = result["r"].json()
+        check_report(rep, n)
+        assert rep["error_count"] == 0 and rep["unknown_count"] == 0, rep
+        assert rep["success_count"] == n == todo_rows(d.pg, d.db), rep
+        assert {w["worker_pid"] for w in rep["per_worker"]} == {coordinator, other}, rep
+        assert not any(w.get("abandoned") for w in rep["per_worker"]), rep["per_worker"]
+        # and the retired workers are gone once it is over
+        assert wait_until(lambda: not {coordinator, other} & set(d.worker_pids()), 10), \
+            d.worker_pids()
+        assert "killed by signal" not in d.log(), d.log_tail()
+
+
+@test
 def rate_is_at_least_one_todo_per_second_and_a_nodes_part_of_it_may_be_less():
     pg = get_pg()
     db = pg.create_database()
