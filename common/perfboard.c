@@ -124,7 +124,7 @@ struct perf_run *perf_board_claim(struct perf_board *b, const char *run_id, int 
         strncpy(run->run_id, run_id, sizeof(run->run_id) - 1);
         run->run_id[sizeof(run->run_id) - 1] = '\0';
         run->coordinator_slot = coordinator_slot;
-        run->nshares = 0;
+        atomic_store(&run->nshares, 0);
         for (int k = 0; k < PERF_MAX_SHARES; k++)
             atomic_store(&run->shares[k].state, PERF_SHARE_FREE);
         return run;
@@ -137,9 +137,18 @@ bool perf_share_over(int state)
     return state == PERF_SHARE_DONE || state == PERF_SHARE_ABANDONED;
 }
 
+int perf_run_nshares(const struct perf_run *run)
+{
+    int n = atomic_load(&run->nshares);
+
+    return n < 0 ? 0 : n > PERF_MAX_SHARES ? PERF_MAX_SHARES : n;
+}
+
 static bool all_over(struct perf_run *run)
 {
-    for (int k = 0; k < run->nshares; k++)
+    int n = perf_run_nshares(run);
+
+    for (int k = 0; k < n; k++)
         if (!perf_share_over(atomic_load(&run->shares[k].state)))
             return false;
     return true;
@@ -150,32 +159,59 @@ void perf_board_release(struct perf_run *run)
     atomic_store(&run->state, PERF_RUN_FREE);
 }
 
+/*
+ * An orphaned run whose shares are all over is freed once: its last share's
+ * worker and whoever orphaned it may both see it so, and a run freed twice
+ * could be taken by a new test in between.
+ */
+static void release_if_orphan_done(struct perf_run *run)
+{
+    int expected = PERF_RUN_ORPHANED;
+
+    if (atomic_load(&run->state) == PERF_RUN_ORPHANED && all_over(run))
+        atomic_compare_exchange_strong(&run->state, &expected, PERF_RUN_FREE);
+}
+
+void perf_run_orphan(struct perf_run *run)
+{
+    atomic_store(&run->state, PERF_RUN_ORPHANED);
+    release_if_orphan_done(run);
+}
+
 void perf_share_end(struct perf_run *run, struct perf_share *sh, int final_state)
 {
     atomic_store(&sh->ended_ns, now_ns());
     atomic_store(&sh->state, final_state);
-    if (atomic_load(&run->state) == PERF_RUN_ORPHANED && all_over(run))
-        perf_board_release(run);
+    release_if_orphan_done(run);
+}
+
+bool perf_share_abandon_posted(struct perf_run *run, struct perf_share *sh)
+{
+    int expected = PERF_SHARE_POSTED;
+
+    if (!atomic_compare_exchange_strong(&sh->state, &expected, PERF_SHARE_ABANDONED))
+        return false;
+    atomic_store(&sh->ended_ns, now_ns());
+    release_if_orphan_done(run);
+    return true;
 }
 
 void perf_board_slot_gone(struct perf_board *b, int slot)
 {
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &b->runs[i];
+        int n = perf_run_nshares(run);
 
         if (atomic_load(&run->state) == PERF_RUN_FREE)
             continue;
-        for (int k = 0; k < run->nshares; k++) {
+        for (int k = 0; k < n; k++) {
             struct perf_share *sh = &run->shares[k];
             int st = atomic_load(&sh->state);
 
             if (sh->worker_slot == slot && !perf_share_over(st) && st != PERF_SHARE_FREE)
                 perf_share_end(run, sh, PERF_SHARE_ABANDONED);
         }
-        if (run->coordinator_slot == slot && atomic_load(&run->state) == PERF_RUN_ACTIVE) {
-            atomic_store(&run->state, PERF_RUN_ORPHANED);
-            if (all_over(run))
-                perf_board_release(run);
-        }
+        if (run->coordinator_slot == slot && atomic_load(&run->state) == PERF_RUN_ACTIVE)
+            perf_run_orphan(run);
     }
 }

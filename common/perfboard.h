@@ -9,6 +9,10 @@
  * Each share field has one writer: the coordinator fills a share and hands it
  * over by its state (POSTED); from RUNNING on, only the share's worker writes
  * its counters, until its state says it is over.
+ *
+ * Every worker can write the whole segment, and the master (root) reads it:
+ * the master takes no count or index from it without bounding it first
+ * (perf_run_nshares).
  */
 #ifndef TODOD_PERFBOARD_H
 #define TODOD_PERFBOARD_H
@@ -31,7 +35,7 @@ enum perf_share_state {
     PERF_SHARE_POSTED,    /* filled by the coordinator, waiting for its worker */
     PERF_SHARE_RUNNING,   /* its worker inserts its rows */
     PERF_SHARE_DONE,      /* every row has a fate */
-    PERF_SHARE_ABANDONED, /* its worker stopped (shutdown_timeout) before the end */
+    PERF_SHARE_ABANDONED, /* its worker stopped, or died, before the end (or never took it) */
 };
 
 struct perf_hist_shm {
@@ -63,14 +67,15 @@ struct perf_share {
 enum perf_run_state {
     PERF_RUN_FREE,
     PERF_RUN_ACTIVE,
-    PERF_RUN_ORPHANED, /* its coordinator is gone: shares stop; the last one frees it */
+    PERF_RUN_ORPHANED, /* its coordinator is gone or reported early: shares stop; the last
+                          one frees it */
 };
 
 struct perf_run {
     _Atomic int state; /* enum perf_run_state */
     char run_id[PERF_RUN_ID_LEN];
     int coordinator_slot;
-    int nshares;
+    _Atomic int nshares; /* set before the shares are posted; read it with perf_run_nshares */
     struct perf_share shares[PERF_MAX_SHARES];
 };
 
@@ -99,6 +104,20 @@ int perf_hist_bucket(uint64_t us);
 /* Claims a free run (returns it, or NULL when all are in use) / frees it. */
 struct perf_run *perf_board_claim(struct perf_board *b, const char *run_id, int coordinator_slot);
 void perf_board_release(struct perf_run *run);
+
+/* The run's number of shares, within [0, PERF_MAX_SHARES] whatever was written there. */
+int perf_run_nshares(const struct perf_run *run);
+
+/*
+ * The coordinator reports before every share is over (its worker stops): the
+ * run is orphaned, so its shares stop at their next batch, and the last one
+ * to end frees it (or this call, when none is left).
+ */
+void perf_run_orphan(struct perf_run *run);
+
+/* A share still POSTED (never taken by its worker) ends as abandoned; false
+ * when its worker took it first, or it is over. */
+bool perf_share_abandon_posted(struct perf_run *run, struct perf_share *sh);
 
 /*
  * Master: the worker of slot is gone. Its shares that were posted or running

@@ -155,6 +155,28 @@ void stats_slot_retire(struct stats_shm *shm, int slot)
     atomic_store(&s->state, STATS_SLOT_FREE);
 }
 
+/*
+ * The share is filled and run->nshares counts it. Posted, then its worker is
+ * looked at again: the master, reaping a worker, sets its pid to 0 before it
+ * abandons the shares it finds posted for it (perf_board_slot_gone). Either it
+ * found this one, or it had not looked when the share was posted, and then
+ * this look sees the pid gone (every access here and there is sequentially
+ * consistent); the compare-and-swap settles who ends it when both do.
+ */
+bool stats_perf_post(struct stats_shm *shm, struct perf_run *run, struct perf_share *sh)
+{
+    int slot = sh->worker_slot, pid = atomic_load(&sh->pid);
+    const struct stats_slot *s;
+
+    atomic_store(&sh->state, PERF_SHARE_POSTED);
+    if (slot < 0 || slot >= STATS_MAX_SLOTS)
+        return !perf_share_abandon_posted(run, sh);
+    s = &shm->slots[slot];
+    if (pid > 0 && atomic_load(&s->pid) == pid && atomic_load(&s->state) == STATS_SLOT_ACTIVE)
+        return true;
+    return !perf_share_abandon_posted(run, sh);
+}
+
 int stats_coordinator_pid(struct stats_shm *shm, struct perf_run *run)
 {
     int slot = run->coordinator_slot;

@@ -115,6 +115,14 @@ int stats_slot_claim(struct stats_shm *shm);
  * totals, zero it and mark it FREE. Readers never see a count go down. */
 void stats_slot_retire(struct stats_shm *shm, int slot);
 
+/*
+ * Coordinator: hands share sh of run (filled, counted in run->nshares) to the
+ * worker of its slot, whose pid it holds. A worker reaped since it was chosen
+ * never runs it: the share then ends as abandoned at once, and this returns
+ * false (true: the share is its worker's, whatever becomes of it).
+ */
+bool stats_perf_post(struct stats_shm *shm, struct perf_run *run, struct perf_share *sh);
+
 /* The pid of the worker that coordinates run, while the run is active (0
  * otherwise): the process to signal when one of its shares ends. */
 int stats_coordinator_pid(struct stats_shm *shm, struct perf_run *run);

@@ -30,6 +30,7 @@ struct app {
     bool abandon_shares; /* performance-test shares must stop (shutdown_timeout) */
     int requests_alive;  /* begun and not yet finished (some outlive their connection) */
     void (*on_request_done)(struct app *app); /* the worker checks whether it may exit */
+    void (*on_share_end)(struct app *app);    /* likewise, when a test's share ends here */
 };
 
 #endif

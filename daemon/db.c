@@ -260,6 +260,7 @@ struct db_pool {
     struct event *ev_dispatch;     /* deferred: start write transactions */
     struct event *ev_batches;      /* deferred: send queued batches */
     struct event *ev_queue_timer;  /* the first queued write's deadline */
+    bool closed;                   /* db_pool_close(): nothing is sent any more */
 };
 
 static void conn_connect(struct conn *c);
@@ -1877,13 +1878,14 @@ fail:
     return NULL;
 }
 
-void db_pool_free(struct db_pool *pool)
+void db_pool_close(struct db_pool *pool)
 {
     struct query *q;
     int i;
 
-    if (pool == NULL)
+    if (pool == NULL || pool->closed)
         return;
+    pool->closed = true; /* first: an answer's callback may submit again */
     for (i = 0; pool->reads != NULL && i < pool->nreads; i++)
         if (pool->reads[i].pool != NULL)
             conn_fini(&pool->reads[i]);
@@ -1910,6 +1912,15 @@ void db_pool_free(struct db_pool *pool)
         event_free(pool->ev_batches);
     if (pool->dns != NULL)
         evdns_base_free(pool->dns, 1);
+}
+
+void db_pool_free(struct db_pool *pool)
+{
+    int i;
+
+    if (pool == NULL)
+        return;
+    db_pool_close(pool);
     for (i = 0; pool->keys != NULL && i < pool->nkeys; i++) {
         free((char *)pool->keys[i]);
         free((char *)pool->vals[i]);
@@ -1929,6 +1940,9 @@ void db_pool_free(struct db_pool *pool)
 int db_pool_ready(const struct db_pool *pool)
 {
     int i, n = 0;
+
+    if (pool->closed)
+        return 0;
 
     for (i = 0; i < pool->nreads; i++)
         n += pool->reads[i].state == CONN_READY;
@@ -1966,7 +1980,7 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
     struct query *q;
     struct conn *c = NULL;
 
-    if (is_write(stmt) ? !pool_reachable(pool) : (c = pick_read(pool)) == NULL)
+    if (pool->closed || (is_write(stmt) ? !pool_reachable(pool) : (c = pick_read(pool)) == NULL))
         return -1;
     q = query_new(stmt, deadline, cb, arg);
     if (q == NULL)
@@ -1997,7 +2011,7 @@ int db_submit_batch(struct db_pool *pool, const struct db_params *p, void *owned
     struct query *q;
     int i;
 
-    if (!pool_reachable(pool) || p->n > 3 ||
+    if (pool->closed || !pool_reachable(pool) || p->n > 3 ||
         (q = query_new(DB_PERF_INSERT, clock_now(), cb, arg)) == NULL) {
         free(owned);
         return -1;

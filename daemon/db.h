@@ -80,7 +80,14 @@ struct db_params {
 
 struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
                             struct stats_slot *slot, struct tracer *tracer);
-/* Answers what is still pending (DB_UNAVAILABLE or DB_LOST) and frees. */
+/*
+ * The worker stops: what is still pending is answered now, DB_LOST when it
+ * was sent (a write or a batch: it may be applied), DB_UNAVAILABLE otherwise;
+ * every connection closes and none opens again; db_submit and db_submit_batch
+ * refuse from now on. The memory stays until db_pool_free.
+ */
+void db_pool_close(struct db_pool *pool);
+/* db_pool_close() if not done yet, and frees. */
 void db_pool_free(struct db_pool *pool);
 
 /* Read connections that are ready (/health, /ready). */

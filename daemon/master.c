@@ -180,10 +180,6 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
 {
     sigset_t none;
 
-    /* A worker must not outlive a master killed with SIGKILL. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != master_pid)
-        _exit(1);
     signal(SIGHUP, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
@@ -194,6 +190,11 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
     sigprocmask(SIG_SETMASK, &none, NULL);
     log_init("worker", m->conf.log_level);
     if (worker_drop_privileges(&m->conf) != 0)
+        _exit(1);
+    /* A worker must not outlive a master killed with SIGKILL. Set after the
+     * switch to user, which clears it (prctl(2)); a master that died before
+     * this line is seen by getppid(). */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != master_pid)
         _exit(1);
     exit(worker_run(&m->conf, m->listen_fd, m->shm, slot));
 }
@@ -267,20 +268,30 @@ static void schedule_restart(struct master *m, const struct child *c)
         log_warn("worker %d keeps dying: next start in %.1f s", c->index, *b);
 }
 
-/* A worker is gone and its shares of performance tests with it: their
- * coordinators report now rather than at their next poll (see perftest.c). */
+/*
+ * A worker is gone and its shares of performance tests with it: their
+ * coordinators report now rather than at their next poll (see perftest.c).
+ * The board is the workers' to write: its share count is bounded, and the
+ * coordinator is signalled only when it is one of this master's children,
+ * by the pid the master knows (never a pid read from the segment).
+ */
 static void wake_coordinators(struct master *m, int slot)
 {
     struct perf_board *b = &m->shm->perf;
 
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &b->runs[i];
-        int k, pid = stats_coordinator_pid(m->shm, run);
+        int k, n = perf_run_nshares(run), coordinator = run->coordinator_slot;
 
-        for (k = 0; k < run->nshares && run->shares[k].worker_slot != slot; k++)
+        if (atomic_load(&run->state) != PERF_RUN_ACTIVE)
+            continue;
+        for (k = 0; k < n && run->shares[k].worker_slot != slot; k++)
             ;
-        if (k < run->nshares && pid > 0)
-            kill(pid, SIGUSR1);
+        for (int j = 0; k < n && j < STATS_MAX_SLOTS; j++)
+            if (m->children[j].pid > 0 && m->children[j].slot == coordinator) {
+                kill(m->children[j].pid, SIGUSR1);
+                break;
+            }
     }
 }
 
@@ -355,28 +366,27 @@ static void reload(struct master *m)
 {
     struct conf next;
     char err[512];
+    int fd = -1;
 
+    /* Everything is checked, the new socket bound, before anything changes
+     * (as nginx builds a whole new cycle): a reload that fails leaves the
+     * running configuration, socket and workers as they were, and systemd
+     * never sees RELOADING=1 without the READY=1 that ends it. */
     if (conf_load(m->conf_path, &next, err, sizeof(err)) != 0) {
         log_error("reload failed, keeping the running configuration: %s", err);
         return;
     }
-    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
-    if (!same_address(&m->conf, &next)) {
-        int fd = master_listen(&next);
-
-        if (fd < 0) {
-            log_error("reload failed, keeping the running configuration");
-            conf_free(&next);
-            sd_notify(0, "READY=1\nSTATUS=reload failed");
-            return;
-        }
-        close(m->listen_fd); /* the old workers hold their own copies */
-        m->listen_fd = fd;
-    }
-    if (check_user(&next) != 0) {
+    if (check_user(&next) != 0 ||
+        (!same_address(&m->conf, &next) && (fd = master_listen(&next)) < 0)) {
         log_error("reload failed, keeping the running configuration");
+        sd_notify(0, "STATUS=reload failed, running the previous configuration");
         conf_free(&next);
         return;
+    }
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    if (fd >= 0) {
+        close(m->listen_fd); /* the old workers hold their own copies */
+        m->listen_fd = fd;
     }
     conf_free(&m->conf);
     m->conf = next;

@@ -3,21 +3,50 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "jsonstrict.h"
 #include "log.h"
+
+#define MAX_HEADERS (16 * 1024) /* the head of the node's answer */
+#define REFUSAL_MAX 512         /* bytes of a refusal's body kept, for its reason */
+#define REASON_MAX  120         /* bytes of that reason quoted in the error */
+#define SPARE_LINES 10          /* lines a node may send beyond two per progress interval */
+
+/* Where the node's share stands, as far as this side can know. */
+enum node_phase {
+    NODE_CONNECTING, /* no connection yet: the node never had the request */
+    NODE_CONNECTED,  /* connected: the node may have the request, and run it */
+    NODE_RUNNING,    /* it answered 200: its share runs */
+    NODE_REFUSED,    /* it answered another status: it runs nothing */
+};
 
 struct perf_node {
     struct evhttp_connection *evcon;
-    struct evbuffer *lines;     /* what arrived and is not a whole line yet */
-    struct evhttp_request *req; /* NULL once it is over */
+    struct evhttp_request *req; /* NULL once libevent is done with it */
+    struct event *ev_hangup;    /* cancels req, outside libevent's callbacks */
+    struct evbuffer *lines;     /* what arrived and is not a whole line yet (or a refusal) */
+    enum node_phase phase;
+    int status;
+    size_t received; /* bytes of the answer's body so far */
+    int64_t nlines;
+    struct timespec started, last_line;
     struct perf_node_state st;
-    char url[512];
+    struct perf_hist latency, lag; /* a line's, until the whole line is found valid */
+    char url[300];
+    char run_id[PERF_RUN_ID_LEN];
+    int64_t count;
+    double interval, idle;
     void (*on_update)(void *ctx);
     void *ctx;
 };
+
+/* ---- histograms ---- */
 
 struct json_object *perfnode_hist_json(const struct perf_hist *h)
 {
@@ -44,142 +73,426 @@ struct json_object *perfnode_hist_json(const struct perf_hist *h)
     return o;
 }
 
-bool perfnode_hist_parse(struct json_object *o, struct perf_hist *h)
+/* A member of o of type t, or NULL. */
+static struct json_object *member(struct json_object *o, const char *key, enum json_type t)
 {
-    struct json_object *mn, *mx, *buckets;
-    size_t i, n;
+    struct json_object *v;
+
+    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, t) ? v : NULL;
+}
+
+/* An integer (json-c's int, not a double) within [min, max]. */
+static bool int_in(struct json_object *v, int64_t min, int64_t max, int64_t *out)
+{
+    if (!json_object_is_type(v, json_type_int))
+        return false;
+    *out = json_object_get_int64(v);
+    return *out >= min && *out <= max;
+}
+
+bool perfnode_hist_parse(struct json_object *o, int64_t max, struct perf_hist *h)
+{
+    struct json_object *buckets = member(o, "buckets", json_type_array);
+    int64_t mn, mx;
+    size_t n;
 
     perf_hist_init(h);
-    if (!json_object_object_get_ex(o, "min_us", &mn) ||
-        !json_object_object_get_ex(o, "max_us", &mx) ||
-        !json_object_object_get_ex(o, "buckets", &buckets) ||
-        !json_object_is_type(buckets, json_type_array))
+    if (buckets == NULL || !int_in(member(o, "min_us", json_type_int), 0, INT64_MAX, &mn) ||
+        !int_in(member(o, "max_us", json_type_int), 0, INT64_MAX, &mx))
         return false;
     n = json_object_array_length(buckets);
-    for (i = 0; i < n; i++) {
+    if (n > PERF_HIST_BUCKETS)
+        return false;
+    for (size_t i = 0; i < n; i++) {
         struct json_object *pair = json_object_array_get_idx(buckets, i);
         int64_t idx, count;
 
-        if (!json_object_is_type(pair, json_type_array) || json_object_array_length(pair) != 2)
-            return false;
-        idx = json_object_get_int64(json_object_array_get_idx(pair, 0));
-        count = json_object_get_int64(json_object_array_get_idx(pair, 1));
-        if (idx < 0 || idx >= PERF_HIST_BUCKETS || count < 0)
+        if (!json_object_is_type(pair, json_type_array) || json_object_array_length(pair) != 2 ||
+            !int_in(json_object_array_get_idx(pair, 0), 0, PERF_HIST_BUCKETS - 1, &idx) ||
+            !int_in(json_object_array_get_idx(pair, 1), 0, max - (int64_t)h->count, &count))
             return false;
         h->bucket[idx] += (uint64_t)count;
         h->count += (uint64_t)count;
     }
     if (h->count > 0) {
-        h->min_us = (uint64_t)json_object_get_int64(mn);
-        h->max_us = (uint64_t)json_object_get_int64(mx);
+        if (mn > mx)
+            return false;
+        h->min_us = (uint64_t)mn;
+        h->max_us = (uint64_t)mx;
     }
     return true;
 }
 
-static int64_t get_int(struct json_object *o, const char *key)
-{
-    struct json_object *v;
+/* ---- the node's lines ---- */
 
-    return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
-}
-
-/* One line the node sent: progress or its report. */
-static void take_line(struct perf_node *n, const char *line, size_t len)
-{
-    struct json_object *o = json_tokener_parse(line), *v;
+/* What one line says, checked; committed to the node's state only when all of it is valid. */
+struct node_line {
     bool report;
+    int64_t success, errors, unknown, batches, workers;
+    struct json_object *per_worker; /* rebuilt from checked fields (owned) */
+};
 
-    (void)len;
-    if (o == NULL || !json_object_is_type(o, json_type_object)) {
-        snprintf(n->st.error, sizeof(n->st.error), "unreadable progress line");
-        json_object_put(o);
-        return;
-    }
-    report = json_object_object_get_ex(o, "type", &v) &&
-             strcmp(json_object_get_string(v), "report") == 0;
-    n->st.success = get_int(o, "success_count");
-    n->st.errors = get_int(o, "error_count");
-    n->st.unknown = get_int(o, "unknown_count");
-    n->st.batches = get_int(o, "batches");
-    if (json_object_object_get_ex(o, "latency_histogram", &v))
-        perfnode_hist_parse(v, &n->st.latency);
-    if (json_object_object_get_ex(o, "lag_histogram", &v))
-        perfnode_hist_parse(v, &n->st.lag);
-    if (report) {
-        n->st.finished = true;
-        n->st.workers = (int)get_int(o, "workers");
-        if (json_object_object_get_ex(o, "per_worker", &v)) {
-            json_object_put(n->st.per_worker);
-            n->st.per_worker = json_object_get(v);
-        }
-    }
-    json_object_put(o);
+static bool bad(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static bool bad(char *why, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, n, fmt, ap);
+    va_end(ap);
+    return false;
 }
 
-static void on_chunk(struct evhttp_request *req, void *arg)
+static const char *const count_names[] = {"success_count", "error_count", "unknown_count"};
+
+/* One per_worker entry of a report, rebuilt from its checked fields only. */
+static struct json_object *worker_entry(const struct perf_node *n, struct json_object *w,
+                                        int64_t sums[3], char *why, size_t wn)
 {
-    struct perf_node *n = arg;
-    char *line;
+    struct json_object *out, *mps, *abandoned = NULL;
+    int64_t pid, first, ms, c[3];
+
+    if (!json_object_is_type(w, json_type_object)) {
+        bad(why, wn, "a per_worker entry is not an object");
+        return NULL;
+    }
+    mps = member(w, "messages_per_second", json_type_double);
+    if (mps == NULL)
+        mps = member(w, "messages_per_second", json_type_int);
+    if (!int_in(member(w, "worker_pid", json_type_int), 0, INT32_MAX, &pid) ||
+        !int_in(member(w, "first", json_type_int), 0, INT64_MAX / 2, &first) ||
+        !int_in(member(w, "duration_ms", json_type_int), 0, INT64_MAX, &ms) || mps == NULL ||
+        !isfinite(json_object_get_double(mps)) || json_object_get_double(mps) < 0 ||
+        (json_object_object_get_ex(w, "abandoned", &abandoned) &&
+         !json_object_is_type(abandoned, json_type_boolean))) {
+        bad(why, wn, "a per_worker entry lacks a field or has one of the wrong type");
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!int_in(member(w, count_names[i], json_type_int), 0, n->count, &c[i])) {
+            bad(why, wn, "a per_worker entry's %s is not a count within the share", count_names[i]);
+            return NULL;
+        }
+        sums[i] += c[i];
+    }
+    out = json_object_new_object();
+    if (out == NULL) {
+        bad(why, wn, "out of memory");
+        return NULL;
+    }
+    json_object_object_add(out, "worker_pid", json_object_new_int((int)pid));
+    json_object_object_add(out, "first", json_object_new_int64(first));
+    for (int i = 0; i < 3; i++)
+        json_object_object_add(out, count_names[i], json_object_new_int64(c[i]));
+    json_object_object_add(out, "duration_ms", json_object_new_int64(ms));
+    json_object_object_add(out, "messages_per_second", json_object_get(mps));
+    if (abandoned != NULL && json_object_get_boolean(abandoned))
+        json_object_object_add(out, "abandoned", json_object_new_boolean(true));
+    return out;
+}
+
+/* A report's per_worker: at most PERF_MAX_SHARES entries, which add up to the report. */
+static bool check_per_worker(const struct perf_node *n, struct json_object *o, struct node_line *l,
+                             char *why, size_t wn)
+{
+    struct json_object *arr = member(o, "per_worker", json_type_array);
+    int64_t sums[3] = {0, 0, 0};
     size_t len;
 
-    n->st.started = true;
-    /* libevent empties its buffer after this callback: a line cut between
-     * two chunks waits in ours. */
-    evbuffer_add_buffer(n->lines, evhttp_request_get_input_buffer(req));
-    while ((line = evbuffer_readln(n->lines, &len, EVBUFFER_EOL_LF)) != NULL) {
-        if (len > 0)
-            take_line(n, line, len);
-        free(line);
+    if (arr == NULL || (len = json_object_array_length(arr)) > PERF_MAX_SHARES)
+        return bad(why, wn, "per_worker is not an array of at most %d entries", PERF_MAX_SHARES);
+    l->per_worker = json_object_new_array();
+    if (l->per_worker == NULL)
+        return bad(why, wn, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        struct json_object *e = worker_entry(n, json_object_array_get_idx(arr, i), sums, why, wn);
+
+        if (e == NULL)
+            return false;
+        json_object_array_add(l->per_worker, e);
     }
-    if (n->on_update != NULL)
-        n->on_update(n->ctx);
+    if (sums[0] != l->success || sums[1] != l->errors || sums[2] != l->unknown)
+        return bad(why, wn, "per_worker does not add up to the report");
+    return true;
+}
+
+static bool check_line(struct perf_node *n, struct json_object *o, struct node_line *l, char *why,
+                       size_t wn)
+{
+    struct json_object *type, *id;
+    int64_t *counts[] = {&l->success, &l->errors, &l->unknown};
+    const int64_t seen[] = {n->st.success, n->st.errors, n->st.unknown};
+    int64_t total;
+
+    if (!json_object_is_type(o, json_type_object))
+        return bad(why, wn, "not a JSON object");
+    type = member(o, "type", json_type_string);
+    if (type == NULL || (strcmp(json_object_get_string(type), "progress") != 0 &&
+                         strcmp(json_object_get_string(type), "report") != 0))
+        return bad(why, wn, "type is not \"progress\" or \"report\"");
+    l->report = strcmp(json_object_get_string(type), "report") == 0;
+    id = member(o, "run_id", json_type_string);
+    if (id == NULL || strcmp(json_object_get_string(id), n->run_id) != 0)
+        return bad(why, wn, "run_id is not this test's");
+    for (int i = 0; i < 3; i++) {
+        if (!int_in(member(o, count_names[i], json_type_int), 0, n->count, counts[i]))
+            return bad(why, wn, "%s is not a count within its share of %lld", count_names[i],
+                       (long long)n->count);
+        if (*counts[i] < seen[i])
+            return bad(why, wn, "%s went down", count_names[i]);
+    }
+    total = l->success + l->errors + l->unknown;
+    if (total > n->count)
+        return bad(why, wn, "its counts add up to more than its share of %lld",
+                   (long long)n->count);
+    if (!int_in(member(o, "batches", json_type_int), n->st.batches, n->count, &l->batches))
+        return bad(why, wn, "batches is not a count within its share, or went down");
+    if (!perfnode_hist_parse(member(o, "latency_histogram", json_type_object), n->count,
+                             &n->latency) ||
+        !perfnode_hist_parse(member(o, "lag_histogram", json_type_object), n->count, &n->lag))
+        return bad(why, wn, "a histogram is malformed or counts more than its share");
+    if (!l->report)
+        return true;
+    if (total != n->count)
+        return bad(why, wn, "its report accounts for %lld of its %lld rows", (long long)total,
+                   (long long)n->count);
+    if (!int_in(member(o, "total_messages", json_type_int), n->count, n->count, &total))
+        return bad(why, wn, "its report's total_messages is not its share");
+    if (!int_in(member(o, "workers", json_type_int), 0, PERF_MAX_SHARES, &l->workers))
+        return bad(why, wn, "workers is not a number of workers");
+    return check_per_worker(n, o, l, why, wn);
 }
 
 static void finish(struct perf_node *n, const char *error)
 {
-    n->req = NULL;
-    if (!n->st.finished && error != NULL && n->st.error[0] == '\0')
+    if (!n->st.finished && error != NULL && n->st.error[0] == '\0') {
         snprintf(n->st.error, sizeof(n->st.error), "%s", error);
+        log_warn("performance test %s: node %s: %s", n->run_id, n->url, error);
+    }
     n->st.finished = true;
     if (n->on_update != NULL)
         n->on_update(n->ctx);
 }
 
+/* The node broke a rule: it is over, and its connection goes (on the next turn). */
+static void node_fail(struct perf_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void node_fail(struct perf_node *n, const char *fmt, ...)
+{
+    char why[sizeof(n->st.error)];
+    va_list ap;
+
+    if (n->st.finished)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    event_active(n->ev_hangup, 0, 0);
+    finish(n, why);
+}
+
+/* s[0..len) as JSON, parsed only when it is strictly valid (as a request body is); NULL
+ * and why otherwise. */
+static struct json_object *parse_strict(const char *s, size_t len, char *why, size_t wn)
+{
+    struct json_tokener *tok;
+    struct json_object *o;
+
+    if (!json_strict_check(s, len, why, wn))
+        return NULL;
+    tok = json_tokener_new_ex(JSON_STRICT_MAX_DEPTH + 2);
+    if (tok == NULL) {
+        snprintf(why, wn, "out of memory");
+        return NULL;
+    }
+    o = json_tokener_parse_ex(tok, s, (int)len);
+    if (o == NULL && json_tokener_get_error(tok) == json_tokener_continue)
+        o = json_tokener_parse_ex(tok, "", 1); /* a number at the very end */
+    json_tokener_free(tok);
+    if (o == NULL)
+        snprintf(why, wn, "not JSON");
+    return o;
+}
+
+static void take_line(struct perf_node *n, const char *line, size_t len)
+{
+    struct json_object *o;
+    struct node_line l = {0};
+    char why[160];
+
+    if (n->st.finished)
+        return; /* after its report, or its failure: nothing counts any more */
+    if (len > PERF_NODE_MAX_LINE) {
+        node_fail(n, "the node sent a line longer than %d bytes", PERF_NODE_MAX_LINE);
+        return;
+    }
+    o = parse_strict(line, len, why, sizeof(why));
+    if (o == NULL) {
+        node_fail(n, "the node sent an invalid line: %s", why);
+        return;
+    }
+    if (!check_line(n, o, &l, why, sizeof(why))) {
+        json_object_put(o);
+        json_object_put(l.per_worker);
+        node_fail(n, "the node sent an invalid line: %s", why);
+        return;
+    }
+    json_object_put(o);
+    n->st.success = l.success;
+    n->st.errors = l.errors;
+    n->st.unknown = l.unknown;
+    n->st.batches = l.batches;
+    n->st.latency = n->latency;
+    n->st.lag = n->lag;
+    n->last_line = clock_now();
+    if (l.report) {
+        n->st.finished = true;
+        n->st.workers = (int)l.workers;
+        json_object_put(n->st.per_worker);
+        n->st.per_worker = l.per_worker;
+    }
+}
+
+/* ---- libevent's callbacks ---- */
+
+/* The connection was up (libevent calls this only then): the request may be the node's. */
+static void on_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct perf_node *n = arg;
+
+    if (n->phase == NODE_CONNECTING) {
+        n->phase = NODE_CONNECTED;
+        n->st.started = true;
+    }
+}
+
+/* The status line and headers: from here on the node runs its share, or refused it. */
+static int on_head(struct evhttp_request *req, void *arg)
+{
+    struct perf_node *n = arg;
+
+    n->status = evhttp_request_get_response_code(req);
+    n->phase = n->status == 200 ? NODE_RUNNING : NODE_REFUSED;
+    n->st.started = n->status == 200;
+    log_debug("performance test node %s: status %d", n->url, n->status);
+    return 0;
+}
+
+static void on_chunk(struct evhttp_request *req, void *arg)
+{
+    struct perf_node *n = arg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char *line;
+
+    n->received += len;
+    /* libevent holds at most one line more than what was taken, chunk or not. */
+    evhttp_connection_set_max_body_size(n->evcon, (ev_ssize_t)(n->received + PERF_NODE_MAX_LINE));
+    if (n->phase == NODE_REFUSED) {
+        size_t room = REFUSAL_MAX - evbuffer_get_length(n->lines);
+
+        evbuffer_remove_buffer(in, n->lines, len < room ? len : room);
+        return;
+    }
+    if (n->st.finished)
+        return;
+    /* libevent empties its buffer after this callback: a line cut between
+     * two chunks waits in ours. */
+    evbuffer_add_buffer(n->lines, in);
+    while (!n->st.finished && (line = evbuffer_readln(n->lines, &len, EVBUFFER_EOL_LF)) != NULL) {
+        n->nlines++;
+        if (n->nlines > SPARE_LINES + (int64_t)(2 * clock_since(n->started) / n->interval))
+            node_fail(n, "the node sent more lines than its progress interval allows");
+        else if (len > 0)
+            take_line(n, line, len);
+        free(line);
+    }
+    if (!n->st.finished && evbuffer_get_length(n->lines) > PERF_NODE_MAX_LINE)
+        node_fail(n, "the node sent a line longer than %d bytes", PERF_NODE_MAX_LINE);
+    if (!n->st.finished && clock_since(n->last_line) > n->interval + n->idle)
+        node_fail(n, "the node sent no whole line for %.0f s", clock_since(n->last_line));
+    if (n->on_update != NULL)
+        n->on_update(n->ctx);
+}
+
+/* "the node answered 422: message_count must be ..." from a refusal's JSON error, if any. */
+static void refusal_error(struct perf_node *n, char *out, size_t outlen)
+{
+    size_t len = evbuffer_get_length(n->lines), cut;
+    const char *body = len > 0 ? (const char *)evbuffer_pullup(n->lines, -1) : "";
+    char reason[REASON_MAX + 1];
+    struct json_object *o = len > 0 ? parse_strict(body, len, reason, sizeof(reason)) : NULL;
+    struct json_object *e = NULL;
+
+    if (o != NULL)
+        e = member(o, "error", json_type_string);
+    if (e == NULL) {
+        snprintf(out, outlen, "the node answered %d", n->status);
+        json_object_put(o);
+        return;
+    }
+    /* Valid UTF-8 (checked strictly), cut on a character, one line. */
+    cut = (size_t)json_object_get_string_len(e);
+    if (cut > REASON_MAX)
+        for (cut = REASON_MAX; cut > 0 && (json_object_get_string(e)[cut] & 0xc0) == 0x80; cut--)
+            ;
+    memcpy(reason, json_object_get_string(e), cut);
+    reason[cut] = '\0';
+    for (char *p = reason; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    snprintf(out, outlen, "the node answered %d: %s", n->status, reason);
+    json_object_put(o);
+}
+
 static void on_done(struct evhttp_request *req, void *arg)
 {
     struct perf_node *n = arg;
-    int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
-    char why[160];
+    char why[sizeof(n->st.error)];
 
-    log_debug("performance test node %s: answer %d", n->url, code);
-    if (req == NULL || code == 0) {
-        finish(n, "the node did not answer, or its connection broke");
-        return;
-    }
-    if (code != 200) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-
-        snprintf(why, sizeof(why), "the node answered %d: %.*s", code, len > 120 ? 120 : (int)len,
-                 (const char *)evbuffer_pullup(in, -1));
-        why[strcspn(why, "\n")] = '\0';
+    n->req = NULL; /* libevent frees it after this */
+    if (n->phase == NODE_REFUSED) {
+        refusal_error(n, why, sizeof(why));
         finish(n, why);
         return;
     }
-    on_chunk(req, n); /* what is left of the body */
+    if (req == NULL || evhttp_request_get_response_code(req) == 0) {
+        finish(n, n->phase == NODE_CONNECTING ? "the node could not be reached"
+                                              : "the node's connection broke");
+        return;
+    }
     finish(n, n->st.finished ? NULL : "the node's answer ended without its report");
 }
 
 static void on_error(enum evhttp_request_error err, void *arg)
 {
     struct perf_node *n = arg;
+    char why[sizeof(n->st.error)];
 
+    n->req = NULL; /* freed by libevent already */
     switch (err) {
     case EVREQ_HTTP_TIMEOUT:
         finish(n, "the node sent nothing for too long");
         break;
     case EVREQ_HTTP_EOF:
-        finish(n, "the node closed the connection");
+        finish(n, n->phase == NODE_CONNECTING ? "the node could not be reached"
+                                              : "the node closed the connection");
+        break;
+    case EVREQ_HTTP_INVALID_HEADER:
+        finish(n, "the node's answer is not valid HTTP");
+        break;
+    case EVREQ_HTTP_DATA_TOO_LONG:
+        if (n->phase == NODE_REFUSED) {
+            refusal_error(n, why, sizeof(why));
+            finish(n, why);
+        } else {
+            finish(n, "the node sent a line longer than its bound, or too big a head");
+        }
+        break;
+    case EVREQ_HTTP_REQUEST_CANCEL:
+        finish(n, "the test stopped before the node's report");
         break;
     default:
         finish(n, "the node could not be reached");
@@ -187,14 +500,33 @@ static void on_error(enum evhttp_request_error err, void *arg)
     }
 }
 
+static void on_hangup(evutil_socket_t fd, short what, void *arg)
+{
+    struct perf_node *n = arg;
+    struct evhttp_request *req = n->req;
+
+    n->req = NULL;
+    if (req != NULL)
+        evhttp_cancel_request(req); /* its error callback runs: the node is over already */
+}
+
+/* ---- the share ---- */
+
+static struct perf_node *failed_at_start(struct perf_node *n, const char *why)
+{
+    snprintf(n->st.error, sizeof(n->st.error), "%s", why);
+    n->st.finished = true;
+    return n;
+}
+
 struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns,
-                                 const char *base_url, const char *body, double idle,
-                                 const char *traceparent, void (*on_update)(void *ctx), void *ctx)
+                                 const struct perf_node_share *share, void (*on_update)(void *ctx),
+                                 void *ctx)
 {
     struct perf_node *n = calloc(1, sizeof(*n));
     struct evhttp_uri *uri = NULL;
     struct evkeyvalq *headers;
-    const char *host;
+    const char *host, *upath;
     char hostport[300], path[600];
     int port;
 
@@ -204,58 +536,67 @@ struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns
     perf_hist_init(&n->st.lag);
     n->on_update = on_update;
     n->ctx = ctx;
+    n->count = share->count;
+    n->interval = share->interval > 0.1 ? share->interval : 0.1;
+    n->idle = share->idle;
+    n->started = n->last_line = clock_now();
+    snprintf(n->url, sizeof(n->url), "%s", share->url);
+    snprintf(n->run_id, sizeof(n->run_id), "%s", share->run_id);
     n->lines = evbuffer_new();
-    snprintf(n->url, sizeof(n->url), "%s", base_url);
-    uri = evhttp_uri_parse(base_url);
+    n->ev_hangup = event_new(base, -1, 0, on_hangup, n);
+    if (n->lines == NULL || n->ev_hangup == NULL)
+        return failed_at_start(n, "out of memory");
+    uri = evhttp_uri_parse(share->url);
     host = uri != NULL ? evhttp_uri_get_host(uri) : NULL;
     if (host == NULL) {
-        snprintf(n->st.error, sizeof(n->st.error), "invalid node URL");
-        n->st.finished = true;
-        goto out;
+        if (uri != NULL)
+            evhttp_uri_free(uri);
+        return failed_at_start(n, "invalid node URL");
     }
     port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
+    upath = evhttp_uri_get_path(uri);
     snprintf(path, sizeof(path), "%s/todos/performance-test",
-             evhttp_uri_get_path(uri) != NULL && strcmp(evhttp_uri_get_path(uri), "/") != 0
-                 ? evhttp_uri_get_path(uri)
-                 : "");
+             upath != NULL && strcmp(upath, "/") != 0 ? upath : "");
+    snprintf(hostport, sizeof(hostport), "%s:%d", host, port);
     n->evcon = evhttp_connection_base_new(base, dns, host, (unsigned short)port);
-    n->req = evhttp_request_new(on_done, n);
-    if (n->evcon == NULL || n->req == NULL) {
-        snprintf(n->st.error, sizeof(n->st.error), "out of memory");
-        n->st.finished = true;
-        if (n->req != NULL)
-            evhttp_request_free(n->req);
-        n->req = NULL;
-        goto out;
-    }
-    evhttp_connection_set_timeout(n->evcon, (int)(idle + 0.999));
+    evhttp_uri_free(uri);
+    n->req = n->evcon != NULL ? evhttp_request_new(on_done, n) : NULL;
+    if (n->req == NULL)
+        return failed_at_start(n, "out of memory");
+    evhttp_connection_set_timeout(n->evcon, (int)(share->idle + 0.999));
     evhttp_connection_set_retries(n->evcon, 0);
+    evhttp_connection_set_max_headers_size(n->evcon, MAX_HEADERS);
+    evhttp_connection_set_max_body_size(n->evcon, PERF_NODE_MAX_LINE);
+    evhttp_connection_set_closecb(n->evcon, on_close, n);
+    evhttp_request_set_header_cb(n->req, on_head);
     evhttp_request_set_chunked_cb(n->req, on_chunk);
     evhttp_request_set_error_cb(n->req, on_error);
     headers = evhttp_request_get_output_headers(n->req);
-    snprintf(hostport, sizeof(hostport), "%s:%d", host, port);
     evhttp_add_header(headers, "Host", hostport);
     evhttp_add_header(headers, "Content-Type", "application/json");
     evhttp_add_header(headers, "Accept", "application/x-ndjson");
     evhttp_add_header(headers, "Connection", "close");
-    if (traceparent != NULL)
-        evhttp_add_header(headers, "traceparent", traceparent);
-    evbuffer_add(evhttp_request_get_output_buffer(n->req), body, strlen(body));
+    if (share->traceparent != NULL)
+        evhttp_add_header(headers, "traceparent", share->traceparent);
+    evbuffer_add(evhttp_request_get_output_buffer(n->req), share->body, strlen(share->body));
     if (evhttp_make_request(n->evcon, n->req, EVHTTP_REQ_POST, path) != 0) {
-        /* the request is freed by libevent on failure */
-        n->req = NULL;
-        snprintf(n->st.error, sizeof(n->st.error), "the node could not be reached");
-        n->st.finished = true;
+        n->req = NULL; /* freed by libevent on failure */
+        return failed_at_start(n, "the node could not be reached");
     }
-out:
-    if (uri != NULL)
-        evhttp_uri_free(uri);
     return n;
 }
 
 const struct perf_node_state *perfnode_state(const struct perf_node *n)
 {
     return &n->st;
+}
+
+void perfnode_stop(struct perf_node *n, const char *error)
+{
+    if (n->st.finished)
+        return;
+    finish(n, error);
+    on_hangup(-1, 0, n);
 }
 
 void perfnode_free(struct perf_node *n)
@@ -267,6 +608,8 @@ void perfnode_free(struct perf_node *n)
         evhttp_cancel_request(n->req);
     if (n->evcon != NULL)
         evhttp_connection_free(n->evcon);
+    if (n->ev_hangup != NULL)
+        event_free(n->ev_hangup);
     json_object_put(n->st.per_worker);
     if (n->lines != NULL)
         evbuffer_free(n->lines);

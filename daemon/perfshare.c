@@ -279,6 +279,8 @@ static void exec_end(struct perf_exec *e)
     perf_share_end(e->run, e->sh, e->abandoned ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
     free(e);
     share_ended(app, run, on_end, ctx);
+    if (app->on_share_end != NULL)
+        app->on_share_end(app); /* a stopping worker may be waiting for it */
 }
 
 static void on_pace(evutil_socket_t fd, short what, void *arg)
@@ -388,10 +390,11 @@ void perfshare_scan(struct app *app)
 
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &board->runs[i];
+        int n = perf_run_nshares(run);
 
         if (atomic_load(&run->state) != PERF_RUN_ACTIVE)
             continue;
-        for (int k = 0; k < run->nshares; k++) {
+        for (int k = 0; k < n; k++) {
             struct perf_share *sh = &run->shares[k];
 
             if (sh->worker_slot == app->slot_index && atomic_load(&sh->state) == PERF_SHARE_POSTED)

@@ -25,6 +25,7 @@
  * worker, or from the master when a worker dies); this slow look is a safety
  * net only. */
 #define POLL_MS    1000
+#define MIN_RATE   1.0 /* todos/s: the slowest test lasts perf_max_messages seconds */
 #define MAX_RATE   1e9
 #define NODE_IDLE  10.0 /* seconds beyond the progress interval a node may stay silent */
 #define MAX_NODES  16
@@ -42,6 +43,7 @@ struct perf_test {
     struct app *app;
     char run_id[PERF_RUN_ID_LEN];
     struct perf_run *run;
+    int nshares; /* shares posted on the run (the board's count is any worker's to write) */
     int64_t total, batch_size, offset;
     double rate;
     int interval_ms;
@@ -50,6 +52,7 @@ struct perf_test {
     bool share;       /* this request is another node's share of its test */
     bool streaming;
     bool reported;
+    bool cut; /* its worker stops: reported before every share and node was over */
     struct timespec started;
     struct event *ev_tick, *ev_poll;
     int64_t last_done;
@@ -88,9 +91,14 @@ struct perf_sums {
     double last_end; /* seconds after the start when the last share ended */
 };
 
-/* A share's counts, with what a worker that died left unsaid: rows it sent
- * without confirmation are unknown, rows it never sent are errors. */
-static void share_counts(const struct perf_share *sh, int64_t *ok, int64_t *err, int64_t *unk)
+/*
+ * A share's counts, with what a worker that died left unsaid: rows it sent
+ * without confirmation are unknown, rows it never sent are errors. A test cut
+ * short (its coordinator stops) counts every unconfirmed row of a share still
+ * running as unknown: its worker may send more before it sees the run orphaned.
+ */
+static void share_counts(const struct perf_test *t, const struct perf_share *sh, int64_t *ok,
+                         int64_t *err, int64_t *unk)
 {
     int64_t sent = atomic_load(&sh->sent), confirmed;
 
@@ -98,11 +106,15 @@ static void share_counts(const struct perf_share *sh, int64_t *ok, int64_t *err,
     *err = atomic_load(&sh->errors);
     *unk = atomic_load(&sh->unknown);
     confirmed = *ok + *err + *unk;
-    if (perf_share_over(atomic_load(&sh->state)) && confirmed < sh->count) {
+    if (confirmed >= sh->count)
+        return;
+    if (perf_share_over(atomic_load(&sh->state))) {
         int64_t lost = sent > confirmed ? sent - confirmed : 0;
 
         *unk += lost;
         *err += sh->count - confirmed - lost;
+    } else if (t->cut) {
+        *unk += sh->count - confirmed;
     }
 }
 
@@ -113,11 +125,11 @@ static void sum_up(const struct perf_test *t, struct perf_sums *s)
     memset(s, 0, sizeof(*s));
     perf_hist_init(&s->latency);
     perf_hist_init(&s->lag);
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         const struct perf_share *sh = &t->run->shares[k];
         int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
 
-        share_counts(sh, &ok, &err, &unk);
+        share_counts(t, sh, &ok, &err, &unk);
         s->success += ok;
         s->errors += err;
         s->unknown += unk;
@@ -149,11 +161,18 @@ static void sum_up(const struct perf_test *t, struct perf_sums *s)
     }
 }
 
-static bool all_over(const struct perf_test *t)
+static bool shares_over(const struct perf_test *t)
 {
-    for (int k = 0; k < t->run->nshares; k++)
+    for (int k = 0; k < t->nshares; k++)
         if (!perf_share_over(atomic_load(&t->run->shares[k].state)))
             return false;
+    return true;
+}
+
+static bool all_over(const struct perf_test *t)
+{
+    if (!shares_over(t))
+        return false;
     for (int i = 0; i < t->nnodes; i++)
         if (!node_state(t, i)->finished)
             return false;
@@ -193,13 +212,13 @@ static struct json_object *per_worker(const struct perf_test *t)
     struct json_object *arr = json_object_new_array();
     int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
 
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         const struct perf_share *sh = &t->run->shares[k];
         struct json_object *o = json_object_new_object();
         int64_t ok, err, unk, ended = atomic_load(&sh->ended_ns);
         double ms = ended > t0 ? (double)(ended - t0) / 1e6 : clock_since(t->started) * 1e3;
 
-        share_counts(sh, &ok, &err, &unk);
+        share_counts(t, sh, &ok, &err, &unk);
         json_object_object_add(o, "node", json_object_new_string(LOCAL_NODE));
         json_object_object_add(o, "worker_pid", json_object_new_int(atomic_load(&sh->pid)));
         json_object_object_add(o, "first", json_object_new_int64(sh->first));
@@ -209,7 +228,9 @@ static struct json_object *per_worker(const struct perf_test *t)
         json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)ms));
         json_object_object_add(o, "messages_per_second",
                                fixed(ms > 0 ? (double)sh->count / (ms / 1e3) : 0, 1));
-        if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED)
+        /* A share still running when its test is cut stops at its next batch. */
+        if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED ||
+            (t->cut && !perf_share_over(atomic_load(&sh->state))))
             json_object_object_add(o, "abandoned", json_object_new_boolean(true));
         json_object_array_add(arr, o);
     }
@@ -234,17 +255,17 @@ static struct json_object *per_node(const struct perf_test *t)
     struct json_object *arr = json_object_new_array(), *o = json_object_new_object();
     int64_t ok = 0, err = 0, unk = 0;
 
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         int64_t a, b, c;
 
-        share_counts(&t->run->shares[k], &a, &b, &c);
+        share_counts(t, &t->run->shares[k], &a, &b, &c);
         ok += a, err += b, unk += c;
     }
     json_object_object_add(o, "node", json_object_new_string(LOCAL_NODE));
     json_object_object_add(o, "success_count", json_object_new_int64(ok));
     json_object_object_add(o, "error_count", json_object_new_int64(err));
     json_object_object_add(o, "unknown_count", json_object_new_int64(unk));
-    json_object_object_add(o, "workers", json_object_new_int(t->run->nshares));
+    json_object_object_add(o, "workers", json_object_new_int(t->nshares));
     json_object_array_add(arr, o);
     for (int i = 0; i < t->nnodes; i++) {
         const struct perf_node_state *ns = node_state(t, i);
@@ -377,8 +398,11 @@ static void perf_free(struct http_req *r)
     if (t->dns != NULL)
         evdns_base_free(t->dns, 0);
     span_end(t->span);
-    if (t->run != NULL)
+    /* Shares still running stop at their next batch; the last one frees the run. */
+    if (t->run != NULL && shares_over(t))
         perf_board_release(t->run);
+    else if (t->run != NULL)
+        perf_run_orphan(t->run);
     free(t);
 }
 
@@ -432,6 +456,33 @@ void perftest_wake(void)
     for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
         if (!t->reported)
             event_active(t->ev_poll, 0, 0);
+}
+
+int perftest_running(void)
+{
+    struct perf_test *t;
+    int n = 0;
+
+    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
+        n += !t->reported;
+    return n;
+}
+
+void perftest_end_all(void)
+{
+    struct perf_test *t, *next;
+
+    /* report() frees a test (and unlinks it) when it ends its answer. */
+    for (t = LIST_FIRST(&tests); t != NULL; t = next) {
+        next = LIST_NEXT(t, link);
+        if (t->reported)
+            continue;
+        t->cut = true;
+        for (int i = 0; i < t->nnodes; i++)
+            if (t->nodes[i].node != NULL)
+                perfnode_stop(t->nodes[i].node, "its coordinator stopped before the node's report");
+        report(t);
+    }
 }
 
 static void on_own_share_end(void *ctx)
@@ -547,6 +598,57 @@ static int node_list(struct perf_test *t, const char *list)
     return n;
 }
 
+/* Another instance's coordinator hands this one a share of its test. */
+static bool parse_share(struct perf_test *t, struct json_object *share)
+{
+    struct json_object *id, *offset;
+    uuid_t uu;
+
+    if (!json_object_is_type(share, json_type_object) ||
+        !json_object_object_get_ex(share, "run_id", &id) ||
+        !json_object_is_type(id, json_type_string) ||
+        uuid_parse(json_object_get_string(id), uu) != 0 ||
+        !json_object_object_get_ex(share, "offset", &offset) ||
+        !json_object_is_type(offset, json_type_int) || json_object_get_int64(offset) < 0 ||
+        json_object_get_int64(offset) > (int64_t)1 << 50) {
+        http_reply_error(t->r, 422, "share must be {\"run_id\": a UUID, \"offset\": a row number}");
+        return false;
+    }
+    t->share = true;
+    t->offset = json_object_get_int64(offset);
+    uuid_unparse_lower(uu, t->run_id);
+    return true;
+}
+
+/*
+ * A test runs at MIN_RATE todos/s at least, so it lasts perf_max_messages
+ * seconds at most. A share of another instance's test has its part of that
+ * test's rate, which may be below MIN_RATE: it may last as long as a whole
+ * test, no longer (message_count / rate up to perf_max_messages seconds).
+ */
+static bool parse_rate(struct perf_test *t, struct json_object *v)
+{
+    double min =
+        t->share ? (double)t->total / (double)t->r->app->conf->perf_max_messages : MIN_RATE;
+    double rate = json_object_get_double(v);
+
+    if (!(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) ||
+        !(rate >= min) || rate > MAX_RATE) {
+        if (t->share)
+            http_reply_error(t->r, 422,
+                             "rate must be a number of todos per second from %g to %.0f (a share "
+                             "lasts at most perf_max_messages seconds)",
+                             min, MAX_RATE);
+        else
+            http_reply_error(t->r, 422,
+                             "rate must be a number of todos per second from %.0f to %.0f",
+                             MIN_RATE, MAX_RATE);
+        return false;
+    }
+    t->rate = rate;
+    return true;
+}
+
 static bool parse_request(struct perf_test *t, struct json_object *body, int running)
 {
     struct http_req *r = t->r;
@@ -562,35 +664,10 @@ static bool parse_request(struct perf_test *t, struct json_object *body, int run
     t->total = n;
     t->batch_size = b;
     t->interval_ms = (int)interval;
-    if (json_object_object_get_ex(body, "rate", &v)) {
-        if (!(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) ||
-            !(json_object_get_double(v) > 0) || json_object_get_double(v) > MAX_RATE) {
-            http_reply_error(r, 422, "rate must be a number of todos per second from 1 to %.0f",
-                             MAX_RATE);
-            return false;
-        }
-        t->rate = json_object_get_double(v);
-    }
-    if (json_object_object_get_ex(body, "share", &share)) {
-        /* Another instance's coordinator hands this one a share of its test. */
-        struct json_object *id, *offset;
-        uuid_t uu;
-
-        if (!json_object_is_type(share, json_type_object) ||
-            !json_object_object_get_ex(share, "run_id", &id) ||
-            !json_object_is_type(id, json_type_string) ||
-            uuid_parse(json_object_get_string(id), uu) != 0 ||
-            !json_object_object_get_ex(share, "offset", &offset) ||
-            !json_object_is_type(offset, json_type_int) || json_object_get_int64(offset) < 0 ||
-            json_object_get_int64(offset) > (int64_t)1 << 50) {
-            http_reply_error(r, 422,
-                             "share must be {\"run_id\": a UUID, \"offset\": a row number}");
-            return false;
-        }
-        t->share = true;
-        t->offset = json_object_get_int64(offset);
-        uuid_unparse_lower(uu, t->run_id);
-    }
+    if (json_object_object_get_ex(body, "share", &share) && !parse_share(t, share))
+        return false;
+    if (json_object_object_get_ex(body, "rate", &v) && !parse_rate(t, v))
+        return false;
     if (json_object_object_get_ex(body, "nodes", &v) && !t->share) {
         if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "all")) {
             http_reply_error(r, 422,
@@ -607,12 +684,19 @@ static bool parse_request(struct perf_test *t, struct json_object *body, int run
     return true;
 }
 
-/* Shares of [first, first+count) over the workers in slots, posted on the board. */
+/*
+ * Shares of [first, first+count) over the workers in slots, posted on the
+ * board: counted first, filled, then handed over one by one (stats_perf_post:
+ * a share for a worker reaped since usable_workers() looked ends as
+ * abandoned at once, never posted forever).
+ */
 static void post_shares(struct perf_test *t, const int *slots, int64_t first, int64_t count)
 {
     int64_t t0 = (int64_t)t->started.tv_sec * 1000000000 + t->started.tv_nsec;
     int w = t->workers < count ? t->workers : (int)count;
 
+    t->nshares = w;
+    atomic_store(&t->run->nshares, w);
     for (int k = 0; k < w; k++) {
         struct perf_share *sh = &t->run->shares[k];
         int64_t a = first + (int64_t)((__int128)k * count / w);
@@ -636,13 +720,22 @@ static void post_shares(struct perf_test *t, const int *slots, int64_t first, in
         snprintf(sh->traceparent, sizeof(sh->traceparent), "%s", t->traceparent);
         /* At most TRACE_PERF_BATCH_SPANS batch spans for the whole test. */
         sh->batch_spans = TRACE_PERF_BATCH_SPANS / w + (k < TRACE_PERF_BATCH_SPANS % w);
-        atomic_store(&sh->state, PERF_SHARE_POSTED);
     }
-    t->run->nshares = w;
+    for (int k = 0; k < w; k++)
+        if (!stats_perf_post(t->app->shm, t->run, &t->run->shares[k]))
+            log_warn("performance test %s: the worker of share %d is gone; abandoned", t->run_id,
+                     k);
 }
 
 static void start_nodes(struct perf_test *t, int64_t n, int parts)
 {
+    struct perf_node_share node = {
+        .run_id = t->run_id,
+        .interval = (t->interval_ms < 1000 ? t->interval_ms : 1000) / 1e3, /* as asked below */
+        .idle = t->interval_ms / 1e3 + NODE_IDLE,
+        .traceparent = t->traceparent[0] != '\0' ? t->traceparent : NULL, /* its trace goes on */
+    };
+
     for (int i = 0; i < t->nnodes; i++) {
         int64_t a = (int64_t)((__int128)(i + 1) * n / parts);
         int64_t b = (int64_t)((__int128)(i + 2) * n / parts);
@@ -668,16 +761,17 @@ static void start_nodes(struct perf_test *t, int64_t n, int parts)
             json_object_put(o);
             continue;
         }
-        t->nodes[i].node =
-            perfnode_start(t->app->base, t->dns, t->nodes[i].url, json_object_to_json_string(o),
-                           t->interval_ms / 1e3 + NODE_IDLE, NULL, on_node_update, t);
+        node.url = t->nodes[i].url;
+        node.body = json_object_to_json_string(o);
+        node.count = b - a;
+        t->nodes[i].node = perfnode_start(t->app->base, t->dns, &node, on_node_update, t);
         json_object_put(o);
     }
 }
 
 static void signal_workers(const struct perf_test *t)
 {
-    for (int k = 0; k < t->run->nshares; k++) {
+    for (int k = 0; k < t->nshares; k++) {
         const struct perf_share *sh = &t->run->shares[k];
 
         if (sh->worker_slot != t->app->slot_index && atomic_load(&sh->pid) > 0)
@@ -769,6 +863,6 @@ void perf_start(struct http_req *r)
     }
     event_add(t->ev_poll, &poll);
     /* Last: our own share may end at once (and the test with it, later). */
-    if (t->run->nshares > 0 && t->run->shares[0].worker_slot == r->app->slot_index)
+    if (t->nshares > 0 && t->run->shares[0].worker_slot == r->app->slot_index)
         perfshare_start(r->app, t->run, 0, on_own_share_end, t);
 }

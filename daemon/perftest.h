@@ -11,4 +11,13 @@ void perf_start(struct http_req *r);
  * (SIGUSR1): each running test looks at its shares now. */
 void perftest_wake(void);
 
+/* Tests this worker coordinates (or runs as another instance's share) that
+ * have not answered yet. */
+int perftest_running(void);
+
+/* The worker stops at shutdown_timeout: every running test answers now, with
+ * what it knows (rows of shares and nodes still running are unknown; those
+ * shares stop at their next batch). */
+void perftest_end_all(void);
+
 #endif

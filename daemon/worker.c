@@ -20,6 +20,7 @@
 
 #define READY_POLL_MS 5
 #define READY_WAIT    1.0
+#define CUT_FLUSH     0.2 /* seconds for the answers given at shutdown_timeout to go out */
 
 /* One per process: everything the worker owns. */
 struct worker {
@@ -38,6 +39,9 @@ struct worker {
     struct event *ready_timer, *delay_timer, *stop_timer, *abandon_timer;
     bool failed;   /* could not start serving */
     bool draining; /* no new connections; answering what was started */
+    bool hurry;    /* stopping (SIGTERM): everything ends within shutdown_timeout */
+    bool overdue;  /* retired, past shutdown_timeout: goes when its performance tests end */
+    bool cut;      /* shutdown_timeout: everything was answered; out once it is written */
     struct timespec started;
 };
 
@@ -47,8 +51,8 @@ static void on_share_posted(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
 
-    if (!w->draining)
-        perfshare_scan(&w->app);
+    /* A share posted as this worker began to drain is run all the same. */
+    perfshare_scan(&w->app);
     perftest_wake();
 }
 
@@ -69,10 +73,26 @@ static void on_spans_flushed(void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-/* Everything answered: the last spans go to the collector (at most 1 s), then out. */
+/* Performance-test work on this worker: shares it runs, tests it coordinates. */
+static int perf_work(const struct worker *w)
+{
+    return perfshare_running(&w->app) + perftest_running();
+}
+
+/*
+ * Everything answered, every share this worker runs over: the last spans go
+ * to the collector (at most 1 s), then out. A retired worker past its
+ * shutdown_timeout goes as soon as its performance tests end, whatever else
+ * is open (on the loop's next turn: this may run inside a request's answer).
+ */
 static void worker_exit_if_done(struct worker *w)
 {
-    if (!w->draining || w->flushing || conn_layer_open(w->conns) != 0 || w->app.requests_alive != 0)
+    if (w->overdue && !w->cut && perf_work(w) == 0 && w->stop_timer != NULL) {
+        event_active(w->stop_timer, EV_TIMEOUT, 0);
+        return;
+    }
+    if (!w->draining || w->flushing || conn_layer_open(w->conns) != 0 ||
+        w->app.requests_alive != 0 || perfshare_running(&w->app) != 0)
         return;
     w->flushing = true;
     tracer_flush(w->tracer, on_spans_flushed, w);
@@ -88,13 +108,68 @@ static void on_connections_closed(void *arg)
     worker_exit_if_done(arg);
 }
 
+/*
+ * Out of time: every request still waiting is answered before anything it
+ * uses is freed. The database's queries end (a write that was sent gets
+ * "database connection lost; the write may have been applied", one never sent
+ * "database unavailable", a performance-test batch counts as unknown), shares
+ * end as abandoned, running tests report what they know. The answers go out on
+ * the loop's next turns, within CUT_FLUSH (a client that does not read gets
+ * none); then the worker exits.
+ */
+static void worker_cut(struct worker *w)
+{
+    struct timeval flush = clock_timeval(CUT_FLUSH);
+
+    w->cut = true;
+    perfshare_abandon_all(&w->app);
+    db_pool_close(w->db);
+    perftest_end_all();
+    if (w->stop_timer == NULL || evtimer_add(w->stop_timer, &flush) != 0)
+        event_base_loopexit(w->base, NULL);
+}
+
 static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
 
+    if (w->cut) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    /* Retired by a reload, not stopped: its performance-test work runs to its
+     * end, which its own schedule bounds; the rest goes then. */
+    if (!w->hurry && perf_work(w) > 0) {
+        if (!w->overdue)
+            log_info("retired: shutdown_timeout reached; %d performance-test shares and %d "
+                     "tests run to their end",
+                     perfshare_running(&w->app), perftest_running());
+        w->overdue = true;
+        return;
+    }
     log_warn("shutdown_timeout reached with %d connections and %d requests open",
              conn_layer_open(w->conns), w->app.requests_alive);
-    event_base_loopexit(w->base, NULL);
+    worker_cut(w);
+}
+
+/* shutdown_timeout from now; a stop (not a retirement) abandons its shares a
+ * quarter of it (at most 2 s) before, for their batches in flight and their
+ * test's report. */
+static void worker_arm_deadline(struct worker *w)
+{
+    struct timeval limit = clock_timeval(w->conf->shutdown_timeout), abandon;
+
+    if (w->stop_timer == NULL)
+        w->stop_timer = evtimer_new(w->base, on_shutdown_timeout, w);
+    if (w->stop_timer != NULL)
+        evtimer_add(w->stop_timer, &limit);
+    if (!w->hurry)
+        return;
+    abandon = clock_timeval(w->conf->shutdown_timeout - fmin(2.0, w->conf->shutdown_timeout / 4));
+    if (w->abandon_timer == NULL)
+        w->abandon_timer = evtimer_new(w->base, on_abandon_shares, w);
+    if (w->abandon_timer != NULL)
+        evtimer_add(w->abandon_timer, &abandon);
 }
 
 /*
@@ -107,8 +182,6 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
  */
 static void worker_drain(struct worker *w, bool full_stop)
 {
-    struct timeval limit = clock_timeval(w->conf->shutdown_timeout), abandon;
-
     if (w->draining)
         return;
     w->draining = true;
@@ -116,15 +189,7 @@ static void worker_drain(struct worker *w, bool full_stop)
     log_info("stopping: %d connections open", conn_layer_open(w->conns));
     conn_layer_stop_accepting(w->conns, full_stop);
     conn_layer_drain(w->conns);
-    w->stop_timer = evtimer_new(w->base, on_shutdown_timeout, w);
-    if (w->stop_timer != NULL)
-        evtimer_add(w->stop_timer, &limit);
-    /* A performance-test share gives up with a quarter of shutdown_timeout (at
-     * most 2 s) left, for its batches in flight and its test's report. */
-    abandon = clock_timeval(w->conf->shutdown_timeout - fmin(2.0, w->conf->shutdown_timeout / 4));
-    w->abandon_timer = evtimer_new(w->base, on_abandon_shares, w);
-    if (w->abandon_timer != NULL)
-        evtimer_add(w->abandon_timer, &abandon);
+    worker_arm_deadline(w);
     worker_exit_if_done(w);
 }
 
@@ -138,7 +203,9 @@ static void on_drain_delay_over(evutil_socket_t fd, short what, void *arg)
  * balancers stop routing here, everything else is served for drain_delay, each
  * answer with "Connection: close" so that keep-alive clients leave by
  * themselves, then the worker drains. SIGUSR2 (a reload retires this worker:
- * its successors already accept on the same socket) drains at once.
+ * its successors already accept on the same socket) drains at once, and is in
+ * no hurry: its performance-test work runs to its end (see
+ * on_shutdown_timeout), until a SIGTERM sets the stop's bounds from then on.
  */
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -150,8 +217,13 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         worker_drain(w, false);
         return;
     }
-    if (w->app.stop_requested)
+    if (w->hurry)
         return;
+    w->hurry = true;
+    if (w->draining) {
+        worker_arm_deadline(w);
+        return;
+    }
     w->app.stop_requested = true;
     conn_layer_close_after_answers(w->conns);
     if (w->conf->drain_delay <= 0 || !conn_layer_accepting(w->conns)) {
@@ -245,6 +317,7 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .route_names = routes_names,
         .nroutes = routes_count,
         .on_request_done = on_request_done,
+        .on_share_end = on_request_done,
     };
     evhttp_set_gencb(w->http, routes_dispatch, &w->app);
     evhttp_set_allowed_methods(
@@ -267,9 +340,17 @@ static void free_event(struct event *ev)
 }
 
 /* In reverse order of creation; evhttp first, since it hands its connections
- * back to the connection layer. */
+ * back to the connection layer. Whatever still waits is answered before
+ * anything it uses goes (worker_cut does it in time to send the answers; this
+ * only makes sure). */
 static void worker_teardown(struct worker *w)
 {
+    if (w->base != NULL) {
+        w->flushing = w->cut = true; /* no exit to arrange any more */
+        perfshare_abandon_all(&w->app);
+        db_pool_close(w->db);
+        perftest_end_all();
+    }
     if (w->http != NULL)
         evhttp_free(w->http);
     conn_layer_free(w->conns);

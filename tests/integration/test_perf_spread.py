@@ -316,3 +316,56 @@ def perf_tests_running_is_a_gauge_and_the_counters_advance_during_a_test():
         assert 0 < mid < n, mid
         assert metric(d.metrics(), "todod_perf_tests_running") == 0
         assert metric(d.metrics(), "todod_perf_todos_total", {"result": "success"}) == n
+
+
+@test
+def a_reload_in_the_middle_of_a_paced_spread_test_fails_no_row():
+    # The retired workers run their shares (and the test they coordinate) to
+    # the end: the old generation leaves once its work is done, not at once.
+    n, rate = 20000, 8000
+    with Todod(workers=2) as d:
+        d.start()
+        t, result, coordinator, other = spread_in_background(
+            d, {"message_count": n, "batch_size": 100, "workers": "all", "rate": rate}, 60)
+        time.sleep(1.2)
+        d.signal(signal.SIGHUP)
+        assert wait_until(lambda: len(set(d.worker_pids()) - {coordinator, other}) == 2, 10), \
+            d.log_tail()
+        t.join(60)
+        rep = result["r"].json()
+        check_report(rep, n)
+        assert rep["error_count"] == 0 and rep["unknown_count"] == 0, rep
+        assert rep["success_count"] == n == todo_rows(d.pg, d.db), rep
+        assert {w["worker_pid"] for w in rep["per_worker"]} == {coordinator, other}, rep
+        assert not any(w.get("abandoned") for w in rep["per_worker"]), rep["per_worker"]
+        # and the retired workers are gone once it is over
+        assert wait_until(lambda: not {coordinator, other} & set(d.worker_pids()), 10), \
+            d.worker_pids()
+        assert "killed by signal" not in d.log(), d.log_tail()
+
+
+@test
+def rate_is_at_least_one_todo_per_second_and_a_nodes_part_of_it_may_be_less():
+    pg = get_pg()
+    db = pg.create_database()
+    b = Todod(pg=pg, db=db, workers=1, listen="127.0.0.3:%d" % free_port("127.0.0.3"),
+              perf_max_messages=1000)
+    a = Todod(pg=pg, db=db, workers=1, listen="127.0.0.2:%d" % free_port("127.0.0.2"),
+              perf_nodes=b.base_url)
+    with b, a:
+        b.start()
+        a.start()
+        for bad in (0.999, 0.000001, 0, -1, "1"):
+            assert_json_error(a.request("POST", PATH, {"message_count": 2, "rate": bad}), 422,
+                              "rate must be a number of todos per second from 1 to")
+        assert todo_rows(pg, db) == 0
+        rep = a.request("POST", PATH, {"message_count": 2, "rate": 1}).json()
+        assert rep["success_count"] == 2, rep
+        # 2 todos at 1/s over two instances: the node's share runs at 0.5/s
+        rep = a.request("POST", PATH, {"message_count": 2, "rate": 1, "nodes": "all"}).json()
+        assert rep["success_count"] == 2 and rep["per_node"][1]["success_count"] == 1, rep
+        # a share may last as long as a whole test (perf_max_messages s), no longer
+        share = {"run_id": "4bf92f35-77b3-4da6-a3ce-929d0e0e4736", "offset": 0}
+        assert_json_error(b.request("POST", PATH, {"message_count": 10, "rate": 0.009,
+                                                   "share": share}), 422, "rate must be")
+        assert todo_rows(pg, db) == 4

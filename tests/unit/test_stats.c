@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,101 @@ static void test_retire_keeps_totals_zeroes_and_frees_the_slot(void **state)
     assert_int_equal(atomic_load(&shm->slots[b].state), STATS_SLOT_FREE);
     assert_int_equal(atomic_load(&shm->fold_seq) % 2, 0);
     assert_int_equal(stats_slot_claim(shm), b);
+}
+
+/* A worker can write anything in the segment; the master, reaping a worker,
+ * looks at no more shares than a run can hold. */
+static void test_retire_looks_at_no_more_shares_than_a_run_holds(void **state)
+{
+    struct stats_shm *shm = *state;
+    int a = claim_active(shm, 100), b = claim_active(shm, 101);
+    struct perf_run *run = perf_board_claim(&shm->perf, "scribbled", a);
+
+    assert_non_null(run);
+    for (int k = 0; k < PERF_MAX_SHARES; k++) {
+        run->shares[k].worker_slot = b;
+        atomic_store(&run->shares[k].state, PERF_SHARE_RUNNING);
+    }
+    run->nshares = INT_MAX;
+    stats_slot_retire(shm, b);
+    for (int k = 0; k < PERF_MAX_SHARES; k++)
+        assert_int_equal(atomic_load(&run->shares[k].state), PERF_SHARE_ABANDONED);
+    run->nshares = -5;
+    assert_int_equal(perf_run_nshares(run), 0);
+    run->nshares = PERF_MAX_SHARES + 1;
+    assert_int_equal(perf_run_nshares(run), PERF_MAX_SHARES);
+}
+
+/* The coordinator fills share 0 of a run for the worker of slot, whose pid it read. */
+static struct perf_share *fill_share(struct perf_run *run, int slot, int pid)
+{
+    struct perf_share *sh = &run->shares[0];
+
+    atomic_store(&run->nshares, 1);
+    sh->worker_slot = slot;
+    atomic_store(&sh->pid, pid);
+    sh->count = 10;
+    return sh;
+}
+
+/*
+ * The master may reap a worker between the moment the coordinator chose it
+ * (usable_workers) and the moment it posts the worker's share: the share ends
+ * as abandoned at once instead of waiting for a worker that is gone. Posted
+ * first and reaped then, the master abandons it; a live worker keeps it.
+ */
+static void test_a_share_posted_for_a_worker_reaped_meanwhile_ends_abandoned(void **state)
+{
+    struct stats_shm *shm = *state;
+    int a = claim_active(shm, 100), b = claim_active(shm, 101);
+    struct perf_run *run = perf_board_claim(&shm->perf, "reaped", a);
+    struct perf_share *sh;
+
+    assert_non_null(run);
+    /* chosen, reaped, then posted */
+    stats_slot_retire(shm, b);
+    sh = fill_share(run, b, 101);
+    assert_false(stats_perf_post(shm, run, sh));
+    assert_int_equal(atomic_load(&sh->state), PERF_SHARE_ABANDONED);
+    assert_true(perf_share_over(atomic_load(&sh->state)));
+    perf_board_release(run);
+
+    /* reaped and its slot taken by a new worker before the post */
+    b = claim_active(shm, 102);
+    run = perf_board_claim(&shm->perf, "replaced", a);
+    sh = fill_share(run, b, 101);
+    assert_false(stats_perf_post(shm, run, sh));
+    assert_int_equal(atomic_load(&sh->state), PERF_SHARE_ABANDONED);
+    perf_board_release(run);
+
+    /* posted, then reaped */
+    run = perf_board_claim(&shm->perf, "posted", a);
+    sh = fill_share(run, b, 102);
+    assert_true(stats_perf_post(shm, run, sh));
+    assert_int_equal(atomic_load(&sh->state), PERF_SHARE_POSTED);
+    stats_slot_retire(shm, b);
+    assert_int_equal(atomic_load(&sh->state), PERF_SHARE_ABANDONED);
+    perf_board_release(run);
+}
+
+/* A run orphaned while a share runs is freed by that share's end, once. */
+static void test_an_orphaned_run_is_freed_by_its_last_share(void **state)
+{
+    struct stats_shm *shm = *state;
+    int a = claim_active(shm, 100), b = claim_active(shm, 101);
+    struct perf_run *run = perf_board_claim(&shm->perf, "orphan", a);
+    struct perf_share *sh = fill_share(run, b, 101);
+
+    assert_true(stats_perf_post(shm, run, sh));
+    atomic_store(&sh->state, PERF_SHARE_RUNNING);
+    perf_run_orphan(run);
+    assert_int_equal(atomic_load(&run->state), PERF_RUN_ORPHANED);
+    perf_share_end(run, sh, PERF_SHARE_ABANDONED);
+    assert_int_equal(atomic_load(&run->state), PERF_RUN_FREE);
+    /* nothing left running: orphaning frees it at once */
+    run = perf_board_claim(&shm->perf, "empty", a);
+    perf_run_orphan(run);
+    assert_int_equal(atomic_load(&run->state), PERF_RUN_FREE);
 }
 
 /* Shared between the test and its forked children. */
@@ -778,6 +874,9 @@ int main(void)
         T(test_sum_adds_every_slot_and_the_retired_totals),
         T(test_claim_takes_free_slots_resets_gauges_and_fails_when_full),
         T(test_retire_keeps_totals_zeroes_and_frees_the_slot),
+        T(test_retire_looks_at_no_more_shares_than_a_run_holds),
+        T(test_a_share_posted_for_a_worker_reaped_meanwhile_ends_abandoned),
+        T(test_an_orphaned_run_is_freed_by_its_last_share),
         T(test_sum_never_goes_down_while_master_retires_slots),
         T(test_forked_writers_in_their_own_slots_sum_exactly),
         T(test_prometheus_has_a_sample_per_nonzero_route_method_code),
