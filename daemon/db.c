@@ -1657,13 +1657,10 @@ static int conn_read_setup(struct conn *c)
                              "the schema lock",
                              line);
             } else if (!result_ok(res)) {
-                char line[512];
-
+                /* Said once, by conn_lost, when the results are all in. */
                 setup_failure(c, res,
                               c->state == CONN_CHECKING ? "checking the schema"
                                                         : "making the schema");
-                error_line(c->why, line, sizeof(line));
-                log_error("%s", line);
             }
             PQclear(res);
             continue;
