@@ -19,14 +19,47 @@
 
 /* ---- SQL ---------------------------------------------------------------- */
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION "2"
 
 /*
- * Made sure of once: a connection first asks todod_schema_version() (which
- * takes no lock on todos); only when the schema is missing or older does it run
- * this, in one transaction, under an advisory lock (several workers or hosts
- * starting at once do not race) and a short lock_timeout (a session holding a
- * lock on todos makes it fail and retry later rather than queue behind it).
+ * What of todod's schema is missing, as one text ('' when nothing is): one
+ * cheap catalog query that takes no lock on todos. It looks at the objects
+ * themselves, not only at the version marker, which outlives a table dropped
+ * or replaced by the replaced service's own migration.
+ */
+#define SCHEMA_MISSING                                                                             \
+    "concat_ws(', ',"                                                                              \
+    " CASE WHEN NOT EXISTS (SELECT 1 FROM pg_proc WHERE"                                           \
+    "  oid = to_regprocedure('todod_schema_version()') AND prosrc = 'SELECT " SCHEMA_VERSION "')"  \
+    "  THEN 'todod_schema_version() " SCHEMA_VERSION "' END,"                                      \
+    " CASE WHEN to_regclass('todos') IS NULL THEN 'table todos' END,"                              \
+    " (SELECT string_agg('index ' || i, ', ') FROM unnest(ARRAY['idx_todos_done',"                 \
+    "  'idx_todos_created_at', 'todod_todos_created_at_id']) i WHERE NOT EXISTS (SELECT 1"         \
+    "  FROM pg_index WHERE indrelid = to_regclass('todos') AND indexrelid = to_regclass(i))),"     \
+    " CASE WHEN to_regclass('todod_todo_count') IS NULL"                                           \
+    "  OR to_regclass('todod_todo_count_slot') IS NULL THEN 'the count table' END,"                \
+    " CASE WHEN to_regprocedure('todod_count_add(bigint)') IS NULL"                                \
+    "  OR to_regprocedure('todod_count_unkept()') IS NULL THEN 'the count functions' END,"         \
+    " CASE WHEN (" COUNT_TRIGGERS ") < 3 THEN 'the count triggers' END)"
+/* todod's three count triggers on todos, enabled. */
+#define COUNT_TRIGGERS                                                                             \
+    "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('todos') AND tgname IN"           \
+    " ('todod_count_insert', 'todod_count_delete', 'todod_count_truncate') AND tgenabled <> 'D'"
+/* The list's own check, one index lookup: the insert trigger is on the todos
+ * the statement was planned for (a table replaced plans it anew). */
+#define COUNT_KEPT                                                                                 \
+    "EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'todos'::regclass"                           \
+    " AND tgname = 'todod_count_insert' AND tgenabled <> 'D')"
+
+/* The count triggers are gone (todos replaced): the count is not kept. */
+#define SQLSTATE_COUNT_UNKEPT "TD001"
+
+/*
+ * Made sure of once: a connection first asks what is missing (SCHEMA_MISSING,
+ * which takes no lock on todos); only when something is does it run this, in
+ * one transaction, under an advisory lock (several workers or hosts starting
+ * at once do not race) and a short lock_timeout (a session holding a lock on
+ * todos makes it fail and retry later rather than queue behind it).
  *
  * The todos table and its two indexes are the replaced service's, unchanged.
  * todod adds an index on (created_at, id) for a stable newest-first order, and
@@ -34,17 +67,23 @@
  * todod_todo_count: each statement adds its delta to a row no other open
  * transaction holds (FOR UPDATE SKIP LOCKED), or to a new row when all are
  * held, so no writer ever waits for another's transaction to end, and sum(n)
- * is exact in every snapshot.
+ * is exact in every snapshot. Whatever is missing is made again; when the
+ * triggers or the count table had to be, the table is counted anew under a lock
+ * that keeps writers out meanwhile. The list's total is the count only while
+ * the triggers are there; otherwise todod_count_unkept() raises (a table
+ * replaced under a running todod).
  */
 static const char schema_sql[] =
     "BEGIN;"
     "SET LOCAL client_min_messages = warning;"
     "SET LOCAL lock_timeout = '2s';"
     "SELECT pg_advisory_xact_lock(2036106852);" /* "todo" */
-    "DO $do$ BEGIN"
+    "DO $do$ DECLARE missing text; recount boolean; BEGIN"
     /* Another worker or host may have made it while this one waited. */
-    " IF EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'todod_schema_version'"
-    "            AND prosrc = 'SELECT 2') THEN RETURN; END IF;"
+    " missing := (SELECT " SCHEMA_MISSING ");"
+    " IF missing = '' THEN RETURN; END IF;"
+    " recount := to_regclass('todod_todo_count') IS NULL"
+    "  OR to_regclass('todod_todo_count_slot') IS NULL;"
     " CREATE TABLE IF NOT EXISTS todos ("
     "  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
     "  title varchar(255) NOT NULL,"
@@ -65,15 +104,22 @@ static const char schema_sql[] =
     "    INSERT INTO todod_todo_count (slot, n) VALUES (nextval('todod_todo_count_slot'), d);"
     "   END IF;"
     "  END $f$;"
+    " CREATE OR REPLACE FUNCTION todod_count_unkept() RETURNS bigint LANGUAGE plpgsql AS $f$"
+    "  BEGIN"
+    "   RAISE EXCEPTION 'todod''s count triggers on todos are missing'"
+    "    USING ERRCODE = '" SQLSTATE_COUNT_UNKEPT "';"
+    "  END $f$;"
     " CREATE OR REPLACE FUNCTION todod_count_insert() RETURNS trigger LANGUAGE plpgsql AS $f$"
     "  BEGIN PERFORM todod_count_add((SELECT count(*) FROM todod_new)); RETURN NULL; END $f$;"
     " CREATE OR REPLACE FUNCTION todod_count_delete() RETURNS trigger LANGUAGE plpgsql AS $f$"
     "  BEGIN PERFORM todod_count_add(-(SELECT count(*) FROM todod_old)); RETURN NULL; END $f$;"
     " CREATE OR REPLACE FUNCTION todod_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$"
     "  BEGIN DELETE FROM todod_todo_count; RETURN NULL; END $f$;"
-    " IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'todos'::regclass"
-    "                AND tgname = 'todod_count_insert') THEN"
+    " IF recount OR (" COUNT_TRIGGERS ") < 3 THEN"
     "  LOCK TABLE todos IN SHARE ROW EXCLUSIVE MODE;"
+    "  DROP TRIGGER IF EXISTS todod_count_insert ON todos;"
+    "  DROP TRIGGER IF EXISTS todod_count_delete ON todos;"
+    "  DROP TRIGGER IF EXISTS todod_count_truncate ON todos;"
     "  DELETE FROM todod_todo_count;"
     "  INSERT INTO todod_todo_count SELECT 0, count(*) FROM todos;"
     "  CREATE TRIGGER todod_count_insert AFTER INSERT ON todos"
@@ -84,10 +130,15 @@ static const char schema_sql[] =
     "   EXECUTE FUNCTION todod_count_delete();"
     "  CREATE TRIGGER todod_count_truncate AFTER TRUNCATE ON todos"
     "   FOR EACH STATEMENT EXECUTE FUNCTION todod_count_truncate();"
+    "  RAISE WARNING 'counted todos anew: % rows', (SELECT n FROM todod_todo_count);"
+    " END IF;"
+    " IF missing LIKE 'todod_schema_version() %' THEN"
+    "  RAISE WARNING 'created the todod schema, version " SCHEMA_VERSION "';"
+    " ELSE"
+    "  RAISE WARNING 'made the todod schema whole again (it missed %)', missing;"
     " END IF;"
     " CREATE OR REPLACE FUNCTION todod_schema_version() RETURNS int LANGUAGE sql IMMUTABLE"
-    "  AS 'SELECT 2';"
-    " RAISE WARNING 'created the todod schema, version 2';"
+    "  AS 'SELECT " SCHEMA_VERSION "';"
     "END $do$;"
     "COMMIT;";
 
@@ -112,7 +163,9 @@ static const struct {
      * NULL todo columns when the page is empty. */
     [DB_TODO_LIST] = {"todo_list",
                       "SELECT " TODO_COLUMNS ", c.total FROM"
-                      " (SELECT coalesce(sum(n), 0)::bigint AS total FROM todod_todo_count) c"
+                      " (SELECT CASE WHEN " COUNT_KEPT
+                      "  THEN (SELECT coalesce(sum(n), 0) FROM todod_todo_count)"
+                      "  ELSE todod_count_unkept() END::bigint AS total) c"
                       " LEFT JOIN LATERAL (SELECT * FROM todos ORDER BY created_at DESC, id DESC"
                       " LIMIT $1 OFFSET $2) t ON true"},
     [DB_TODO_BY_DONE] = {"todo_by_done", "SELECT " TODO_COLUMNS " FROM todos WHERE done = $1"
@@ -136,9 +189,9 @@ static const struct {
 #define SET_TIMEOUT_SQL  "SELECT set_config('statement_timeout', $1, true)"
 
 #define SQLSTATE_QUERY_CANCELED "57014"
-#define SQLSTATE_UNDEFINED_FUNC "42883"
 #define GROUP_MAX               256  /* writes in one transaction */
-#define HARD_GRACE              0.5  /* beyond a deadline: the server is not answering */
+#define HARD_GRACE              0.5  /* beyond statement_timeout: the server is not answering */
+#define RECHECK_EVERY           1.0  /* seconds between two re-checks of the schema */
 #define BACKOFF_MIN             0.05 /* reconnect: 0, then 50 ms doubling */
 #define BACKOFF_MAX             0.5
 #define IDLE_CLOSE              30.0 /* an on-demand connection unused this long closes */
@@ -203,7 +256,8 @@ struct txn {
     struct query_list queries;
     struct query *next;            /* the query whose results come next */
     bool synced;                   /* its Sync is queued (the transaction is closed) */
-    bool sent;                     /* its Sync reached the socket: the server may commit it */
+    bool sent;                     /* its Sync was handed to libpq: the server may commit it */
+    double timeout;                /* the server's statement_timeout for it (s); 0: none */
     struct timespec hard_deadline; /* no verdict by then: drop the connection */
 };
 
@@ -224,8 +278,16 @@ struct conn {
     struct txn_list txns;   /* sent, verdict pending, oldest first */
     struct txn *open;       /* reads of this loop turn, not yet synced */
     int inflight;           /* queries sent and not yet resulted */
+    /* Pooled reads, the hung detector, the schema's re-check. */
+    int held;                 /* reads in open not sent yet (pooled: one transaction in flight) */
+    struct timespec progress; /* the server last answered, or got work while idle */
+    bool recheck;             /* a statement found the schema gone: re-check once drained */
+    char why[512];            /* what broke, when libpq does not say */
     int setup_pending;
     bool setup_failed;
+    bool setup_made;       /* this attempt made the schema: it must now be whole */
+    char setup_error[256]; /* the first real error of the set-up */
+    char setup_state[6];   /* ... and its SQLSTATE */
     bool ever_ready;
     double backoff;
     struct timespec last_used;
@@ -243,6 +305,12 @@ struct db_pool {
     struct stats_slot *slot;
     struct tracer *tracer;
     bool prepared;
+    /* db_prepared = off, for a pooler that hands the server connection on at
+     * each ReadyForQuery (PgBouncer's transaction pooling): at most one
+     * transaction in flight per connection, sent whole. */
+    bool pooled;
+    bool said_pooler;             /* the pooler's symptom was explained (once) */
+    struct timespec last_recheck; /* the schema was last re-checked after a failure */
     /* The parsed database_url, for PQconnectStartParams. */
     const char **keys, **vals;
     int nkeys;
@@ -271,6 +339,7 @@ static void pool_dispatch_writes(struct db_pool *pool);
 static void pool_arm_queue_timer(struct db_pool *pool);
 static void pool_dispatch_batches(struct db_pool *pool);
 static void read_resend(struct db_pool *pool, struct query *q);
+static void txn_free(struct txn *t);
 
 static void error_line(const char *msg, char *out, size_t n)
 {
@@ -390,6 +459,20 @@ static void query_answer(struct query *q, enum db_status st, const PGresult *res
         cb(q->arg, &r);
 }
 
+/* The statement found todod's table, function or count triggers gone. */
+static bool schema_gone(const char *state)
+{
+    return strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0 ||
+           strcmp(state, SQLSTATE_COUNT_UNKEPT) == 0;
+}
+
+/* A prepared statement missing, or already there, on the server connection:
+ * db_prepared = on through a pooler that shares server connections. */
+static bool pooler_symptom(const char *state)
+{
+    return strcmp(state, "26000") == 0 || strcmp(state, "42P05") == 0;
+}
+
 /*
  * What a refused statement means to its request. Every refusal rolls the
  * statement back (so a write was not applied): statement_timeout is a time-out;
@@ -405,6 +488,8 @@ static enum db_status failed_status(const PGresult *res)
 
     if (state == NULL)
         return DB_FAILED;
+    if (schema_gone(state) || pooler_symptom(state))
+        return DB_UNAVAILABLE; /* it never ran */
     if (strcmp(state, SQLSTATE_QUERY_CANCELED) == 0)
         return DB_TIMEOUT;
     if (strncmp(state, "08", 2) == 0)
@@ -415,14 +500,26 @@ static enum db_status failed_status(const PGresult *res)
     return DB_FAILED;
 }
 
+/* A result's error message; when the server sent none, what kind of result it is. */
+static void result_error(const PGresult *res, char *out, size_t n)
+{
+    error_line(res ? PQresultErrorMessage(res) : NULL, out, n);
+    if (out[0] == '\0')
+        snprintf(out, n, "no message (a result of kind %s)",
+                 res ? PQresStatus(PQresultStatus(res)) : "none");
+}
+
 static void log_failure(struct db_pool *pool, const struct query *q, const PGresult *res)
 {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     char line[512];
 
-    error_line(res ? PQresultErrorMessage(res) : "", line, sizeof(line));
+    result_error(res, line, sizeof(line));
     count(&pool->slot->c.db_errors);
-    log_warn("query %s failed: %s", q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME,
-             line);
+    /* The pooler's symptom is explained once (pool_say_pooler), not per query. */
+    log_msg(state && pooler_symptom(state) && pool->said_pooler ? LOGL_DEBUG : LOGL_WARN,
+            "query %s failed%s: %s", q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME,
+            q->state == QUERY_ANSWERED && q->stmt >= 0 ? " (after its answer)" : "", line);
 }
 
 /* ---- watching the socket ------------------------------------------------------ */
@@ -458,19 +555,15 @@ static void conn_unwatch(struct conn *c)
     c->io_fd = -1;
 }
 
-/* Pushes buffered output; once all of it is out, every synced transaction has
- * reached the server. */
+/* Pushes buffered output (libpq also writes on its own, and may hold part of
+ * what it was given: which transactions may have reached the server is decided
+ * when their Sync is handed over, in txn_close). */
 static int conn_flush(struct conn *c)
 {
     int rc = PQflush(c->pg);
-    struct txn *t;
 
     if (rc < 0)
         return -1;
-    if (rc == 0)
-        TAILQ_FOREACH(t, &c->txns, link)
-    if (t->synced)
-        t->sent = true;
     conn_watch(c, rc == 1 ? EV_READ | EV_WRITE : EV_READ, false);
     return 0;
 }
@@ -530,6 +623,7 @@ static int send_timeout_prefix(struct conn *c, struct txn *t, long ms)
 
     if (q == NULL)
         return -1;
+    t->timeout = ms / 1000.0;
     snprintf(value, sizeof(value), "%ld", ms);
     if (send_query(c, t, q, 1, values, NULL, NULL) != 0) {
         query_free(q);
@@ -539,9 +633,18 @@ static int send_timeout_prefix(struct conn *c, struct txn *t, long ms)
     return 0;
 }
 
-/* Closes transaction t with a Sync and puts it in the connection's list. */
+/*
+ * Closes transaction t with a Sync and puts it in the connection's list. From
+ * the moment its Sync is handed to libpq, the server may commit t: libpq
+ * writes when it likes, and a kernel buffer may hold the Sync while libpq
+ * still holds later bytes; so any failure of the connection after this leaves
+ * t's writes unknown (DB_LOST), never "not applied".
+ */
 static int txn_close(struct conn *c, struct txn *t)
 {
+    t->sent = true;
+    if (TAILQ_EMPTY(&c->txns))
+        c->progress = clock_now(); /* the server starts on it now */
     if (PQpipelineSync(c->pg) != 1)
         return -1;
     t->synced = true;
@@ -555,16 +658,32 @@ static void conn_defer_failure(struct conn *c)
     event_active(c->ev_fail, 0, 0);
 }
 
+/* Why libpq gave up on c: what todod found (c->why), else libpq's message,
+ * else what was being done. */
+static const char *conn_why(struct conn *c, const char *doing)
+{
+    const char *m = c->pg != NULL ? PQerrorMessage(c->pg) : NULL;
+
+    if (c->why[0] != '\0')
+        return c->why;
+    if (m != NULL && m[0] != '\0')
+        return m;
+    snprintf(c->why, sizeof(c->why), "%s failed, and libpq gave no reason", doing);
+    return c->why;
+}
+
 static void conn_deferred_fail(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
 
     if (c->state == CONN_READY)
-        conn_lost(c, PQerrorMessage(c->pg));
+        conn_lost(c, conn_why(c, "sending"));
 }
 
 /* ---- reads ---------------------------------------------------------------------- */
 
+/* The ready read connection with the least work; none that waits to re-check
+ * the schema. */
 static struct conn *pick_read(struct db_pool *pool)
 {
     struct conn *best = NULL;
@@ -573,10 +692,40 @@ static struct conn *pick_read(struct db_pool *pool)
     for (i = 0; i < pool->nreads; i++) {
         struct conn *c = &pool->reads[i];
 
-        if (c->state == CONN_READY && (best == NULL || c->inflight < best->inflight))
+        if (c->state == CONN_READY && !c->recheck &&
+            (best == NULL || c->inflight + c->held < best->inflight + best->held))
             best = c;
     }
     return best;
+}
+
+/*
+ * Pooled: the reads held in t go now, whole: the timeout prefix, each read,
+ * then (the caller) the Sync, with nothing else in flight on c. A pooler that
+ * hands the server connection on at a ReadyForQuery then never has part of a
+ * transaction of c's on a server connection it gives away.
+ */
+static int read_send_held(struct conn *c, struct txn *t)
+{
+    struct query_list held = TAILQ_HEAD_INITIALIZER(held);
+    struct query *q;
+
+    TAILQ_CONCAT(&held, &t->queries, link);
+    c->held = 0;
+    if (send_timeout_prefix(c, t, READ_TIMEOUT_MS(c->pool)) != 0) {
+        TAILQ_CONCAT(&t->queries, &held, link);
+        return -1;
+    }
+    while ((q = TAILQ_FIRST(&held)) != NULL) {
+        TAILQ_REMOVE(&held, q, link);
+        if (send_copied(c, t, q) != 0) {
+            /* Still in t, unsent: answered with the connection. */
+            TAILQ_INSERT_TAIL(&t->queries, q, link);
+            TAILQ_CONCAT(&t->queries, &held, link);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static void conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
@@ -586,39 +735,55 @@ static void conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
 
     if (c->state != CONN_READY || t == NULL)
         return;
+    if (c->pool->pooled) {
+        if (!TAILQ_EMPTY(&c->txns))
+            return; /* sent when the transaction in flight is over */
+        if (TAILQ_EMPTY(&t->queries)) {
+            c->open = NULL; /* every read held in it was answered at its deadline */
+            txn_free(t);
+            return;
+        }
+    }
     c->open = NULL;
-    if (txn_close(c, t) != 0) {
+    if ((c->pool->pooled && read_send_held(c, t) != 0) || txn_close(c, t) != 0) {
         /* Its queries are still in t: answered as unavailable with the connection. */
         TAILQ_INSERT_TAIL(&c->txns, t, link);
-        conn_lost(c, PQerrorMessage(c->pg));
+        conn_lost(c, conn_why(c, "sending reads"));
         return;
     }
     if (conn_flush(c) < 0) {
-        conn_lost(c, "write failed");
+        conn_lost(c, conn_why(c, "writing to the socket"));
         return;
     }
     conn_arm_timer(c);
 }
 
-/* A read joins the connection's open transaction (synced after this loop turn). */
+/*
+ * A read joins the connection's open transaction, synced after this loop turn.
+ * Pooled, it is held there (not given to libpq) until the open transaction
+ * goes whole, once nothing else is in flight on c.
+ */
 static int read_send(struct conn *c, struct query *q)
 {
     if (c->open == NULL) {
         c->open = txn_new(TXN_READS);
         if (c->open == NULL)
             return -1;
-        if (!c->pool->prepared && send_timeout_prefix(c, c->open, READ_TIMEOUT_MS(c->pool)) != 0)
-            goto broken;
+        c->open->timeout = c->pool->conf->request_timeout; /* the session's, or the prefix's */
         event_active(c->ev_sync, 0, 0);
     }
-    if (send_copied(c, c->open, q) != 0)
-        goto broken;
+    if (c->pool->pooled) {
+        q->state = QUERY_QUEUED;
+        q->txn = c->open;
+        TAILQ_INSERT_TAIL(&c->open->queries, q, link);
+        c->held++;
+    } else if (send_copied(c, c->open, q) != 0) {
+        conn_defer_failure(c);
+        return -1;
+    }
     if (!evtimer_pending(c->ev_timer, NULL))
         conn_arm_timer(c);
     return 0;
-broken:
-    conn_defer_failure(c);
-    return -1;
 }
 
 /* A read that PostgreSQL never ran (a neighbour failed first) runs again. */
@@ -821,9 +986,11 @@ static void pool_dispatch_batches(struct db_pool *pool)
 
     if (c->state == CONN_CLOSED && !TAILQ_EMPTY(&pool->batch_queue))
         conn_connect(c);
-    if (c->state != CONN_READY)
+    if (c->state != CONN_READY || c->recheck)
         return;
-    while ((q = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
+    /* Pooled: one batch in flight at a time, the next when its commit is in. */
+    while ((q = TAILQ_FIRST(&pool->batch_queue)) != NULL &&
+           !(pool->pooled && !TAILQ_EMPTY(&c->txns))) {
         TAILQ_REMOVE(&pool->batch_queue, q, link);
         batch_start(c, q);
         if (c->state != CONN_READY)
@@ -856,6 +1023,9 @@ static void txn_free(struct txn *t)
 static void query_resulted(struct conn *c, struct query *q)
 {
     c->inflight--;
+    if (q->state == QUERY_ANSWERED && q->stmt >= 0 && q->res != NULL &&
+        PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
+        log_failure(c->pool, q, q->res); /* answered at its deadline, then failed */
     if (q->state == QUERY_ANSWERED || q->txn->kind != TXN_READS) {
         if (q->state == QUERY_SENT)
             q->state = QUERY_HELD;
@@ -883,13 +1053,14 @@ static void txn_finished(struct conn *c, struct txn *t)
     struct db_pool *pool = c->pool;
     struct query *q, *failed = NULL;
     struct query_list again = TAILQ_HEAD_INITIALIZER(again);
-    bool write_back = false;
+    bool write_back = false, aborted = false;
 
     TAILQ_FOREACH(q, &t->queries, link)
     {
         if (failed == NULL && q->res != NULL && !result_ok(q->res) &&
             PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
             failed = q;
+        aborted |= q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED;
     }
     if (failed != NULL && failed->stmt < 0)
         log_failure(pool, failed, failed->res);
@@ -899,7 +1070,7 @@ static void txn_finished(struct conn *c, struct txn *t)
             query_free(q);
             continue;
         }
-        if (failed == NULL) {
+        if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
             query_answer(q, DB_OK, q->res);
             query_free(q);
         } else if (q == failed) {
@@ -935,7 +1106,61 @@ static void txn_finished(struct conn *c, struct txn *t)
         pool_dispatch_batches(pool);
 }
 
-/* Reads every complete result; -1 when the connection broke. */
+/* The result kinds a statement's place in a pipeline may hold. */
+static bool result_in_step(const PGresult *res)
+{
+    switch (PQresultStatus(res)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+    case PGRES_FATAL_ERROR:
+    case PGRES_PIPELINE_ABORTED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The pooler's symptom explained once per worker: what is wrong, what to set. */
+static void pool_say_pooler(struct db_pool *pool, const char *state, const char *message)
+{
+    char line[512];
+
+    if (pool->said_pooler)
+        return;
+    pool->said_pooler = true;
+    error_line(message, line, sizeof(line));
+    log_error("database: %s (SQLSTATE %s): with db_prepared = on, todod prepares its statements "
+              "once per connection, but this database_url leads to a pooler that gives each "
+              "transaction any server connection (PgBouncer in transaction pooling mode): set "
+              "db_prepared = off (said once; the retries are logged at debug level)",
+              line, state);
+}
+
+/* A statement failed: its SQLSTATE may say the schema is gone (re-checked,
+ * at most every RECHECK_EVERY s) or that a pooler is in the way. */
+static void conn_note_failure(struct conn *c, const PGresult *res)
+{
+    struct db_pool *pool = c->pool;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    struct timespec now;
+
+    if (state == NULL)
+        return;
+    if (pooler_symptom(state)) {
+        pool_say_pooler(pool, state, PQresultErrorMessage(res));
+        return;
+    }
+    if (!schema_gone(state) || c->recheck)
+        return;
+    now = clock_now();
+    if (pool->last_recheck.tv_sec != 0 && clock_diff(now, pool->last_recheck) < RECHECK_EVERY)
+        return;
+    pool->last_recheck = now;
+    c->recheck = true;
+}
+
+/* Reads every complete result; -1 when the connection broke (c->why says how
+ * when libpq does not). */
 static int conn_read_results(struct conn *c)
 {
     if (!PQconsumeInput(c->pg))
@@ -947,26 +1172,50 @@ static int conn_read_results(struct conn *c)
         if (t == NULL)
             break;
         res = PQgetResult(c->pg);
+        if (res != NULL)
+            c->progress = clock_now();
         if (t->next == NULL) {
             /* All its queries are in: what comes is the Sync. */
             if (res == NULL)
                 break; /* not yet */
             if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+                char line[200];
+
+                result_error(res, line, sizeof(line));
+                snprintf(c->why, sizeof(c->why),
+                         "protocol out of step: a result of kind %s (%s) where the end of a "
+                         "transaction (Sync) was due",
+                         PQresStatus(PQresultStatus(res)), line);
                 PQclear(res);
                 return -1;
             }
             PQclear(res);
             TAILQ_REMOVE(&c->txns, t, link);
             txn_finished(c, t);
+            /* Pooled: the reads held meanwhile go now (after this turn's). */
+            if (c->pool->pooled && c->open != NULL && TAILQ_EMPTY(&c->txns))
+                event_active(c->ev_sync, 0, 0);
             continue;
         }
         if (res != NULL) {
             struct query *q = t->next;
 
+            if (!result_in_step(res)) {
+                snprintf(c->why, sizeof(c->why),
+                         "protocol out of step: a result of kind %s where the result of %s was "
+                         "due",
+                         PQresStatus(PQresultStatus(res)),
+                         q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME);
+                PQclear(res);
+                return -1;
+            }
+            if (!result_ok(res) && PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
+                conn_note_failure(c, res);
             /* Keep the first result (an error wins over what follows). A
-             * query answered early drops it; the prefix keeps it, since its
-             * failure decides the transaction's. */
-            if (q->res == NULL && (q->state != QUERY_ANSWERED || q->stmt < 0))
+             * query answered early drops a result that succeeded, but keeps
+             * a failure: it decides the transaction's, and its neighbours
+             * aborted by it must run again, never be taken for done. */
+            if (q->res == NULL && (q->state != QUERY_ANSWERED || q->stmt < 0 || !result_ok(res)))
                 q->res = res;
             else
                 PQclear(res);
@@ -994,11 +1243,38 @@ static void slot_db_up(struct conn *c, int delta)
 
 /* ---- deadlines -------------------------------------------------------------------------- */
 
-/* The next moment something is due: a read's deadline (answered early) or a
- * transaction's hard deadline (the server is not answering: drop it). */
+/*
+ * When the server must next be heard from on c, if it is answering: the
+ * statement running now started at the last progress at the latest (a result
+ * came, or the transaction went to an idle connection), and the server's
+ * statement_timeout bounds it. A pipelined read's own deadline counts from its
+ * arrival, but its statement_timeout only from the end of the one ahead of it,
+ * so deadlines alone cannot tell a hung server from a busy one. False when
+ * nothing is owed (idle, or a batch, which has no time-out).
+ */
+static bool conn_owed_by(const struct conn *c, struct timespec *at)
+{
+    const struct txn *t = TAILQ_FIRST(&c->txns);
+
+    if (t == NULL || t->timeout <= 0)
+        return false;
+    *at = clock_add(c->progress, t->timeout + HARD_GRACE);
+    return true;
+}
+
+static void earliest(struct timespec *next, bool *any, struct timespec at)
+{
+    if (!*any || clock_diff(at, *next) < 0)
+        *next = at;
+    *any = true;
+}
+
+/* The next moment something is due on c: a read's deadline (answered early),
+ * a write transaction's hard deadline, or the moment the server, silent,
+ * counts as hung. */
 static void conn_arm_timer(struct conn *c)
 {
-    struct timespec next = {0, 0};
+    struct timespec next = {0, 0}, at;
     bool any = false;
     struct txn *t;
     struct query *q;
@@ -1006,27 +1282,22 @@ static void conn_arm_timer(struct conn *c)
 
     if (c->state != CONN_READY)
         return;
+    if (conn_owed_by(c, &at))
+        earliest(&next, &any, at);
     TAILQ_FOREACH(t, &c->txns, link)
     {
-        if (t->kind == TXN_WRITES && (!any || clock_diff(t->hard_deadline, next) < 0)) {
-            next = t->hard_deadline;
-            any = true;
-        }
+        if (t->kind == TXN_WRITES)
+            earliest(&next, &any, t->hard_deadline);
         if (t->kind != TXN_READS)
             continue;
         TAILQ_FOREACH(q, &t->queries, link)
-        {
-            struct timespec at;
-
-            if (q->stmt < 0 || q->has_result)
-                continue;
-            at = q->state == QUERY_SENT ? q->deadline : clock_add(q->deadline, HARD_GRACE);
-            if (!any || clock_diff(at, next) < 0) {
-                next = at;
-                any = true;
-            }
-        }
+        if (q->stmt >= 0 && !q->has_result && q->state == QUERY_SENT)
+            earliest(&next, &any, q->deadline);
     }
+    if (c->open != NULL)
+        TAILQ_FOREACH(q, &c->open->queries, link)
+    if (q->state == QUERY_QUEUED)
+        earliest(&next, &any, q->deadline);
     if (!any && c->kind != KIND_READ && !(c->kind == KIND_WRITE && c->index == 0)) {
         /* Idle: an on-demand connection closes after IDLE_CLOSE. */
         next = clock_add(c->last_used, IDLE_CLOSE);
@@ -1081,29 +1352,46 @@ static void pool_server_hung(struct db_pool *pool, struct conn *noticed)
 
 static void conn_check_deadlines(struct conn *c)
 {
-    struct timespec now = clock_now();
+    struct timespec now = clock_now(), at;
     struct txn *t;
-    struct query *q;
+    struct query *q, *next;
 
+    if (conn_owed_by(c, &at) && clock_diff(at, now) <= 0) {
+        pool_server_hung(c->pool, c);
+        return;
+    }
     TAILQ_FOREACH(t, &c->txns, link)
     {
         if (t->kind == TXN_WRITES && clock_diff(t->hard_deadline, now) <= 0) {
-            pool_server_hung(c->pool, c);
+            if (t == TAILQ_FIRST(&c->txns) && clock_diff(now, c->progress) >= t->timeout) {
+                pool_server_hung(c->pool, c); /* silent past its statement_timeout */
+                return;
+            }
+            /* The server answers, but gave this transaction no verdict in time
+             * (several of its statements waited): its writes are answered as
+             * possibly applied, with this connection only. */
+            conn_lost(c, "no verdict on a write transaction by its deadline, although the server "
+                         "answers: dropping this connection");
             return;
         }
         if (t->kind != TXN_READS)
             continue;
         TAILQ_FOREACH(q, &t->queries, link)
         {
-            if (q->stmt < 0 || q->has_result)
-                continue;
-            if (q->state == QUERY_SENT && clock_diff(q->deadline, now) <= 0) {
+            if (q->stmt >= 0 && !q->has_result && q->state == QUERY_SENT &&
+                clock_diff(q->deadline, now) <= 0)
                 query_answer(q, DB_TIMEOUT, NULL); /* its result is dropped */
-            } else if (clock_diff(clock_add(q->deadline, HARD_GRACE), now) <= 0) {
-                pool_server_hung(c->pool, c);
-                return;
-            }
         }
+    }
+    /* Pooled: reads held past their deadline were never sent. */
+    for (q = c->open ? TAILQ_FIRST(&c->open->queries) : NULL; q != NULL; q = next) {
+        next = TAILQ_NEXT(q, link);
+        if (q->state != QUERY_QUEUED || clock_diff(q->deadline, now) > 0)
+            continue;
+        TAILQ_REMOVE(&c->open->queries, q, link);
+        c->held--;
+        query_answer(q, DB_TIMEOUT, NULL);
+        query_free(q);
     }
     if (TAILQ_EMPTY(&c->txns) && c->kind != KIND_READ &&
         !(c->kind == KIND_WRITE && c->index == 0) && clock_diff(now, c->last_used) >= IDLE_CLOSE &&
@@ -1147,7 +1435,7 @@ static void cancel_dns(struct conn *c)
  * a write whose transaction reached the server may have been committed (LOST),
  * one that did not was not (UNAVAILABLE); reads are simply unavailable.
  */
-static void conn_lost(struct conn *c, const char *why)
+static void conn_lost_at(struct conn *c, const char *why, int level)
 {
     struct db_pool *pool = c->pool;
     struct txn_list lost = TAILQ_HEAD_INITIALIZER(lost);
@@ -1158,18 +1446,23 @@ static void conn_lost(struct conn *c, const char *why)
     bool on_demand = c->kind != KIND_READ;
 
     error_line(why, line, sizeof(line));
+    if (line[0] == '\0')
+        snprintf(line, sizeof(line), "no reason given");
     if (was_ready) {
         slot_db_up(c, -1);
-        log_warn("database %s connection %d lost: %s", kind_name(c->kind), c->index, line);
+        log_msg(level, "database %s connection %d lost: %s", kind_name(c->kind), c->index, line);
     } else {
-        log_warn("database %s connection %d failed: %s", kind_name(c->kind), c->index, line);
+        log_msg(level, "database %s connection %d failed: %s", kind_name(c->kind), c->index, line);
     }
     count(&pool->slot->c.db_errors);
+    c->why[0] = '\0';
+    c->recheck = false;
     TAILQ_CONCAT(&lost, &c->txns, link);
     if (c->open != NULL)
         TAILQ_INSERT_TAIL(&lost, c->open, link);
     c->open = NULL;
     c->inflight = 0;
+    c->held = 0;
     conn_unwatch(c);
     cancel_dns(c);
     evtimer_del(c->ev_timer);
@@ -1208,13 +1501,30 @@ static void conn_lost(struct conn *c, const char *why)
         event_active(pool->ev_dispatch, 0, 0);
 }
 
+static void conn_lost(struct conn *c, const char *why)
+{
+    conn_lost_at(c, why, LOGL_WARN);
+}
+
+/* A statement found the schema gone, and c has nothing in flight any more: it
+ * connects again, and so checks (and makes whole) the schema; on-demand
+ * connections too, at once. */
+static void conn_recheck(struct conn *c)
+{
+    conn_lost_at(c, "a statement found todod's schema incomplete: connecting again to check it",
+                 LOGL_INFO);
+    if (c->state == CONN_CLOSED)
+        conn_connect(c);
+}
+
 /* ---- connection set-up ---------------------------------------------------------------------- */
 
 static void conn_ready(struct conn *c)
 {
     c->state = CONN_READY;
     c->backoff = 0;
-    c->last_used = clock_now();
+    c->last_used = c->progress = clock_now();
+    c->why[0] = '\0';
     slot_db_up(c, 1);
     if (c->ever_ready) {
         count(&c->pool->slot->c.db_reconnects);
@@ -1254,17 +1564,48 @@ static void conn_prepare(struct conn *c)
         goto fail;
     return;
 fail:
-    conn_lost(c, PQerrorMessage(c->pg));
+    conn_lost(c, conn_why(c, "preparing statements"));
 }
 
 static int send_setup(struct conn *c)
 {
     c->state = CONN_CHECKING;
     c->setup_failed = false;
-    c->setup_pending = -1; /* the version, when it comes */
+    c->setup_pending = -1; /* 1: the schema is whole, 0: something is missing */
     if (PQsendQuery(c->pg, c->pool->setup_sql[c->kind]) != 1)
         return -1;
     return conn_flush(c);
+}
+
+/* The first real failure of a set-up step is what c->why says; the results of
+ * statements aborted after it carry no message. */
+static void setup_failure(struct conn *c, const PGresult *res, const char *doing)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    char line[200];
+
+    if (c->setup_failed || PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+        c->setup_failed = true;
+        return;
+    }
+    c->setup_failed = true;
+    snprintf(c->setup_state, sizeof(c->setup_state), "%s", state ? state : "");
+    result_error(res, line, sizeof(line));
+    snprintf(c->setup_error, sizeof(c->setup_error), "%s", line);
+    snprintf(c->why, sizeof(c->why), "%s failed: %s", doing, line);
+}
+
+/* The prepares failed. Through a pooler they always will: that is said once,
+ * and the retries are logged at debug level. */
+static int conn_prepare_failed(struct conn *c)
+{
+    bool said = c->pool->said_pooler;
+
+    if (!pooler_symptom(c->setup_state))
+        return -1;
+    pool_say_pooler(c->pool, c->setup_state, c->setup_error);
+    conn_lost_at(c, c->why, said ? LOGL_DEBUG : LOGL_WARN);
+    return 0;
 }
 
 /* Results of the setup string, of the schema creation, or of the prepares. */
@@ -1281,39 +1622,46 @@ static int conn_read_setup(struct conn *c)
                 if (c->state == CONN_CREATING) {
                     if (c->setup_failed)
                         return -1; /* retried with back-off */
+                    c->setup_made = true;
                     return send_setup(c);
                 }
-                if (c->setup_pending == SCHEMA_VERSION) {
+                if (c->setup_failed)
+                    return -1;
+                if (c->setup_pending == 1) {
                     conn_prepare(c);
                     return 0;
                 }
-                if (c->setup_failed && c->setup_pending != 0)
-                    return -1;
-                /* Missing (or older): create it, once, under the lock. */
-                log_info("database schema %s: making sure of it under the schema lock",
-                         c->setup_pending == 0 ? "missing" : "outdated");
+                if (c->setup_made)
+                    return -1; /* c->why says what is still missing */
+                /* Missing, or part of it: made whole, once, under the lock. */
                 c->state = CONN_CREATING;
-                c->setup_failed = false;
                 if (PQsendQuery(c->pg, schema_sql) != 1)
                     return -1;
                 return conn_flush(c);
             }
             if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-                c->state == CONN_CHECKING) {
-                c->setup_pending = atoi(PQgetvalue(res, 0, 0));
-            } else if (!result_ok(res)) {
-                const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-                char line[512];
+                PQnfields(res) == 1 && c->state == CONN_CHECKING) {
+                const char *missing = PQgetvalue(res, 0, 0);
+                char line[400];
 
-                if (c->state == CONN_CHECKING && state != NULL &&
-                    strcmp(state, SQLSTATE_UNDEFINED_FUNC) == 0) {
-                    c->setup_pending = 0; /* no schema yet */
-                } else {
-                    error_line(PQresultErrorMessage(res), line, sizeof(line));
-                    log_error("%s the schema failed: %s",
-                              c->state == CONN_CHECKING ? "checking" : "creating", line);
-                    c->setup_failed = true;
-                }
+                c->setup_pending = missing[0] == '\0';
+                error_line(missing, line, sizeof(line));
+                if (!c->setup_pending && c->setup_made)
+                    snprintf(c->why, sizeof(c->why),
+                             "the schema is still incomplete after making it (missing: %s): does "
+                             "another object have one of these names?",
+                             line);
+                else if (!c->setup_pending && strncmp(line, "todod_schema_version() ", 23) == 0)
+                    log_info("database schema missing: making sure of it under the schema lock");
+                else if (!c->setup_pending)
+                    log_info("database schema incomplete (missing: %s): making sure of it under "
+                             "the schema lock",
+                             line);
+            } else if (!result_ok(res)) {
+                /* Said once, by conn_lost, when the results are all in. */
+                setup_failure(c, res,
+                              c->state == CONN_CHECKING ? "checking the schema"
+                                                        : "making the schema");
             }
             PQclear(res);
             continue;
@@ -1323,18 +1671,18 @@ static int conn_read_setup(struct conn *c)
             continue;
         if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
             PQclear(res);
-            if (c->setup_failed || c->setup_pending != 0)
+            if (c->setup_failed)
+                return conn_prepare_failed(c);
+            if (c->setup_pending != 0) {
+                snprintf(c->why, sizeof(c->why), "preparing statements: %d results missing",
+                         c->setup_pending);
                 return -1;
+            }
             conn_ready(c);
             return 0;
         }
-        if (!result_ok(res)) {
-            char line[512];
-
-            error_line(PQresultErrorMessage(res), line, sizeof(line));
-            log_error("preparing statements failed: %s", line);
-            c->setup_failed = true;
-        }
+        if (!result_ok(res))
+            setup_failure(c, res, "preparing statements");
         c->setup_pending--;
         PQclear(res);
     }
@@ -1357,6 +1705,7 @@ static void conn_poll_connect(struct conn *c)
         return;
     }
     evtimer_del(c->ev_timer);
+    c->setup_made = false;
     if (PQsetnonblocking(c->pg, 1) != 0 || send_setup(c) != 0)
         conn_lost(c, PQerrorMessage(c->pg));
 }
@@ -1376,6 +1725,10 @@ static void conn_io(evutil_socket_t fd, short what, void *arg)
     if (c->state == CONN_READY) {
         if (conn_read_results(c) < 0)
             goto lost;
+        if (c->state == CONN_READY && c->recheck && TAILQ_EMPTY(&c->txns) && c->open == NULL) {
+            conn_recheck(c);
+            return;
+        }
         if (c->state == CONN_READY) {
             if (conn_flush(c) < 0)
                 goto lost;
@@ -1386,7 +1739,7 @@ static void conn_io(evutil_socket_t fd, short what, void *arg)
     }
     return;
 lost:
-    conn_lost(c, PQerrorMessage(c->pg));
+    conn_lost(c, conn_why(c, c->state == CONN_READY ? "reading results" : "setting up"));
 }
 
 /* ---- host names ------------------------------------------------------------------------------ */
@@ -1803,6 +2156,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
     pool->slot = slot;
     pool->tracer = tracer;
     pool->prepared = conf->db_prepared;
+    pool->pooled = !conf->db_prepared;
     TAILQ_INIT(&pool->write_queue);
     TAILQ_INIT(&pool->batch_queue);
     if (pool_parse_conninfo(pool, conf->database_url) != 0) {
@@ -1837,16 +2191,15 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
      * every transaction sets its own statement_timeout.
      */
     if (pool->prepared) {
-        if (asprintf(&pool->setup_sql[KIND_READ],
-                     "SET statement_timeout = %ld; SELECT todod_schema_version()",
-                     timeout_ms) < 0 ||
-            asprintf(&pool->setup_sql[KIND_WRITE], "SELECT todod_schema_version()") < 0 ||
-            asprintf(&pool->setup_sql[KIND_PERF],
-                     "SET statement_timeout = 0; SELECT todod_schema_version()") < 0)
+        if (asprintf(&pool->setup_sql[KIND_READ], "SET statement_timeout = %ld; SELECT %s",
+                     timeout_ms, SCHEMA_MISSING) < 0 ||
+            asprintf(&pool->setup_sql[KIND_WRITE], "SELECT %s", SCHEMA_MISSING) < 0 ||
+            asprintf(&pool->setup_sql[KIND_PERF], "SET statement_timeout = 0; SELECT %s",
+                     SCHEMA_MISSING) < 0)
             goto fail;
     } else {
         for (i = 0; i < 3; i++)
-            if (asprintf(&pool->setup_sql[i], "SELECT todod_schema_version()") < 0)
+            if (asprintf(&pool->setup_sql[i], "SELECT %s", SCHEMA_MISSING) < 0)
                 goto fail;
     }
     pool->nreads = conf->db_connections;

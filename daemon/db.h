@@ -12,11 +12,16 @@
  *  - the performance-test connection (opened on demand): batches pipelined, each
  *    its own transaction, no statement time-out.
  *
+ * With db_prepared = off (a pooler in transaction mode) every connection has one
+ * transaction in flight at a time, sent whole: reads that arrive meanwhile wait
+ * and go together as the next one, batches go one by one.
+ *
  * Every answer about a write is true: DB_OK means committed; DB_TIMEOUT and
  * DB_UNAVAILABLE mean not applied, now or later (the server rolled it back, or it
- * was never sent); DB_LOST means the connection broke after the write was sent,
- * so it may have been applied. No statement is sent twice, except one the
- * server rolled back because a neighbour in its transaction failed.
+ * was never sent); DB_LOST means the connection broke after the write's Sync was
+ * handed to libpq, so it may have been applied. No statement is sent twice,
+ * except one the server rolled back because a neighbour in its transaction
+ * failed.
  */
 #ifndef TODOD_DB_H
 #define TODOD_DB_H
@@ -59,7 +64,7 @@ enum db_status {
     DB_FAILED,      /* the server refused it (not applied); res holds the error */
     DB_UNAVAILABLE, /* no usable connection; never sent, never applied */
     DB_TIMEOUT,     /* no answer within request_timeout; a write: not applied */
-    DB_LOST,        /* the connection broke after the write was sent: may be applied */
+    DB_LOST,        /* the connection broke after the write's Sync went: may be applied */
 };
 
 struct db_result {

@@ -27,6 +27,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -276,11 +277,12 @@ def _bouncer_stats(bouncer, db):
     return 0, 0
 
 
-def _assert_through_bouncer(bouncer, pg, db, d, before=(0, 0), min_bytes=1):
-    """PgBouncer's console shows todod's connections as its clients, the database's
-    backends of db are exactly PgBouncer's server connections (no more than its
-    pool), and PgBouncer received at least min_bytes from its clients since
-    `before` (_bouncer_stats). Returns figures to print."""
+def _assert_through_bouncer(bouncer, pg, db, d, before=(0, 0), min_bytes=1, shared=True):
+    """PgBouncer's console shows todod's connections as its clients (more of them
+    than its pool, unless not `shared`), the database's backends of db are exactly
+    PgBouncer's server connections (no more than its pool), and PgBouncer received
+    at least min_bytes from its clients since `before` (_bouncer_stats). Returns
+    figures to print."""
     backends = _psql(pg.port, "SELECT pid, application_name, client_port FROM pg_stat_activity "
                      "WHERE datname = current_database() AND pid <> pg_backend_pid()", db)
     clients = [c for c in bouncer.show("CLIENTS") if c["database"] == db]
@@ -290,7 +292,7 @@ def _assert_through_bouncer(bouncer, pg, db, d, before=(0, 0), min_bytes=1):
     todod_clients = [c for c in clients if c["application_name"] == "todod"]
     assert len(todod_clients) >= workers, "PgBouncer sees %d todod clients: %r" % (
         len(todod_clients), clients)
-    assert len(todod_clients) > bouncer.pool_size, \
+    assert not shared or len(todod_clients) > bouncer.pool_size, \
         "todod has no more connections than the pool: it proves no sharing (%r)" % clients
     assert len(servers) <= bouncer.pool_size, servers
     # Every backend of the database is one of PgBouncer's server connections.
@@ -642,6 +644,282 @@ def behind_pgbouncer_a_write_stalled_on_a_lock_is_answered_in_time_and_never_app
             u = ok(d.request("PUT", "/todos/" + todo["id"], {"done": True}), 200)
             assert table_rows(pg, db, "id = '%s'" % todo["id"]) == [u]
             _assert_no_session_state(bouncer, db)
+
+
+def _post_get_delete_get(d, k, seconds):
+    """Client k: POST, GET, DELETE, GET of its own todos for `seconds`, on one
+    keep-alive connection. Returns its history: (what, expected, answer) with
+    answer (status, body), and the ids it created."""
+    history, made = [], {}
+    stop = time.monotonic() + seconds
+    with d.Client(timeout=15, retry=False) as c:
+        i = 0
+        while time.monotonic() < stop:
+            i += 1
+            title = "client %d todo %d" % (k, i)
+            r = c.request("POST", "/todos", {"title": title, "done": i % 2 == 0})
+            t = r.json()
+            history.append(("POST " + title, (201, title), (r.status, t)))
+            if r.status != 201:
+                continue
+            made[t["id"]] = t
+            r = c.request("GET", "/todos/" + t["id"])
+            history.append(("GET after POST", (200, t), (r.status, r.json())))
+            r = c.request("DELETE", "/todos/" + t["id"])
+            history.append(("DELETE", (204, None), (r.status, r.json() if r.body else None)))
+            if r.status == 204:
+                made[t["id"]] = None
+            r = c.request("GET", "/todos/" + t["id"])
+            history.append(("GET after DELETE", (404, {"error": "not found"}),
+                            (r.status, r.json())))
+    return history, made
+
+
+def _wrong_answers(history):
+    """The answers of a history that are not what the client's own writes imply."""
+    wrong = []
+    for what, (want_status, want), (status, got) in history:
+        if what.startswith("POST "):
+            good = status == 201 and got.get("title") == want and set(got) == {
+                "id", "title", "done", "created_at", "updated_at"}
+        else:
+            good = status == want_status and got == want
+        if not good:
+            wrong.append((what, want_status, status, got))
+    return wrong
+
+
+@test
+def behind_pgbouncer_db_prepared_on_is_explained_once_with_what_to_set():
+    # One server connection for three todod connections: each prepares its
+    # statements on the server connection another one prepared them on before
+    # (42P05), however often it tries. The log says so once, with the server's
+    # reason and the setting to change; no line ends in an empty reason.
+    pg = get_pg()
+    db = pg.create_database("bouncer")
+    with PgBouncer(pg, pool_size=1) as bouncer:
+        bouncer.start()
+        with Todod(pg=pg, db=db, database_url=bouncer.url(db), db_prepared=True, workers=1,
+                   db_connections=2) as d:
+            d.start(wait="http")
+            assert wait_until(lambda: "set db_prepared = off" in d.log(), 10), d.log_tail()
+            logins = bouncer.log().count("login attempt")
+            assert wait_until(lambda: bouncer.log().count("login attempt") >= logins + 4, 10), \
+                "todod did not retry"
+            log = d.log()
+            said = [line for line in log.splitlines() if "set db_prepared = off" in line]
+            assert len(said) == 1, said
+            assert "already exists" in said[0] and "42P05" in said[0], said
+            assert "transaction pooling" in said[0], said
+            assert log.count("already exists") <= 2, log  # and the first failure's own line
+            empty = [line for line in log.splitlines() if re.search(r":\s*$", line)]
+            assert not empty, "log lines with an empty reason:\n" + "\n".join(empty[:5])
+
+
+class ProtocolWatch:
+    """A TCP proxy in front of PostgreSQL that reads both directions of the
+    protocol (v3, no TLS) on every connection through it, and records each
+    frontend message that starts while a Sync (or simple Query) of that
+    connection has no ReadyForQuery yet: what a pooler that hands the server
+    connection on at each ReadyForQuery (PgBouncer 1.18 in transaction pooling)
+    cannot survive. Also counts the statements (Execute) per Sync."""
+
+    def __init__(self, pg_port):
+        self.pg_port = pg_port
+        self.lock = threading.Lock()
+        self.violations = []  # (connection number, message type, Syncs outstanding)
+        self.per_sync = []    # Executes of each synced transaction
+        self.connections = 0
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db):
+        return "postgresql://postgres@127.0.0.1:%d/%s?sslmode=disable&gssencmode=disable" % (
+            self.port, db)
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.pg_port))
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+            state = {"outstanding": 0, "started": False, "executes": 0}
+            threading.Thread(target=self._pump, args=(n, client, server, state, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(n, server, client, state, False),
+                             daemon=True).start()
+
+    @staticmethod
+    def _messages(buf, first_untyped):
+        """Complete messages at the head of buf -> ([(type, whole message bytes)], rest)."""
+        out = []
+        while True:
+            if first_untyped[0]:
+                if len(buf) < 4:
+                    break
+                n = int.from_bytes(buf[:4], "big")
+                if len(buf) < n:
+                    break
+                out.append(("startup", buf[:n]))
+                buf = buf[n:]
+                first_untyped[0] = False
+                continue
+            if len(buf) < 5:
+                break
+            n = 1 + int.from_bytes(buf[1:5], "big")
+            if len(buf) < n:
+                break
+            out.append((chr(buf[0]), buf[:n]))
+            buf = buf[n:]
+        return out, buf
+
+    def _pump(self, n, src, dst, state, from_client):
+        buf = b""
+        first = [from_client]
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                msgs, buf = self._messages(buf + data, first)
+                out = []
+                for kind, raw in msgs:
+                    with self.lock:
+                        if from_client:
+                            if (state["started"] and kind not in ("X",)
+                                    and state["outstanding"] > 0):
+                                self.violations.append((n, kind, state["outstanding"]))
+                            if kind == "E":
+                                state["executes"] += 1
+                            if kind in ("S", "Q"):
+                                state["outstanding"] += 1
+                                if kind == "S":
+                                    self.per_sync.append(state["executes"])
+                                state["executes"] = 0
+                        elif kind == "Z":
+                            # counted before the client can see it and answer
+                            if state["started"]:
+                                state["outstanding"] -= 1
+                            state["started"] = True
+                    out.append(raw)
+                dst.sendall(b"".join(out))
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+
+
+@test
+def pooled_a_connection_never_sends_past_a_sync_before_its_ready_for_query():
+    # db_prepared = off is the setting for PgBouncer's transaction pooling: a
+    # connection then has at most one transaction in flight, sent whole (reads
+    # arriving meanwhile wait and go together as the next one, batches one at a
+    # time), so a pooler may hand the server connection on at any
+    # ReadyForQuery. A proxy reading the protocol checks it message by message
+    # under concurrent reads, writes and a performance test.
+    pg = get_pg()
+    db = pg.create_database("watch")
+    watch = ProtocolWatch(pg.port)
+    try:
+        with Todod(pg=pg, db=db, database_url=watch.url(db), db_prepared=False, workers=1,
+                   db_connections=1) as d:
+            d.start()
+            todos = [ok(d.request("POST", "/todos", {"title": "seed %d" % i}), 201)
+                     for i in range(8)]
+            res = {}
+            perf = threading.Thread(target=lambda: res.update(r=d.request(
+                "POST", PERF, {"message_count": 20000, "batch_size": 1000}, timeout=60)))
+            perf.start()
+
+            def client(k):
+                wrong = []
+                stop = time.monotonic() + 1.5
+                with d.Client(timeout=15) as c:
+                    while time.monotonic() < stop:
+                        want = todos[k % len(todos)]
+                        r = c.request("GET", "/todos/" + want["id"])
+                        if r.status != 200 or r.json() != want:
+                            wrong.append(("GET", want["id"], r))
+                        title = "client %d" % k
+                        r = c.request("POST", "/todos", {"title": title})
+                        if r.status != 201 or r.json()["title"] != title:
+                            wrong.append(("POST", title, r))
+                        r = c.request("GET", "/todos?limit=3")
+                        if r.status != 200 or len(r.json()["data"]) != 3:
+                            wrong.append(("GET list", r))
+                return wrong
+
+            results = run_threads(12, client)
+            perf.join(60)
+            assert not [r for r in results if isinstance(r, BaseException)], results
+            wrong = [w for r in results for w in r]
+            assert not wrong, "%d wrong answers, e.g. %r" % (len(wrong), wrong[:3])
+            rep = ok(res["r"], 200)
+            rows = table_count(pg, db, "title LIKE 'Performance Test Todo #%'")
+            assert rep["success_count"] == rows == 20000, (rep, rows)
+            _assert_no_database_errors(d)
+        with watch.lock:
+            violations = list(watch.violations)
+            per_sync = list(watch.per_sync)
+        assert not violations, "%d messages sent past an unanswered Sync, e.g. %r" % (
+            len(violations), violations[:5])
+        assert max(per_sync) > 2, "no transaction carried several reads: %r" % per_sync[-20:]
+        print("    (%d transactions on %d connections, none in flight beside another; up to "
+              "%d statements in one)" % (len(per_sync), watch.connections, max(per_sync)))
+    finally:
+        watch.close()
+
+
+@test
+def behind_pgbouncer_under_real_concurrency_every_client_sees_only_its_own_todos():
+    # The issue's load: two workers, a pool of 20, 32 clients each creating,
+    # reading, deleting and reading again its own todos for 3 s. PgBouncer 1.18
+    # hands a server connection on at a ReadyForQuery while messages of the next
+    # transaction have already been forwarded: a pipeline of several transactions
+    # on one pooled connection then mixes clients' answers.
+    pg = get_pg()
+    db = pg.create_database("bouncer")
+    nclients, seconds = 32, 3
+    with PgBouncer(pg, pool_size=20) as bouncer:
+        bouncer.start()
+        with _bouncer_todod(bouncer, pg, db, workers=2) as d:
+            d.start()
+            results = run_threads(nclients, lambda k: _post_get_delete_get(d, k, seconds),
+                                  timeout=120)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            assert not errors, "client errors: %r" % errors[:3]
+            answers = sum(len(h) for h, _ in results)
+            wrong = [w for h, _ in results for w in _wrong_answers(h)]
+            assert not wrong, "%d wrong answers in %d, e.g.:\n%s" % (
+                len(wrong), answers, "\n".join(repr(w) for w in wrong[:8]))
+            # the table holds exactly what the answers say is left: nothing
+            alive = {tid for _, made in results for tid, t in made.items() if t is not None}
+            rows = {r["id"] for r in table_rows(pg, db, order="")}
+            assert rows == alive, "table %d rows, answers leave %d" % (len(rows), len(alive))
+            total = ok(d.request("GET", "/todos?limit=1"), 200)["pagination"]["total"]
+            assert total == len(alive) == table_count(pg, db), total
+            _assert_no_database_errors(d)
+            figures = _assert_through_bouncer(bouncer, pg, db, d, min_bytes=answers * 20,
+                                              shared=False)
+            print("    (%d answers to %d clients, all right; %d todod clients on %d server "
+                  "connections, %d transactions)" % (answers, nclients, figures["clients"],
+                                                      figures["servers"], figures["xacts"]))
 
 
 # --------------------------------------------------------------------------- failover

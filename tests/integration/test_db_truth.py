@@ -9,10 +9,11 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
-from harness import assert_json_error, free_port, run_threads, test, Todod, wait_until
+from harness import assert_json_error, free_port, metric, run_threads, test, Todod, wait_until
 
 NOT_APPLIED = ("database did not answer in time", "database unavailable")
 AMBIGUOUS = "database connection lost; the write may have been applied"
@@ -138,6 +139,163 @@ def terminating_the_backend_of_a_waiting_write_gives_a_truthful_answer():
         assert d.request("GET", "/todos/" + todo["id"]).json() == todo
         assert wait_until(lambda: d.request("PUT", "/todos/" + todo["id"],
                                             {"done": True}).status == 200, 5)
+
+
+def lock_todos(d, seconds):
+    """Another session holds todos in ACCESS EXCLUSIVE mode (reads wait) for
+    `seconds` from now; returns its psql process."""
+    holder = d.pg.psql_bg("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE; "
+                          "SELECT pg_sleep(%s); COMMIT;" % seconds, db=d.db)
+    assert wait_until(lambda: holder_pid(d), 5)
+    return holder
+
+
+def holder_pid(d):
+    """The pid of the session sleeping in lock_todos, or None."""
+    pid = d.pg.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+                    "AND state = 'active' AND pid <> pg_backend_pid()", db=d.db)
+    return int(pid) if pid else None
+
+
+def read_response(sock):
+    """One HTTP response from sock -> (status, its JSON body, or its text)."""
+    r = http.client.HTTPResponse(sock)
+    r.begin()
+    body = r.read()
+    if r.getheader("Content-Type", "").startswith("application/json"):
+        return r.status, json.loads(body)
+    return r.status, body.decode()
+
+
+@test
+def reads_aborted_behind_a_read_answered_at_its_deadline_run_again_never_answered_empty():
+    # Two reads of an existing todo share one transaction on the only read
+    # connection: A, whose request began 2 s earlier (its deadline comes
+    # first), then B. Both wait for a lock. A is answered 503 at its deadline;
+    # then its statement is cancelled, which aborts B without running it, and
+    # the lock goes. B must run again, within its deadline: 200 with the todo,
+    # never a 404 made of the aborted result.
+    rt = 3
+    with Todod(workers=1, db_connections=1, request_timeout=rt) as d:
+        d.start()
+        todo = d.request("POST", "/todos", {"title": "there"}).json()
+        (worker,) = d.worker_pids()
+        get = ("GET /todos/%s HTTP/1.1\r\nHost: todod\r\n" % todo["id"]).encode()
+        a = socket.create_connection((d.host, d.port), timeout=10)
+        b = socket.create_connection((d.host, d.port), timeout=10)
+        holder = lock_todos(d, 60)
+        try:
+            b.sendall(b"GET /live HTTP/1.1\r\nHost: todod\r\n\r\n")  # accepted, kept alive
+            assert read_response(b)[0] == 200
+            a.sendall(get)  # A's first bytes: its deadline counts from now
+            t0 = time.monotonic()
+            time.sleep(2)
+            # The rest of A and all of B reach the worker in one turn of its loop.
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                a.sendall(b"\r\n")
+                b.sendall(get + b"\r\n")
+                time.sleep(0.05)
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            status, body = read_response(a)
+            assert (status, body) == (503, {"error": "database did not answer in time"}), body
+            assert time.monotonic() - t0 < rt + 0.5
+            # A's statement (todod's one read waiting for the lock) is cancelled
+            assert d.pg.psql("SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity "
+                             "WHERE application_name = 'todod' AND datname = "
+                             "current_database() AND wait_event_type = 'Lock'", db=d.db) == "1"
+            time.sleep(0.1)
+            assert d.pg.psql("SELECT pg_cancel_backend(%d)" % holder_pid(d), db=d.db) == "t"
+            status, body = read_response(b)
+            took = time.monotonic() - t0
+        finally:
+            a.close()
+            b.close()
+            holder.kill()
+        holder.wait(10)
+        assert (status, body) == (200, todo), "B answered %d %r after %.2fs" % (status, body, took)
+        assert "canceling statement due to user request" in d.log(), d.log_tail()
+
+
+@test
+def slow_reads_queued_behind_a_lock_never_make_todod_drop_its_connections():
+    # Two reads wait for a lock on one read connection: the second one's
+    # statement_timeout starts when the first is cancelled, after its own
+    # deadline. The server answers all along (each cancel is an answer): no
+    # connection is dropped, and the writes sent meanwhile are rolled back by
+    # the server and answered "not applied", never "may have been applied".
+    rt = 1
+    with Todod(workers=1, db_connections=1, request_timeout=rt) as d:
+        d.start()
+        todo = d.request("POST", "/todos", {"title": "there"}).json()
+        reconnects = metric(d.metrics(), "todod_db_reconnects_total")
+        holder = lock_todos(d, 3)
+        t0 = time.monotonic()
+
+        def client(i):
+            if i < 2:
+                return timed_request(d, "GET", "/todos/" + todo["id"], timeout=rt + 5)
+            posts = []
+            while time.monotonic() - t0 < 2.6:
+                title = "during the lock %d.%d" % (i, len(posts))
+                posts.append((title,) + timed_request(d, "POST", "/todos", {"title": title},
+                                                      timeout=rt + 5))
+                time.sleep(0.1)
+            return posts
+
+        answers = run_threads(4, client)
+        holder.wait(10)
+        for r, took in answers[:2]:
+            assert_json_error(r, 503, "did not answer in time")
+            assert took < rt + 1, took
+        posts = answers[2] + answers[3]
+        kinds = [check_post_truth(d, title, r) for title, r, _ in posts]
+        assert "ambiguous" not in kinds, [(t, r.json()) for t, r, _ in posts]
+        assert all(took < rt + 1 for _, _, took in posts), [took for _, _, took in posts]
+        assert "seems hung" not in d.log(), d.log_tail()
+        assert metric(d.metrics(), "todod_db_reconnects_total") == reconnects
+        assert d.request("GET", "/todos/" + todo["id"]).json() == todo
+        print("    (%d writes during the lock: %s)" % (len(posts), ", ".join(
+            "%s %d" % (k, kinds.count(k)) for k in sorted(set(kinds)))))
+
+
+@test
+def the_read_connections_statement_timeout_is_request_timeout_to_the_unit():
+    # Guard for the read connections' server-side statement_timeout (a session
+    # setting with db_prepared = on, set per transaction with off): a read
+    # behind a lock held a little shorter than request_timeout is served; held
+    # longer, the server itself cancels the read's statement at about
+    # request_timeout, rather than leave its backend waiting for the lock.
+    rt = 2
+    for prepared in (True, False):
+        with Todod(workers=1, db_connections=1, request_timeout=rt, db_prepared=prepared) as d:
+            d.start()
+            todo = d.request("POST", "/todos", {"title": "there"}).json()
+            holder = lock_todos(d, 1.0)
+            r, took = timed_request(d, "GET", "/todos/" + todo["id"], timeout=rt + 5)
+            holder.wait(10)
+            mode = "db_prepared = %s" % ("on" if prepared else "off")
+            assert r.status == 200 and r.json() == todo, \
+                "%s: a read %.2fs behind a lock: %r" % (mode, took, r)
+
+            holder = lock_todos(d, 6)
+            try:
+                t0 = time.monotonic()
+                r = d.request("GET", "/todos/" + todo["id"], timeout=rt + 5)
+                assert_json_error(r, 503, "did not answer in time")
+                assert wait_until(lambda: not backends(d, "wait_event_type = 'Lock'"),
+                                  t0 + rt + 1.5 - time.monotonic(), interval=0.05), \
+                    "%s: the read's backend still waits for the lock %.1fs after it was " \
+                    "sent" % (mode, time.monotonic() - t0)
+                cancelled = time.monotonic() - t0
+            finally:
+                holder.terminate()
+                holder.wait(10)
+            assert cancelled > rt - 0.5, cancelled
+            assert "canceling statement due to statement timeout" in d.log(), d.log_tail()
+            print("    (%s: served after %.2fs behind the lock; cancelled by the server after "
+                  "%.2fs)" % (mode, took, cancelled))
 
 
 @test
@@ -270,6 +428,100 @@ def first_time_schema_creation_waits_briefly_for_a_lock_and_retries():
         assert r.status == 200 and r.json()["pagination"]["total"] == 1, r
 
 
+# The replaced service's migration (API.md "Schema").
+OLD_MIGRATION = (
+    "create table if not exists todos (id uuid primary key default gen_random_uuid(), "
+    "title varchar(255) not null, done boolean not null default false, "
+    "created_at timestamptz default now(), updated_at timestamptz default now()); "
+    "create index if not exists idx_todos_done on todos (done); "
+    "create index if not exists idx_todos_created_at on todos (created_at);")
+
+COUNT_TRIGGERS = ("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'todos'::regclass "
+                  "AND tgname LIKE 'todod_count_%'")
+
+
+def list_until_served(d, seconds=10):
+    """GET /todos until it is answered 200; every other answer must be 503
+    "database unavailable". Returns (the 200's body, the answers before it)."""
+    before = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        r = d.request("GET", "/todos?limit=1")
+        if r.status == 200:
+            return r.json(), before
+        assert_json_error(r, 503, "database unavailable")
+        before.append(r)
+        time.sleep(0.05)
+    raise AssertionError("GET /todos not served again within %ds: %r; log:\n%s"
+                         % (seconds, before[-1:], d.log_tail()))
+
+
+@test
+def dropping_the_table_under_a_running_todod_gets_503s_then_the_table_made_again():
+    with Todod(workers=2, request_timeout=2) as d:
+        d.start()
+        for i in range(5):
+            assert d.request("POST", "/todos", {"title": "before %d" % i}).status == 201
+        d.pg.psql("DROP TABLE todos", db=d.db)
+        answers = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            title = "after the drop %d" % len(answers)
+            r = d.request("POST", "/todos", {"title": title})
+            answers.append((title, r))
+            if r.status == 201:
+                break
+            # not applied: it never ran
+            assert_json_error(r, 503, "database unavailable")
+            time.sleep(0.05)
+        assert answers[-1][1].status == 201, "no write served again: %r\n%s" % (
+            answers[-1], d.log_tail())
+        for title, r in answers:
+            assert check_post_truth(d, title, r) in ("committed", "not applied")
+        body, _ = list_until_served(d)
+        assert body["pagination"]["total"] == 1 == int(d.pg.psql(
+            "SELECT count(*) FROM todos", db=d.db)), body
+        assert d.pg.psql(COUNT_TRIGGERS, db=d.db) == "3"
+        assert "made the todod schema whole again" in d.log(), d.log_tail()
+        assert d.request("DELETE", "/todos/" + answers[-1][1].json()["id"]).status == 204
+        body, _ = list_until_served(d)
+        assert body["pagination"]["total"] == 0, body
+        print("    (%d POSTs answered 503 \"database unavailable\" before the table was made "
+              "again)" % (len(answers) - 1))
+
+
+@test
+def a_table_replaced_by_the_old_migration_is_counted_again_and_totals_come_right():
+    with Todod(workers=2, request_timeout=2) as d:
+        d.start()
+        for i in range(3):
+            assert d.request("POST", "/todos", {"title": "todod's %d" % i}).status == 201
+        assert d.request("GET", "/todos").json()["pagination"]["total"] == 3
+        # The replaced service's migration, run against an emptied database, and
+        # its rows: todod's index, triggers and count are gone with the old
+        # table; its schema marker and count table remain.
+        d.pg.psql("BEGIN; DROP TABLE todos; " + OLD_MIGRATION +
+                  " INSERT INTO todos (title, done) SELECT 'old ' || i, i % 2 = 0"
+                  " FROM generate_series(1, 2000) i; COMMIT;", db=d.db)
+        assert d.pg.psql(COUNT_TRIGGERS, db=d.db) == "0"
+        body, refused = list_until_served(d)
+        assert body["pagination"]["total"] == 2000, body
+        assert d.pg.psql(COUNT_TRIGGERS, db=d.db) == "3"
+        assert d.pg.psql("SELECT count(*) FROM pg_indexes WHERE indexname = "
+                         "'todod_todos_created_at_id'", db=d.db) == "1"
+        # every worker serves the right total, and the triggers keep it
+        for _ in range(6):
+            assert d.request("GET", "/todos?limit=1").json()["pagination"]["total"] == 2000
+        made = d.request("POST", "/todos", {"title": "after"}).json()
+        assert d.request("GET", "/todos/done/false?limit=1").json()[0] == made
+        assert d.request("GET", "/todos?limit=1").json()["pagination"]["total"] == 2001
+        assert d.request("DELETE", "/todos/" + made["id"]).status == 204
+        total = d.request("GET", "/todos?limit=1").json()["pagination"]["total"]
+        assert total == 2000 == int(d.pg.psql("SELECT count(*) FROM todos", db=d.db)), total
+        assert "counted todos anew: 2000 rows" in d.log(), d.log_tail()
+        print("    (%d lists answered 503 before the count was kept again)" % len(refused))
+
+
 @test
 def an_open_insert_of_another_session_never_holds_up_todods_writes():
     with Todod(workers=1, db_write_connections=4, request_timeout=5) as d:
@@ -357,6 +609,51 @@ def a_performance_test_that_loses_its_connection_reports_the_truth_without_stall
         assert worst < 0.2, "the event loop stalled %.3fs when the connection died" % worst
         # the worker serves on
         assert d.request("POST", "/todos", {"title": "after"}).status == 201
+
+
+@test
+def a_batch_whose_sync_was_handed_to_libpq_counts_as_unknown_when_its_server_is_dropped():
+    # Batches of 100,000 rows, four in flight: libpq holds megabytes the kernel
+    # has no room for, so a batch's Sync may sit in a socket buffer (and reach
+    # the server) while libpq still holds later bytes. The backends stop after
+    # the first commit; a read makes todod give the server up as hung and drop
+    # every connection; then the backends continue and commit what they had.
+    n, b = 1000000, 100000
+    with Todod(workers=1, request_timeout=2, perf_max_batch=b) as d:
+        d.start()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=d.request(
+            "POST", PERF, {"message_count": n, "batch_size": b}, timeout=120)))
+        t.start()
+        pids = []
+        try:
+            assert wait_until(lambda: int(d.pg.psql("SELECT count(*) FROM todos",
+                                                    db=d.db)) > 0, 60), "no batch committed"
+            pids = backends(d)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            r = d.request("GET", "/todos?limit=1", timeout=10)
+            assert_json_error(r, 503, "did not answer in time")
+            t.join(30)
+            assert not t.is_alive(), "no report while the server was stopped"
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert "the server seems hung" in d.log(), d.log_tail()
+        # what the stopped backends had received, they run now
+        assert wait_until(lambda: not backends(d, "query LIKE '%unnest%' AND state = 'active'"),
+                          60)
+        rep = result["r"].json()
+        rows = int(d.pg.psql("SELECT count(*) FROM todos", db=d.db))
+        s, e, u = rep["success_count"], rep["error_count"], rep["unknown_count"]
+        print("    (report: success %d, error %d, unknown %d; the table has %d rows)"
+              % (s, e, u, rows))
+        assert s + e + u == n, rep
+        assert s <= rows <= s + u, \
+            "%d rows, but the report says %d committed and %d unknown" % (rows, s, u)
+        assert rows % b == 0, rows  # whole batches: each is one transaction
+        total = d.request("GET", "/todos?limit=1").json()["pagination"]["total"]
+        assert total == rows, (total, rows)
 
 
 @test
