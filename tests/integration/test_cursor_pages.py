@@ -116,6 +116,8 @@ def walk(c, limit, keys=None, between=None):
         assert p["limit"] == limit and len(body["data"]) <= limit, p
         if p["has_next"]:
             assert len(body["data"]) == limit, "a page before the last is full: %r" % p
+        else:
+            assert body["data"] or n == 0, "has_next led to an empty page: %r" % p
         if keys is not None and p["has_next"]:
             assert read_cursor(p["next_cursor"]) == keys[body["data"][-1]["id"]], \
                 "page %d: the cursor does not name its last todo" % n
@@ -177,7 +179,7 @@ def cursor_walk_visits_every_todo_once_in_list_order_null_times_included():
         assert len(want) == 46
         assert sql(d, "SELECT count(*) FROM todos WHERE created_at IS NULL") == "4"
         keys = sort_keys(d)
-        for limit in (1, 2, 3, 7, 45, 46, 100):
+        for limit in (1, 2, 3, 7, 23, 45, 46, 100):
             seen = walk(d, limit, keys=keys)
             assert seen == want, "limit %d: the walk is not the list's order:\n%s\n%s" % (
                 limit, seen, want)
