@@ -481,22 +481,31 @@ static void submit_page(struct http_req *r, enum db_stmt stmt, const char *filte
     submit(r, stmt, &p, cb);
 }
 
-/* Sends a keyset page query: created_at (binary, or NULL), id (binary), limit + 1. */
+/* Sends a keyset page query: [created_at (binary),] id (binary), limit + 1; a
+ * NULL time has a statement of its own (NULL is no bound in SQL). */
 static void submit_after(struct http_req *r)
 {
     const struct page *pg = r->data;
     char created[8], limit[24];
-    const char *values[3] = {pg->after.created_null ? NULL : created, (const char *)pg->after.id,
-                             limit};
-    const int lengths[3] = {8, 16, 0}, formats[3] = {1, 1, 0};
-    struct db_params p = {3, values, lengths, formats};
+    const char *values[3];
+    int lengths[3], formats[3] = {1, 1, 0};
+    struct db_params p = {0, values, lengths, formats};
     uint64_t t = (uint64_t)pg->after.created_at;
     int i;
 
-    for (i = 0; i < 8; i++)
-        created[i] = (char)(t >> (56 - 8 * i));
+    if (!pg->after.created_null) {
+        for (i = 0; i < 8; i++)
+            created[i] = (char)(t >> (56 - 8 * i));
+        values[p.n] = created;
+        lengths[p.n++] = 8;
+    }
+    values[p.n] = (const char *)pg->after.id;
+    lengths[p.n++] = 16;
     snprintf(limit, sizeof(limit), "%ld", pg->limit + 1);
-    submit(r, DB_TODO_AFTER, &p, list_done);
+    values[p.n] = limit;
+    formats[p.n] = 0;
+    lengths[p.n++] = 0;
+    submit(r, pg->after.created_null ? DB_TODO_AFTER_NULL : DB_TODO_AFTER, &p, list_done);
 }
 
 void todos_list(struct http_req *r)

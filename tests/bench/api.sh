@@ -348,11 +348,11 @@ fi
 # ---- measurements ----
 
 rows=()
-row() { # request rps p50 p99 ceiling ceiling_rps|n/a [decimals of ceiling_rps]
+row() { # request rps p50 p99 ceiling ceiling_rps|n/a [decimals of ceiling_rps [of the ratio]]
     local c=n/a r=n/a
     if [ "$6" != n/a ]; then
         c=$(bench_fmt "$6" "${7:-0}")
-        r="$(bench_ratio "$2" "$6" 2)x"
+        r="$(bench_ratio "$2" "$6" "${8:-2}")x"
     fi
     rows+=("| $1 | $(bench_fmt "$2") | $(bench_fmt "$3" 2) | $(bench_fmt "$4" 2) | $5 | $c | $r |")
 }
@@ -481,7 +481,7 @@ row "GET /todos?limit=10 (1,000,000 rows)" "${list[@]}" \
 row "GET /todos?after=C&limit=10, C at depth 900,000" "${after_deep[@]}" \
     "GET /todos?limit=10 (page 1; runs alternating with these)" "${page_first[0]}"
 row "GET /todos?page=90000&limit=10 ($THREADS connections)" "${page_deep[@]}" \
-    "GET /todos?limit=10 (page 1, above)" "${page_first[0]}"
+    "GET /todos?limit=10 (page 1, above)" "${page_first[0]}" 0 4
 row "GET /health" "${health[@]}" "$nginx_label" "$health_ceiling"
 [ "${trace_on[0]}" = n/a ] ||
     row "GET /todos/{id}, tracing on" "${trace_on[@]}" "the same, tracing off (runs alternating with these)" "${trace_off[0]}"

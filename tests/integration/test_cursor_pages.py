@@ -371,7 +371,7 @@ def strings_todod_did_not_make_are_400_invalid_cursor():
 
 def _plans(pg, db, since):
     """The JSON plans auto_explain logged for database db after byte offset since,
-    of statements whose text contains UNION ALL (the cursor page's)."""
+    of the cursor pages' statements (those of the list's count without OFFSET)."""
     with open(pg.log_path, encoding="utf-8", errors="replace") as f:
         f.seek(since)
         text = f.read()
@@ -381,7 +381,8 @@ def _plans(pg, db, since):
         if ("@%s " % db) not in head or "plan:" not in entry:
             continue
         plan = json.loads(entry[entry.index("plan:") + len("plan:"):])
-        if "UNION ALL" in plan.get("Query Text", ""):
+        text = plan.get("Query Text", "")
+        if "todod_todo_count" in text and "OFFSET" not in text:
             plans.append(plan)
     return plans
 
