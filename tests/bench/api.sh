@@ -249,6 +249,13 @@ wrk_alternate() {
     A_RPS=$W_RPS A_P50=$W_P50 A_P99=$W_P99
     wrk_result "$3"
     B_RPS=$W_RPS B_P50=$W_P50 B_P99=$W_P99
+    # Each run of A against the run of B next to it: the ratio with less of
+    # the machine's drift in it than the medians'.
+    local a b i pairs=()
+    read -ra a <<<"${WRK_RPS[$1]}"
+    read -ra b <<<"${WRK_RPS[$3]}"
+    for i in "${!a[@]}"; do pairs+=("$(bench_ratio "${a[$i]}" "${b[$i]}" 2)"); done
+    details+=("$1 / $3, run by run: ${pairs[*]} (median $(bench_median "${pairs[@]}"))")
 }
 
 # pgbench_measure LABEL CLIENTS SCRIPT [pgbench options]: sets P_TPS (median).
