@@ -18,6 +18,11 @@ int64_t pgbin_int64(const char *p)
     return (int64_t)v;
 }
 
+bool pgbin_timestamp_valid(int64_t us)
+{
+    return (us >= PG_TIMESTAMP_MIN && us < PG_TIMESTAMP_END) || us == INT64_MIN || us == INT64_MAX;
+}
+
 /* The proleptic Gregorian date of a day number (days since 1970-01-01), after
  * Howard Hinnant's civil_from_days. */
 static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)

@@ -2,6 +2,7 @@
 #ifndef TODOD_PGBIN_H
 #define TODOD_PGBIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,10 @@
  * PostgreSQL's range.
  */
 size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX]);
+
+/* Whether PostgreSQL accepts us as a binary timestamptz: within its range, or
+ * one of the infinities (INT64_MIN and INT64_MAX). */
+bool pgbin_timestamp_valid(int64_t us);
 
 /* A big-endian 64-bit integer: how the binary format sends bigint and timestamps. */
 int64_t pgbin_int64(const char *p);

@@ -149,9 +149,9 @@ static const char schema_sql[] =
 #define TODO_COLUMNS "id, title, done, created_at, updated_at"
 
 static const char *const operations[DB_NSTMTS] = {
-    [DB_TODO_GET] = "SELECT",    [DB_TODO_LIST] = "SELECT",   [DB_TODO_BY_DONE] = "SELECT",
-    [DB_TODO_INSERT] = "INSERT", [DB_TODO_UPDATE] = "UPDATE", [DB_TODO_DELETE] = "DELETE",
-    [DB_PERF_INSERT] = "INSERT",
+    [DB_TODO_GET] = "SELECT",    [DB_TODO_LIST] = "SELECT",       [DB_TODO_BY_DONE] = "SELECT",
+    [DB_TODO_AFTER] = "SELECT",  [DB_TODO_AFTER_NULL] = "SELECT", [DB_TODO_INSERT] = "INSERT",
+    [DB_TODO_UPDATE] = "UPDATE", [DB_TODO_DELETE] = "DELETE",     [DB_PERF_INSERT] = "INSERT",
 };
 
 static const struct {
@@ -168,6 +168,23 @@ static const struct {
                       "  ELSE todod_count_unkept() END::bigint AS total) c"
                       " LEFT JOIN LATERAL (SELECT * FROM todos ORDER BY created_at DESC, id DESC"
                       " LIMIT $1 OFFSET $2) t ON true"},
+    /* The same rows, the $3 after the key ($1, $2): one range of the
+     * (created_at, id) index, O(log n + $3) at any depth. */
+    [DB_TODO_AFTER] = {"todo_after",
+                       "SELECT " TODO_COLUMNS ", c.total FROM"
+                       " (SELECT coalesce(sum(n), 0)::bigint AS total FROM todod_todo_count) c"
+                       " LEFT JOIN LATERAL (SELECT * FROM todos WHERE (created_at, id) < ($1, $2)"
+                       " ORDER BY created_at DESC, id DESC LIMIT $3) t ON true"},
+    /* After the key (NULL, $1): NULL times come first in this order, so the
+     * NULL ones of lower id, then every other; two ranges, merged. */
+    [DB_TODO_AFTER_NULL] = {"todo_after_null",
+                            "SELECT " TODO_COLUMNS ", c.total FROM"
+                            " (SELECT coalesce(sum(n), 0)::bigint AS total FROM todod_todo_count) c"
+                            " LEFT JOIN LATERAL ((SELECT * FROM todos WHERE created_at IS NULL"
+                            " AND id < $1 ORDER BY created_at DESC, id DESC LIMIT $2)"
+                            " UNION ALL (SELECT * FROM todos WHERE created_at IS NOT NULL"
+                            " ORDER BY created_at DESC, id DESC LIMIT $2)"
+                            " ORDER BY created_at DESC, id DESC LIMIT $2) t ON true"},
     [DB_TODO_BY_DONE] = {"todo_by_done", "SELECT " TODO_COLUMNS " FROM todos WHERE done = $1"
                                          " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"},
     [DB_TODO_INSERT] = {"todo_insert", "INSERT INTO todos (id, title, done) VALUES ($1, $2, $3)"

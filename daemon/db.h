@@ -51,6 +51,8 @@ struct db_trace {
 enum db_stmt {
     DB_TODO_GET,
     DB_TODO_LIST,
+    DB_TODO_AFTER,
+    DB_TODO_AFTER_NULL,
     DB_TODO_BY_DONE,
     DB_TODO_INSERT, /* writes from here on */
     DB_TODO_UPDATE,

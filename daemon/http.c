@@ -577,6 +577,43 @@ int http_query_parse_long(const char *query, const char *name, long def, long mi
     return rc;
 }
 
+enum http_query_text http_query_parse_text(const char *query, const char *name, char **out)
+{
+    struct evkeyvalq args;
+    const char *value;
+    enum http_query_text rc = HTTP_QUERY_ABSENT;
+
+    *out = NULL;
+    if (query == NULL)
+        return HTTP_QUERY_ABSENT;
+    TAILQ_INIT(&args);
+    if (evhttp_parse_query_str(query, &args) != 0)
+        return HTTP_QUERY_MALFORMED;
+    value = evhttp_find_header(&args, name);
+    if (value != NULL) {
+        if (query_value_has_nul(query, name))
+            rc = HTTP_QUERY_NUL;
+        else if ((*out = strdup(value)) == NULL)
+            rc = HTTP_QUERY_NOMEM;
+        else
+            rc = HTTP_QUERY_FOUND;
+    }
+    evhttp_clear_headers(&args);
+    return rc;
+}
+
+enum http_query_text http_query_text(struct http_req *r, const char *name, char **out)
+{
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+    enum http_query_text rc = http_query_parse_text(query, name, out);
+
+    if (rc == HTTP_QUERY_MALFORMED)
+        http_reply_error(r, 400, "malformed query string");
+    else if (rc == HTTP_QUERY_NOMEM)
+        http_reply_error(r, 500, "internal error");
+    return rc;
+}
+
 long http_query_long(struct http_req *r, const char *name, long def, long min, long max, bool clamp)
 {
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));

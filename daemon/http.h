@@ -116,4 +116,21 @@ long http_query_long(struct http_req *r, const char *name, long def, long min, l
 int http_query_parse_long(const char *query, const char *name, long def, long min, long max,
                           bool clamp, long *out, char *err, size_t errlen);
 
+/* A query parameter read as text. */
+enum http_query_text {
+    HTTP_QUERY_ABSENT,    /* no such parameter (and the query string is well formed) */
+    HTTP_QUERY_FOUND,     /* its %-decoded value, in a copy the caller frees */
+    HTTP_QUERY_NUL,       /* its value decodes to a NUL byte, which the text would hide */
+    HTTP_QUERY_MALFORMED, /* the query string is not name=value pairs */
+    HTTP_QUERY_NOMEM,     /* no memory for the copy */
+};
+
+/* Query parameter name (the first, in any case), as evhttp decodes it ('+' a
+ * space): *out is the copy on HTTP_QUERY_FOUND, NULL otherwise. Pure. */
+enum http_query_text http_query_parse_text(const char *query, const char *name, char **out);
+
+/* The same for a request; answers HTTP_QUERY_MALFORMED (400) and
+ * HTTP_QUERY_NOMEM (500) itself, so that r is gone after them. */
+enum http_query_text http_query_text(struct http_req *r, const char *name, char **out);
+
 #endif

@@ -6,12 +6,15 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "cursor.h"
 #include "db.h"
 #include "pgbin.h"
 #include "utf8.h"
 
-#define TITLE_MAX 255
-#define PAGE_MAX  100000000L
+#define TITLE_MAX      255
+#define PAGE_MAX       100000000L
+#define LIST_LIMIT     10L  /* GET /todos: limit's default, */
+#define LIST_LIMIT_MAX 100L /* and where it is clamped */
 
 /* Columns of every todo row (see TODO_COLUMNS in db.c), in PostgreSQL's
  * binary format: uuid 16 bytes, text its bytes, bool one byte, timestamptz
@@ -294,14 +297,26 @@ void todos_delete(struct http_req *r)
 
 /* ---- lists ---- */
 
+/* A list request: a page by number, or a keyset page (page 0) after a cursor. */
 struct page {
     long page, limit;
+    struct cursor_key after;
 };
 
-static struct json_object *rows_json(const PGresult *res)
+/* The todo rows of a list result: none when the page is empty, whose one row
+ * (the LEFT JOIN's) has NULL todo columns. */
+static int todo_rows(const PGresult *res)
+{
+    int n = PQntuples(res);
+
+    return n == 1 && PQgetisnull(res, 0, COL_ID) ? 0 : n;
+}
+
+/* The first n todo rows of res as a JSON array. */
+static struct json_object *rows_json(const PGresult *res, int n)
 {
     struct json_object *arr = json_object_new_array();
-    int i, n = PQntuples(res);
+    int i;
 
     for (i = 0; arr != NULL && i < n; i++)
         if (!PQgetisnull(res, i, COL_ID))
@@ -314,28 +329,92 @@ static void page_cleanup(struct http_req *r)
     free(r->data);
 }
 
+/* Keeps pg as the request's data. */
+static bool page_keep(struct http_req *r, const struct page *pg)
+{
+    struct page *copy = malloc(sizeof(*copy));
+
+    if (copy == NULL) {
+        http_reply_error(r, 500, "internal error");
+        return false;
+    }
+    *copy = *pg;
+    r->data = copy;
+    r->cleanup = page_cleanup;
+    return true;
+}
+
 /* Reads page and limit into r->data; answers 400 itself (freeing r) and
  * returns false when one is bad. */
 static bool parse_page(struct http_req *r, long def_limit, long max_limit)
 {
-    long page = http_query_long(r, "page", 1, 1, PAGE_MAX, false), limit;
-    struct page *pg;
+    struct page pg = {0};
 
-    if (page < 0)
+    pg.page = http_query_long(r, "page", 1, 1, PAGE_MAX, false);
+    if (pg.page < 0)
         return false;
-    limit = http_query_long(r, "limit", def_limit, 1, max_limit, true);
-    if (limit < 0)
+    pg.limit = http_query_long(r, "limit", def_limit, 1, max_limit, true);
+    if (pg.limit < 0)
         return false;
-    pg = malloc(sizeof(*pg));
-    if (pg == NULL) {
-        http_reply_error(r, 500, "internal error");
+    return page_keep(r, &pg);
+}
+
+/* Reads the cursor after (NULL: its value held a NUL byte) and limit into
+ * r->data; answers 400 itself and returns false when one is bad, or when page
+ * is given too. */
+static bool parse_after(struct http_req *r, const char *after)
+{
+    struct page pg = {0};
+    char *page;
+
+    switch (http_query_text(r, "page", &page)) {
+    case HTTP_QUERY_ABSENT:
+        break;
+    case HTTP_QUERY_FOUND:
+    case HTTP_QUERY_NUL:
+        free(page);
+        http_reply_error(r, 400, "after and page cannot be used together");
+        return false;
+    default: /* answered */
         return false;
     }
-    pg->page = page;
-    pg->limit = limit;
-    r->data = pg;
-    r->cleanup = page_cleanup;
+    if (after == NULL || cursor_decode(after, strlen(after), &pg.after) != CURSOR_OK) {
+        http_reply_error(r, 400, "invalid cursor");
+        return false;
+    }
+    pg.limit = http_query_long(r, "limit", LIST_LIMIT, 1, LIST_LIMIT_MAX, true);
+    if (pg.limit < 0)
+        return false;
+    return page_keep(r, &pg);
+}
+
+/* The key of a todo row, for the cursor that names it. */
+static bool row_key(const PGresult *res, int row, struct cursor_key *k)
+{
+    const char *id = binary_value(res, row, COL_ID, 16);
+    const char *created = binary_value(res, row, COL_CREATED, 8);
+
+    if (id == NULL || (created == NULL && !PQgetisnull(res, row, COL_CREATED)))
+        return false;
+    k->created_null = created == NULL;
+    k->created_at = created ? pgbin_int64(created) : 0;
+    memcpy(k->id, id, 16);
     return true;
+}
+
+/* pagination.next_cursor and the Link header, naming the row last shown. */
+static void add_next(struct http_req *r, struct json_object *pagination, const PGresult *res,
+                     int last, long limit)
+{
+    struct cursor_key k;
+    char cursor[CURSOR_LEN + 1], link[CURSOR_LEN + 64];
+
+    if (last < 0 || !row_key(res, last, &k))
+        return;
+    cursor_encode(&k, cursor);
+    json_object_object_add(pagination, "next_cursor", json_object_new_string(cursor));
+    snprintf(link, sizeof(link), "</todos?after=%s&limit=%ld>; rel=\"next\"", cursor, limit);
+    http_add_header(r, "Link", link);
 }
 
 static void list_done(void *arg, const struct db_result *dr)
@@ -345,7 +424,9 @@ static void list_done(void *arg, const struct db_result *dr)
     const PGresult *res = dr->res;
     struct page *pg = r->data;
     struct json_object *o, *pagination;
-    long long total, pages;
+    long long total = 0, pages;
+    int shown;
+    bool has_next;
     const char *v;
 
     http_db_done(r);
@@ -353,19 +434,32 @@ static void list_done(void *arg, const struct db_result *dr)
         reply_db_status(r, st);
         return;
     }
-    total = 0;
     if (PQntuples(res) > 0 && (v = binary_value(res, 0, COL_UPDATED + 1, 8)) != NULL)
         total = pgbin_int64(v);
-    pages = (total + pg->limit - 1) / pg->limit;
-    o = json_object_new_object();
+    shown = todo_rows(res);
     pagination = json_object_new_object();
-    json_object_object_add(o, "data", rows_json(res));
-    json_object_object_add(pagination, "page", json_object_new_int64(pg->page));
-    json_object_object_add(pagination, "limit", json_object_new_int64(pg->limit));
-    json_object_object_add(pagination, "total", json_object_new_int64(total));
-    json_object_object_add(pagination, "total_pages", json_object_new_int64(pages));
-    json_object_object_add(pagination, "has_next", json_object_new_boolean(pg->page < pages));
-    json_object_object_add(pagination, "has_prev", json_object_new_boolean(pg->page > 1));
+    if (pg->page > 0) {
+        pages = (total + pg->limit - 1) / pg->limit;
+        has_next = pg->page < pages;
+        json_object_object_add(pagination, "page", json_object_new_int64(pg->page));
+        json_object_object_add(pagination, "limit", json_object_new_int64(pg->limit));
+        json_object_object_add(pagination, "total", json_object_new_int64(total));
+        json_object_object_add(pagination, "total_pages", json_object_new_int64(pages));
+        json_object_object_add(pagination, "has_next", json_object_new_boolean(has_next));
+        json_object_object_add(pagination, "has_prev", json_object_new_boolean(pg->page > 1));
+    } else {
+        /* A keyset page asks for one row more than it shows: whether there is a next. */
+        has_next = shown > pg->limit;
+        if (has_next)
+            shown = (int)pg->limit;
+        json_object_object_add(pagination, "limit", json_object_new_int64(pg->limit));
+        json_object_object_add(pagination, "total", json_object_new_int64(total));
+        json_object_object_add(pagination, "has_next", json_object_new_boolean(has_next));
+    }
+    if (has_next)
+        add_next(r, pagination, res, shown - 1, pg->limit);
+    o = json_object_new_object();
+    json_object_object_add(o, "data", rows_json(res, shown));
     json_object_object_add(o, "pagination", pagination);
     http_reply_json(r, 200, o);
 }
@@ -387,10 +481,51 @@ static void submit_page(struct http_req *r, enum db_stmt stmt, const char *filte
     submit(r, stmt, &p, cb);
 }
 
+/* Sends a keyset page query: [created_at (binary),] id (binary), limit + 1; a
+ * NULL time has a statement of its own (NULL is no bound in SQL). */
+static void submit_after(struct http_req *r)
+{
+    const struct page *pg = r->data;
+    char created[8], limit[24];
+    const char *values[3];
+    int lengths[3], formats[3] = {1, 1, 0};
+    struct db_params p = {0, values, lengths, formats};
+    uint64_t t = (uint64_t)pg->after.created_at;
+    int i;
+
+    if (!pg->after.created_null) {
+        for (i = 0; i < 8; i++)
+            created[i] = (char)(t >> (56 - 8 * i));
+        values[p.n] = created;
+        lengths[p.n++] = 8;
+    }
+    values[p.n] = (const char *)pg->after.id;
+    lengths[p.n++] = 16;
+    snprintf(limit, sizeof(limit), "%ld", pg->limit + 1);
+    values[p.n] = limit;
+    formats[p.n] = 0;
+    lengths[p.n++] = 0;
+    submit(r, pg->after.created_null ? DB_TODO_AFTER_NULL : DB_TODO_AFTER, &p, list_done);
+}
+
 void todos_list(struct http_req *r)
 {
-    if (parse_page(r, 10, 100))
-        submit_page(r, DB_TODO_LIST, NULL, list_done);
+    char *after;
+
+    switch (http_query_text(r, "after", &after)) {
+    case HTTP_QUERY_ABSENT:
+        if (parse_page(r, LIST_LIMIT, LIST_LIMIT_MAX))
+            submit_page(r, DB_TODO_LIST, NULL, list_done);
+        break;
+    case HTTP_QUERY_FOUND:
+    case HTTP_QUERY_NUL:
+        if (parse_after(r, after))
+            submit_after(r);
+        free(after);
+        break;
+    default: /* answered */
+        break;
+    }
 }
 
 static void by_done_done(void *arg, const struct db_result *dr)
@@ -403,7 +538,7 @@ static void by_done_done(void *arg, const struct db_result *dr)
     if (st != DB_OK)
         reply_db_status(r, st);
     else
-        http_reply_json(r, 200, rows_json(res));
+        http_reply_json(r, 200, rows_json(res, todo_rows(res)));
 }
 
 void todos_by_done(struct http_req *r)

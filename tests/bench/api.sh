@@ -14,6 +14,11 @@
 #   GET /todos?limit=10   vs the replaced service's per-request queries
 #                         (count(*) of the table, then ORDER BY created_at DESC
 #                         LIMIT 10 OFFSET 0), and the figure before this design;
+#   GET /todos?after=C&limit=10, C at depth 900,000 (a cursor page: the same
+#                         rows as page=90000) vs page 1 (their runs alternate),
+#                         and page=90000&limit=10 at its real cost (2 connections,
+#                         one request at a time per worker: a page by number reads
+#                         the 900,000 rows it skips);
 #   GET /health           vs nginx `return 200` with as many workers;
 #   POST /todos           vs pgbench: todod's INSERT ... RETURNING;
 #   PUT /todos/{id}       vs pgbench: todod's UPDATE ... RETURNING of a random row;
@@ -176,9 +181,10 @@ details=()
 # field NAME LINE: the value of NAME=value in LINE.
 field() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
-# wrk_run SECONDS URL: one wrk run (the BENCH_* variables exported by the caller).
+# wrk_run SECONDS URL: one wrk run (the BENCH_* variables exported by the caller;
+# WRK_CONNS, when set, instead of CONNS).
 wrk_run() {
-    bench_bounded $(($1 + 60)) wrk -t"$THREADS" -c"$CONNS" -d"$1s" --latency -s "$BENCH_DIR/wrk.lua" "$2" 2>&1
+    bench_bounded $(($1 + 60)) wrk -t"$THREADS" -c"${WRK_CONNS:-$CONNS}" -d"$1s" --latency -s "$BENCH_DIR/wrk.lua" "$2" 2>&1
 }
 
 # wrk_series LABEL URL RUN: run RUN (0: the 1 s warm-up) of a measurement; its
@@ -243,6 +249,13 @@ wrk_alternate() {
     A_RPS=$W_RPS A_P50=$W_P50 A_P99=$W_P99
     wrk_result "$3"
     B_RPS=$W_RPS B_P50=$W_P50 B_P99=$W_P99
+    # Each run of A against the run of B next to it: the ratio with less of
+    # the machine's drift in it than the medians'.
+    local a b i pairs=()
+    read -ra a <<<"${WRK_RPS[$1]}"
+    read -ra b <<<"${WRK_RPS[$3]}"
+    for i in "${!a[@]}"; do pairs+=("$(bench_ratio "${a[$i]}" "${b[$i]}" 2)"); done
+    details+=("$1 / $3, run by run: ${pairs[*]} (median $(bench_median "${pairs[@]}"))")
 }
 
 # pgbench_measure LABEL CLIENTS SCRIPT [pgbench options]: sets P_TPS (median).
@@ -342,11 +355,11 @@ fi
 # ---- measurements ----
 
 rows=()
-row() { # request rps p50 p99 ceiling ceiling_rps|n/a [decimals of ceiling_rps]
+row() { # request rps p50 p99 ceiling ceiling_rps|n/a [decimals of ceiling_rps [of the ratio]]
     local c=n/a r=n/a
     if [ "$6" != n/a ]; then
         c=$(bench_fmt "$6" "${7:-0}")
-        r="$(bench_ratio "$2" "$6" 2)x"
+        r="$(bench_ratio "$2" "$6" "${8:-2}")x"
     fi
     rows+=("| $1 | $(bench_fmt "$2") | $(bench_fmt "$3" 2) | $(bench_fmt "$4" 2) | $5 | $c | $r |")
 }
@@ -366,6 +379,27 @@ list=("$W_RPS" "$W_P50" "$W_P99")
 pgbench_measure "old list (count(*) + ORDER BY ... LIMIT 10 OFFSET 0)" "$CONNS" "$BENCH_DIR/old_list.sql"
 list_old=$P_TPS
 count_line=$(check_counts "$LIST_ROWS")
+
+# Cursor pages at depth 900,000: seeded row k is the k-th newest, so
+# page=90000 (limit 10) holds rows 899,991 to 900,000, and so does the cursor
+# page after row 899,990, which the next_cursor of page 89,999 names.
+deep=$(curl -s --max-time 120 "$(bench_url '/todos?page=89999&limit=10')")
+cursor=$(printf '%s' "$deep" | sed -n 's/.*"next_cursor" *: *"\([A-Za-z0-9_-]*\)".*/\1/p')
+[ "${#cursor}" = 40 ] || bench_die "GET /todos?page=89999&limit=10 gave no next_cursor: ${deep:0:300}"
+after_path="/todos?after=$cursor&limit=10"
+first_id() { printf '%s' "$1" | grep -o '"id" *: *"[^"]*"' | head -n 1 | sed 's/.*: *"\(.*\)"/\1/'; }
+want_id=$ID_MAIN-$(printf '%012d' 899991)
+got_after=$(first_id "$(curl -s --max-time 30 "$(bench_url "$after_path")")")
+got_page=$(first_id "$(curl -s --max-time 120 "$(bench_url '/todos?page=90000&limit=10')")")
+if [ "$got_after" != "$want_id" ] || [ "$got_page" != "$want_id" ]; then
+    bench_die "depth 900,000: the cursor page starts at $got_after, page 90000 at $got_page (want $want_id)"
+fi
+wrk_alternate "GET /todos?after=C&limit=10 (depth 900,000)" "$(bench_url "$after_path")" \
+    "GET /todos?limit=10 (page 1)" "$(bench_url '/todos?limit=10')"
+after_deep=("$A_RPS" "$A_P50" "$A_P99")
+page_first=("$B_RPS" "$B_P50" "$B_P99")
+WRK_CONNS=$THREADS wrk_measure "GET /todos?page=90000&limit=10" "/todos?page=90000&limit=10"
+page_deep=("$W_RPS" "$W_P50" "$W_P99")
 
 wrk_measure "GET /health" "/health"
 health=("$W_RPS" "$W_P50" "$W_P99")
@@ -451,6 +485,10 @@ row "PUT /todos/{id}" "${put[@]}" "pgbench: the same UPDATE ... RETURNING, rando
 row "DELETE /todos/{id}" "${delete[@]}" "pgbench: the same DELETE, a row each" "$delete_ceiling"
 row "GET /todos?limit=10 (1,000,000 rows)" "${list[@]}" \
     "the replaced design: count(*) + ORDER BY created_at DESC LIMIT 10 OFFSET 0" "$list_old" 1
+row "GET /todos?after=C&limit=10, C at depth 900,000" "${after_deep[@]}" \
+    "GET /todos?limit=10 (page 1; runs alternating with these)" "${page_first[0]}"
+row "GET /todos?page=90000&limit=10 ($THREADS connections)" "${page_deep[@]}" \
+    "GET /todos?limit=10 (page 1, above)" "${page_first[0]}" 0 4
 row "GET /health" "${health[@]}" "$nginx_label" "$health_ceiling"
 [ "${trace_on[0]}" = n/a ] ||
     row "GET /todos/{id}, tracing on" "${trace_on[@]}" "the same, tracing off (runs alternating with these)" "${trace_off[0]}"
@@ -463,6 +501,7 @@ bench_target "DELETE /todos/{id} >= 0.8x pgbench DELETE" "${delete[0]} >= 0.8 * 
 bench_target "GET /todos?limit=10 >= 10x the replaced design" "${list[0]} >= 10 * $list_old"
 bench_target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (the README's figure before the write connections)" \
     "${list[0]} >= $LIST_BEFORE"
+bench_target "GET /todos?after=C at depth 900,000 >= 0.8x page 1" "${after_deep[0]} >= 0.8 * ${page_first[0]}"
 [ "$health_ceiling" = n/a ] || bench_target "GET /health >= 0.8x nginx" "${health[0]} >= 0.8 * $health_ceiling"
 [ "${trace_on[0]}" = n/a ] || bench_target "tracing on >= 0.8x tracing off" "${trace_on[0]} >= 0.8 * ${trace_off[0]}"
 

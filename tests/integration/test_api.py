@@ -468,8 +468,10 @@ def list_pages_cover_every_row_once_in_order():
         for page in (1, 2, 3):
             body = list_todos(d, "?page=%d&limit=10" % page)
             p = body["pagination"]
+            cursor = p.pop("next_cursor", None)
             assert p == {"page": page, "limit": 10, "total": 25, "total_pages": 3,
                          "has_next": page < 3, "has_prev": page > 1}, p
+            assert (cursor is not None) == (page < 3), cursor  # test_cursor_pages.py
             assert len(body["data"]) == (5 if page == 3 else 10), len(body["data"])
             seen += [t["id"] for t in body["data"]]
         assert seen == want, "pages do not follow created_at DESC, id DESC"

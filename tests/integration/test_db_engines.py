@@ -403,11 +403,23 @@ def behind_pgbouncer_in_transaction_pooling_the_api_answers_what_the_table_holds
                 body = ok(c.request("GET", "/todos?page=%d&limit=10" % page), 200)
                 want = rows[(page - 1) * 10:page * 10]
                 assert body["data"] == want, (page, body["data"], want)
+                cursor = body["pagination"].pop("next_cursor", None)
                 assert body["pagination"] == {
                     "page": page, "limit": 10, "total": 36, "total_pages": 4,
                     "has_next": page < 4, "has_prev": page > 1}, body["pagination"]
+                assert (cursor is not None) == (page < 4), body["pagination"]
                 seen += [x["id"] for x in body["data"]]
             assert sorted(seen) == sorted(x["id"] for x in rows)
+            # and by cursor (its binary parameters, unnamed statements through the pooler)
+            path, seen = "/todos?limit=7", []
+            while path:
+                r = c.request("GET", path)
+                body = ok(r, 200)
+                seen += body["data"]
+                link = r.headers.get("link")
+                path = link[1:link.index(">")] if link else None
+                assert (path is not None) == body["pagination"]["has_next"], body["pagination"]
+            assert seen == rows, "a walk by cursor through the pooler is not the table's order"
             body = ok(c.request("GET", "/todos"), 200)  # defaults: page 1, limit 10
             assert body["data"] == rows[:10] and body["pagination"]["total"] == 36, body
 

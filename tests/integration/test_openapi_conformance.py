@@ -377,6 +377,13 @@ def openapi_answers_validated_by_prism_proxy():
             c("GET", "/todos?page=1000", "/todos", 200)     # past the end: empty page
             for q in ("page=abc", "page=0", "page=-1", "page=1.5", "limit=ten", "page=100000001"):
                 c("GET", "/todos?" + q, "/todos", 400, fragment=q.split("=")[0])
+            # GET /todos by cursor: a page with a next, the last page, and refusals
+            first = c("GET", "/todos?limit=1", "/todos", 200)
+            cursor = first.json()["pagination"]["next_cursor"]
+            c("GET", "/todos?after=%s&limit=1" % cursor, "/todos", 200)
+            c("GET", "/todos?after=%s&limit=100" % cursor, "/todos", 200)
+            c("GET", "/todos?after=%s&page=2" % cursor, "/todos", 400, fragment="page")
+            c("GET", "/todos?after=" + cursor[::-1], "/todos", 400, fragment="invalid cursor")
 
             # GET /todos/done/{done}
             c("GET", "/todos/done/true", "/todos/done/{done}", 200)
