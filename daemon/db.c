@@ -51,6 +51,11 @@
     "EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'todos'::regclass"                           \
     " AND tgname = 'todod_count_insert' AND tgenabled <> 'D')"
 
+/* A list's exact total, served only while the count is kept (COUNT_KEPT). */
+#define LIST_TOTAL                                                                                 \
+    "CASE WHEN " COUNT_KEPT " THEN (SELECT coalesce(sum(n), 0) FROM todod_todo_count)"             \
+    " ELSE todod_count_unkept() END::bigint"
+
 /* The count triggers are gone (todos replaced): the count is not kept. */
 #define SQLSTATE_COUNT_UNKEPT "TD001"
 
@@ -163,23 +168,21 @@ static const struct {
      * NULL todo columns when the page is empty. */
     [DB_TODO_LIST] = {"todo_list",
                       "SELECT " TODO_COLUMNS ", c.total FROM"
-                      " (SELECT CASE WHEN " COUNT_KEPT
-                      "  THEN (SELECT coalesce(sum(n), 0) FROM todod_todo_count)"
-                      "  ELSE todod_count_unkept() END::bigint AS total) c"
+                      " (SELECT " LIST_TOTAL " AS total) c"
                       " LEFT JOIN LATERAL (SELECT * FROM todos ORDER BY created_at DESC, id DESC"
                       " LIMIT $1 OFFSET $2) t ON true"},
     /* The same rows, the $3 after the key ($1, $2): one range of the
      * (created_at, id) index, O(log n + $3) at any depth. */
     [DB_TODO_AFTER] = {"todo_after",
                        "SELECT " TODO_COLUMNS ", c.total FROM"
-                       " (SELECT coalesce(sum(n), 0)::bigint AS total FROM todod_todo_count) c"
+                       " (SELECT " LIST_TOTAL " AS total) c"
                        " LEFT JOIN LATERAL (SELECT * FROM todos WHERE (created_at, id) < ($1, $2)"
                        " ORDER BY created_at DESC, id DESC LIMIT $3) t ON true"},
     /* After the key (NULL, $1): NULL times come first in this order, so the
      * NULL ones of lower id, then every other; two ranges, merged. */
     [DB_TODO_AFTER_NULL] = {"todo_after_null",
                             "SELECT " TODO_COLUMNS ", c.total FROM"
-                            " (SELECT coalesce(sum(n), 0)::bigint AS total FROM todod_todo_count) c"
+                            " (SELECT " LIST_TOTAL " AS total) c"
                             " LEFT JOIN LATERAL ((SELECT * FROM todos WHERE created_at IS NULL"
                             " AND id < $1 ORDER BY created_at DESC, id DESC LIMIT $2)"
                             " UNION ALL (SELECT * FROM todos WHERE created_at IS NOT NULL"
