@@ -193,8 +193,14 @@ static const unsigned char *strip_zeros(const unsigned char *b, size_t *len)
     return b;
 }
 
-/* Builds a public key of type (an OpenSSL name) from params, then checks it. */
-static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM *params)
+/*
+ * Builds a public key of type (an OpenSSL name) from params; with check, then
+ * runs OpenSSL's public key check (for EC: on the curve, not the point at
+ * infinity, of the group's order). Not for RSA: there it tests n with
+ * Miller-Rabin from random bases, so that a malformed modulus could pass at
+ * one load and fail at the next; rsa_key's checks are deterministic.
+ */
+static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM *params, bool check_key)
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL), *check = NULL;
     EVP_PKEY *pkey = NULL;
@@ -202,10 +208,8 @@ static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM *params)
     if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
         goto fail;
-    /* For EC: on the curve, not the point at infinity, of the group's order. For
-     * RSA: n odd and without small factors, e odd and above 2^16. */
-    check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    if (check == NULL || EVP_PKEY_public_check(check) != 1)
+    if (check_key && ((check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL ||
+                      EVP_PKEY_public_check(check) != 1))
         goto fail;
     EVP_PKEY_CTX_free(check);
     EVP_PKEY_CTX_free(ctx);
@@ -241,16 +245,21 @@ static bool rsa_key(const struct key_ctx *c, struct json_object *o, struct jwk *
         return key_fail(c, "RSA key of %d bits: at least %d needed", bits, RSA_MIN_BITS);
     if (bits > RSA_MAX_BITS)
         return key_fail(c, "RSA key of %d bits: at most %d", bits, RSA_MAX_BITS);
+    if (!(n[nlen - 1] & 1))
+        return key_fail(c, "RSA modulus \"n\" is even");
+    /* Odd and above 2^16, as OpenSSL's check and SP 800-56B want it. */
     if (elen > RSA_MAX_E)
         return key_fail(c, "RSA public exponent of more than %d bytes", RSA_MAX_E);
+    if (!(e[elen - 1] & 1) || elen < 3) /* 3 bytes without a leading zero: >= 2^16 */
+        return key_fail(c, "RSA public exponent \"e\" must be odd and above 65536");
     if ((bn_n = BN_bin2bn(n, (int)nlen, NULL)) == NULL ||
         (bn_e = BN_bin2bn(e, (int)elen, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) ||
         (params = OSSL_PARAM_BLD_to_param(bld)) == NULL) {
         key_fail(c, "out of memory");
-    } else if ((k->pkey = pkey_from_params("RSA", params)) == NULL) {
-        key_fail(c, "RSA key refused by OpenSSL's public key check");
+    } else if ((k->pkey = pkey_from_params("RSA", params, false)) == NULL) {
+        key_fail(c, "RSA key refused by OpenSSL");
     }
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
@@ -285,7 +294,7 @@ static bool ec_key(const struct key_ctx *c, struct json_object *o, struct jwk *k
     params[1] =
         OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * info->size);
     params[2] = OSSL_PARAM_construct_end();
-    if ((k->pkey = pkey_from_params("EC", params)) == NULL)
+    if ((k->pkey = pkey_from_params("EC", params, true)) == NULL)
         return key_fail(c, "EC key not on curve %s", info->crv);
     return true;
 }

@@ -1178,6 +1178,15 @@ static void jwk_set_refusals_name_the_key_and_the_fault(void **state)
         "\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVm\"}]}",
         "key 2 (kid \"a\"): the same kid as an earlier key");
     set_refused("{\"keys\":[{\"kty\":\"RSA\",\"alg\":\"RS256\",\"n\":\"AQAB\"}]}", "no \"e\"");
+    /* The RFC's modulus made even, then with e = 3. */
+    snprintf(jwks, sizeof(jwks), "{\"keys\":[%s]}", rfc_rsa_jwk);
+    strstr(jwks, "XpoQ\"")[3] = 'A'; /* the last 2 bits of n: 01 -> 00 */
+    set_refused(jwks, "key 1 (kid \"2010-12-29\"): RSA modulus \"n\" is even");
+    snprintf(jwks, sizeof(jwks), "{\"keys\":[%s]}", rfc_rsa_jwk);
+    memcpy(strstr(jwks, "\"AQAB\""), "\"Aw\"  ", 6);
+    set_refused(jwks, "RSA public exponent \"e\" must be odd and above 65536");
+    memcpy(strstr(jwks, "\"Aw\"  "), "\"AQAA\"", 6);
+    set_refused(jwks, "RSA public exponent \"e\" must be odd and above 65536");
     /* 65 keys. */
     i = (size_t)snprintf(jwks, sizeof(jwks), "{\"keys\":[");
     while (i < 65 * 3 + 9) {
