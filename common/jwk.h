@@ -7,8 +7,9 @@
  * (RFC 8725 section 3.1: the algorithm comes from the key, never from the
  * token). Key types and algorithms:
  *   oct  HS256 HS384 HS512                secret "k", at least the hash's length
- *   RSA  RS256..RS512, PS256..PS512       public "n", "e"; 2048 to 16384 bits
- *   EC   ES256 (P-256), ES384 (P-384)     public "x", "y", on the curve
+ *   RSA  RS256..RS512, PS256..PS512       public "n" (odd, 2048 to 16384 bits), "e"
+ *                                         (odd, 2^16 < e < 2^64)
+ *   EC   ES256 (P-256), ES384 (P-384)     public "x", "y", on the curve (OpenSSL's check)
  *   OKP  EdDSA (Ed25519)                  public "x"
  * A key may have a "kid" (unique in the set); "use", when present, is "sig"
  * or "enc": an encryption key (as in an identity provider's published set) is

@@ -113,7 +113,9 @@ bool jwt_has_scope(const struct jwt_claims *c, const char *scope);
 
 /*
  * Verifies token[0..len) at time now (seconds since the epoch, the wall
- * clock). JWT_ERR_OK sets *claims; anything else leaves it NULL.
+ * clock). JWT_ERR_OK sets *claims; anything else leaves it NULL. Never
+ * JWT_ERR_MISSING, which is the caller's (no Authorization header); an empty
+ * token is JWT_ERR_MALFORMED.
  */
 enum jwt_err jwt_verify(const struct jwt_verifier *v, const char *token, size_t len, double now,
                         struct jwt_claims **claims);
