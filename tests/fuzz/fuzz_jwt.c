@@ -5,7 +5,7 @@
  * Input: byte 0 chooses what the rest is, and with which verifier (its low
  * bit: audience and issuer configured or not):
  * - mode 0, a token, checked with a fixed key set (the RFC 7515 and RFC 8037
- *   example keys: HS256, RS256, ES256, EdDSA, and an HS384 key without kid);
+ *   example keys: HS256, RS256, ES256, EdDSA, and two HS384 keys without kid);
  * - mode 1, a header and a claims set (JSON text, split at the first NUL),
  *   which the harness encodes and signs with the HS256 key, with libcrypto and
  *   OpenSSL's base64: this reaches the claims, which an unsigned token never does;
@@ -21,8 +21,9 @@
  *   after now - leeway, an nbf and iat not after now + leeway, the configured
  *   aud and iss, the sub that jwt_claims_sub() gives, and every scope
  *   jwt_has_scope() finds appears in "scope" or "scp";
- * - jwt_verify_cached() (a cache kept across inputs, small, so that it
- *   evicts) answers as jwt_verify() does, twice in a row;
+ * - jwt_verify_cached() (a cache per verifier kept across inputs, small, so
+ *   that it evicts) answers as jwt_verify() does, twice in a row, and again
+ *   at another time (from an hour before to two hours after);
  * - a JWK Set is refused with a message, accepted with 1 to 64 keys of known
  *   algorithms, distinct kids each found by jwk_set_find(), the same answer
  *   with a 1-byte message buffer;
@@ -63,6 +64,9 @@ static const char keys_json[] =
     "EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow\"},"
     "{\"kty\":\"oct\",\"alg\":\"HS384\",\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzND"
     "U2Nzg5YWJjZGVm\"},"
+    "{\"kty\":\"oct\",\"alg\":\"HS384\",\"k\":\"ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-"
+    "f4CBgoOEhYaHiImKi4"
+    "yNjo-QkZKT\"},"
     "{\"kty\":\"RSA\",\"kid\":\"rs\",\"alg\":\"RS256\",\"e\":\"AQAB\",\"n\":"
     "\"ofgWCuLjybRlzo0tZWJjNi"
     "uSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNM"
@@ -76,7 +80,7 @@ static const char keys_json[] =
 static const char *const audience = "todod", *const issuer = "https://idp.example";
 
 static struct jwt_verifier *plain, *strict; /* strict: audience and issuer configured */
-static struct jwt_cache *cache;
+static struct jwt_cache *caches[2];         /* one per verifier: neither flushes the other */
 static unsigned char hs256_secret[64];
 
 static void setup(void)
@@ -90,8 +94,10 @@ static void setup(void)
     CHECK(a != NULL && b != NULL, err);
     plain = jwt_verifier_new(a, NULL, NULL, LEEWAY);
     strict = jwt_verifier_new(b, audience, issuer, LEEWAY);
-    cache = jwt_cache_new(8);
-    CHECK(plain != NULL && strict != NULL && cache != NULL, "out of memory");
+    caches[0] = jwt_cache_new(8);
+    caches[1] = jwt_cache_new(8);
+    CHECK(plain != NULL && strict != NULL && caches[0] != NULL && caches[1] != NULL,
+          "out of memory");
     CHECK(b64url_decode(k, (size_t)(strchr(k, '"') - k), hs256_secret, &len) && len == 64,
           "the A.1 key");
 }
@@ -276,6 +282,10 @@ static void check_accepted_claims(const struct jwt_claims *c, const unsigned cha
 
 static void check_token(const struct jwt_verifier *v, const char *token, size_t n, bool with_aud)
 {
+    struct jwt_cache *cache = caches[with_aud];
+    /* A second time to check at, from an hour before to two after: a cache hit
+     * must then refuse an expired or not yet valid token as jwt_verify does. */
+    double later = NOW + (double)((int)(n % 13) - 4) * 900;
     struct jwt_claims *c, *c2;
     enum jwt_err e = jwt_verify(v, token, n, NOW, &c), e2;
     const char *d1 = memchr(token, '.', n),
@@ -315,6 +325,11 @@ static void check_token(const struct jwt_verifier *v, const char *token, size_t 
         CHECK(strcmp(jwt_claims_scope(c), jwt_claims_scope(c2)) == 0, "cached scopes differ");
         CHECK((jwt_claims_sub(c) == NULL) == (jwt_claims_sub(c2) == NULL), "cached sub differs");
     }
+    jwt_claims_unref(c2);
+    jwt_claims_unref(c);
+    e = jwt_verify(v, token, n, later, &c);
+    e2 = jwt_verify_cached(cache, v, token, n, later, &c2);
+    CHECK(e2 == e && (c2 != NULL) == (c != NULL), "the cache answers otherwise later");
     jwt_claims_unref(c2);
     jwt_claims_unref(c);
 }
