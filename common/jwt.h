@@ -29,8 +29,9 @@
  *   token is checked again each time and cannot push out good entries;
  * - everything that the verification read besides the token is the verifier
  *   (keys, audience, issuer, leeway), and each verifier has its own
- *   generation number: an entry made under another generation is a miss, so a
- *   reload of jwt_keys (a new verifier) invalidates everything at once;
+ *   generation number: the cache remembers the generation its entries were
+ *   verified under and empties itself when asked with another, so a reload
+ *   of jwt_keys (a new verifier) invalidates everything at once;
  * - the only inputs that change with time are "exp", "nbf" and "iat": the entry
  *   keeps them and a hit checks them against the clock again, with the same
  *   code as a full verification, so an entry answers "expired" from the
