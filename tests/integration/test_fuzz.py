@@ -21,7 +21,7 @@ import harness
 from harness import ROOT, test
 
 FUZZ_DIR = os.path.join(ROOT, "tests", "fuzz")
-EXPECTED = {"accesslog", "conf", "framing", "httpbody", "jsonstrict", "query", "routes",
+EXPECTED = {"accesslog", "conf", "framing", "httpbody", "jsonstrict", "jwt", "query", "routes",
             "traceparent"}
 LINE = re.compile(r"^fuzz (\w+): (\d+) executions in (\d+) s \((\d+)/s\), corpus (\d+) inputs: "
                   r"(.*)$")

@@ -7,7 +7,7 @@
 # apt-get; otherwise the command to run is printed and the exit status is 1.
 set -euo pipefail
 
-build_pkgs=(gcc make pkg-config libevent-dev libjson-c-dev uuid-dev libpq-dev
+build_pkgs=(gcc make pkg-config libevent-dev libjson-c-dev uuid-dev libpq-dev libssl-dev
             libsystemd-dev postgresql-15 postgresql-client-15)
 test_pkgs=(libcmocka-dev curl python3 prometheus wrk valgrind systemd nodejs npm
            haproxy pgbouncer clang libclang-rt-14-dev chromium man-db groff-base)
