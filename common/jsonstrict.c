@@ -173,6 +173,10 @@ static bool unicode_escape(struct parser *p, bool decode)
         p->pos += 6;
         v = 0x10000 + ((v - 0xd800) << 10) + (lo - 0xdc00);
     }
+    /* json-c ends a member name at U+0000: "done\u0000" would reach the
+     * handlers as a second "done", past the duplicate check. */
+    if (decode && v == 0)
+        return fail(p, "a member name holding \\u0000");
     return !decode || append_code_point(p, (uint32_t)v);
 }
 

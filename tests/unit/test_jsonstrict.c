@@ -112,7 +112,11 @@ static void duplicate_member_names_are_refused(void **state)
     bad("{\"a\":1,\"b\":2,\"c\":3,\"b\":4}", "duplicate member name");
     bad("{\"a\":1,\"\\u0061\":2}", "duplicate member name");
     bad("{\"x\":{\"k\":1,\"k\":2}}", "duplicate member name");
-    ok("{\"ab\":1,\"a\":2,\"b\":3,\"a\\u0000\":4}");
+    /* json-c cuts a name at U+0000: the second would read as "done" again */
+    bad("{\"done\":true,\"done\\u0000\":false}", "\\u0000");
+    bad("{\"\\u0000\":1}", "\\u0000");
+    bad("{\"ab\":1,\"a\":2,\"b\":3,\"a\\u0000\":4}", "\\u0000");
+    ok("{\"ab\":1,\"a\":2,\"b\":3,\"a\\u0001\":4}");
 }
 
 static void nesting_is_bounded(void **state)
