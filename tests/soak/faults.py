@@ -1,0 +1,475 @@
+"""The fault schedule: made from the seed before the load starts (kind, time,
+parameters), then played, each fault in a thread of its own at its time, so
+that faults overlap as they fall.
+
+Every fault played leaves a Fault: when it began and ended, what it did, and
+the windows in which it explains what clients saw (checker.py reads those):
+
+    conn    connection errors on an instance (a process killed under them)
+    refused connections refused by an instance (its socket closed)
+    race    a request crossing an idle keep-alive close (drain, reload)
+    drain   a trickled request cut because it did not fit in shutdown_timeout
+    ambig   "may have been applied" answers: the database connection broke
+            (PostgreSQL restarted or stopped, a backend stopped or terminated;
+            up to 1 s after), or the instance stopped or reloaded (a request
+            waiting on the database past shutdown_timeout)
+    busy    503s that say "not applied" and read 503s: the database slow, locked
+            or gone, the instance (re)starting, until SETTLE after the fault
+
+Two lifecycle faults never run on one instance at once, nor two PostgreSQL
+restarts or freezes; a fault that cannot get its turn within 10 s is skipped
+(and counted as skipped)."""
+
+import os
+import random
+import signal
+import threading
+import time
+
+from cluster import REQUEST_TIMEOUT, ppid, wait_gone
+from peers import GARBAGE_MODES
+
+# kind -> weight in the random part of the schedule
+KINDS = {
+    "kill_worker": 3,
+    "kill_master": 1,
+    "sighup": 3,
+    "sigterm_restart": 2,
+    "pg_restart": 1,
+    "stop_backend": 2,
+    "stop_primary": 1,
+    "terminate_backend": 2,
+    "lock_table": 2,
+    "row_locks": 2,
+    "deep_pages": 2,
+    "garbage_peer": 2,
+    "otlp_down": 1,
+}
+
+SETTLE = REQUEST_TIMEOUT + 2.0   # how long a fault's effects may outlast it
+INSTANCES = ("a", "b", "c")
+
+
+class Fault:
+    def __init__(self, n, t, kind, params):
+        self.n, self.t, self.kind, self.params = n, t, kind, params
+        self.began = self.ended = None
+        self.skipped = None        # why, when it was not played
+        self.notes = []            # what happened, for the report
+        self.windows = []          # (what, instance or None for all, t0, t1)
+        self.problems = []         # violations it saw itself
+
+    def describe(self):
+        p = " ".join("%s=%s" % kv for kv in sorted(self.params.items()))
+        return "%s %s" % (self.kind, p)
+
+
+def make_schedule(seed, seconds, warmup, cooldown):
+    """[(t, kind, params)] for a run of `seconds`: one of each kind first (when
+    there is room), then more at random, about one every 5 s."""
+    rng = random.Random("%s:faults" % seed)
+    lo, hi = warmup, max(warmup + 1.0, seconds - cooldown)
+    span = hi - lo
+    kinds = list(KINDS)
+    rng.shuffle(kinds)
+    n = max(len(kinds), int(span / 5.0))
+    picks = kinds[:n] if span >= 2.5 * len(kinds) else kinds[:max(1, int(span / 2.5))]
+    while len(picks) < n:
+        picks.append(rng.choices(list(KINDS), weights=list(KINDS.values()))[0])
+    times = sorted(rng.uniform(lo, hi) for _ in picks)
+    rng.shuffle(picks)   # the first pass is not all at the start
+    out = []
+    for t, kind in zip(times, picks):
+        out.append((round(t, 2), kind, _params(rng, kind)))
+    return out
+
+
+def _params(rng, kind):
+    inst = rng.choice(INSTANCES)
+    if kind == "kill_worker":
+        return {"inst": inst, "worker": rng.randrange(2)}
+    if kind == "kill_master":
+        return {"inst": inst, "down": round(rng.uniform(0.2, 2.0), 2)}
+    if kind == "sighup":
+        return {"inst": inst, "trace_sample_ratio": rng.choice([0.05, 0.2, 0.5]),
+                "keepalive_timeout": rng.choice([30, 60])}
+    if kind == "sigterm_restart":
+        return {"inst": inst, "down": round(rng.uniform(0.2, 2.0), 2)}
+    if kind == "pg_restart":
+        return {"mode": rng.choice(["fast", "immediate"]), "down": round(rng.uniform(0.1, 2.0), 2)}
+    if kind == "stop_backend":
+        return {"pick": rng.randrange(1000), "seconds": round(rng.uniform(1.0, 5.0), 2)}
+    if kind == "stop_primary":
+        return {"seconds": round(rng.uniform(1.0, 4.0), 2)}
+    if kind == "terminate_backend":
+        return {"which": rng.choice(["one", "one", "all"]), "pick": rng.randrange(1000)}
+    if kind == "lock_table":
+        return {"seconds": round(rng.uniform(1.0, 5.0), 2)}
+    if kind == "row_locks":
+        return {"rows": rng.randint(1, 4), "pick": rng.randrange(1000),
+                "seconds": round(rng.uniform(1.0, 6.0), 2)}
+    if kind == "deep_pages":
+        return {"inst": inst, "readers": rng.randint(2, 4),
+                "page": rng.choice([100000, 1000000, 100000000]), "limit": rng.choice([10, 100])}
+    if kind == "garbage_peer":
+        return {"mode": rng.choice(GARBAGE_MODES)}
+    if kind == "otlp_down":
+        return {"mode": rng.choice(["closed", "hang", "503"]),
+                "seconds": round(rng.uniform(2.0, 8.0), 2)}
+    raise ValueError(kind)
+
+
+class Injector:
+    """Plays a schedule against a cluster. hot_ids() and owned_ids() give the
+    rows a row-lock fault may take; perf_request(mode) asks the performance
+    test runner for a test through the fake peer."""
+
+    def __init__(self, cluster, recorder, schedule, say, hot_ids, owned_ids, deep_client):
+        self.c = cluster
+        self.rec = recorder
+        self.schedule = schedule
+        self.say = say
+        self.hot_ids = hot_ids
+        self.owned_ids = owned_ids
+        self.deep = deep_client
+        self.faults = []
+        self.threads = []
+        self.pg_lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.garbage_pending = []   # faults whose garbage mode waits for a test
+        self.lock = threading.Lock()
+
+    def run(self):
+        """Plays the schedule until its end or stop(); returns when every
+        fault started has ended."""
+        for n, (t, kind, params) in enumerate(self.schedule):
+            while not self.stop_flag.is_set() and self.rec.now() < t:
+                self.stop_flag.wait(min(0.1, max(0.0, t - self.rec.now())))
+            if self.stop_flag.is_set():
+                break
+            f = Fault(n, t, kind, params)
+            with self.lock:
+                self.faults.append(f)
+            th = threading.Thread(target=self._play, args=(f,), daemon=True,
+                                  name="fault-%d" % n)
+            self.threads.append(th)
+            th.start()
+        self.join()
+
+    def join(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        for th in self.threads:
+            th.join(max(0.1, deadline - time.monotonic()))
+
+    def stop(self):
+        self.stop_flag.set()
+
+    def _play(self, f):
+        f.began = self.rec.now()
+        self.say("+%7.2fs fault %d: %s" % (f.began, f.n, f.describe()))
+        try:
+            getattr(self, "_" + f.kind)(f, **f.params)
+        except Exception as e:  # noqa: BLE001 - a fault that failed is reported
+            f.notes.append("failed: %r" % e)
+            f.problems.append("the fault %s could not be played: %r" % (f.kind, e))
+        finally:
+            if f.ended is None:
+                f.ended = self.rec.now()
+
+    def _window(self, f, what, inst, t0, t1):
+        f.windows.append((what, inst, t0, t1))
+
+    def _turn(self, lock, f):
+        if lock.acquire(timeout=10):
+            return True
+        f.skipped = "its target was busy with another fault"
+        return False
+
+    # ------------------------------------------------------------------ todod
+
+    def _kill_worker(self, f, inst, worker):
+        i = self.c.instances[inst]
+        if not self._turn(i.lock, f):
+            return
+        try:
+            pids = i.worker_pids()
+            if not pids:
+                f.skipped = "instance down"
+                return
+            pid = pids[worker % len(pids)]
+            t = self.rec.now()
+            os.kill(pid, signal.SIGKILL)
+            i.killed.add(pid)
+            f.notes.append("killed worker %d of %s" % (pid, inst))
+            self._window(f, "conn", inst, t - 0.05, t + 1.0)
+            self._window(f, "busy", inst, t - 0.05, t + SETTLE)
+            # the master starts a replacement at once
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and len(i.worker_pids()) < len(pids):
+                time.sleep(0.05)
+        finally:
+            i.lock.release()
+
+    def _kill_master(self, f, inst, down):
+        i = self.c.instances[inst]
+        if not self._turn(i.lock, f):
+            return
+        try:
+            if not i.running():
+                f.skipped = "instance down"
+                return
+            master, workers = i.d.pid, i.worker_pids()
+            t = self.rec.now()
+            os.kill(master, signal.SIGKILL)
+            i.killed.add(master)
+            i.d.proc.wait(10)
+            left = wait_gone(workers, 3.0)
+            if left:
+                f.problems.append(
+                    "workers outlive their killed master: %s of %s still run 3 s after kill -9 "
+                    "of master %d (ppid now %s)" % (left, inst, master,
+                                                    [ppid(p) for p in left]))
+                for p in left:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                wait_gone(left, 5.0)
+            i.killed.update(workers)
+            f.notes.append("killed master %d of %s (workers %s)" % (master, inst, workers))
+            time.sleep(down)
+            up = self._restart(f, i)
+            self._window(f, "conn", inst, t - 0.05, up + 0.5)
+            self._window(f, "refused", inst, t - 0.05, up + 0.5)
+            self._window(f, "busy", inst, t - 0.05, up + SETTLE)
+        finally:
+            i.lock.release()
+
+    def _restart(self, f, i):
+        """Start instance i again; returns when it answers HTTP."""
+        for attempt in range(3):
+            try:
+                i.start(wait="http", timeout=30)
+                return self.rec.now()
+            except Exception as e:  # noqa: BLE001
+                f.problems.append("todod %s did not start again: %s" % (i.name, str(e)[:2000]))
+                i.d.kill()
+                time.sleep(1)
+        raise RuntimeError("todod %s does not start" % i.name)
+
+    def _sigterm_restart(self, f, inst, down):
+        i = self.c.instances[inst]
+        if not self._turn(i.lock, f):
+            return
+        try:
+            if not i.running():
+                f.skipped = "instance down"
+                return
+            t = self.rec.now()
+            limit = float(i.d.conf.get("shutdown_timeout", 10)) + 2 + 3
+            pids = [i.d.pid] + i.worker_pids()
+            try:
+                rc = i.d.stop(signal.SIGTERM, timeout=limit)
+            except TimeoutError:
+                rc = None
+                f.problems.append("todod %s did not exit within %.0f s of SIGTERM" % (inst, limit))
+            stopped = self.rec.now()
+            if rc is not None and rc != 0:
+                f.problems.append("todod %s exited with %s after SIGTERM (want 0)" % (inst, rc))
+            left = wait_gone(pids[1:], 1.0)
+            if left:
+                f.problems.append("workers %s of %s still run after their master exited"
+                                  % (left, inst))
+                for p in left:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            f.notes.append("SIGTERM to %s: exit %s after %.2f s" % (inst, rc, stopped - t))
+            time.sleep(down)
+            up = self._restart(f, i)
+            self._window(f, "refused", inst, t, up + 0.5)
+            self._window(f, "race", inst, t, stopped + 0.5)
+            self._window(f, "drain", inst, t, stopped + 0.5)
+            self._window(f, "ambig", inst, t, stopped + 0.5)
+            self._window(f, "busy", inst, t, up + SETTLE)
+        finally:
+            i.lock.release()
+
+    def _sighup(self, f, inst, **changes):
+        i = self.c.instances[inst]
+        if not self._turn(i.lock, f):
+            return
+        try:
+            if not i.running():
+                f.skipped = "instance down"
+                return
+            old = set(i.worker_pids())
+            i.d.write_conf(**changes)
+            t = self.rec.now()
+            i.d.signal(signal.SIGHUP)
+            limit = float(i.d.conf.get("shutdown_timeout", 10)) + 10
+            deadline = time.monotonic() + limit
+            done = False
+            while time.monotonic() < deadline:
+                now = set(i.worker_pids())
+                if now and not (now & old) and len(now) >= int(i.d.conf["workers"]):
+                    done = True
+                    break
+                time.sleep(0.05)
+            end = self.rec.now()
+            if not done:
+                f.problems.append("reload of %s not over within %.0f s: workers %s, before %s"
+                                  % (inst, limit, sorted(i.worker_pids()), sorted(old)))
+            f.notes.append("reload of %s over in %.2f s" % (inst, end - t))
+            self._window(f, "race", inst, t, end + 0.5)
+            self._window(f, "drain", inst, t, end + 0.5)
+            self._window(f, "ambig", inst, t, end + 0.5)
+            self._window(f, "busy", inst, t, end + SETTLE)
+        finally:
+            i.lock.release()
+
+    # ------------------------------------------------------------------ PostgreSQL
+
+    def _pg_restart(self, f, mode, down):
+        if not self._turn(self.pg_lock, f):
+            return
+        try:
+            t = self.rec.now()
+            self.c.pg_stop(mode)
+            time.sleep(down)
+            self.c.pg_start()
+            up = self.rec.now()
+            f.notes.append("PostgreSQL down %.2f s (%s)" % (up - t, mode))
+            self._window(f, "ambig", None, t, up + 1.0)
+            self._window(f, "busy", None, t, up + SETTLE)
+        finally:
+            self.pg_lock.release()
+
+    def _stop_primary(self, f, seconds):
+        if not self._turn(self.pg_lock, f):
+            return
+        try:
+            pm = self.c.postmaster_pid()
+            kids = []
+            t = self.rec.now()
+            self.c.freeze([pm])   # first: it forks no more
+            try:
+                with open("/proc/%d/task/%d/children" % (pm, pm)) as fh:
+                    kids = [int(x) for x in fh.read().split()]
+                self.c.freeze(kids)
+                time.sleep(seconds)
+            finally:
+                self.c.thaw(kids)
+                self.c.thaw([pm])
+            end = self.rec.now()
+            f.notes.append("primary (postmaster %d and %d children) stopped %.2f s"
+                           % (pm, len(kids), end - t))
+            self._window(f, "ambig", None, t, end + 1.0)
+            self._window(f, "busy", None, t, end + SETTLE)
+        finally:
+            self.pg_lock.release()
+
+    def _backends(self, f):
+        try:
+            backends = self.c.backends()
+        except Exception:  # noqa: BLE001 - PostgreSQL restarting or frozen
+            f.skipped = "PostgreSQL did not answer"
+            return None
+        if not backends:
+            f.skipped = "no backend"
+        return backends or None
+
+    def _stop_backend(self, f, pick, seconds):
+        backends = self._backends(f)
+        if backends is None:
+            return
+        pid, app, state, query = backends[pick % len(backends)]
+        t = self.rec.now()
+        self.c.freeze([pid])
+        try:
+            time.sleep(seconds)
+        finally:
+            self.c.thaw([pid])
+        end = self.rec.now()
+        f.notes.append("backend %d (%s, %s: %s) stopped %.2f s" % (pid, app, state, query,
+                                                                   end - t))
+        self._window(f, "ambig", None, t, end + 1.0)
+        self._window(f, "busy", None, t, end + SETTLE)
+
+    def _terminate_backend(self, f, which, pick):
+        backends = self._backends(f)
+        if backends is None:
+            return
+        pids = [b[0] for b in backends]
+        if which == "one":
+            pids = [pids[pick % len(pids)]]
+        t = self.rec.now()
+        try:
+            self.c.psql("SELECT pg_terminate_backend(pid) FROM unnest(ARRAY[%s]) AS pid"
+                        % ",".join(map(str, pids)), timeout=10)
+        except Exception:  # noqa: BLE001 - maybe some were terminated: explain anyway
+            f.notes.append("psql failed (PostgreSQL restarting or frozen?)")
+        f.notes.append("terminated backends %s" % pids)
+        self._window(f, "ambig", None, t, t + 1.0)
+        self._window(f, "busy", None, t, t + SETTLE)
+
+    def _lock_table(self, f, seconds):
+        t = self.rec.now()
+        p = self.c.psql_bg("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE; "
+                           "SELECT pg_sleep(%s); COMMIT;" % seconds)
+        rc, out = self.c.psql_done(p, seconds + 30)
+        end = self.rec.now()
+        f.notes.append("LOCK TABLE todos held %.2f s (psql exit %s)" % (end - t, rc))
+        self._window(f, "busy", None, t, end + SETTLE)
+
+    def _row_locks(self, f, rows, pick, seconds):
+        ids = list(self.hot_ids())
+        owned = self.owned_ids()
+        if owned:
+            ids += [owned[(pick + k) % len(owned)] for k in range(rows)]
+        ids = ids[pick % max(1, len(ids)):][:rows] or ids[:rows]
+        t = self.rec.now()
+        p = self.c.psql_bg("BEGIN; SELECT id FROM todos WHERE id IN (%s) FOR UPDATE; "
+                           "SELECT pg_sleep(%s); ROLLBACK;"
+                           % (",".join("'%s'" % i for i in ids), seconds))
+        rc, out = self.c.psql_done(p, seconds + 30)
+        end = self.rec.now()
+        f.notes.append("rows %s locked %.2f s (psql exit %s)" % (ids, end - t, rc))
+        self._window(f, "busy", None, t, end + SETTLE)
+
+    def _deep_pages(self, f, inst, readers, page, limit):
+        t = self.rec.now()
+        recs = self.deep(inst, readers, page, limit)
+        end = self.rec.now()
+        f.notes.append("%d reads of page %d on %s: %s" % (
+            readers, page, inst, ", ".join(str(r.status or r.err) for r in recs)))
+        self._window(f, "busy", inst, t, end + SETTLE)
+
+    def _garbage_peer(self, f, mode):
+        # The performance-test runner takes it at its next test: a test from b
+        # (whose perf_nodes name the fake peer) with "nodes":"all".
+        with self.lock:
+            self.garbage_pending.append(f)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and f.ended is None and not self.stop_flag.is_set():
+            time.sleep(0.1)
+        if f.ended is None:
+            with self.lock:
+                if f in self.garbage_pending:
+                    self.garbage_pending.remove(f)
+                    f.skipped = "no performance test took it in time"
+
+    def take_garbage(self):
+        """The next garbage-peer fault waiting for a test, or None."""
+        with self.lock:
+            return self.garbage_pending.pop(0) if self.garbage_pending else None
+
+    def _otlp_down(self, f, mode, seconds):
+        t = self.rec.now()
+        self.c.sink.set_mode(mode)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.c.sink.set_mode("up")
+        f.notes.append("OTLP collector %s for %.2f s" % (mode, self.rec.now() - t))
