@@ -94,6 +94,7 @@ class Checker:
         self.hot = {}            # id -> {"titles": {title: Rec}, "created": str}
         self.ambiguous = []      # every ambiguous write
         self.explained = {}      # fault kind -> answers it explained
+        self.slow_db = []        # "did not answer in time" at the deadline, no fault near
 
     def add(self, t, kind, text, recs=()):
         self.v.append(Violation(t, kind, text, recs))
@@ -126,10 +127,14 @@ class Checker:
                     self._explain(f)
             elif msg in NOT_APPLIED:
                 f = self.win.find(("busy", "ambig", "conn", "refused"), r.inst, r.t0, r.t1)
-                if f is None:
-                    self.add(r.t0, "unexplained failure", "503 with no fault to explain it", [r])
-                else:
+                if f is not None:
                     self._explain(f)
+                elif msg == NOT_APPLIED[1] and r.t1 - r.t0 >= self.limit - 1.3:
+                    # at its deadline: the database was slow (a disk, another
+                    # tenant of the machine); true, so counted, not a violation
+                    self.slow_db.append(r)
+                else:
+                    self.add(r.t0, "unexplained failure", "503 with no fault to explain it", [r])
             else:
                 self.add(r.t0, "wrong answer", "a 503 whose message API.md does not list", [r])
 

@@ -544,29 +544,33 @@ class PerfRunner(Worker):
             self.c.psql("DELETE FROM todos WHERE title LIKE 'Performance Test Todo #%'", timeout=60)
             before = self.count()
         garbage = self.inj.take_garbage()
+        # every draw made whatever the test turns out to be: the same sequence
         inst = rng.choice(INSTANCES)
         n = rng.choice([1, 2, 10, 100, 1000, 3000, 10000, 30000])
-        body = {"message_count": n, "batch_size": rng.choice([1, 10, 100, 1000])}
+        batch = rng.choice([1, 10, 100, 1000])
         w = rng.choice([None, 1, 2, "all", "all"])
+        nodes = rng.random() < 0.35
+        paced, seconds = rng.random() < 0.5, rng.uniform(0.5, 5.0)
+        stream = rng.random() < 0.5
+        interval = rng.choice([100, 250, 1000])
+        floor_probe = rng.random() < 0.04 and garbage is None
+        if garbage is not None:
+            # from b, whose perf_nodes name the fake peer; enough rows for a share each
+            inst, n, nodes = "b", max(n, 1000), True
+            self.c.peer.arm(garbage.params["mode"])
+        body = {"message_count": n, "batch_size": batch}
         if w is not None:
             body["workers"] = w
-        if rng.random() < 0.35:
+        if nodes:
             body["nodes"] = "all"
-        if rng.random() < 0.5 and n >= 10:
-            body["rate"] = round(n / rng.uniform(0.5, 5.0), 1)
-        stream = rng.random() < 0.5
+        if paced and n >= 10:
+            body["rate"] = round(n / seconds, 1)   # the test lasts `seconds`
         if stream:
-            body["progress_interval_ms"] = rng.choice([100, 250, 1000])
-        floor_probe = rng.random() < 0.04 and garbage is None
+            body["progress_interval_ms"] = interval
         if floor_probe:
             # rate below 1 todo/s must be refused (422); one row, so that a
             # daemon that takes it anyway is over at once
             body = {"message_count": 1, "rate": 0.5}
-        if garbage is not None:
-            inst = "b"
-            body["nodes"] = "all"
-            body["message_count"] = n = max(n, 1000)
-            self.c.peer.arm(garbage.params["mode"])
         headers = {"Accept": "application/x-ndjson"} if stream else None
         duration = n / body["rate"] if body.get("rate") else 10
         shares = len(self.c.peer.shares)

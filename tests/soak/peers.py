@@ -14,14 +14,17 @@ import time
 
 class OtlpSink:
     """Accepts OTLP/HTTP posts on 127.0.0.1:port and answers 200 {}. Modes, set by
-    the fault schedule: "up"; "closed" (the port refuses connections); "hang"
-    (reads the request, never answers, until the mode changes); "503"."""
+    the fault schedule: "up"; "closed" (its connections are closed and the port
+    refuses new ones, as a collector that died); "hang" (reads the request, never
+    answers, until the mode changes); "503". It never closes an idle connection
+    itself."""
 
     def __init__(self):
         self.port = None
         self.mode = "up"
         self.posts = 0
         self.bytes = 0
+        self._conns = set()
         self._lock = threading.Lock()
         self._sock = None
         self._thread = None
@@ -54,7 +57,8 @@ class OtlpSink:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
-        c.settimeout(30)
+        with self._lock:
+            self._conns.add(c)
         buf = b""
         try:
             while not self._closed:
@@ -94,14 +98,26 @@ class OtlpSink:
         except OSError:
             pass
         finally:
+            with self._lock:
+                self._conns.discard(c)
             c.close()
 
+    def _close_conns(self):
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def set_mode(self, mode):
-        """Switch modes; "closed" closes the listening socket, leaving it
-        re-opens it on the same port."""
+        """Switch modes; "closed" closes the listening socket and every
+        connection, leaving it re-opens it on the same port."""
         if mode == "closed" and self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._close_conns()
         elif mode != "closed" and self._sock is None:
             for _ in range(50):
                 try:
@@ -116,6 +132,7 @@ class OtlpSink:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._close_conns()
 
 
 # --------------------------------------------------------------------------- fake peer

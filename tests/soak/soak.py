@@ -323,6 +323,9 @@ class Soak:
             say("  %-34s %s" % (key, ", ".join("%s: %d" % kv for kv in sorted(table[key].items()))))
         say("failed answers explained by a fault: %s" % (", ".join(
             "%s %d" % kv for kv in sorted(self.checker.explained.items())) or "none"))
+        if self.checker.slow_db:
+            say("503 \"did not answer in time\" at the deadline with no fault near: %d (the "
+                "database was slow; true answers, not violations)" % len(self.checker.slow_db))
         amb = self.checker.ambiguous
         say("ambiguous write answers: %d (503 may-have-been-applied: %d, connection errors: %d)"
             % (len(amb), sum(1 for r in amb if r.status == 503),
