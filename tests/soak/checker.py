@@ -18,6 +18,11 @@ import uuid
 
 from client import AMBIGUOUS, NOT_APPLIED
 
+# Faults that may fail or cut a performance test's batches (a reload may not; a
+# table lock may hold its batches past request_timeout, which a daemon may take
+# for a hung server).
+PERF_FAULTS = ("kill_worker", "kill_master", "sigterm_restart", "pg_restart", "stop_backend",
+               "stop_primary", "terminate_backend", "lock_table")
 PERF_TITLE = re.compile(r"^Performance Test Todo #\d+$")
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -84,6 +89,7 @@ class Checker:
         self.runs = runs
         self.hot_ids = set(hot_ids)
         self.limit = request_timeout + 1.0
+        self.settle = request_timeout + 2.0
         self.fake_url = fake_peer_url
         self.win = Windows(faults)
         self.v = []
@@ -95,6 +101,14 @@ class Checker:
         self.ambiguous = []      # every ambiguous write
         self.explained = {}      # fault kind -> answers it explained
         self.slow_db = []        # "did not answer in time" at the deadline, no fault near
+
+    def fault_during(self, kinds, t0, t1):
+        """A fault of those kinds played while [t0, t1] ran (or just before)."""
+        for f in self.faults:
+            if (f.kind in kinds and not f.skipped and f.began is not None and
+                    f.began <= t1 and (f.ended or f.began) + self.settle >= t0):
+                return f
+        return None
 
     def add(self, t, kind, text, recs=()):
         self.v.append(Violation(t, kind, text, recs))
@@ -521,7 +535,9 @@ class Checker:
         p = run.params
         delta = run.after - run.before if run.after is not None else None
         if r.err is not None:
-            f = self.win.find(("conn", "refused", "race"), r.inst, r.t0, r.t1)
+            # a test always ends, its coordinator alive: no time-out is explained
+            f = None if r.err == "timeout" else \
+                self.win.find(("conn", "refused", "race"), r.inst, r.t0, r.t1)
             if f is None:
                 self.add(r.t0, "unexplained failure", "performance test: %s" % r.err, [r])
             return
@@ -534,6 +550,10 @@ class Checker:
             if r.status in (400, 404) or (r.status == 422 and not r.info.get("floor_probe") and
                                           "workers" not in (r.error_message() or "")):
                 self.add(r.t0, "wrong answer", "a valid performance test refused", [r])
+            if r.status == 503 and not self.win.find(("busy", "refused", "conn", "ambig"),
+                                                     r.inst, r.t0, r.t1):
+                self.add(r.t0, "unexplained failure", "performance test: 503 with no fault to "
+                         "explain it", [r])
             if delta not in (0, None) and run.settled:
                 self.add(r.t0, "wrong count", "performance test answered %d, yet %d rows were "
                          "added" % (r.status, delta), [r])
@@ -573,6 +593,15 @@ class Checker:
         if run.settled and delta is not None and not (s <= delta <= s + u):
             self.add(r.t0, "wrong count", "the table got %d rows; the report says success %d, "
                      "unknown %d, error %d" % (delta, s, u, e), [r])
+        fake = [x for x in rep.get("per_node") or [] if isinstance(x, dict) and
+                x.get("node") == peer_url and run.garbage is not None]
+        lost = e + u - sum(x.get("error_count", 0) + x.get("unknown_count", 0) for x in fake
+                           if all(isinstance(x.get(k, 0), int)
+                                  for k in ("error_count", "unknown_count")))
+        if lost > 0 and self.fault_during(PERF_FAULTS, r.t0, r.t1) is None:
+            self.add(r.t0, "unexplained failure", "performance test: %d rows counted as errors "
+                     "or unknown with no fault to explain them (a reload, a lock or the "
+                     "collector do not)" % lost, [r])
         nodes = rep.get("per_node") or []
         for i, node in enumerate(nodes):
             if not isinstance(node, dict):

@@ -381,5 +381,5 @@ def ppid(pid):
         return None
 
 
-__all__ = ["Cluster", "Instance", "harness", "proc_rss_kb", "proc_fds", "tcp_sockets",
+__all__ = ["Cluster", "Instance", "harness", "free_port", "proc_rss_kb", "proc_fds", "tcp_sockets",
            "wait_gone", "ppid", "REQUEST_TIMEOUT"]

@@ -20,20 +20,22 @@ Two lifecycle faults never run on one instance at once, nor two PostgreSQL
 restarts or freezes; a fault that cannot get its turn within 10 s is skipped
 (and counted as skipped)."""
 
+import http.client
 import os
 import random
 import signal
 import threading
 import time
 
-from cluster import REQUEST_TIMEOUT, ppid, wait_gone
+from cluster import REQUEST_TIMEOUT, free_port, ppid, proc_fds, tcp_sockets, wait_gone
 from peers import GARBAGE_MODES
 
 # kind -> weight in the random part of the schedule
 KINDS = {
     "kill_worker": 3,
-    "kill_master": 1,
+    "kill_master": 2,
     "sighup": 3,
+    "bad_reload": 1,
     "sigterm_restart": 2,
     "pg_restart": 1,
     "stop_backend": 2,
@@ -91,14 +93,23 @@ def _params(rng, kind):
     if kind == "kill_master":
         return {"inst": inst, "down": round(rng.uniform(0.2, 2.0), 2)}
     if kind == "sighup":
-        return {"inst": inst, "trace_sample_ratio": rng.choice([0.05, 0.2, 0.5]),
+        # target "perf": the instance coordinating the performance test then running
+        return {"inst": inst, "target": rng.choice(["given", "given", "perf"]),
+                "lock": rng.random() < 0.3,
+                "trace_sample_ratio": rng.choice([0.05, 0.2, 0.5]),
                 "keepalive_timeout": rng.choice([30, 60])}
+    if kind == "bad_reload":
+        return {"inst": inst, "how": rng.choice(["unknown key", "new listen, unknown user"])}
     if kind == "sigterm_restart":
-        return {"inst": inst, "down": round(rng.uniform(0.2, 2.0), 2)}
+        # lock: the shared rows locked from psql across the stop, so that writes
+        # wait on the database past shutdown_timeout
+        return {"inst": inst, "down": round(rng.uniform(0.2, 2.0), 2), "lock": rng.random() < 0.5}
     if kind == "pg_restart":
         return {"mode": rng.choice(["fast", "immediate"]), "down": round(rng.uniform(0.1, 2.0), 2)}
     if kind == "stop_backend":
-        return {"pick": rng.randrange(1000), "seconds": round(rng.uniform(1.0, 5.0), 2)}
+        # target "perf": a backend inside a performance-test batch (waited for)
+        return {"pick": rng.randrange(1000), "seconds": round(rng.uniform(1.0, 5.0), 2),
+                "target": rng.choice(["any", "any", "perf"])}
     if kind == "stop_primary":
         return {"seconds": round(rng.uniform(1.0, 4.0), 2)}
     if kind == "terminate_backend":
@@ -125,6 +136,7 @@ class Injector:
     test runner for a test through the fake peer."""
 
     def __init__(self, cluster, recorder, schedule, say, hot_ids, owned_ids, deep_client):
+        self.perf_now = lambda: None   # the instance coordinating a test now (set by soak.py)
         self.c = cluster
         self.rec = recorder
         self.schedule = schedule
@@ -257,16 +269,31 @@ class Injector:
                 time.sleep(1)
         raise RuntimeError("todod %s does not start" % i.name)
 
-    def _sigterm_restart(self, f, inst, down):
+    def _lock_hot_rows(self, f, seconds):
+        """Lock the shared rows from psql for `seconds` (in the background);
+        returns the psql process, or None."""
+        ids = list(self.hot_ids())
+        t = self.rec.now()
+        p = self.c.psql_bg("BEGIN; SELECT id FROM todos WHERE id IN (%s) FOR UPDATE; "
+                           "SELECT pg_sleep(%s); ROLLBACK;"
+                           % (",".join("'%s'" % x for x in ids), seconds))
+        self._window(f, "busy", None, t, t + seconds + SETTLE)
+        time.sleep(0.5)   # writes to them pile up behind the lock
+        return p
+
+    def _sigterm_restart(self, f, inst, down, lock):
         i = self.c.instances[inst]
         if not self._turn(i.lock, f):
             return
+        locker = None
         try:
             if not i.running():
                 f.skipped = "instance down"
                 return
-            t = self.rec.now()
             limit = float(i.d.conf.get("shutdown_timeout", 10)) + 2 + 3
+            if lock:
+                locker = self._lock_hot_rows(f, float(i.d.conf["shutdown_timeout"]) + 1.5)
+            t = self.rec.now()
             pids = [i.d.pid] + i.worker_pids()
             try:
                 rc = i.d.stop(signal.SIGTERM, timeout=limit)
@@ -285,7 +312,8 @@ class Injector:
                         os.kill(p, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-            f.notes.append("SIGTERM to %s: exit %s after %.2f s" % (inst, rc, stopped - t))
+            f.notes.append("SIGTERM to %s%s: exit %s after %.2f s" % (
+                inst, " (shared rows locked)" if lock else "", rc, stopped - t))
             time.sleep(down)
             up = self._restart(f, i)
             self._window(f, "refused", inst, t, up + 0.5)
@@ -295,15 +323,27 @@ class Injector:
             self._window(f, "busy", inst, t, up + SETTLE)
         finally:
             i.lock.release()
+            if locker is not None:
+                self.c.psql_done(locker, 30)
 
-    def _sighup(self, f, inst, **changes):
+    def _sighup(self, f, inst, target, lock, **changes):
+        if target == "perf":
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.perf_now() is None:
+                time.sleep(0.05)
+            inst = self.perf_now() or inst
+            f.notes.append("reload of the coordinator of a running test" if self.perf_now()
+                           else "no test ran within 10 s")
         i = self.c.instances[inst]
         if not self._turn(i.lock, f):
             return
+        locker = None
         try:
             if not i.running():
                 f.skipped = "instance down"
                 return
+            if lock:
+                locker = self._lock_hot_rows(f, float(i.d.conf["shutdown_timeout"]) + 1.5)
             old = set(i.worker_pids())
             i.d.write_conf(**changes)
             t = self.rec.now()
@@ -321,11 +361,62 @@ class Injector:
             if not done:
                 f.problems.append("reload of %s not over within %.0f s: workers %s, before %s"
                                   % (inst, limit, sorted(i.worker_pids()), sorted(old)))
-            f.notes.append("reload of %s over in %.2f s" % (inst, end - t))
+            f.notes.append("reload of %s%s over in %.2f s" % (
+                inst, " (shared rows locked)" if lock else "", end - t))
             self._window(f, "race", inst, t, end + 0.5)
             self._window(f, "drain", inst, t, end + 0.5)
             self._window(f, "ambig", inst, t, end + 0.5)
             self._window(f, "busy", inst, t, end + SETTLE)
+        finally:
+            i.lock.release()
+            if locker is not None:
+                self.c.psql_done(locker, 30)
+
+    def _bad_reload(self, f, inst, how):
+        """SIGHUP with a configuration that must be refused: the instance keeps
+        its workers and its address, and fails nothing (no window)."""
+        i = self.c.instances[inst]
+        if not self._turn(i.lock, f):
+            return
+        try:
+            if not i.running():
+                f.skipped = "instance down"
+                return
+            before = dict(i.d.conf)
+            host, port = i.addr
+            old = set(i.worker_pids())
+            new_port = None
+            if how == "unknown key":
+                i.d.write_conf(soak_no_such_key=1)
+            else:
+                new_port = free_port(host)
+                i.d.write_conf(listen="%s:%d" % (host, new_port), user="soak-no-such-user")
+            i.d.signal(signal.SIGHUP)
+            time.sleep(2.0)
+            now = set(i.worker_pids())
+            i.d.conf = before
+            i.d.write_conf()   # the file as the running configuration is; no signal
+            if now != old:
+                f.problems.append("a reload of %s with a bad configuration (%s) replaced its "
+                                  "workers %s with %s" % (inst, how, sorted(old), sorted(now)))
+            fds = proc_fds(i.d.pid, tcp_sockets()) or {"tcp": []}
+            listening = sorted({x[0] for x in fds["tcp"] if x[2] == "LISTEN"})
+            if new_port in listening or port not in listening:
+                f.problems.append("after a refused reload (%s), the master of %s listens on %s "
+                                  "(its address: port %d; the refused one: %s)"
+                                  % (how, inst, listening, port, new_port))
+            try:
+                c = http.client.HTTPConnection(host, port, timeout=5)
+                c.request("GET", "/live")
+                status = c.getresponse().status
+                c.close()
+            except OSError as e:
+                status = e
+            if status != 200:
+                f.problems.append("after a refused reload (%s), %s no longer answers on its "
+                                  "address: GET /live %s" % (how, inst, status))
+            f.notes.append("refused reload of %s (%s): workers %s, GET /live %s"
+                           % (inst, how, "kept" if now == old else "replaced", status))
         finally:
             i.lock.release()
 
@@ -380,10 +471,23 @@ class Injector:
             f.skipped = "no backend"
         return backends or None
 
-    def _stop_backend(self, f, pick, seconds):
+    def _stop_backend(self, f, pick, seconds, target):
         backends = self._backends(f)
         if backends is None:
             return
+        if target == "perf":
+            deadline = time.monotonic() + 10
+            while True:
+                busy = [b for b in backends if b[3].startswith("INSERT INTO todos (id, title, "
+                                                              "done) SELECT unnest")
+                        and b[2] != "idle"]
+                if busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+                backends = self._backends(f)
+                if backends is None:
+                    return
+            backends = busy or backends
         pid, app, state, query = backends[pick % len(backends)]
         t = self.rec.now()
         self.c.freeze([pid])
@@ -410,9 +514,10 @@ class Injector:
                         % ",".join(map(str, pids)), timeout=10)
         except Exception:  # noqa: BLE001 - maybe some were terminated: explain anyway
             f.notes.append("psql failed (PostgreSQL restarting or frozen?)")
+        end = self.rec.now()   # psql takes its time to start: the backends went by then
         f.notes.append("terminated backends %s" % pids)
-        self._window(f, "ambig", None, t, t + 1.0)
-        self._window(f, "busy", None, t, t + SETTLE)
+        self._window(f, "ambig", None, t, end + 1.0)
+        self._window(f, "busy", None, t, end + SETTLE)
 
     def _lock_table(self, f, seconds):
         t = self.rec.now()

@@ -481,6 +481,7 @@ class PerfRunner(Worker):
         self.quiet_failures = []   # (time, what still ran)
         self.stuck = {}            # instance -> shares that never end (seen running 60 s)
         self.running = {}
+        self.current = None        # the instance coordinating the test under way
 
     def running_anywhere(self):
         """Performance-test shares running on the instances that answer (a
@@ -547,7 +548,7 @@ class PerfRunner(Worker):
         # every draw made whatever the test turns out to be: the same sequence
         inst = rng.choice(INSTANCES)
         n = rng.choice([1, 2, 10, 100, 1000, 3000, 10000, 30000])
-        batch = rng.choice([1, 10, 100, 1000])
+        batch = rng.choice([1, 10, 100, 1000, 10000])
         w = rng.choice([None, 1, 2, "all", "all"])
         nodes = rng.random() < 0.35
         paced, seconds = rng.random() < 0.5, rng.uniform(0.5, 5.0)
@@ -574,9 +575,14 @@ class PerfRunner(Worker):
         headers = {"Accept": "application/x-ndjson"} if stream else None
         duration = n / body["rate"] if body.get("rate") else 10
         shares = len(self.c.peer.shares)
-        r = self.client.call(inst, "POST", PERF, body, kind="perf", fresh=True, headers=headers,
-                             stream=stream, timeout=min(600, duration * 3 + 60),
-                             info={"floor_probe": floor_probe})
+        self.current = inst
+        try:
+            r = self.client.call(inst, "POST", PERF, body, kind="perf", fresh=True,
+                                 headers=headers, stream=stream,
+                                 timeout=min(600, duration * 3 + 60),
+                                 info={"floor_probe": floor_probe})
+        finally:
+            self.current = None
         run = PerfRun(r, body, before)
         if garbage is not None:
             run.garbage = garbage

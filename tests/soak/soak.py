@@ -138,6 +138,7 @@ class Soak:
                                  deep_client=deep_reads(self.rec, addrs))
         self.perf = PerfRunner("perf", cluster=c, injector=self.injector,
                                ops=Client("perf-ops", self.rec, addrs, 5), **common)
+        self.injector.perf_now = lambda: self.perf.current
         self.monitor = resources.Monitor(c, self.rec, Client("monitor", self.rec, addrs, 5),
                                          self.stop_load)
         self.bursts = Bursts(self.seed, self.rec, addrs, self.stop_load, REQUEST_TIMEOUT + 6)
