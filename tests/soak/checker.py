@@ -83,7 +83,9 @@ class Todo:
 
 
 class Checker:
-    def __init__(self, recs, faults, runs, hot_ids, request_timeout, fake_peer_url):
+    def __init__(self, recs, faults, runs, hot_ids, request_timeout, fake_peer_url,
+                 shutdown_timeouts):
+        self.shutdown_timeouts = shutdown_timeouts   # instance -> seconds
         self.recs = recs
         self.faults = faults
         self.runs = runs
@@ -107,6 +109,17 @@ class Checker:
         for f in self.faults:
             if (f.kind in kinds and not f.skipped and f.began is not None and
                     f.began <= t1 and (f.ended or f.began) + self.settle >= t0):
+                return f
+        return None
+
+    def drain_cut(self, r):
+        """A reload or stop of an instance (running a share) that a test outlived
+        by most of that instance's shutdown_timeout: a daemon may abandon a share
+        a quarter of shutdown_timeout before it would be cut (README), not at once."""
+        for f in self.faults:
+            if f.kind in ("sighup", "sigterm_restart") and not f.skipped and f.inst and \
+                    r.t0 <= f.began <= r.t1 and \
+                    r.t1 >= f.began + 0.75 * self.shutdown_timeouts[f.inst] - 0.25:
                 return f
         return None
 
@@ -156,7 +169,8 @@ class Checker:
         self.explained[f.kind] = self.explained.get(f.kind, 0) + 1
 
     def _check_error(self, r):
-        if r.kind in ("slow",) and r.info.get("cut"):
+        if r.kind == "slow" and (r.info.get("cut") or
+                                 r.info.get("sending", 0) > self.limit - 1.2):
             return   # cut off by request_timeout: a close is one of its answers
         if r.err == "refused":
             f = self.win.find(("refused",), r.inst, r.t0 - 0.1, r.t1)
@@ -238,7 +252,8 @@ class Checker:
             self.never[title] = r
             if r.status is not None and 400 <= r.status < 500 and not (
                     r.kind == "slow" and r.status == 408 and
-                    self.win.find(("drain",), r.inst, r.t0, r.t1)):
+                    (r.info.get("sending", 0) > self.limit - 1.2 or
+                     self.win.find(("drain",), r.inst, r.t0, r.t1))):
                 self.add(r.t0, "wrong answer", "a valid POST refused", [r])
             return
         if o == "ambiguous":
@@ -598,7 +613,8 @@ class Checker:
         lost = e + u - sum(x.get("error_count", 0) + x.get("unknown_count", 0) for x in fake
                            if all(isinstance(x.get(k, 0), int)
                                   for k in ("error_count", "unknown_count")))
-        if lost > 0 and self.fault_during(PERF_FAULTS, r.t0, r.t1) is None:
+        if lost > 0 and self.fault_during(PERF_FAULTS, r.t0, r.t1) is None and \
+                self.drain_cut(r) is None:
             self.add(r.t0, "unexplained failure", "performance test: %d rows counted as errors "
                      "or unknown with no fault to explain them (a reload, a lock or the "
                      "collector do not)" % lost, [r])

@@ -243,13 +243,16 @@ class Client:
         return r
 
 
-def raw_exchange(host, port, data, timeout=5, pieces=None):
+def raw_exchange(host, port, data, timeout=5, pieces=None, sent=None):
     """Send bytes on a fresh connection (pieces: a list of (bytes, pause before
     it) to trickle), read until the server closes or timeout. Returns (answers
-    [(status, headers, body)], closed, error)."""
+    [(status, headers, body)], closed, error); sent, a dict, gets "first" and
+    "last": when the first and the last byte were sent (time.monotonic())."""
     s = None
+    sent = sent if sent is not None else {}
     try:
         s = socket.create_connection((host, port), timeout=timeout)
+        sent["first"] = time.monotonic()
         if pieces is None:
             s.sendall(data)
         else:
@@ -257,6 +260,7 @@ def raw_exchange(host, port, data, timeout=5, pieces=None):
                 if pause:
                     time.sleep(pause)
                 s.sendall(piece)
+        sent["last"] = time.monotonic()
         s.settimeout(timeout)
         chunks = []
         closed = False

@@ -55,6 +55,7 @@ INSTANCES = ("a", "b", "c")
 class Fault:
     def __init__(self, n, t, kind, params):
         self.n, self.t, self.kind, self.params = n, t, kind, params
+        self.inst = None           # the instance it was played on, if one
         self.began = self.ended = None
         self.skipped = None        # why, when it was not played
         self.notes = []            # what happened, for the report
@@ -201,6 +202,7 @@ class Injector:
 
     def _kill_worker(self, f, inst, worker):
         i = self.c.instances[inst]
+        f.inst = inst
         if not self._turn(i.lock, f):
             return
         try:
@@ -224,6 +226,7 @@ class Injector:
 
     def _kill_master(self, f, inst, down):
         i = self.c.instances[inst]
+        f.inst = inst
         if not self._turn(i.lock, f):
             return
         try:
@@ -235,12 +238,15 @@ class Injector:
             os.kill(master, signal.SIGKILL)
             i.killed.add(master)
             i.d.proc.wait(10)
-            left = wait_gone(workers, 3.0)
+            # the workers are told (PR_SET_PDEATHSIG) and drain: shutdown_timeout at most,
+            # and the 2 s the master would give them before SIGKILL
+            grace = float(i.d.conf["shutdown_timeout"]) + 3.0
+            left = wait_gone(workers, grace)
             if left:
                 f.problems.append(
-                    "workers outlive their killed master: %s of %s still run 3 s after kill -9 "
-                    "of master %d (ppid now %s)" % (left, inst, master,
-                                                    [ppid(p) for p in left]))
+                    "workers outlive their killed master: %s of %s still run %.0f s after kill "
+                    "-9 of master %d (ppid now %s)" % (left, inst, grace, master,
+                                                       [ppid(p) for p in left]))
                 for p in left:
                     try:
                         os.kill(p, signal.SIGKILL)
@@ -283,6 +289,7 @@ class Injector:
 
     def _sigterm_restart(self, f, inst, down, lock):
         i = self.c.instances[inst]
+        f.inst = inst
         if not self._turn(i.lock, f):
             return
         locker = None
@@ -335,6 +342,7 @@ class Injector:
             f.notes.append("reload of the coordinator of a running test" if self.perf_now()
                            else "no test ran within 10 s")
         i = self.c.instances[inst]
+        f.inst = inst
         if not self._turn(i.lock, f):
             return
         locker = None
@@ -376,6 +384,7 @@ class Injector:
         """SIGHUP with a configuration that must be refused: the instance keeps
         its workers and its address, and fails nothing (no window)."""
         i = self.c.instances[inst]
+        f.inst = inst
         if not self._turn(i.lock, f):
             return
         try:

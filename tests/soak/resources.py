@@ -134,4 +134,13 @@ def check(monitor, final, warmup, t_end, reload_windows):
             v.append(Violation(t, "resources", "%d client backends of the soak's database (the "
                                "instances may open %d)" % (n, bound)))
             break
-    return v, {"pg_bound": bound, "pg_samples": pg}
+    summary = {}
+    for s in final:
+        if s["role"] != "worker":
+            continue
+        db = sum(1 for x in s["fds"]["tcp"] if x[1] in db_ports and x[2] == "ESTABLISHED")
+        summary.setdefault(s["inst"], []).append(
+            "%d: %d kB, %d fds (%d not sockets, %d to the database, %d CLOSE_WAIT)"
+            % (s["pid"], s["rss"] or 0, s["fds"]["total"], s["fds"]["other"], db,
+               s["fds"]["close_wait"]))
+    return v, {"pg_bound": bound, "pg_samples": pg, "workers": summary, "base": base}

@@ -224,7 +224,9 @@ class Soak:
         faults = self.injector.faults
         hot = [r.info["todo"] for r in self.rec.recs if r.kind == "setup"]
         ck = Checker(self.rec.recs, faults, self.perf.runs, hot, REQUEST_TIMEOUT,
-                     self.cluster.peer.base_url)
+                     self.cluster.peer.base_url,
+                     {n: float(i.d.conf["shutdown_timeout"])
+                      for n, i in self.cluster.instances.items()})
         v = ck.run()
         ck.check_table(self.rows, self.titles, self.t_end)
         self.checker = ck
@@ -352,6 +354,10 @@ class Soak:
             say("  fake peer %-17s #%d: %s; its entry %s" % (
                 x.garbage.params["mode"], x.rec.n, x.rec.status or x.rec.err,
                 node[0] if node else "(none)"))
+        say("workers at the end, idle (descriptors that are not sockets after warm-up, at "
+            "most: %s):" % ", ".join("%s %d" % kv for kv in sorted(self.res["base"].items())))
+        for name, ws in sorted(self.res["workers"].items()):
+            say("  %s: %s" % (name, "; ".join(ws)))
         for n in self.notes:
             say("note: " + n)
         v = self.violations
