@@ -17,6 +17,7 @@ import threading
 import time
 
 NOT_APPLIED = ("database unavailable", "database did not answer in time")
+KEPT_HEADERS = ("content-type", "location", "connection")
 AMBIGUOUS = "database connection lost; the write may have been applied"
 
 
@@ -55,6 +56,14 @@ class Rec:
             return "/todos/{id}"
         return p
 
+    def answer_text(self):
+        """The answer's body (kept as parsed JSON once parsed: less memory)."""
+        if self.raw or self.ans is None:
+            return self.raw.decode("utf-8", "replace")
+        if isinstance(self.ans, str):
+            return self.ans
+        return json.dumps(self.ans, ensure_ascii=False)
+
     def error_message(self):
         return self.ans.get("error") if isinstance(self.ans, dict) else None
 
@@ -84,8 +93,7 @@ class Rec:
         if self.err is not None:
             what = "no answer: %s" % self.err
         else:
-            a = self.raw[:240].decode("utf-8", "replace")
-            what = "%s %s" % (self.status, a)
+            what = "%s %s" % (self.status, self.answer_text()[:240])
         t1 = "%.3f" % self.t1 if self.t1 is not None else "?"
         return "#%d %s +%.3f..%ss %s %s %s%s -> %s" % (
             self.n, self.client, self.t0 if self.t0 is not None else -1, t1, self.inst,
@@ -190,7 +198,8 @@ class Client:
             c[0].request(method, path, body=data, headers=hdrs)
             resp = c[0].getresponse()
             r.status = resp.status
-            r.hdrs = {k.lower(): v for k, v in resp.getheaders()}
+            r.hdrs = {k.lower(): v for k, v in resp.getheaders()
+                      if k.lower() in KEPT_HEADERS}
             if stream:
                 r.lines = []
                 while True:
@@ -232,6 +241,7 @@ class Client:
             if ctype.startswith("application/json"):
                 try:
                     r.ans = json.loads(r.raw.decode("utf-8"))
+                    r.raw = b""   # answer_text() makes it again when needed
                 except ValueError:
                     r.ans = None
                     r.info["bad_json"] = True

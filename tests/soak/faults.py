@@ -56,6 +56,7 @@ class Fault:
     def __init__(self, n, t, kind, params):
         self.n, self.t, self.kind, self.params = n, t, kind, params
         self.inst = None           # the instance it was played on, if one
+        self.at = None             # when its signal was sent, if one
         self.began = self.ended = None
         self.skipped = None        # why, when it was not played
         self.notes = []            # what happened, for the report
@@ -300,7 +301,7 @@ class Injector:
             limit = float(i.d.conf.get("shutdown_timeout", 10)) + 2 + 3
             if lock:
                 locker = self._lock_hot_rows(f, float(i.d.conf["shutdown_timeout"]) + 1.5)
-            t = self.rec.now()
+            t = f.at = self.rec.now()
             pids = [i.d.pid] + i.worker_pids()
             try:
                 rc = i.d.stop(signal.SIGTERM, timeout=limit)
@@ -354,7 +355,7 @@ class Injector:
                 locker = self._lock_hot_rows(f, float(i.d.conf["shutdown_timeout"]) + 1.5)
             old = set(i.worker_pids())
             i.d.write_conf(**changes)
-            t = self.rec.now()
+            t = f.at = self.rec.now()
             i.d.signal(signal.SIGHUP)
             limit = float(i.d.conf.get("shutdown_timeout", 10)) + 10
             deadline = time.monotonic() + limit

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 
+from checker import digest_list
 from client import Client, raw_exchange
 
 PERF = "/todos/performance-test"
@@ -302,13 +303,16 @@ class Lister(Worker):
             r = self.client.call(inst, "GET", "/todos?page=%d&limit=%d" % (page, limit),
                                  kind="list", fresh=fresh)
             if r.status == 200 and isinstance(r.ans, dict):
-                self.total = r.ans.get("pagination", {}).get("total", self.total) or 0
+                p = r.ans.get("pagination")
+                self.total = p.get("total", self.total) if isinstance(p, dict) else self.total
+                self.total = self.total if isinstance(self.total, int) else 0
+            digest_list(r)
         else:
             done = rng.choice(["true", "false"])
             limit = rng.choice([1, 10, 100, 500])
             page = rng.choice([1, 1, 2, 5])
-            self.client.call(inst, "GET", "/todos/done/%s?page=%d&limit=%d" % (done, page, limit),
-                             kind="list", fresh=fresh)
+            digest_list(self.client.call(inst, "GET", "/todos/done/%s?page=%d&limit=%d"
+                                         % (done, page, limit), kind="list", fresh=fresh))
 
 
 def deep_reads(recorder, instances):
@@ -320,8 +324,10 @@ def deep_reads(recorder, instances):
             c = Client("deep", recorder, instances, 15)
 
             def go(c=c):
-                out.append(c.call(inst, "GET", "/todos?page=%d&limit=%d" % (page, limit),
-                                  kind="deep", fresh=True))
+                r = c.call(inst, "GET", "/todos?page=%d&limit=%d" % (page, limit),
+                           kind="deep", fresh=True)
+                digest_list(r)
+                out.append(r)
             threads.append(threading.Thread(target=go, daemon=True))
         for t in threads:
             t.start()

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import sys
@@ -274,7 +275,7 @@ class Soak:
                     "n": r.n, "client": r.client, "kind": r.kind, "inst": r.inst,
                     "method": r.method, "path": r.path, "body": body, "t0": r.t0, "t1": r.t1,
                     "reused": r.reused, "status": r.status, "err": r.err,
-                    "answer": r.raw[:4000].decode("utf-8", "replace"), "info": r.info},
+                    "answer": r.answer_text()[:4000], "info": r.info},
                     default=str, ensure_ascii=False) + "\n")
         with open(os.path.join(run_dir, "faults.jsonl"), "w") as f:
             for x in getattr(self, "injector", None) and self.injector.faults or []:
@@ -339,6 +340,9 @@ class Soak:
                 sum(1 for x in runs if x.garbage is not None),
                 sum((x.after or 0) - x.before for x in runs if x.after is not None)))
         say("bursts of 16-32 concurrent clients: %d" % self.bursts.count)
+        say("the soak itself: %d MB of memory at most, %.0f s of CPU" % (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            sum(resource.getrusage(resource.RUSAGE_SELF)[:2])))
         say("end state: %d rows (%d outside the performance tests); PostgreSQL client backends "
             "at most %d (bound %d)" % (self.count, len(self.rows),
                                         max([n for _, n in self.res["pg_samples"]] or [0]),
@@ -372,13 +376,26 @@ class Soak:
                 xs.sort(key=lambda x: x.t if x.t is not None else 1e12)
                 say("")
                 say("  [%s] %d" % (k, len(xs)))
-                for x in xs[:8]:
-                    when = "+%.3fs" % x.t if x.t is not None else "(log)"
-                    say("    %s %s" % (when, x.text))
-                    for r in x.recs[:3]:
+                # the same finding on the same instance, once, with its count and span
+                groups = {}
+                for x in xs:
+                    key = (x.text, x.recs[0].inst if x.recs else None)
+                    groups.setdefault(key, []).append(x)
+                shown = 0
+                for (text, inst), g in sorted(groups.items(), key=lambda kv: kv[1][0].t or 1e12):
+                    if shown == 10:
+                        say("    ... and %d more findings of this kind" % (len(groups) - shown))
+                        break
+                    shown += 1
+                    first, last = g[0], g[-1]
+                    when = "+%.3fs" % first.t if first.t is not None else "(log)"
+                    if len(g) > 1:
+                        say("    %s %s [%d times on %s, until +%.3fs]" % (
+                            when, text, len(g), inst or "-", last.t or 0))
+                    else:
+                        say("    %s %s" % (when, text))
+                    for r in first.recs[:3]:
                         say("        " + r.describe())
-                if len(xs) > 8:
-                    say("    ... and %d more" % (len(xs) - 8))
             say("")
             say("logs: " + ", ".join("%s %s" % (n, i.d.log_path)
                                      for n, i in self.cluster.instances.items()))
