@@ -418,6 +418,7 @@ def main(argv):
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     seconds = int(args.seconds)
+    args.bin, args.san_bin = os.path.abspath(args.bin), os.path.abspath(args.san_bin)
     for b in (args.bin, args.san_bin):
         if not os.access(b, os.X_OK):
             say("soak: %s is not built (make all; make SAN=1 all)" % b)
