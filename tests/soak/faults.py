@@ -257,19 +257,22 @@ class Injector:
             i.killed.update(workers)
             f.notes.append("killed master %d of %s (workers %s)" % (master, inst, workers))
             time.sleep(down)
-            up = self._restart(f, i)
-            self._window(f, "conn", inst, t - 0.05, up + 0.5)
-            self._window(f, "refused", inst, t - 0.05, up + 0.5)
-            self._window(f, "busy", inst, t - 0.05, up + SETTLE)
+            try:
+                self._restart(f, i)
+            finally:
+                up = self.rec.now()
+                self._window(f, "conn", inst, t - 0.05, up + 0.5)
+                self._window(f, "refused", inst, t - 0.05, up + 0.5)
+                self._window(f, "busy", inst, t - 0.05, up + SETTLE)
         finally:
             i.lock.release()
 
     def _restart(self, f, i):
         """Start instance i again; returns when it answers HTTP."""
-        for attempt in range(3):
+        for _ in range(3):
             try:
                 i.start(wait="http", timeout=30)
-                return self.rec.now()
+                return
             except Exception as e:  # noqa: BLE001
                 f.problems.append("todod %s did not start again: %s" % (i.name, str(e)[:2000]))
                 i.d.kill()
@@ -278,7 +281,7 @@ class Injector:
 
     def _lock_hot_rows(self, f, seconds):
         """Lock the shared rows from psql for `seconds` (in the background);
-        returns the psql process, or None."""
+        returns the psql process."""
         ids = list(self.hot_ids())
         t = self.rec.now()
         p = self.c.psql_bg("BEGIN; SELECT id FROM todos WHERE id IN (%s) FOR UPDATE; "
@@ -323,12 +326,15 @@ class Injector:
             f.notes.append("SIGTERM to %s%s: exit %s after %.2f s" % (
                 inst, " (shared rows locked)" if lock else "", rc, stopped - t))
             time.sleep(down)
-            up = self._restart(f, i)
-            self._window(f, "refused", inst, t, up + 0.5)
-            self._window(f, "race", inst, t, stopped + 0.5)
-            self._window(f, "drain", inst, t, stopped + 0.5)
-            self._window(f, "ambig", inst, t, stopped + 0.5)
-            self._window(f, "busy", inst, t, up + SETTLE)
+            try:
+                self._restart(f, i)
+            finally:
+                up = self.rec.now()
+                self._window(f, "refused", inst, t, up + 0.5)
+                self._window(f, "race", inst, t, stopped + 0.5)
+                self._window(f, "drain", inst, t, stopped + 0.5)
+                self._window(f, "ambig", inst, t, stopped + 0.5)
+                self._window(f, "busy", inst, t, up + SETTLE)
         finally:
             i.lock.release()
             if locker is not None:
