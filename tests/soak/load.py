@@ -570,6 +570,7 @@ class PerfRunner(Worker):
             # from b, whose perf_nodes name the fake peer; enough rows for a share each
             inst, n, nodes = "b", max(n, 1000), True
             self.c.peer.arm(garbage.params["mode"])
+        batch = max(batch, -(-n // 2000))   # at most 2000 batches: a test of seconds
         body = {"message_count": n, "batch_size": batch}
         if w is not None:
             body["workers"] = w
