@@ -211,6 +211,10 @@ class Client:
                         r.lines.append((self.rec.now(), json.loads(line)))
                     except ValueError:
                         r.lines.append((self.rec.now(), line))
+                # readline() ends quietly when the connection closes before the
+                # last chunk; http.client leaves chunk_left None only after it
+                if resp.chunked and resp.chunk_left is not None:
+                    raise http.client.IncompleteRead(r.raw)
             else:
                 r.raw = resp.read()
             r.t1 = self.rec.now()
