@@ -161,8 +161,9 @@ class Todo:
 
 class Checker:
     def __init__(self, recs, faults, runs, hot_ids, request_timeout, fake_peer_url,
-                 shutdown_timeouts):
+                 shutdown_timeouts, stalls=()):
         self.shutdown_timeouts = shutdown_timeouts   # instance -> seconds
+        self.stalls = list(stalls)   # [(t0, t1)]: the machine did not run the soak
         self.recs = recs
         self.faults = faults
         self.runs = runs
@@ -180,6 +181,7 @@ class Checker:
         self.ambiguous = []      # every ambiguous write
         self.explained = {}      # fault kind -> answers it explained
         self.slow_db = []        # "did not answer in time" at the deadline, no fault near
+        self.late_in_stall = []  # late or failed answers while the machine stalled
 
     def fault_during(self, kinds, t0, t1):
         """A fault of those kinds played while [t0, t1] ran (or just before)."""
@@ -200,6 +202,16 @@ class Checker:
                 return f
         return None
 
+    def stalled(self, t0, t1):
+        """Seconds of [t0, t1] the machine was stalled (see soak.Heartbeat)."""
+        return sum(max(0.0, min(t1, b) - max(t0, a)) for a, b in self.stalls)
+
+    def stall_near(self, t0, t1):
+        """A stall of a second or more during [t0, t1] or just before: the
+        database and todod were as late as the soak (a hung-server verdict, a
+        time-out) then."""
+        return any(b - a >= 1.0 and a <= t1 and t0 <= b + self.settle for a, b in self.stalls)
+
     def add(self, t, kind, text, recs=()):
         self.v.append(Violation(t, kind, text, recs))
 
@@ -216,15 +228,20 @@ class Checker:
             self._check_error(r)
             return
         if timed and r.t1 - r.t0 > self.limit:
-            self.add(r.t0, "slow answer", "answered after %.2f s (limit request_timeout + 1 s = "
-                     "%.1f s)" % (r.t1 - r.t0, self.limit), [r])
+            if r.t1 - r.t0 - self.stalled(r.t0, r.t1) > self.limit:
+                self.add(r.t0, "slow answer", "answered after %.2f s (limit request_timeout + 1 s "
+                         "= %.1f s)" % (r.t1 - r.t0, self.limit), [r])
+            else:
+                self.late_in_stall.append(r)
         if r.status == 500:
             self.add(r.t0, "internal error", "500 internal error", [r])
         elif r.status == 503:
             msg = r.error_message()
             if msg == AMBIGUOUS:
                 f = self.win.find(("ambig",), r.inst, r.t0, r.t1)
-                if f is None:
+                if f is None and self.stall_near(r.t0, r.t1):
+                    self.late_in_stall.append(r)
+                elif f is None:
                     self.add(r.t0, "unexplained ambiguity", "\"may have been applied\" with no "
                              "database connection broken, nor the instance stopped", [r])
                 else:
@@ -233,6 +250,8 @@ class Checker:
                 f = self.win.find(("busy", "ambig", "conn", "refused"), r.inst, r.t0, r.t1)
                 if f is not None:
                     self._explain(f)
+                elif self.stall_near(r.t0, r.t1):
+                    self.late_in_stall.append(r)
                 elif msg == NOT_APPLIED[1] and r.t1 - r.t0 >= self.limit - 1.3:
                     # at its deadline: the database was slow (a disk, another
                     # tenant of the machine); true, so counted, not a violation
@@ -279,7 +298,7 @@ class Checker:
 
     def check_owner(self, r):
         t = self.todos.get(r.info.get("todo"))
-        if r.kind == "slow" and r.info.get("cut"):
+        if r.kind == "slow" and (r.info.get("cut") or r.info.get("unsent")):
             self._owner_cut(r)
             return
         o = self._outcome(r) if r.method != "GET" else None
@@ -315,6 +334,7 @@ class Checker:
         return a
 
     def _owner_cut(self, r):
+        """A trickled POST that did not reach the server whole: never applied."""
         if r.status not in (None, 408):
             self.add(r.t0, "wrong answer", "a request trickled past request_timeout got %s "
                      "(want 408 or the connection closed)" % r.status, [r])
@@ -650,7 +670,7 @@ class Checker:
                            if all(isinstance(x.get(k, 0), int)
                                   for k in ("error_count", "unknown_count")))
         if lost > 0 and self.fault_during(PERF_FAULTS, r.t0, r.t1) is None and \
-                self.drain_cut(r) is None:
+                self.drain_cut(r) is None and not self.stall_near(r.t0, r.t1):
             self.add(r.t0, "unexplained failure", "performance test: %d rows counted as errors "
                      "or unknown with no fault to explain them (a reload, a lock or the "
                      "collector do not)" % lost, [r])

@@ -133,8 +133,9 @@ class Client:
     """A named client: keep-alive connections to the instances, every request
     recorded. instances: name -> (host, port)."""
 
-    def __init__(self, name, recorder, instances, timeout):
+    def __init__(self, name, recorder, instances, timeout, record=True):
         self.name = name
+        self.record = record   # False: the soak's own probes, not part of the history
         self.rec = recorder
         self.instances = instances
         self.timeout = timeout
@@ -176,7 +177,8 @@ class Client:
         faults). body: a dict/list (sent as JSON), bytes, or None. stream: read
         an NDJSON answer line by line into rec.lines (time, object)."""
         timeout = timeout or self.timeout
-        r = self.rec.new(self.name, kind, inst, method, path, body)
+        r = self.rec.new(self.name, kind, inst, method, path, body) if self.record else \
+            Rec(-1, self.name, kind, inst, method, path, body)
         if info:
             r.info.update(info)
         hdrs = dict(headers or {})
@@ -261,19 +263,24 @@ def raw_exchange(host, port, data, timeout=5, pieces=None, sent=None):
     """Send bytes on a fresh connection (pieces: a list of (bytes, pause before
     it) to trickle), read until the server closes or timeout. Returns (answers
     [(status, headers, body)], closed, error); sent, a dict, gets "first" and
-    "last": when the first and the last byte were sent (time.monotonic())."""
+    "last": when the first and the last byte were sent (time.monotonic()), or
+    "cut": when the server closed the connection before the last."""
     s = None
     sent = sent if sent is not None else {}
     try:
         s = socket.create_connection((host, port), timeout=timeout)
         sent["first"] = time.monotonic()
-        if pieces is None:
-            s.sendall(data)
-        else:
-            for piece, pause in pieces:
-                if pause:
-                    time.sleep(pause)
-                s.sendall(piece)
+        try:
+            if pieces is None:
+                s.sendall(data)
+            else:
+                for piece, pause in pieces:
+                    if pause:
+                        time.sleep(pause)
+                    s.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            sent["cut"] = time.monotonic()
+            raise
         sent["last"] = time.monotonic()
         s.settimeout(timeout)
         chunks = []

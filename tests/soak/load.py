@@ -174,10 +174,12 @@ class Owner(Worker):
         sent = {}
         answers, closed, err = raw_exchange(host, port, None, timeout=8, pieces=pieces, sent=sent)
         r.t1 = self.rec.now()
-        if "first" in sent and "last" in sent:
+        if "first" in sent and ("last" in sent or "cut" in sent):
             # how long the request took to send, as the server saw it (a loaded
-            # machine may stretch the trickle past request_timeout)
-            r.info["sending"] = sent["last"] - sent["first"]
+            # machine may stretch the trickle past request_timeout); "unsent":
+            # the server closed before the last byte (it cannot have run it)
+            r.info["sending"] = sent.get("last", sent.get("cut")) - sent["first"]
+            r.info["unsent"] = "last" not in sent
         if answers:
             r.status, r.hdrs, r.raw = answers[0]
             try:

@@ -53,6 +53,29 @@ class Interrupted(Exception):
     pass
 
 
+class Heartbeat(threading.Thread):
+    """Wakes every 0.1 s: a wake-up more than 0.5 s late means the machine (2
+    CPUs shared with other work) ran nothing of the soak for that long, and most
+    likely nothing of todod or PostgreSQL either: [(t0, t1)] in `stalls`. The
+    checker does not count such a stall against an answer's time, nor a time-out
+    or a hung-server verdict right after one of a second or more."""
+
+    def __init__(self, recorder, stop):
+        super().__init__(name="heartbeat", daemon=True)
+        self.rec = recorder
+        self.stop_flag = stop
+        self.stalls = []
+        self.failure = None
+
+    def run(self):
+        last = self.rec.now()
+        while not self.stop_flag.wait(0.1):
+            now = self.rec.now()
+            if now - last > 0.6:
+                self.stalls.append((last + 0.1, now))
+            last = now
+
+
 class LogWatch(threading.Thread):
     """Reads the instances' logs as they grow, so that each line gets the time
     (to half a second) it appeared at: (t, instance, line)."""
@@ -133,15 +156,15 @@ class Soak:
                       timeout=REQUEST_TIMEOUT + 6)
         owners = [Owner("o%d" % k, trickle=0.06, **common) for k in range(OWNERS)]
         hots = [HotWriter("h%d" % k, hot=hot, **common) for k in range(HOT_WRITERS)]
-        ops = Client("ops", self.rec, addrs, 5)
+        ops = Client("ops", self.rec, addrs, 5, record=False)
         self.injector = Injector(c, self.rec, schedule, say, hot_ids=lambda: hot,
                                  owned_ids=lambda: sorted(i for o in owners for i in list(o.live)),
                                  deep_client=deep_reads(self.rec, addrs))
         self.perf = PerfRunner("perf", cluster=c, injector=self.injector,
-                               ops=Client("perf-ops", self.rec, addrs, 5), **common)
+                               ops=Client("perf-ops", self.rec, addrs, 5, record=False), **common)
         self.injector.perf_now = lambda: self.perf.current
-        self.monitor = resources.Monitor(c, self.rec, Client("monitor", self.rec, addrs, 5),
-                                         self.stop_load)
+        self.monitor = resources.Monitor(c, self.rec, Client("monitor", self.rec, addrs, 5,
+                                                             record=False), self.stop_load)
         self.bursts = Bursts(self.seed, self.rec, addrs, self.stop_load, REQUEST_TIMEOUT + 6)
         self.threads = owners + hots + [Lister("list", **common),
                                         Malformer("bad", hot=hot, **common), self.perf,
@@ -149,6 +172,8 @@ class Soak:
         for t in self.threads:
             t.start()
         self.monitor.start()
+        self.heartbeat = Heartbeat(self.rec, threading.Event())
+        self.heartbeat.start()
         self.logwatch = LogWatch(c, self.rec, threading.Event())
         self.logwatch.start()
         inj = threading.Thread(target=self.injector.run, name="injector", daemon=True)
@@ -225,7 +250,8 @@ class Soak:
         ck = Checker(self.rec.recs, faults, self.perf.runs, hot, REQUEST_TIMEOUT,
                      self.cluster.peer.base_url,
                      {n: float(i.d.conf["shutdown_timeout"])
-                      for n, i in self.cluster.instances.items()})
+                      for n, i in self.cluster.instances.items()},
+                     self.heartbeat.stalls)
         v = ck.run()
         ck.check_table(self.rows, self.titles, self.t_end)
         self.checker = ck
@@ -325,6 +351,14 @@ class Soak:
             say("  %-34s %s" % (key, ", ".join("%s: %d" % kv for kv in sorted(table[key].items()))))
         say("failed answers explained by a fault: %s" % (", ".join(
             "%s %d" % kv for kv in sorted(self.checker.explained.items())) or "none"))
+        st = self.heartbeat.stalls
+        if st:
+            say("machine stalls (the soak not run for over 0.5 s): %d, %.1f s in all, the "
+                "longest %.1f s at +%.1fs; answers late or failed in or right after one: %d "
+                "(not violations)" % (len(st), sum(b - a for a, b in st),
+                                      max(b - a for a, b in st),
+                                      max(st, key=lambda x: x[1] - x[0])[0],
+                                      len(self.checker.late_in_stall)))
         if self.checker.slow_db:
             say("503 \"did not answer in time\" at the deadline with no fault near: %d (the "
                 "database was slow; true answers, not violations)" % len(self.checker.slow_db))
