@@ -13,6 +13,7 @@ import http.client
 import json
 import select
 import socket
+import sys
 import threading
 import time
 
@@ -248,8 +249,13 @@ class Client:
                 try:
                     r.ans = json.loads(r.raw.decode("utf-8"))
                     r.raw = b""   # answer_text() makes it again when needed
-                    # a long soak keeps 100,000s of these: only what the checker reads
+                    # a long soak keeps 100,000s of these: only what the checker reads,
+                    # and a todo's strings shared with its other answers and its request
                     r.hdrs = {"location": r.hdrs["location"]} if "location" in r.hdrs else {}
+                    if isinstance(r.ans, dict):
+                        for k in ("id", "title", "created_at"):
+                            if isinstance(r.ans.get(k), str):
+                                r.ans[k] = sys.intern(r.ans[k])
                 except ValueError:
                     r.ans = None
                     r.info["bad_json"] = True
