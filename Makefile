@@ -2,6 +2,7 @@
 #   make            build build/todod
 #   make run        install missing packages, build, run against a private PostgreSQL
 #   make check      install missing packages, build, run the whole test suite
+#   make soak       the seeded chaos soak (SOAK_SECONDS=300, SOAK_SEED=random)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 VERSION   := 0.1.0
@@ -48,7 +49,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all deps deps-test deps-bench run check unit integration install uninstall clean format \
-        bench-api bench-perftest bench-rss
+        bench-api bench-perftest bench-rss soak
 
 all: $(B)/todod
 
@@ -114,6 +115,18 @@ check: deps-test
 
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
+
+# The seeded chaos soak (tests/soak/): SOAK_SECONDS of load and faults against
+# three instances (one of them the sanitizer build), a primary with a standby,
+# PgBouncer; SOAK_SEED replays a run's schedule (default: a random seed, printed).
+SOAK_SECONDS ?= 300
+SOAK_SEED    ?=
+
+soak: deps-test
+	$(MAKE) all
+	$(MAKE) SAN=1 all
+	python3 tests/soak/soak.py --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) \
+	    --bin $(BUILD)/todod --san-bin $(BUILD)/san/todod
 
 deps-bench:
 	@tests/lib/deps.sh bench

@@ -702,11 +702,13 @@ def _format_value(v):
 class Todod:
     """One todod master (and its workers) with its own config file and log.
 
-    Todod(pg=None, db=None, **conf): conf keys override the defaults
+    Todod(pg=None, db=None, binary=None, **conf): conf keys override the defaults
     (listen, workers=2, database_url of a fresh database, log_level=info,
-    shutdown_timeout=5); a value of None removes the key."""
+    shutdown_timeout=5); a value of None removes the key. binary: the todod to
+    run (default TODOD_BIN)."""
 
-    def __init__(self, pg=None, db=None, **conf):
+    def __init__(self, pg=None, db=None, binary=None, **conf):
+        self.binary = binary or TODOD_BIN
         self.pg = pg if pg is not None else get_pg()
         self.db = db if db is not None else self.pg.create_database()
         self.dir = tempfile.mkdtemp(prefix="todod-d-")
@@ -788,12 +790,12 @@ class Todod:
         return e
 
     def run(self, *args, env=None, timeout=30):
-        """Run TODOD_BIN with args (not as a daemon); returns CompletedProcess (text)."""
-        return subprocess.run([TODOD_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        """Run the binary with args (not as a daemon); returns CompletedProcess (text)."""
+        return subprocess.run([self.binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=self._env(env, None), cwd=self.dir, timeout=timeout)
 
     def start(self, wait="ready", env=None, notify_socket=None, timeout=10, nofile=None):
-        """Spawn TODOD_BIN -c FILE (output to the log; nofile: its open-files limit),
+        """Spawn the binary -c FILE (output to the log; nofile: its open-files limit),
         then wait (up to timeout s):
         wait="ready": until GET /health answers 200 and GET /stats shows every
         worker ready and connected to the database; wait="http": until GET /health
@@ -808,7 +810,7 @@ class Todod:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         try:
-            self.proc = subprocess.Popen([TODOD_BIN, "-c", self.conf_path], stdout=log,
+            self.proc = subprocess.Popen([self.binary, "-c", self.conf_path], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self._env(env, notify_socket), cwd=self.dir,
                                          start_new_session=True, preexec_fn=limits)
