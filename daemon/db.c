@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
+#include "sqlstate.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -135,7 +136,6 @@ static const struct {
 #define SET_TIMEOUT_NAME "todod_timeout"
 #define SET_TIMEOUT_SQL  "SELECT set_config('statement_timeout', $1, true)"
 
-#define SQLSTATE_QUERY_CANCELED "57014"
 #define SQLSTATE_UNDEFINED_FUNC "42883"
 #define GROUP_MAX               256  /* writes in one transaction */
 #define HARD_GRACE              0.5  /* beyond a deadline: the server is not answering */
@@ -389,29 +389,26 @@ static void query_answer(struct query *q, enum db_status st, const PGresult *res
         cb(q->arg, &r);
 }
 
+static enum sqlstate_kind refusal_kind(const PGresult *res)
+{
+    return sqlstate_kind(res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL);
+}
+
 /*
- * What a refused statement means to its request. Every refusal rolls the
- * statement back (so a write was not applied): statement_timeout is a time-out;
- * the server going away, being a standby (read-only) or breaking a deadlock is
- * the database being unavailable for now (503, worth a retry); anything else is
- * a failure (500).
+ * What a refused statement means to its request (common/sqlstate.c says which
+ * SQLSTATE is which kind). Every refusal rolls the statement back, so a write
+ * was not applied.
  */
 static enum db_status failed_status(const PGresult *res)
 {
-    static const char *const unavailable[] = {"57P01", "57P02", "57P03", "25006", "40001", "40P01"};
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    size_t i;
+    static const enum db_status status[] = {
+        [SQLSTATE_FAILED] = DB_FAILED,
+        [SQLSTATE_TIMED_OUT] = DB_TIMEOUT,
+        [SQLSTATE_UNAVAILABLE] = DB_UNAVAILABLE,
+        [SQLSTATE_RESEND] = DB_UNAVAILABLE,
+    };
 
-    if (state == NULL)
-        return DB_FAILED;
-    if (strcmp(state, SQLSTATE_QUERY_CANCELED) == 0)
-        return DB_TIMEOUT;
-    if (strncmp(state, "08", 2) == 0)
-        return DB_UNAVAILABLE;
-    for (i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++)
-        if (strcmp(state, unavailable[i]) == 0)
-            return DB_UNAVAILABLE;
-    return DB_FAILED;
+    return status[refusal_kind(res)];
 }
 
 static void log_failure(struct db_pool *pool, const struct query *q, const PGresult *res)
