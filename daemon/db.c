@@ -193,6 +193,11 @@ struct query {
     struct trace_span *span; /* its CLIENT span, ended when it is answered */
     char *param_values[3];
     int param_lengths[3], param_formats[3];
+
+    /* A write's: the id of the row it locks (NULL: none), and its place in
+     * the order writes arrived. */
+    const char *row;
+    uint64_t seq;
 };
 
 TAILQ_HEAD(query_list, query);
@@ -205,6 +210,8 @@ struct txn {
     bool synced;                   /* its Sync is queued (the transaction is closed) */
     bool sent;                     /* its Sync reached the socket: the server may commit it */
     struct timespec hard_deadline; /* no verdict by then: drop the connection */
+    const char **rows;             /* writes: the rows they lock, in lock order */
+    int nrows;
 };
 
 TAILQ_HEAD(txn_list, txn);
@@ -260,6 +267,8 @@ struct db_pool {
     struct event *ev_dispatch;     /* deferred: start write transactions */
     struct event *ev_batches;      /* deferred: send queued batches */
     struct event *ev_queue_timer;  /* the first queued write's deadline */
+
+    uint64_t write_seq; /* writes submitted so far */
 };
 
 static void conn_connect(struct conn *c);
@@ -270,6 +279,7 @@ static void pool_dispatch_writes(struct db_pool *pool);
 static void pool_arm_queue_timer(struct db_pool *pool);
 static void pool_dispatch_batches(struct db_pool *pool);
 static void read_resend(struct db_pool *pool, struct query *q);
+static void txn_free(struct txn *t);
 
 static void error_line(const char *msg, char *out, size_t n)
 {
@@ -639,6 +649,64 @@ static void read_resend(struct db_pool *pool, struct query *q)
 
 /* ---- writes ------------------------------------------------------------------------ */
 
+/*
+ * The one order in which every write transaction of todod (of every worker and
+ * instance) locks rows: its INSERTs first (a new row, which no other
+ * transaction can wait for), then its UPDATEs and DELETEs by the id of their
+ * row (the canonical text of a UUID sorts as the UUID does), the writes to one
+ * row in the order they arrived. README "The database connections" says why
+ * no deadlock can then form between them.
+ */
+static int lock_order(const void *a, const void *b)
+{
+    const struct query *x = *(struct query *const *)a, *y = *(struct query *const *)b;
+    int c = x->row == NULL || y->row == NULL ? (x->row != NULL) - (y->row != NULL)
+                                             : strcmp(x->row, y->row);
+
+    return c != 0 ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int row_cmp(const void *row, const void *elem)
+{
+    return strcmp(row, *(const char *const *)elem);
+}
+
+/* Whether a write transaction of this pool in flight locks that row. */
+static bool row_in_flight(const struct db_pool *pool, const char *row)
+{
+    int i;
+
+    for (i = 0; i < pool->nwrites; i++) {
+        const struct txn *t = TAILQ_FIRST(&pool->writes[i].txns);
+
+        if (t != NULL && t->nrows > 0 &&
+            bsearch(row, t->rows, (size_t)t->nrows, sizeof(*t->rows), row_cmp) != NULL)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A queued write may go unless a transaction of this pool in flight locks its
+ * row: it then waits here, not on the server, and goes with the next writes to
+ * that row once that transaction is over. So the pool's transactions in flight
+ * never wait for each other, and writes to a busy row share a commit.
+ */
+static bool write_may_go(const struct db_pool *pool, const struct query *q)
+{
+    return q->row == NULL || !row_in_flight(pool, q->row);
+}
+
+static bool write_waiting(const struct db_pool *pool)
+{
+    const struct query *q;
+
+    TAILQ_FOREACH(q, &pool->write_queue, link)
+    if (write_may_go(pool, q))
+        return true;
+    return false;
+}
+
 static struct conn *free_write_conn(struct db_pool *pool, bool *opening)
 {
     int i;
@@ -684,33 +752,49 @@ static void expire_queued(struct db_pool *pool, struct query_list *queue)
     }
 }
 
-/* The queued writes go, as one transaction, to c. */
-static void write_start(struct conn *c)
+/*
+ * The queued writes that may go, in the order they arrived and at most
+ * GROUP_MAX, go to c as one transaction, sent in lock order. Returns how many
+ * went (0: none may, or out of memory).
+ */
+static int write_start(struct conn *c)
 {
     struct db_pool *pool = c->pool;
-    struct txn *t = txn_new(TXN_WRITES);
+    struct query *group[GROUP_MAX], *q;
     struct timespec first = {0, 0};
-    struct query *q;
-    int n = 0;
+    struct txn *t;
+    int n = 0, i;
     long ms;
 
-    if (t == NULL)
-        return;
     TAILQ_FOREACH(q, &pool->write_queue, link)
     {
+        if (n == GROUP_MAX)
+            break;
+        if (!write_may_go(pool, q))
+            continue;
         if (n == 0 || clock_diff(q->deadline, first) < 0)
             first = q->deadline;
-        if (++n == GROUP_MAX)
-            break;
+        group[n++] = q;
     }
+    if (n == 0 || (t = txn_new(TXN_WRITES)) == NULL)
+        return 0;
+    t->rows = malloc((size_t)n * sizeof(*t->rows));
+    if (t->rows == NULL) {
+        txn_free(t);
+        return 0;
+    }
+    qsort(group, (size_t)n, sizeof(*group), lock_order);
+    for (i = 0; i < n; i++)
+        if (group[i]->row != NULL)
+            t->rows[t->nrows++] = group[i]->row;
     /* The server gives up on the transaction when its first request does. */
     ms = (long)ceil(clock_diff(first, clock_now()) * 1000);
     if (send_timeout_prefix(c, t, ms < 1 ? 1 : ms) != 0)
         goto broken;
-    while (n-- > 0 && (q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
-        TAILQ_REMOVE(&pool->write_queue, q, link);
-        if (send_copied(c, t, q) != 0) {
-            TAILQ_INSERT_HEAD(&pool->write_queue, q, link);
+    for (i = 0; i < n; i++) {
+        TAILQ_REMOVE(&pool->write_queue, group[i], link);
+        if (send_copied(c, t, group[i]) != 0) {
+            TAILQ_INSERT_HEAD(&pool->write_queue, group[i], link);
             goto broken;
         }
     }
@@ -719,16 +803,17 @@ static void write_start(struct conn *c)
         goto broken;
     if (conn_flush(c) < 0) {
         conn_lost(c, "write failed");
-        return;
+        return n;
     }
     c->last_used = clock_now();
     conn_arm_timer(c);
-    return;
+    return n;
 broken:
     /* What was sent of t is answered with the connection: never synced, so
      * never committed (not applied). */
     TAILQ_INSERT_TAIL(&c->txns, t, link);
     conn_lost(c, PQerrorMessage(c->pg));
+    return n;
 }
 
 static void pool_dispatch_writes(struct db_pool *pool)
@@ -737,10 +822,16 @@ static void pool_dispatch_writes(struct db_pool *pool)
     struct conn *c;
 
     expire_queued(pool, &pool->write_queue);
-    while (!TAILQ_EMPTY(&pool->write_queue) && (c = free_write_conn(pool, &opening)) != NULL)
-        write_start(c);
-    if (!TAILQ_EMPTY(&pool->write_queue) && !opening)
-        open_write_conn(pool);
+    while (write_waiting(pool)) {
+        c = free_write_conn(pool, &opening);
+        if (c == NULL) {
+            if (!opening)
+                open_write_conn(pool);
+            break;
+        }
+        if (write_start(c) == 0)
+            break;
+    }
     pool_arm_queue_timer(pool);
 }
 
@@ -844,6 +935,7 @@ static void txn_free(struct txn *t)
         TAILQ_REMOVE(&t->queries, q, link);
         query_free(q);
     }
+    free(t->rows);
     free(t);
 }
 
@@ -906,7 +998,7 @@ static void txn_finished(struct conn *c, struct txn *t)
             TAILQ_INSERT_TAIL(&again, q, link);
         }
     }
-    free(t);
+    txn_free(t);
     /* Requeued in their original order, ahead of newer writes. */
     while ((q = TAILQ_LAST(&again, query_list)) != NULL) {
         TAILQ_REMOVE(&again, q, link);
@@ -1982,6 +2074,10 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
         return 0;
     }
     q->state = QUERY_QUEUED;
+    q->seq = pool->write_seq++;
+    /* $1 of an UPDATE or a DELETE: the row it locks (an INSERT's is new). */
+    if ((stmt == DB_TODO_UPDATE || stmt == DB_TODO_DELETE) && q->nparams > 0)
+        q->row = q->values[0];
     TAILQ_INSERT_TAIL(&pool->write_queue, q, link);
     /* After this loop turn, so that the writes of one turn commit together. */
     event_active(pool->ev_dispatch, 0, 0);

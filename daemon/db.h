@@ -8,7 +8,11 @@
  *  - write connections (up to db_write_connections, opened on demand): each
  *    carries one transaction at a time; writes that arrive meanwhile wait in the
  *    pool's queue and go together, as one transaction (one commit, one WAL
- *    flush), on the first write connection that is free;
+ *    flush), on the first write connection that is free. Each transaction locks
+ *    its rows in one global order (by id), and a write to a row that one of the
+ *    pool's transactions in flight locks waits in the queue for it, so todod's
+ *    transactions never deadlock each other (UPDATE and DELETE take the todo's
+ *    id as $1, in text);
  *  - the performance-test connection (opened on demand): batches pipelined, each
  *    its own transaction, no statement time-out.
  *
