@@ -138,6 +138,7 @@ static const struct {
 
 #define SQLSTATE_UNDEFINED_FUNC "42883"
 #define GROUP_MAX               256  /* writes in one transaction */
+#define RESEND_DELAY            0.05 /* a write rolled back by a deadlock: sent again after */
 #define HARD_GRACE              0.5  /* beyond a deadline: the server is not answering */
 #define BACKOFF_MIN             0.05 /* reconnect: 0, then 50 ms doubling */
 #define BACKOFF_MAX             0.5
@@ -194,10 +195,11 @@ struct query {
     char *param_values[3];
     int param_lengths[3], param_formats[3];
 
-    /* A write's: the id of the row it locks (NULL: none), and its place in
-     * the order writes arrived. */
+    /* A write's: the id of the row it locks (NULL: none), its place in the
+     * order writes arrived, and after a deadlock when it is sent again. */
     const char *row;
     uint64_t seq;
+    struct timespec resend_at;
 };
 
 TAILQ_HEAD(query_list, query);
@@ -266,9 +268,10 @@ struct db_pool {
     struct query_list batch_queue; /* batches waiting for the perf connection */
     struct event *ev_dispatch;     /* deferred: start write transactions */
     struct event *ev_batches;      /* deferred: send queued batches */
-    struct event *ev_queue_timer;  /* the first queued write's deadline */
+    struct event *ev_queue_timer;  /* the first queued write's deadline or resend_at */
 
-    uint64_t write_seq; /* writes submitted so far */
+    struct query_list resend_queue; /* writes rolled back by a deadlock, until their resend_at */
+    uint64_t write_seq;             /* writes submitted so far */
 };
 
 static void conn_connect(struct conn *c);
@@ -407,7 +410,8 @@ static enum sqlstate_kind refusal_kind(const PGresult *res)
 /*
  * What a refused statement means to its request (common/sqlstate.c says which
  * SQLSTATE is which kind). Every refusal rolls the statement back, so a write
- * was not applied.
+ * was not applied. A write refused with SQLSTATE_RESEND is sent again instead
+ * (txn_finished); a read so refused is answered as unavailable.
  */
 static enum db_status failed_status(const PGresult *res)
 {
@@ -671,11 +675,16 @@ static int row_cmp(const void *row, const void *elem)
     return strcmp(row, *(const char *const *)elem);
 }
 
-/* Whether a write transaction of this pool in flight locks that row. */
+/* Whether a write transaction of this pool in flight locks that row, or one
+ * rolled back by a deadlock waits to lock it again. */
 static bool row_in_flight(const struct db_pool *pool, const char *row)
 {
+    const struct query *q;
     int i;
 
+    TAILQ_FOREACH(q, &pool->resend_queue, link)
+    if (q->row != NULL && strcmp(q->row, row) == 0)
+        return true;
     for (i = 0; i < pool->nwrites; i++) {
         const struct txn *t = TAILQ_FIRST(&pool->writes[i].txns);
 
@@ -816,11 +825,28 @@ broken:
     return n;
 }
 
+/* Writes whose resend_at has come go back to the head of the queue: nothing
+ * queued for their rows arrived before them. */
+static void requeue_resends(struct db_pool *pool)
+{
+    struct timespec now = clock_now();
+    struct query_list due = TAILQ_HEAD_INITIALIZER(due);
+    struct query *q;
+
+    while ((q = TAILQ_FIRST(&pool->resend_queue)) != NULL && clock_diff(q->resend_at, now) <= 0) {
+        TAILQ_REMOVE(&pool->resend_queue, q, link);
+        TAILQ_INSERT_TAIL(&due, q, link);
+    }
+    TAILQ_CONCAT(&due, &pool->write_queue, link);
+    TAILQ_CONCAT(&pool->write_queue, &due, link);
+}
+
 static void pool_dispatch_writes(struct db_pool *pool)
 {
     bool opening;
     struct conn *c;
 
+    requeue_resends(pool);
     expire_queued(pool, &pool->write_queue);
     while (write_waiting(pool)) {
         c = free_write_conn(pool, &opening);
@@ -861,6 +887,11 @@ static void pool_arm_queue_timer(struct db_pool *pool)
     {
         if (!any || clock_diff(q->deadline, first) < 0)
             first = q->deadline;
+        any = true;
+    }
+    q = TAILQ_FIRST(&pool->resend_queue); /* the first to come: all wait as long */
+    if (q != NULL && (!any || clock_diff(q->resend_at, first) < 0)) {
+        first = q->resend_at;
         any = true;
     }
     if (!any) {
@@ -964,14 +995,17 @@ static void query_resulted(struct conn *c, struct query *q)
  * The Sync of the oldest transaction arrived: the server committed it, or
  * rolled all of it back when a statement failed. Writes learn their fate now.
  * Statements rolled back because of a neighbour run again (their own request's
- * deadline permitting); the failing one is never resent.
+ * deadline permitting); the failing one is never resent, unless it was refused
+ * for a deadlock or a serialization failure (common/sqlstate.c).
  */
 static void txn_finished(struct conn *c, struct txn *t)
 {
     struct db_pool *pool = c->pool;
     struct query *q, *failed = NULL;
     struct query_list again = TAILQ_HEAD_INITIALIZER(again);
-    bool write_back = false;
+    struct query_list resends = TAILQ_HEAD_INITIALIZER(resends);
+    struct timespec resend_at;
+    bool write_back = false, resend;
 
     TAILQ_FOREACH(q, &t->queries, link)
     {
@@ -981,6 +1015,10 @@ static void txn_finished(struct conn *c, struct txn *t)
     }
     if (failed != NULL && failed->stmt < 0)
         log_failure(pool, failed, failed->res);
+    /* A deadlock or serialization failure rolled the whole transaction back:
+     * a write so refused runs again too, within its own deadline. */
+    resend =
+        failed != NULL && t->kind == TXN_WRITES && refusal_kind(failed->res) == SQLSTATE_RESEND;
     while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
         TAILQ_REMOVE(&t->queries, q, link);
         if (q->state != QUERY_HELD) {
@@ -990,16 +1028,21 @@ static void txn_finished(struct conn *c, struct txn *t)
         if (failed == NULL) {
             query_answer(q, DB_OK, q->res);
             query_free(q);
-        } else if (q == failed) {
+        } else if (q == failed && !resend) {
             log_failure(pool, q, q->res);
             query_answer(q, failed_status(q->res), q->res);
             query_free(q);
         } else {
+            if (q == failed)
+                log_failure(pool, q, q->res);
             TAILQ_INSERT_TAIL(&again, q, link);
         }
     }
     txn_free(t);
-    /* Requeued in their original order, ahead of newer writes. */
+    /* Requeued in their original order, ahead of newer writes. After a
+     * deadlock, a moment later: sent again at once, they could take the rows
+     * back before the transaction that won wakes up, and deadlock again. */
+    resend_at = clock_add(clock_now(), RESEND_DELAY);
     while ((q = TAILQ_LAST(&again, query_list)) != NULL) {
         TAILQ_REMOVE(&again, q, link);
         q->state = QUERY_QUEUED;
@@ -1012,10 +1055,17 @@ static void txn_finished(struct conn *c, struct txn *t)
             read_resend(pool, q);
         } else if (q->stmt == DB_PERF_INSERT) {
             TAILQ_INSERT_HEAD(&pool->batch_queue, q, link);
+        } else if (resend) {
+            q->resend_at = resend_at;
+            TAILQ_INSERT_HEAD(&resends, q, link);
         } else {
             TAILQ_INSERT_HEAD(&pool->write_queue, q, link);
             write_back = true;
         }
+    }
+    if (!TAILQ_EMPTY(&resends)) {
+        TAILQ_CONCAT(&pool->resend_queue, &resends, link);
+        pool_arm_queue_timer(pool);
     }
     if (write_back || (c->kind == KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue)))
         event_active(pool->ev_dispatch, 0, 0);
@@ -1892,6 +1942,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
     pool->tracer = tracer;
     pool->prepared = conf->db_prepared;
     TAILQ_INIT(&pool->write_queue);
+    TAILQ_INIT(&pool->resend_queue);
     TAILQ_INIT(&pool->batch_queue);
     if (pool_parse_conninfo(pool, conf->database_url) != 0) {
         /* Connections fail (and say why) until a reload brings a valid one. */
@@ -1981,6 +2032,7 @@ void db_pool_free(struct db_pool *pool)
             conn_fini(&pool->writes[i]);
     if (pool->perf.pool != NULL)
         conn_fini(&pool->perf);
+    TAILQ_CONCAT(&pool->write_queue, &pool->resend_queue, link);
     while ((q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
         TAILQ_REMOVE(&pool->write_queue, q, link);
         query_answer(q, DB_UNAVAILABLE, NULL);

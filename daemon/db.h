@@ -19,8 +19,10 @@
  * Every answer about a write is true: DB_OK means committed; DB_TIMEOUT and
  * DB_UNAVAILABLE mean not applied, now or later (the server rolled it back, or it
  * was never sent); DB_LOST means the connection broke after the write was sent,
- * so it may have been applied. No statement is sent twice, except one the
- * server rolled back because a neighbour in its transaction failed.
+ * so it may have been applied. No statement runs twice: one is sent again only
+ * when the server rolled its whole transaction back, because a neighbour in it
+ * failed, or to break a deadlock or a serialization failure (40P01, 40001),
+ * within its request's deadline.
  */
 #ifndef TODOD_DB_H
 #define TODOD_DB_H

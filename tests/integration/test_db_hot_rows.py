@@ -1,14 +1,19 @@
 """Many clients writing to a few rows (README "The database connections"; API.md
 "Writes, time-outs and lost connections"): todod's own write transactions never
 deadlock each other, whatever the mix of POST, PUT and DELETE and however many
-workers and instances send them. Every answer is checked against the table (an
-audit trigger records every committed change) and PostgreSQL's log."""
+workers and instances send them; a deadlock that another session causes rolls
+todod's transaction back whole, and todod sends it again within its requests'
+deadline, or answers 503 "did not answer in time" once that is spent. Every
+answer is checked against the table (an audit trigger records every committed
+change) and PostgreSQL's log."""
 
+import http.client
+import json
 import os
 import random
 import time
 
-from harness import run_threads, test, Todod
+from harness import run_threads, test, Todod, wait_until
 
 # Every committed change to todos, in the order it was made (a row's changes
 # are made under its lock, so its records are in the order they took effect).
@@ -165,3 +170,123 @@ def a_write_storm_on_a_few_rows_from_two_instances_never_deadlocks_and_every_ans
             assert table == {i: v for i, v in last.items() if v is not None}
             assert b.stop() == 0
         assert a.stop() == 0
+
+
+def lock_waiters(d):
+    """How many of todod's backends wait for a lock."""
+    return int(d.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                         "'todod' AND wait_event_type = 'Lock'", db=d.db))
+
+
+class Pending:
+    """A keep-alive connection to d, opened (and its first request answered) at
+    once, so that the worker has accepted it; send() writes a request whose
+    answer() is read later. Once send() returns, the request is in the worker's
+    socket buffer."""
+
+    def __init__(self, d):
+        self.conn = http.client.HTTPConnection(d.host, d.port, timeout=60)
+        self.conn.request("GET", "/health")
+        r = self.conn.getresponse()
+        assert r.status == 200 and r.read() == b"ok", r.status
+
+    def send(self, method, path, body=None):
+        self.conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                          headers={"Content-Type": "application/json"})
+
+    def answer(self):
+        r = self.conn.getresponse()
+        body = r.read()
+        self.conn.close()
+        return r.status, json.loads(body) if body else None
+
+
+@test
+def a_deadlock_with_another_session_is_resent_and_commits_with_its_neighbours():
+    # One worker, one write connection. A PUT of z waits for the session's lock
+    # on z, so that two PUTs (of a and b, a < b) queue behind it and then go
+    # together as one transaction: it updates a, then waits for b, which the
+    # session holds too. The session then updates a: a deadlock, which
+    # PostgreSQL breaks by rolling back todod's transaction (the session waits
+    # 60 s before it looks for one, todod's backend the default 1 s). todod
+    # sends both PUTs again; they commit once the session has.
+    with Todod(workers=1, db_write_connections=1, request_timeout=20) as d:
+        d.start()
+        a_id, b_id, z_id = sorted(d.request("POST", "/todos", {"title": t}).json()["id"]
+                                  for t in "xyz")
+        log_from = os.path.getsize(d.pg.log_path)
+        put_z, put_a, put_b, reader = (Pending(d) for _ in range(4))
+        with d.pg.session(d.db, "deadlocker") as s:
+            s.run("BEGIN; SET LOCAL deadlock_timeout = '60s'; "
+                  "SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE; SAVEPOINT z; "
+                  "SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE;" % (b_id, z_id))
+            put_z.send("PUT", "/todos/" + z_id, {"title": "todod z"})
+            assert wait_until(lambda: lock_waiters(d) == 1, 10), "the PUT of z is not waiting"
+            put_a.send("PUT", "/todos/" + a_id, {"title": "todod a"})
+            put_b.send("PUT", "/todos/" + b_id, {"title": "todod b"})
+            # a read answered after both PUTs were in its socket buffers: the
+            # worker has read them (they wait behind the PUT of z)
+            time.sleep(0.1)
+            reader.send("GET", "/todos/" + a_id)
+            assert reader.answer()[0] == 200
+            s.run("ROLLBACK TO SAVEPOINT z;")  # releases z: the PUTs of a and b go
+            status, body = put_z.answer()
+            assert status == 200 and body["title"] == "todod z", (status, body)
+            assert wait_until(lambda: lock_waiters(d) == 1, 10), "the PUTs are not waiting"
+            s.send("UPDATE todos SET title = 'session a' WHERE id = '%s';" % a_id)
+            s.wait(30)  # PostgreSQL broke the deadlock: todod's transaction went
+            assert wait_until(lambda: lock_waiters(d) == 1, 10), "the PUTs were not sent again"
+            s.run("COMMIT;")
+        for name, p, id_ in (("a", put_a, a_id), ("b", put_b, b_id)):
+            status, body = p.answer()
+            assert status == 200 and (body["id"], body["title"]) == (id_, "todod " + name), \
+                (name, status, body)
+        rows = table_rows(d)
+        assert [rows[i][0] for i in (a_id, b_id, z_id)] == ["todod a", "todod b", "todod z"], rows
+        xmin = d.pg.psql("SELECT count(DISTINCT xmin::text) FROM todos WHERE id IN ('%s', '%s')"
+                         % (a_id, b_id), db=d.db)
+        assert xmin == "1", "the PUTs of a and b did not commit together"
+        # PostgreSQL broke the deadlock (more than once if the session was slow to
+        # take its row after the first: todod's transaction then took it first again)
+        lines = pg_log_lines(d.pg, d.db, log_from)
+        n = len([line for line in lines if DEADLOCK in line])
+        assert n >= 1, "\n".join(lines)
+        assert d.log().count("query todo_update failed: ERROR:  deadlock detected") == n, \
+            d.log_tail()
+        print("    (%d deadlock%s broken by rolling back todod's transaction)"
+              % (n, "" if n == 1 else "s"))
+        assert d.stop() == 0
+
+
+@test
+def a_write_rolled_back_by_a_deadlock_gets_503_once_its_deadline_is_spent():
+    # The session holds todod_todo_count, which the INSERT's count trigger
+    # needs, then asks for todos, which the INSERT holds: a deadlock, broken by
+    # rolling back todod's transaction. todod sends the INSERT again; it waits
+    # for the session, which ends after the request's deadline: 503 "did not
+    # answer in time", and the todo was never created.
+    rt = 3
+    with Todod(workers=1, request_timeout=rt) as d:
+        d.start()
+        log_from = os.path.getsize(d.pg.log_path)
+        post = Pending(d)
+        with d.pg.session(d.db, "deadlocker") as s:
+            s.run("BEGIN; SET LOCAL deadlock_timeout = '60s'; "
+                  "LOCK TABLE todod_todo_count IN SHARE MODE;")
+            t0 = time.monotonic()
+            post.send("POST", "/todos", {"title": "deadlocked"})
+            assert wait_until(lambda: lock_waiters(d) == 1, 5), "the POST is not waiting"
+            s.run("LOCK TABLE todos IN SHARE MODE;")  # granted once PostgreSQL rolled todod back
+            assert wait_until(lambda: lock_waiters(d) == 1, 5), "the POST was not sent again"
+            answer = post.answer()
+            took = time.monotonic() - t0
+            s.run("COMMIT;")
+        assert answer == (503, {"error": "database did not answer in time"}), answer
+        assert took >= rt - 0.5, "answered 503 after %.2fs, before its deadline" % took
+        time.sleep(0.5)  # anything sent late would have run by now
+        assert d.pg.psql("SELECT count(*) FROM todos", db=d.db) == "0"
+        check_counts(d)
+        deadlocks = [line for line in pg_log_lines(d.pg, d.db, log_from) if DEADLOCK in line]
+        assert len(deadlocks) == 1, deadlocks
+        assert d.request("POST", "/todos", {"title": "after"}).status == 201
+        assert d.stop() == 0
