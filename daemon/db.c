@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
+#include "sqlstate.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -57,7 +58,7 @@
     " ELSE todod_count_unkept() END::bigint"
 
 /* The count triggers are gone (todos replaced): the count is not kept. */
-#define SQLSTATE_COUNT_UNKEPT "TD001"
+#define SQLSTATE_COUNT_UNKEPT "TD001" /* common/sqlstate.c knows it too */
 
 /*
  * Made sure of once: a connection first asks what is missing (SCHEMA_MISSING,
@@ -208,9 +209,9 @@ static const struct {
 #define SET_TIMEOUT_NAME "todod_timeout"
 #define SET_TIMEOUT_SQL  "SELECT set_config('statement_timeout', $1, true)"
 
-#define SQLSTATE_QUERY_CANCELED "57014"
 #define GROUP_MAX               256  /* writes in one transaction */
-#define HARD_GRACE              0.5  /* beyond statement_timeout: the server is not answering */
+#define RESEND_DELAY            0.05 /* a write rolled back by a deadlock: sent again after */
+#define HARD_GRACE              0.5  /* beyond a deadline: the server is not answering */
 #define RECHECK_EVERY           1.0  /* seconds between two re-checks of the schema */
 #define BACKOFF_MIN             0.05 /* reconnect: 0, then 50 ms doubling */
 #define BACKOFF_MAX             0.5
@@ -266,6 +267,12 @@ struct query {
     struct trace_span *span; /* its CLIENT span, ended when it is answered */
     char *param_values[3];
     int param_lengths[3], param_formats[3];
+
+    /* A write's: the id of the row it locks (NULL: none), its place in the
+     * order writes arrived, and after a deadlock when it is sent again. */
+    const char *row;
+    uint64_t seq;
+    struct timespec resend_at;
 };
 
 TAILQ_HEAD(query_list, query);
@@ -279,6 +286,8 @@ struct txn {
     bool sent;                     /* its Sync was handed to libpq: the server may commit it */
     double timeout;                /* the server's statement_timeout for it (s); 0: none */
     struct timespec hard_deadline; /* no verdict by then: drop the connection */
+    const char **rows;             /* writes: the rows they lock, in lock order */
+    int nrows;
 };
 
 TAILQ_HEAD(txn_list, txn);
@@ -347,8 +356,11 @@ struct db_pool {
     struct query_list batch_queue; /* batches waiting for the perf connection */
     struct event *ev_dispatch;     /* deferred: start write transactions */
     struct event *ev_batches;      /* deferred: send queued batches */
-    struct event *ev_queue_timer;  /* the first queued write's deadline */
+    struct event *ev_queue_timer;  /* the first queued write's deadline or resend_at */
     bool closed;                   /* db_pool_close(): nothing is sent any more */
+
+    struct query_list resend_queue; /* writes rolled back by a deadlock, until their resend_at */
+    uint64_t write_seq;             /* writes submitted so far */
 };
 
 static void conn_connect(struct conn *c);
@@ -493,31 +505,27 @@ static bool pooler_symptom(const char *state)
     return strcmp(state, "26000") == 0 || strcmp(state, "42P05") == 0;
 }
 
+static enum sqlstate_kind refusal_kind(const PGresult *res)
+{
+    return sqlstate_kind(res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL);
+}
+
 /*
- * What a refused statement means to its request. Every refusal rolls the
- * statement back (so a write was not applied): statement_timeout is a time-out;
- * the server going away, being a standby (read-only) or breaking a deadlock is
- * the database being unavailable for now (503, worth a retry); anything else is
- * a failure (500).
+ * What a refused statement means to its request (common/sqlstate.c says which
+ * SQLSTATE is which kind). Every refusal rolls the statement back, so a write
+ * was not applied. A write refused with SQLSTATE_RESEND is sent again instead
+ * (txn_finished); a read so refused is answered as unavailable.
  */
 static enum db_status failed_status(const PGresult *res)
 {
-    static const char *const unavailable[] = {"57P01", "57P02", "57P03", "25006", "40001", "40P01"};
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    size_t i;
+    static const enum db_status status[] = {
+        [SQLSTATE_FAILED] = DB_FAILED,
+        [SQLSTATE_TIMED_OUT] = DB_TIMEOUT,
+        [SQLSTATE_UNAVAILABLE] = DB_UNAVAILABLE,
+        [SQLSTATE_RESEND] = DB_UNAVAILABLE,
+    };
 
-    if (state == NULL)
-        return DB_FAILED;
-    if (schema_gone(state) || pooler_symptom(state))
-        return DB_UNAVAILABLE; /* it never ran */
-    if (strcmp(state, SQLSTATE_QUERY_CANCELED) == 0)
-        return DB_TIMEOUT;
-    if (strncmp(state, "08", 2) == 0)
-        return DB_UNAVAILABLE;
-    for (i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++)
-        if (strcmp(state, unavailable[i]) == 0)
-            return DB_UNAVAILABLE;
-    return DB_FAILED;
+    return status[refusal_kind(res)];
 }
 
 /* A result's error message; when the server sent none, what kind of result it is. */
@@ -828,6 +836,69 @@ static void read_resend(struct db_pool *pool, struct query *q)
 
 /* ---- writes ------------------------------------------------------------------------ */
 
+/*
+ * The one order in which every write transaction of todod (of every worker and
+ * instance) locks rows: its INSERTs first (a new row, which no other
+ * transaction can wait for), then its UPDATEs and DELETEs by the id of their
+ * row (the canonical text of a UUID sorts as the UUID does), the writes to one
+ * row in the order they arrived. README "The database connections" says why
+ * no deadlock can then form between them.
+ */
+static int lock_order(const void *a, const void *b)
+{
+    const struct query *x = *(struct query *const *)a, *y = *(struct query *const *)b;
+    int c = x->row == NULL || y->row == NULL ? (x->row != NULL) - (y->row != NULL)
+                                             : strcmp(x->row, y->row);
+
+    return c != 0 ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int row_cmp(const void *row, const void *elem)
+{
+    return strcmp(row, *(const char *const *)elem);
+}
+
+/* Whether a write transaction of this pool in flight locks that row, or one
+ * rolled back by a deadlock waits to lock it again. */
+static bool row_in_flight(const struct db_pool *pool, const char *row)
+{
+    const struct query *q;
+    int i;
+
+    TAILQ_FOREACH(q, &pool->resend_queue, link)
+    if (q->row != NULL && strcmp(q->row, row) == 0)
+        return true;
+    for (i = 0; i < pool->nwrites; i++) {
+        const struct txn *t = TAILQ_FIRST(&pool->writes[i].txns);
+
+        if (t != NULL && t->nrows > 0 &&
+            bsearch(row, t->rows, (size_t)t->nrows, sizeof(*t->rows), row_cmp) != NULL)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A queued write may go unless a transaction of this pool in flight locks its
+ * row: it then waits here, not on the server, and goes with the next writes to
+ * that row once that transaction is over. So the pool's transactions in flight
+ * never wait for each other, and writes to a busy row share a commit.
+ */
+static bool write_may_go(const struct db_pool *pool, const struct query *q)
+{
+    return q->row == NULL || !row_in_flight(pool, q->row);
+}
+
+static bool write_waiting(const struct db_pool *pool)
+{
+    const struct query *q;
+
+    TAILQ_FOREACH(q, &pool->write_queue, link)
+    if (write_may_go(pool, q))
+        return true;
+    return false;
+}
+
 static struct conn *free_write_conn(struct db_pool *pool, bool *opening)
 {
     int i;
@@ -873,33 +944,49 @@ static void expire_queued(struct db_pool *pool, struct query_list *queue)
     }
 }
 
-/* The queued writes go, as one transaction, to c. */
-static void write_start(struct conn *c)
+/*
+ * The queued writes that may go, in the order they arrived and at most
+ * GROUP_MAX, go to c as one transaction, sent in lock order. Returns how many
+ * went (0: none may, or out of memory).
+ */
+static int write_start(struct conn *c)
 {
     struct db_pool *pool = c->pool;
-    struct txn *t = txn_new(TXN_WRITES);
+    struct query *group[GROUP_MAX], *q;
     struct timespec first = {0, 0};
-    struct query *q;
-    int n = 0;
+    struct txn *t;
+    int n = 0, i;
     long ms;
 
-    if (t == NULL)
-        return;
     TAILQ_FOREACH(q, &pool->write_queue, link)
     {
+        if (n == GROUP_MAX)
+            break;
+        if (!write_may_go(pool, q))
+            continue;
         if (n == 0 || clock_diff(q->deadline, first) < 0)
             first = q->deadline;
-        if (++n == GROUP_MAX)
-            break;
+        group[n++] = q;
     }
+    if (n == 0 || (t = txn_new(TXN_WRITES)) == NULL)
+        return 0;
+    t->rows = malloc((size_t)n * sizeof(*t->rows));
+    if (t->rows == NULL) {
+        txn_free(t);
+        return 0;
+    }
+    qsort(group, (size_t)n, sizeof(*group), lock_order);
+    for (i = 0; i < n; i++)
+        if (group[i]->row != NULL)
+            t->rows[t->nrows++] = group[i]->row;
     /* The server gives up on the transaction when its first request does. */
     ms = (long)ceil(clock_diff(first, clock_now()) * 1000);
     if (send_timeout_prefix(c, t, ms < 1 ? 1 : ms) != 0)
         goto broken;
-    while (n-- > 0 && (q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
-        TAILQ_REMOVE(&pool->write_queue, q, link);
-        if (send_copied(c, t, q) != 0) {
-            TAILQ_INSERT_HEAD(&pool->write_queue, q, link);
+    for (i = 0; i < n; i++) {
+        TAILQ_REMOVE(&pool->write_queue, group[i], link);
+        if (send_copied(c, t, group[i]) != 0) {
+            TAILQ_INSERT_HEAD(&pool->write_queue, group[i], link);
             goto broken;
         }
     }
@@ -908,16 +995,33 @@ static void write_start(struct conn *c)
         goto broken;
     if (conn_flush(c) < 0) {
         conn_lost(c, "write failed");
-        return;
+        return n;
     }
     c->last_used = clock_now();
     conn_arm_timer(c);
-    return;
+    return n;
 broken:
     /* What was sent of t is answered with the connection: never synced, so
      * never committed (not applied). */
     TAILQ_INSERT_TAIL(&c->txns, t, link);
     conn_lost(c, PQerrorMessage(c->pg));
+    return n;
+}
+
+/* Writes whose resend_at has come go back to the head of the queue: nothing
+ * queued for their rows arrived before them. */
+static void requeue_resends(struct db_pool *pool)
+{
+    struct timespec now = clock_now();
+    struct query_list due = TAILQ_HEAD_INITIALIZER(due);
+    struct query *q;
+
+    while ((q = TAILQ_FIRST(&pool->resend_queue)) != NULL && clock_diff(q->resend_at, now) <= 0) {
+        TAILQ_REMOVE(&pool->resend_queue, q, link);
+        TAILQ_INSERT_TAIL(&due, q, link);
+    }
+    TAILQ_CONCAT(&due, &pool->write_queue, link);
+    TAILQ_CONCAT(&pool->write_queue, &due, link);
 }
 
 static void pool_dispatch_writes(struct db_pool *pool)
@@ -925,11 +1029,18 @@ static void pool_dispatch_writes(struct db_pool *pool)
     bool opening;
     struct conn *c;
 
+    requeue_resends(pool);
     expire_queued(pool, &pool->write_queue);
-    while (!TAILQ_EMPTY(&pool->write_queue) && (c = free_write_conn(pool, &opening)) != NULL)
-        write_start(c);
-    if (!TAILQ_EMPTY(&pool->write_queue) && !opening)
-        open_write_conn(pool);
+    while (write_waiting(pool)) {
+        c = free_write_conn(pool, &opening);
+        if (c == NULL) {
+            if (!opening)
+                open_write_conn(pool);
+            break;
+        }
+        if (write_start(c) == 0)
+            break;
+    }
     pool_arm_queue_timer(pool);
 }
 
@@ -959,6 +1070,11 @@ static void pool_arm_queue_timer(struct db_pool *pool)
     {
         if (!any || clock_diff(q->deadline, first) < 0)
             first = q->deadline;
+        any = true;
+    }
+    q = TAILQ_FIRST(&pool->resend_queue); /* the first to come: all wait as long */
+    if (q != NULL && (!any || clock_diff(q->resend_at, first) < 0)) {
+        first = q->resend_at;
         any = true;
     }
     if (!any) {
@@ -1035,6 +1151,7 @@ static void txn_free(struct txn *t)
         TAILQ_REMOVE(&t->queries, q, link);
         query_free(q);
     }
+    free(t->rows);
     free(t);
 }
 
@@ -1066,14 +1183,17 @@ static void query_resulted(struct conn *c, struct query *q)
  * The Sync of the oldest transaction arrived: the server committed it, or
  * rolled all of it back when a statement failed. Writes learn their fate now.
  * Statements rolled back because of a neighbour run again (their own request's
- * deadline permitting); the failing one is never resent.
+ * deadline permitting); the failing one is never resent, unless it was refused
+ * for a deadlock or a serialization failure (common/sqlstate.c).
  */
 static void txn_finished(struct conn *c, struct txn *t)
 {
     struct db_pool *pool = c->pool;
     struct query *q, *failed = NULL;
     struct query_list again = TAILQ_HEAD_INITIALIZER(again);
-    bool write_back = false, aborted = false;
+    struct query_list resends = TAILQ_HEAD_INITIALIZER(resends);
+    struct timespec resend_at;
+    bool write_back = false, aborted = false, resend;
 
     TAILQ_FOREACH(q, &t->queries, link)
     {
@@ -1084,6 +1204,10 @@ static void txn_finished(struct conn *c, struct txn *t)
     }
     if (failed != NULL && failed->stmt < 0)
         log_failure(pool, failed, failed->res);
+    /* A deadlock or serialization failure rolled the whole transaction back:
+     * a write so refused runs again too, within its own deadline. */
+    resend =
+        failed != NULL && t->kind == TXN_WRITES && refusal_kind(failed->res) == SQLSTATE_RESEND;
     while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
         TAILQ_REMOVE(&t->queries, q, link);
         if (q->state != QUERY_HELD) {
@@ -1093,16 +1217,21 @@ static void txn_finished(struct conn *c, struct txn *t)
         if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
             query_answer(q, DB_OK, q->res);
             query_free(q);
-        } else if (q == failed) {
+        } else if (q == failed && !resend) {
             log_failure(pool, q, q->res);
             query_answer(q, failed_status(q->res), q->res);
             query_free(q);
         } else {
+            if (q == failed)
+                log_failure(pool, q, q->res);
             TAILQ_INSERT_TAIL(&again, q, link);
         }
     }
-    free(t);
-    /* Requeued in their original order, ahead of newer writes. */
+    txn_free(t);
+    /* Requeued in their original order, ahead of newer writes. After a
+     * deadlock, a moment later: sent again at once, they could take the rows
+     * back before the transaction that won wakes up, and deadlock again. */
+    resend_at = clock_add(clock_now(), RESEND_DELAY);
     while ((q = TAILQ_LAST(&again, query_list)) != NULL) {
         TAILQ_REMOVE(&again, q, link);
         q->state = QUERY_QUEUED;
@@ -1115,10 +1244,17 @@ static void txn_finished(struct conn *c, struct txn *t)
             read_resend(pool, q);
         } else if (q->stmt == DB_PERF_INSERT) {
             TAILQ_INSERT_HEAD(&pool->batch_queue, q, link);
+        } else if (resend) {
+            q->resend_at = resend_at;
+            TAILQ_INSERT_HEAD(&resends, q, link);
         } else {
             TAILQ_INSERT_HEAD(&pool->write_queue, q, link);
             write_back = true;
         }
+    }
+    if (!TAILQ_EMPTY(&resends)) {
+        TAILQ_CONCAT(&pool->resend_queue, &resends, link);
+        pool_arm_queue_timer(pool);
     }
     if (write_back || (c->kind == KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue)))
         event_active(pool->ev_dispatch, 0, 0);
@@ -2178,6 +2314,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
     pool->prepared = conf->db_prepared;
     pool->pooled = !conf->db_prepared;
     TAILQ_INIT(&pool->write_queue);
+    TAILQ_INIT(&pool->resend_queue);
     TAILQ_INIT(&pool->batch_queue);
     if (pool_parse_conninfo(pool, conf->database_url) != 0) {
         /* Connections fail (and say why) until a reload brings a valid one. */
@@ -2267,6 +2404,7 @@ void db_pool_close(struct db_pool *pool)
             conn_fini(&pool->writes[i]);
     if (pool->perf.pool != NULL)
         conn_fini(&pool->perf);
+    TAILQ_CONCAT(&pool->write_queue, &pool->resend_queue, link);
     while ((q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
         TAILQ_REMOVE(&pool->write_queue, q, link);
         query_answer(q, DB_UNAVAILABLE, NULL);
@@ -2372,6 +2510,10 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
         return 0;
     }
     q->state = QUERY_QUEUED;
+    q->seq = pool->write_seq++;
+    /* $1 of an UPDATE or a DELETE: the row it locks (an INSERT's is new). */
+    if ((stmt == DB_TODO_UPDATE || stmt == DB_TODO_DELETE) && q->nparams > 0)
+        q->row = q->values[0];
     TAILQ_INSERT_TAIL(&pool->write_queue, q, link);
     /* After this loop turn, so that the writes of one turn commit together. */
     event_active(pool->ev_dispatch, 0, 0);

@@ -8,7 +8,11 @@
  *  - write connections (up to db_write_connections, opened on demand): each
  *    carries one transaction at a time; writes that arrive meanwhile wait in the
  *    pool's queue and go together, as one transaction (one commit, one WAL
- *    flush), on the first write connection that is free;
+ *    flush), on the first write connection that is free. Each transaction locks
+ *    its rows in one global order (by id), and a write to a row that one of the
+ *    pool's transactions in flight locks waits in the queue for it, so todod's
+ *    transactions never deadlock each other (UPDATE and DELETE take the todo's
+ *    id as $1, in text);
  *  - the performance-test connection (opened on demand): batches pipelined, each
  *    its own transaction, no statement time-out.
  *
@@ -19,9 +23,10 @@
  * Every answer about a write is true: DB_OK means committed; DB_TIMEOUT and
  * DB_UNAVAILABLE mean not applied, now or later (the server rolled it back, or it
  * was never sent); DB_LOST means the connection broke after the write's Sync was
- * handed to libpq, so it may have been applied. No statement is sent twice,
- * except one the server rolled back because a neighbour in its transaction
- * failed.
+ * handed to libpq, so it may have been applied. No statement runs twice: one is
+ * sent again only when the server rolled its whole transaction back, because a
+ * neighbour in it failed, or to break a deadlock or a serialization failure
+ * (40P01, 40001), within its request's deadline.
  */
 #ifndef TODOD_DB_H
 #define TODOD_DB_H

@@ -26,7 +26,16 @@
 #   GET /todos/{id} with tracing on (every request sampled, spans exported to
 #                         nginx) vs tracing off (a second todod on the same
 #                         database; their runs alternate).
-# pgbench runs -M prepared, one statement a transaction, 64 clients, 2 threads,
+# Then writes to a few rows, 32 clients (wrk -c32, pgbench -c 32):
+#   PUT /todos/{id}       {"done": true|false} at random, of a random one of
+#                         1,000 rows, and of 10 hot rows, vs pgbench running
+#                         the same UPDATE on the same rows;
+#   a mix on 10 hot rows  half PUTs as above, a quarter POSTs, a quarter
+#                         DELETEs (each of a row of its own), vs pgbench
+#                         running the same statements in the same proportions;
+#   and PostgreSQL's log is searched for deadlocks after each todod run.
+# pgbench runs -M prepared, one statement a transaction, 64 clients (32 for
+# the few rows), 2 threads,
 # on the same database and schema (todod's indexes and count triggers). Each
 # figure is the median of BENCH_RUNS runs (default 3) of BENCH_SECONDS seconds
 # (default 5); every wrk measurement has a 1 s warm-up first. The report ends
@@ -35,7 +44,8 @@
 # Environment: BENCH_SECONDS, BENCH_RUNS, BENCH_DB_CONNECTIONS and
 # BENCH_DB_WRITE_CONNECTIONS (todod's db_connections and db_write_connections;
 # unset: the shipped defaults), BENCH_DELETE_CAP (deletes per second the seeded
-# rows allow, default 50000; DELETE ran at 27,000/s here), BENCH_PG_SETTINGS
+# rows allow, default 50000; DELETE ran at 27,000/s here), BENCH_MIX_DELETE_CAP
+# (the same for the hot-row mix, default 10000), BENCH_PG_SETTINGS
 # (extra PostgreSQL settings, "name=value name=value"), BENCH_KEEP=1 (keep the
 # work directory), PGBIN (PostgreSQL binaries). Everything started is stopped on exit, Ctrl-C included.
 # Exit status 1 when a request failed or the row counts disagree, 2 when a
@@ -50,6 +60,8 @@ BENCH_NAME=bench-api
 WORKERS=2
 THREADS=2
 CONNS=64
+HOT_CONNS=32 # writes to a few rows
+HOT_ROWS=10
 LIST_ROWS=1000000
 LIST_BEFORE=11765 # req/s: GET /todos?limit=10 in the README before the write connections (2026-11-26)
 bench_need wrk
@@ -67,7 +79,7 @@ Configuration:
 - machine: $(bench_machine); loopback only, wrk, pgbench, nginx, todod and PostgreSQL share the CPUs
 - todod $("$TODOD_BIN" -V | awk '{ print $2 }'), its configuration file: \`$(bench_todod_conf)\` (every other key at its default)
 - PostgreSQL $(bench_pg_version): $(bench_pg_settings)
-- load: wrk -t$THREADS -c$CONNS -d${BENCH_SECONDS}s (1 s warm-up first); pgbench -n -M prepared -c $CONNS -j $THREADS -T $BENCH_SECONDS
+- load: wrk -t$THREADS -c$CONNS -d${BENCH_SECONDS}s (1 s warm-up first); pgbench -n -M prepared -c $CONNS -j $THREADS -T $BENCH_SECONDS; $HOT_CONNS connections and clients for the writes to a few rows
 - each figure: median of $BENCH_RUNS runs
 
 EOT
@@ -79,6 +91,8 @@ EOT
 ID_MAIN=00000000-0000-4000-8000     # the 1,000,000 rows read, listed and updated
 ID_DEL_HTTP=00000000-0000-4000-9000 # rows deleted through DELETE /todos/{id}
 ID_DEL_PG=00000000-0000-4000-a000   # rows deleted by pgbench
+ID_MIX_HTTP=00000000-0000-4000-b000 # rows deleted by the hot-row mix through DELETE /todos/{id}
+ID_MIX_PG=00000000-0000-4000-c000   # rows deleted by pgbench's hot-row mix
 uuid_sql() { echo "('$1-' || lpad(($2)::text, 12, '0'))::uuid"; }
 
 # seed PREFIX COUNT: COUNT rows PREFIX-000000000001 .. with distinct
@@ -125,8 +139,11 @@ fi
 # ---- wrk and pgbench ----
 
 # BENCH_MODE: "" (the URL as given; BENCH_BODY, when set, is POSTed as JSON),
-# "put" (PUT of a random one of the BENCH_ROWS main rows) or "delete" (each
-# thread deletes its own run of rows: BENCH_BASE + thread * BENCH_STRIDE + 1, + 2, ...).
+# "put" (PUT of a random one of the BENCH_ROWS main rows), "delete" (each
+# thread deletes its own run of rows: BENCH_BASE + thread * BENCH_STRIDE + 1, + 2, ...),
+# "toggle" (PUT {"done": true|false} at random of a random one of the
+# BENCH_ROWS main rows) or "mix" (half toggles, a quarter POSTs, a quarter
+# DELETEs as "delete" does, of rows named by BENCH_DEL_PREFIX).
 cat >"$BENCH_DIR/wrk.lua" <<'EOF'
 local mode = os.getenv("BENCH_MODE") or ""
 local body = os.getenv("BENCH_BODY") or ""
@@ -163,6 +180,32 @@ elseif mode == "delete" then
             n = stride -- out of seeded rows: answered 404, counted as an error
         end
         return wrk.format("DELETE", string.format("/todos/%s-%012d", prefix, base + tid * stride + n))
+    end
+elseif mode == "toggle" or mode == "mix" then
+    local rows = tonumber(os.getenv("BENCH_ROWS"))
+    local prefix = os.getenv("BENCH_PREFIX")
+    local del_prefix = os.getenv("BENCH_DEL_PREFIX")
+    local base = tonumber(os.getenv("BENCH_BASE") or "0")
+    local stride = tonumber(os.getenv("BENCH_STRIDE") or "0")
+    local headers = { ["Content-Type"] = "application/json" }
+    local toggles = { '{"done":true}', '{"done":false}' }
+    local n = 0
+    function init(args)
+        math.randomseed(os.time() * 1000 + tid)
+    end
+    function request()
+        local r = mode == "mix" and math.random() or 0
+        if r < 0.5 then
+            return wrk.format("PUT", string.format("/todos/%s-%012d", prefix, math.random(1, rows)),
+                headers, toggles[math.random(1, 2)])
+        elseif r < 0.75 then
+            return wrk.format("POST", "/todos", headers, '{"title":"bench mix"}')
+        end
+        n = n + 1
+        if n > stride then
+            n = stride -- out of seeded rows: answered 404, counted as an error
+        end
+        return wrk.format("DELETE", string.format("/todos/%s-%012d", del_prefix, base + tid * stride + n))
     end
 end
 
@@ -260,15 +303,18 @@ wrk_alternate() {
 
 # pgbench_measure LABEL CLIENTS SCRIPT [pgbench options]: sets P_TPS (median).
 # A script that names pgbench_run in a -D option gets the run's number (0, 1, ...).
+# With PGBENCH_P99=1, pgbench logs every transaction, and P_P99 is the median
+# of the runs' 99th percentiles of latency, in ms.
 pgbench_measure() {
-    local label=$1 clients=$2 script=$3 i out tps=() v jobs=$THREADS
+    local label=$1 clients=$2 script=$3 i out tps=() p99=() v jobs=$THREADS log=()
     shift 3
     [ "$clients" -lt "$jobs" ] && jobs=$clients
     bench_note "pgbench: $label, $clients clients ($BENCH_RUNS x ${BENCH_SECONDS}s)"
     for i in $(seq 1 "$BENCH_RUNS"); do
+        [ -z "${PGBENCH_P99:-}" ] || log=(--log --log-prefix="$BENCH_DIR/pgbench-txn.$i")
         out=$(bench_bounded $((BENCH_SECONDS + 120)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" \
             -U postgres -n -M prepared -c "$clients" -j "$jobs" -T "$BENCH_SECONDS" \
-            -D "run=$((i - 1))" -f "$script" "$@" todod 2>&1) || bench_die "pgbench failed: $out"
+            -D "run=$((i - 1))" "${log[@]}" -f "$script" "$@" todod 2>&1) || bench_die "pgbench failed: $out"
         printf '== %s run %s\n%s\n' "$label" "$i" "$out" >>"$BENCH_DIR/pgbench.log"
         v=$(printf '%s\n' "$out" | awk '/^tps = / { print $3; exit }')
         [ -n "$v" ] || bench_die "no tps from pgbench (BENCH_SECONDS too short for $clients connections to open?): $out"
@@ -276,10 +322,18 @@ pgbench_measure() {
             bench_die "pgbench: failed transactions: $out"
         fi
         tps+=("$v")
+        if [ -n "${PGBENCH_P99:-}" ]; then
+            # a log line: client, transaction, latency in us, ...
+            p99+=("$(cat "$BENCH_DIR/pgbench-txn.$i".* | awk '{ print $3 / 1000 }' | sort -g |
+                awk '{ v[NR] = $1 } END { print v[int((NR * 99 + 99) / 100)] + 0 }')")
+            rm -f "$BENCH_DIR/pgbench-txn.$i".*
+        fi
     done
     P_TPS=$(bench_median "${tps[@]}")
+    P_P99=n/a
     bench_note "  $label: ${tps[*]} tps -> median $P_TPS"
-    details+=("$label, $clients clients (pgbench): tps $(printf '%.1f\n' "${tps[@]}" | paste -sd ' ')")
+    details+=("$label, $clients clients (pgbench): tps $(printf '%.1f\n' "${tps[@]}" | paste -sd ' ')${p99[*]:+; p99 ms ${p99[*]}}")
+    [ "${#p99[@]}" -eq 0 ] || P_P99=$(bench_median "${p99[@]}")
 }
 
 # The statements todod prepares (daemon/db.c), with the same parameters.
@@ -300,6 +354,20 @@ cat >"$BENCH_DIR/delete.sql" <<EOF
 \\set n :n + 1
 \\set k (:run * $CONNS + :client_id) * :stride + :n
 DELETE FROM todos WHERE id = $(uuid_sql "$ID_DEL_PG" ":k");
+EOF
+# Writes to a few rows: todod's UPDATE as a PUT {"done": true|false} sends it
+# (no title), of a random one of the first :rows main rows; and the mix's
+# DELETE, each client deleting its own run of rows.
+cat >"$BENCH_DIR/toggle.sql" <<EOF
+\\set k random(1, :rows)
+\\set d random(0, 1)
+UPDATE todos SET title = coalesce(NULL::varchar, title), done = coalesce(:d = 1, done), updated_at = now()
+    WHERE id = $(uuid_sql "$ID_MAIN" ":k") RETURNING $COLS;
+EOF
+cat >"$BENCH_DIR/mix_delete.sql" <<EOF
+\\set n :n + 1
+\\set k (:run * $HOT_CONNS + :client_id) * :stride + :n
+DELETE FROM todos WHERE id = $(uuid_sql "$ID_MIX_PG" ":k");
 EOF
 cat >"$BENCH_DIR/old_list.sql" <<'EOF'
 SELECT count(*) FROM todos;
@@ -449,6 +517,62 @@ if [ "$pg_gone" != "$pg_txns" ]; then
     notes+=("pgbench DELETE: $pg_txns transactions deleted $pg_gone rows (raise BENCH_DELETE_CAP)")
     BENCH_MISSED=1
 fi
+
+# ---- writes to a few rows, 32 clients ----
+
+deadlocks() { grep -c 'deadlock detected' "$BENCH_DIR/pg/postgres.log" || true; }
+# hot_measure LABEL PATH: wrk_measure with HOT_CONNS connections; sets
+# HOT_DEADLOCKS (deadlocks PostgreSQL logged meanwhile) and HOT_ERRORS.
+hot_measure() {
+    local before
+    before=$(deadlocks)
+    WRK_CONNS=$HOT_CONNS wrk_measure "$@"
+    HOT_DEADLOCKS=$(($(deadlocks) - before))
+    HOT_ERRORS=$((${WRK_ST[$1]} + ${WRK_SE[$1]}))
+    details+=("$1: $HOT_DEADLOCKS deadlocks in PostgreSQL's log")
+    [ "$HOT_DEADLOCKS" -eq 0 ] || notes+=("$1: PostgreSQL logged $HOT_DEADLOCKS deadlocks")
+}
+
+export BENCH_MODE=toggle BENCH_PREFIX=$ID_MAIN BENCH_ROWS=1000
+hot_measure "PUT /todos/{id}, 1,000 rows, 32 clients" "/"
+put_1k=("$W_RPS" "$W_P50" "$W_P99" "$HOT_DEADLOCKS" "$HOT_ERRORS")
+PGBENCH_P99=1 pgbench_measure "UPDATE one of 1,000 rows" "$HOT_CONNS" "$BENCH_DIR/toggle.sql" -D rows=1000
+put_1k_ceiling=$P_TPS put_1k_ceiling_p99=$P_P99
+
+export BENCH_ROWS=$HOT_ROWS
+hot_measure "PUT /todos/{id}, $HOT_ROWS hot rows, 32 clients" "/"
+put_hot=("$W_RPS" "$W_P50" "$W_P99" "$HOT_DEADLOCKS" "$HOT_ERRORS")
+PGBENCH_P99=1 pgbench_measure "UPDATE one of $HOT_ROWS rows" "$HOT_CONNS" "$BENCH_DIR/toggle.sql" -D rows="$HOT_ROWS"
+put_hot_ceiling=$P_TPS put_hot_ceiling_p99=$P_P99
+
+# The mix: PUT, POST, DELETE 2:1:1, each DELETE finding its row (a run of
+# rows per wrk thread or pgbench client and measurement, as above).
+MIX_CAP=${BENCH_MIX_DELETE_CAP:-10000}
+MIX_HTTP_STRIDE=$((MIX_CAP * BENCH_SECONDS / THREADS))
+MIX_PG_STRIDE=$((MIX_CAP * BENCH_SECONDS / HOT_CONNS))
+bench_note "seeding rows for the mix to delete"
+seed "$ID_MIX_HTTP" $(((BENCH_RUNS + 1) * THREADS * MIX_HTTP_STRIDE))
+seed "$ID_MIX_PG" $(((BENCH_RUNS + 1) * HOT_CONNS * MIX_PG_STRIDE))
+export BENCH_MODE=mix BENCH_DEL_PREFIX=$ID_MIX_HTTP BENCH_STRIDE=$MIX_HTTP_STRIDE
+hot_measure "mix on $HOT_ROWS hot rows, 32 clients" "/"
+mix_hot=("$W_RPS" "$W_P50" "$W_P99" "$HOT_DEADLOCKS" "$HOT_ERRORS")
+unset BENCH_MODE BENCH_STRIDE BENCH_DEL_PREFIX BENCH_ROWS
+mix_left() {
+    bench_sql "SELECT count(*) FROM todos WHERE id >= '$ID_MIX_PG-000000000000' AND id < '$ID_MIX_PG-999999999999'"
+}
+mix_before=$(mix_left)
+PGBENCH_P99=1 pgbench_measure "mix: UPDATE one of $HOT_ROWS rows, INSERT, DELETE (2:1:1)" "$HOT_CONNS" "$BENCH_DIR/toggle.sql@2" \
+    -f "$BENCH_DIR/insert.sql@1" -f "$BENCH_DIR/mix_delete.sql@1" -D rows="$HOT_ROWS" -D n=0 -D "stride=$MIX_PG_STRIDE"
+mix_hot_ceiling=$P_TPS mix_hot_ceiling_p99=$P_P99
+# Every pgbench delete of the mix found its row (the third script's transactions).
+mix_gone=$((mix_before - $(mix_left)))
+mix_txns=$(awk '/^== mix/ { on = 1; next } /^== / { on = 0 }
+    on && /^SQL script / { script = $3 + 0 } on && script == 3 && /^ - [0-9]+ transactions/ { s += $2 }
+    END { print s + 0 }' "$BENCH_DIR/pgbench.log")
+if [ "$mix_gone" != "$mix_txns" ]; then
+    notes+=("pgbench mix: $mix_txns DELETE transactions deleted $mix_gone rows (raise BENCH_MIX_DELETE_CAP)")
+    BENCH_MISSED=1
+fi
 end_count_line=$(check_counts "")
 
 # Tracing: GET /todos/{id} again, from a second todod on the same database
@@ -483,6 +607,15 @@ row "GET /todos/{id}" "${get[@]}" \
 row "POST /todos" "${post[@]}" "pgbench: the same INSERT ... RETURNING" "$post_ceiling"
 row "PUT /todos/{id}" "${put[@]}" "pgbench: the same UPDATE ... RETURNING, random row" "$put_ceiling"
 row "DELETE /todos/{id}" "${delete[@]}" "pgbench: the same DELETE, a row each" "$delete_ceiling"
+row "PUT /todos/{id} of 1 of 1,000 rows, 32 clients" "${put_1k[@]:0:3}" \
+    "pgbench: the same UPDATE of the same rows, 32 clients (p99 $(bench_fmt "$put_1k_ceiling_p99" 2) ms)" \
+    "$put_1k_ceiling"
+row "PUT /todos/{id} of 1 of $HOT_ROWS hot rows, 32 clients" "${put_hot[@]:0:3}" \
+    "pgbench: the same UPDATE of the same rows, 32 clients (p99 $(bench_fmt "$put_hot_ceiling_p99" 2) ms)" \
+    "$put_hot_ceiling"
+row "PUT, POST, DELETE 2:1:1, PUTs of $HOT_ROWS hot rows, 32 clients" "${mix_hot[@]:0:3}" \
+    "pgbench: the same statements in the same proportions, 32 clients (p99 $(bench_fmt "$mix_hot_ceiling_p99" 2) ms)" \
+    "$mix_hot_ceiling"
 row "GET /todos?limit=10 (1,000,000 rows)" "${list[@]}" \
     "the replaced design: count(*) + ORDER BY created_at DESC LIMIT 10 OFFSET 0" "$list_old" 1
 row "GET /todos?after=C&limit=10, C at depth 900,000" "${after_deep[@]}" \
@@ -498,6 +631,11 @@ bench_target "GET /todos/{id} >= 0.7x the best pgbench SELECT, p99 < 5 ms" \
 bench_target "POST /todos >= 0.8x pgbench INSERT, p99 < 20 ms" "${post[0]} >= 0.8 * $post_ceiling && ${post[2]} < 20"
 bench_target "PUT /todos/{id} >= 0.8x pgbench UPDATE" "${put[0]} >= 0.8 * $put_ceiling"
 bench_target "DELETE /todos/{id} >= 0.8x pgbench DELETE" "${delete[0]} >= 0.8 * $delete_ceiling"
+bench_target "PUT of $HOT_ROWS hot rows >= 0.8x pgbench on the same rows, p99 < 50 ms, no error, no deadlock" \
+    "${put_hot[0]} >= 0.8 * $put_hot_ceiling && ${put_hot[2]} < 50 && ${put_hot[4]} == 0 && ${put_hot[3]} == 0"
+bench_target "the mix on $HOT_ROWS hot rows >= 0.8x pgbench's, p99 < 50 ms, no error, no deadlock" \
+    "${mix_hot[0]} >= 0.8 * $mix_hot_ceiling && ${mix_hot[2]} < 50 && ${mix_hot[4]} == 0 && ${mix_hot[3]} == 0"
+bench_target "PUT of 1,000 rows (32 clients): no error, no deadlock" "${put_1k[4]} == 0 && ${put_1k[3]} == 0"
 bench_target "GET /todos?limit=10 >= 10x the replaced design" "${list[0]} >= 10 * $list_old"
 bench_target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (the README's figure before the write connections)" \
     "${list[0]} >= $LIST_BEFORE"
@@ -515,6 +653,7 @@ echo
 echo "Ratio = todod req/s / ceiling req/s (pgbench: transactions/s, one statement and one transaction per request; p50/p99 are wrk's)."
 echo "$count_line"
 echo "After the write runs: ${end_count_line#Row count check: }"
+echo "Deadlocks in PostgreSQL's log over the whole run: $(deadlocks)."
 if [ "${#notes[@]}" -gt 0 ]; then
     echo
     echo "Notes:"

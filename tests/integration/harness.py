@@ -436,6 +436,10 @@ class Postgres:
         p.stdin.close()
         return p
 
+    def session(self, db="postgres", name="todod-test"):
+        """An interactive psql session (PsqlSession) with application_name `name`."""
+        return PsqlSession(self, db, name)
+
     def create_database(self, prefix="t"):
         name = "%s_%d_%d_%s" % (prefix, os.getpid(), next(self._dbseq), os.urandom(3).hex())
         self.psql('CREATE DATABASE "%s"' % name)
@@ -448,6 +452,77 @@ class Postgres:
         except Exception:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PsqlSession:
+    """One psql process, one backend, kept open: send() gives it SQL and returns
+    at once, wait() waits until that SQL has run (psql echoes a marker after it)
+    and returns its output; run() does both. Use it as a context manager: the
+    session ends (psql is stopped) with the block. psql stops at the first error
+    (ON_ERROR_STOP), which wait() reports."""
+
+    MARKER = "--- psql session: done ---"
+
+    def __init__(self, pg, db, name):
+        self.proc = subprocess.Popen(pg._psql_cmd("dbname=%s application_name=%s" % (db, name)),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, cwd="/")
+        self.lines = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.pid = int(self.run("SELECT pg_backend_pid();"))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append(None)  # end of output
+            self.cond.notify_all()
+
+    def send(self, sql):
+        self.proc.stdin.write(sql + "\n\\echo '%s'\n" % self.MARKER)
+        self.proc.stdin.flush()
+
+    def wait(self, timeout=30):
+        """The output of the oldest SQL sent and not yet waited for, once it has run."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                if self.MARKER in self.lines:
+                    i = self.lines.index(self.MARKER)
+                    out, self.lines = self.lines[:i], self.lines[i + 1:]
+                    return "\n".join(out)
+                if None in self.lines:
+                    raise RuntimeError("psql session ended: %s" % "\n".join(
+                        line for line in self.lines if line is not None))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError("psql session: no answer within %gs" % timeout)
+                self.cond.wait(left)
+
+    def run(self, sql, timeout=30):
+        self.send(sql)
+        return self.wait(timeout)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except Exception:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 _shared_pg = None

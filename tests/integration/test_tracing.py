@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from harness import metric, test, Todod, wait_until
+from harness import assert_json_error, metric, test, Todod, wait_until
 from otlp import OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -109,7 +109,7 @@ def a_failing_statement_has_an_error_span():
         r = d.request("POST", "/todos", {"title": "x"}, headers={"traceparent": traceparent()},
                       timeout=5)
         holder.wait(10)
-        assert r.status == 503, r
+        assert_json_error(r, 503, "database did not answer in time")
         spans = by_trace(otlp, TRACE, 2)
         (sql,) = [s for s in spans if s["kind"] == 3]
         assert sql["name"] == "INSERT todos" and sql["status"]["code"] == 2, sql
