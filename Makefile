@@ -33,6 +33,10 @@ endif
 
 ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -DTODOD_VERSION='"$(VERSION)"' \
               -Icommon -Idaemon -I$(B) $(PKG_CFLAGS) $(SAN_CFLAGS) $(CFLAGS)
+# Each compilation writes the headers it read into a .d file beside its output
+# (included at the end): an object is rebuilt when one of its own headers
+# changes, and -MP keeps a deleted header from breaking the build.
+DEPFLAGS  := -MMD -MP
 LDLIBS    := $(PKG_LIBS) -lm
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -56,8 +60,8 @@ all: $(B)/todod
 $(B)/todod: $(DAEMON_OBJ) $(COMMON_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/%.o: %.c $(wildcard common/*.h daemon/*.h) | $(B)/common $(B)/daemon $(B)/tests
-	$(CC) $(ALL_CFLAGS) -MMD -c -o $@ $<
+$(B)/%.o: %.c | $(B)/common $(B)/daemon $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 # The OpenAPI document and the dashboard are kept as files in daemon/ and embedded
 # in the binary: daemon/openapi.json becomes openapi_json[] and openapi_json_len.
@@ -93,7 +97,7 @@ $(B)/embed_%.o: $(B)/embed_%.c
 LIB_OBJ := $(COMMON_OBJ) $(filter-out $(B)/daemon/main.o,$(DAEMON_OBJ))
 
 $(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(B)/common $(B)/daemon $(B)/tests:
 	mkdir -p $@
@@ -157,7 +161,7 @@ format:
 clean:
 	rm -rf build
 
--include $(wildcard $(B)/common/*.d $(B)/daemon/*.d)
+-include $(wildcard $(B)/common/*.d $(B)/daemon/*.d $(B)/tests/*.d)
 
 # ---- fuzzing ---------------------------------------------------------------
 # libFuzzer harnesses tests/fuzz/fuzz_NAME.c, built by clang under ASan and
@@ -198,9 +202,9 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 fuzz-smoke: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 	$(FUZZ_RUN) -t $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
-$(FUZZ_B)/obj/%.o: %.c $(wildcard common/*.h daemon/*.h) | fuzz-cc
+$(FUZZ_B)/obj/%.o: %.c | fuzz-cc
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_B)/obj/embed_%.o: $(B)/embed_%.c | fuzz-cc
 	@mkdir -p $(@D)
@@ -210,5 +214,7 @@ $(FUZZ_B)/libtodod.a: $(FUZZ_LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_B)/libtodod.a $(wildcard common/*.h daemon/*.h)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_B)/libtodod.a $(PKG_LIBS) -lm
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_B)/libtodod.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_B)/libtodod.a $(PKG_LIBS) -lm
+
+-include $(wildcard $(FUZZ_B)/obj/*/*.d $(FUZZ_B)/*.d)
