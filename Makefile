@@ -3,6 +3,7 @@
 #   make run        install missing packages, build, run against a private PostgreSQL
 #   make check      install missing packages, build, run the whole test suite
 #   make soak       the seeded chaos soak (SOAK_SECONDS=300, SOAK_SEED=random)
+#   make format-check  the C sources as .clang-format wants them (make format rewrites them)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 VERSION   := 0.1.0
@@ -52,8 +53,8 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(EMBED_OBJ)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps deps-test deps-bench run check unit integration install uninstall clean format \
-        bench-api bench-perftest bench-rss soak
+.PHONY: all deps deps-test deps-bench run check unit unit-build integration install uninstall clean format \
+        bench-api bench-perftest bench-rss soak format-check
 
 all: $(B)/todod
 
@@ -113,9 +114,11 @@ run: deps
 	tests/lib/devrun.sh
 
 check: deps-test
-	$(MAKE) all $(UNIT_BIN)
-	$(MAKE) SAN=1 all $(patsubst $(B)/%,$(B)/san/%,$(UNIT_BIN))
+	$(MAKE) all unit-build
+	$(MAKE) SAN=1 all unit-build
 	tests/run.sh
+
+unit-build: $(UNIT_BIN)
 
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
@@ -155,8 +158,16 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/todod $(DESTDIR)$(UNITDIR)/todod.service
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/todod.8 $(DESTDIR)$(PREFIX)/share/man/man5/todod.conf.5
 
+# The C sources under the house style (tests/unit/jwt_vectors.h is generated).
+FORMAT_SRC := $(wildcard common/*.[ch] daemon/*.[ch] tests/unit/*.c tests/fuzz/*.c)
+
 format:
-	clang-format -i common/*.[ch] daemon/*.[ch] tests/unit/*.c
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	@command -v clang-format >/dev/null 2>&1 || { echo "format-check needs clang-format" \
+	    "(Debian: clang-format; make deps-test installs it)" >&2; exit 1; }
+	clang-format --dry-run -Werror $(FORMAT_SRC)
 
 clean:
 	rm -rf build
