@@ -50,10 +50,6 @@ struct perf_batch {
     struct timespec due; /* when it was scheduled (paced) or sent */
 };
 
-/* The executors of this process: one worker, one list. */
-static LIST_HEAD(, perf_exec) running = LIST_HEAD_INITIALIZER(running);
-static int nrunning;
-
 static void pump(struct perf_exec *e);
 static void batch_done(void *arg, const struct db_result *dr);
 
@@ -264,7 +260,7 @@ static void exec_end(struct perf_exec *e)
         count_rows(e, &e->sh->errors, unsent, &e->app->slot->c.perf_todos_error);
     e->next = e->sh->count;
     LIST_REMOVE(e, link);
-    nrunning--;
+    app->perf_nexecs--;
     atomic_fetch_sub(&e->app->slot->perf_running, 1);
     if (e->ev_pace != NULL)
         event_free(e->ev_pace);
@@ -373,8 +369,8 @@ int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_
         span_set_int(e->span, "todod.perf.first", sh->first);
         e->batch_spans = sh->batch_spans;
     }
-    LIST_INSERT_HEAD(&running, e, link);
-    nrunning++;
+    LIST_INSERT_HEAD(&app->perf_execs, e, link);
+    app->perf_nexecs++;
     atomic_fetch_add(&app->slot->perf_running, 1);
     if (app->stop_requested && app->abandon_shares) {
         e->stopping = true;
@@ -408,7 +404,7 @@ void perfshare_abandon_all(struct app *app)
     struct perf_exec *e, *next;
 
     app->abandon_shares = true;
-    for (e = LIST_FIRST(&running); e != NULL; e = next) {
+    for (e = LIST_FIRST(&app->perf_execs); e != NULL; e = next) {
         next = LIST_NEXT(e, link);
         if (e->stopping)
             continue;
@@ -421,5 +417,5 @@ void perfshare_abandon_all(struct app *app)
 
 int perfshare_running(const struct app *app)
 {
-    return nrunning;
+    return app->perf_nexecs;
 }

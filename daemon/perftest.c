@@ -68,8 +68,6 @@ struct perf_test {
     } nodes[MAX_NODES];
 };
 
-static LIST_HEAD(, perf_test) tests = LIST_HEAD_INITIALIZER(tests);
-
 /* ---- sums ---- */
 
 /* A node given no rows was never asked: it is over, with nothing to count. */
@@ -449,31 +447,31 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     check_done(arg);
 }
 
-void perftest_wake(void)
+void perftest_wake(struct app *app)
 {
     struct perf_test *t;
 
-    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
+    for (t = LIST_FIRST(&app->perf_tests); t != NULL; t = LIST_NEXT(t, link))
         if (!t->reported)
             event_active(t->ev_poll, 0, 0);
 }
 
-int perftest_running(void)
+int perftest_running(const struct app *app)
 {
     struct perf_test *t;
     int n = 0;
 
-    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
+    for (t = LIST_FIRST(&app->perf_tests); t != NULL; t = LIST_NEXT(t, link))
         n += !t->reported;
     return n;
 }
 
-void perftest_end_all(void)
+void perftest_end_all(struct app *app)
 {
     struct perf_test *t, *next;
 
     /* report() frees a test (and unlinks it) when it ends its answer. */
-    for (t = LIST_FIRST(&tests); t != NULL; t = next) {
+    for (t = LIST_FIRST(&app->perf_tests); t != NULL; t = next) {
         next = LIST_NEXT(t, link);
         if (t->reported)
             continue;
@@ -827,7 +825,7 @@ void perf_start(struct http_req *r)
         t->dns = evdns_base_new(r->app->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (t->ev_poll != NULL)
-        LIST_INSERT_HEAD(&tests, t, link);
+        LIST_INSERT_HEAD(&r->app->perf_tests, t, link);
     if (t->ev_poll == NULL || t->ev_tick == NULL || (t->nnodes > 0 && t->dns == NULL)) {
         http_reply_error(r, 500, "internal error");
         return;
