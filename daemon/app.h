@@ -35,10 +35,11 @@ struct app {
     void (*on_request_done)(struct app *app); /* the worker checks whether it may exit */
     void (*on_share_end)(struct app *app);    /* likewise, when a test's share ends here */
 
-    /* The performance-test work of this worker (one app per worker process). */
-    LIST_HEAD(, perf_test) perf_tests; /* tests it coordinates (perftest.c) */
-    LIST_HEAD(, perf_exec) perf_execs; /* shares it runs (perfshare.c) */
-    int perf_nexecs;
+    /* The performance-test work of this worker (one app per worker process),
+     * each piece in the list of its state. */
+    LIST_HEAD(, perf_test) perf_tests;         /* tests it coordinates (perftest.c) */
+    LIST_HEAD(, perf_exec) perf_execs_sending; /* shares it runs, sending (perfshare.c) */
+    LIST_HEAD(, perf_exec) perf_execs_stopped; /* shares that send no more, batches in flight */
 };
 
 #endif
