@@ -37,7 +37,7 @@ struct app {
 
     /* The performance-test work of this worker (one app per worker process),
      * each piece in the list of its state. */
-    LIST_HEAD(, perf_test) perf_tests;         /* tests it coordinates (perftest.c) */
+    LIST_HEAD(, perf_test) perf_tests;         /* tests it coordinates, running (perftest.c) */
     LIST_HEAD(, perf_exec) perf_execs_sending; /* shares it runs, sending (perfshare.c) */
     LIST_HEAD(, perf_exec) perf_execs_stopped; /* shares that send no more, batches in flight */
 };
