@@ -105,13 +105,13 @@ $(B)/common $(B)/daemon $(B)/tests:
 
 # Package installation (apt-get when root, otherwise the exact command is printed).
 deps:
-	@tests/lib/deps.sh build
+	@conf/dev/deps.sh build
 deps-test:
-	@tests/lib/deps.sh test
+	@conf/dev/deps.sh test
 
 run: deps
 	$(MAKE) all
-	tests/lib/devrun.sh
+	conf/dev/devrun.sh
 
 check: deps-test
 	$(MAKE) all unit-build
@@ -136,7 +136,7 @@ soak: deps-test
 	    --bin $(BUILD)/todod --san-bin $(BUILD)/san/todod
 
 deps-bench:
-	@tests/lib/deps.sh bench
+	@conf/dev/deps.sh bench
 
 bench-api: deps-bench all
 	tests/bench/api.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages todod needs.
-#   tests/lib/deps.sh build   what building needs
-#   tests/lib/deps.sh test    what building and the whole test suite need
-#   tests/lib/deps.sh bench   what the benchmarks need besides (nginx for a ceiling, perf)
+#   conf/dev/deps.sh build   what building needs
+#   conf/dev/deps.sh test    what building and the whole test suite need
+#   conf/dev/deps.sh bench   what the benchmarks need besides (nginx for a ceiling, perf)
 # Quiet when nothing is missing. As root the missing packages are installed with
 # apt-get; otherwise the command to run is printed and the exit status is 1.
 set -euo pipefail
