@@ -3,6 +3,7 @@
 #   make run        install missing packages, build, run against a private PostgreSQL
 #   make check      install missing packages, build, run the whole test suite
 #   make soak       the seeded chaos soak (SOAK_SECONDS=300, SOAK_SEED=random)
+#   make format-check  the C sources as .clang-format wants them (make format rewrites them)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 VERSION   := 0.1.0
@@ -33,6 +34,10 @@ endif
 
 ALL_CFLAGS := -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -DTODOD_VERSION='"$(VERSION)"' \
               -Icommon -Idaemon -I$(B) $(PKG_CFLAGS) $(SAN_CFLAGS) $(CFLAGS)
+# Each compilation writes the headers it read into a .d file beside its output
+# (included at the end): an object is rebuilt when one of its own headers
+# changes, and -MP keeps a deleted header from breaking the build.
+DEPFLAGS  := -MMD -MP
 LDLIBS    := $(PKG_LIBS) -lm
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -48,16 +53,16 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(EMBED_OBJ)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps deps-test deps-bench run check unit integration install uninstall clean format \
-        bench-api bench-perftest bench-rss soak
+.PHONY: all deps deps-test deps-bench run check unit unit-build integration install uninstall clean format \
+        bench-api bench-perftest bench-rss soak format-check
 
 all: $(B)/todod
 
 $(B)/todod: $(DAEMON_OBJ) $(COMMON_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/%.o: %.c $(wildcard common/*.h daemon/*.h) | $(B)/common $(B)/daemon $(B)/tests
-	$(CC) $(ALL_CFLAGS) -MMD -c -o $@ $<
+$(B)/%.o: %.c | $(B)/common $(B)/daemon $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 # The OpenAPI document and the dashboard are kept as files in daemon/ and embedded
 # in the binary: daemon/openapi.json becomes openapi_json[] and openapi_json_len.
@@ -93,25 +98,27 @@ $(B)/embed_%.o: $(B)/embed_%.c
 LIB_OBJ := $(COMMON_OBJ) $(filter-out $(B)/daemon/main.o,$(DAEMON_OBJ))
 
 $(B)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(B)/common $(B)/daemon $(B)/tests:
 	mkdir -p $@
 
 # Package installation (apt-get when root, otherwise the exact command is printed).
 deps:
-	@tests/lib/deps.sh build
+	@conf/dev/deps.sh build
 deps-test:
-	@tests/lib/deps.sh test
+	@conf/dev/deps.sh test
 
 run: deps
 	$(MAKE) all
-	tests/lib/devrun.sh
+	conf/dev/devrun.sh
 
 check: deps-test
-	$(MAKE) all $(UNIT_BIN)
-	$(MAKE) SAN=1 all $(patsubst $(B)/%,$(B)/san/%,$(UNIT_BIN))
+	$(MAKE) all unit-build
+	$(MAKE) SAN=1 all unit-build
 	tests/run.sh
+
+unit-build: $(UNIT_BIN)
 
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do $$t || exit 1; done
@@ -129,7 +136,7 @@ soak: deps-test
 	    --bin $(BUILD)/todod --san-bin $(BUILD)/san/todod
 
 deps-bench:
-	@tests/lib/deps.sh bench
+	@conf/dev/deps.sh bench
 
 bench-api: deps-bench all
 	tests/bench/api.sh
@@ -151,13 +158,21 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/todod $(DESTDIR)$(UNITDIR)/todod.service
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/todod.8 $(DESTDIR)$(PREFIX)/share/man/man5/todod.conf.5
 
+# The C sources under the house style (tests/unit/jwt_vectors.h is generated).
+FORMAT_SRC := $(wildcard common/*.[ch] daemon/*.[ch] tests/unit/*.c tests/fuzz/*.c)
+
 format:
-	clang-format -i common/*.[ch] daemon/*.[ch] tests/unit/*.c
+	clang-format -i $(FORMAT_SRC)
+
+format-check:
+	@command -v clang-format >/dev/null 2>&1 || { echo "format-check needs clang-format" \
+	    "(Debian: clang-format; make deps-test installs it)" >&2; exit 1; }
+	clang-format --dry-run -Werror $(FORMAT_SRC)
 
 clean:
 	rm -rf build
 
--include $(wildcard $(B)/common/*.d $(B)/daemon/*.d)
+-include $(wildcard $(B)/common/*.d $(B)/daemon/*.d $(B)/tests/*.d)
 
 # ---- fuzzing ---------------------------------------------------------------
 # libFuzzer harnesses tests/fuzz/fuzz_NAME.c, built by clang under ASan and
@@ -198,9 +213,9 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 fuzz-smoke: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 	$(FUZZ_RUN) -t $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
-$(FUZZ_B)/obj/%.o: %.c $(wildcard common/*.h daemon/*.h) | fuzz-cc
+$(FUZZ_B)/obj/%.o: %.c | fuzz-cc
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_B)/obj/embed_%.o: $(B)/embed_%.c | fuzz-cc
 	@mkdir -p $(@D)
@@ -210,5 +225,7 @@ $(FUZZ_B)/libtodod.a: $(FUZZ_LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_B)/libtodod.a $(wildcard common/*.h daemon/*.h)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_B)/libtodod.a $(PKG_LIBS) -lm
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_B)/libtodod.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_B)/libtodod.a $(PKG_LIBS) -lm
+
+-include $(wildcard $(FUZZ_B)/obj/*/*.d $(FUZZ_B)/*.d)

@@ -7,10 +7,13 @@
 
 #include <event2/event.h>
 #include <stdbool.h>
+#include <sys/queue.h>
 
 struct conf;
 struct conn_layer;
 struct db_pool;
+struct perf_exec;
+struct perf_test;
 struct stats_shm;
 struct stats_slot;
 struct tracer;
@@ -31,6 +34,12 @@ struct app {
     int requests_alive;  /* begun and not yet finished (some outlive their connection) */
     void (*on_request_done)(struct app *app); /* the worker checks whether it may exit */
     void (*on_share_end)(struct app *app);    /* likewise, when a test's share ends here */
+
+    /* The performance-test work of this worker (one app per worker process),
+     * each piece in the list of its state. */
+    LIST_HEAD(, perf_test) perf_tests;         /* tests it coordinates, running (perftest.c) */
+    LIST_HEAD(, perf_exec) perf_execs_sending; /* shares it runs, sending (perfshare.c) */
+    LIST_HEAD(, perf_exec) perf_execs_stopped; /* shares that send no more, batches in flight */
 };
 
 #endif

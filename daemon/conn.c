@@ -62,6 +62,7 @@ struct conn {
 LIST_HEAD(conn_list, conn);
 
 struct conn_layer {
+    LIST_ENTRY(conn_layer) registered; /* in layers */
     struct event_base *base;
     struct evhttp *http;
     const struct conf *conf;
@@ -182,27 +183,26 @@ static void resume_accepting(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * The layers of this process (a worker has one; two exist briefly in tests of
- * teardown paths), to find ours from the evhttp a listener callback gets.
+ * The layers of this process (a worker has one), to find ours from the
+ * argument the listener's error callback gets: its evhttp. It has to be a
+ * process-wide list. evhttp makes the listener and sets its callback argument
+ * to itself (evhttp_bind_listener: evconnlistener_set_cb(listener,
+ * accept_socket_cb, http)), the error callback gets that same argument, and
+ * neither evhttp nor the listener has room for a pointer of ours. Setting our
+ * own argument (evconnlistener_set_cb) would replace evhttp's accept callback,
+ * which libevent does not export, nor any other way to give evhttp an accepted
+ * socket.
  */
-static struct conn_layer *layers[4];
+static LIST_HEAD(, conn_layer) layers = LIST_HEAD_INITIALIZER(layers);
 
 static struct conn_layer *layer_of(const struct evhttp *http)
 {
-    for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
-        if (layers[i] != NULL && layers[i]->http == http)
-            return layers[i];
-    return NULL;
-}
+    struct conn_layer *L;
 
-static void layer_register(struct conn_layer *L, bool add)
-{
-    for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++) {
-        if (add ? layers[i] == NULL : layers[i] == L) {
-            layers[i] = add ? L : NULL;
-            return;
-        }
-    }
+    LIST_FOREACH(L, &layers, registered)
+        if (L->http == http)
+            return L;
+    return NULL;
 }
 
 /* Fewest open connections among the other workers that accept, or -1. */
@@ -820,6 +820,7 @@ struct conn_layer *conn_layer_new(struct event_base *base, struct evhttp *http,
 
     if (L == NULL)
         return NULL;
+    LIST_INSERT_HEAD(&layers, L, registered); /* conn_layer_free() takes it out */
     L->base = base;
     L->http = http;
     L->conf = conf;
@@ -845,7 +846,6 @@ struct conn_layer *conn_layer_new(struct event_base *base, struct evhttp *http,
     evhttp_set_max_headers_size(http, MAX_HEAD + 1024);
     evhttp_set_max_body_size(http, (ev_ssize_t)conf->max_body_size + 1024);
     evhttp_set_bevcb(http, on_accept, L);
-    layer_register(L, true);
     return L;
 }
 
@@ -856,7 +856,7 @@ void conn_layer_free(struct conn_layer *L)
 
     if (L == NULL)
         return;
-    layer_register(L, false);
+    LIST_REMOVE(L, registered);
     while ((c = LIST_FIRST(&L->conns)) != NULL) {
         LIST_REMOVE(c, link);
         conn_free(c);

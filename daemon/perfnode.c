@@ -144,14 +144,16 @@ static bool bad(char *why, size_t n, const char *fmt, ...)
     return false;
 }
 
+/* A line's counts, in this order wherever they are kept in arrays below. */
 static const char *const count_names[] = {"success_count", "error_count", "unknown_count"};
+#define NCOUNTS ((int)(sizeof(count_names) / sizeof(count_names[0])))
 
 /* One per_worker entry of a report, rebuilt from its checked fields only. */
 static struct json_object *worker_entry(const struct perf_node *n, struct json_object *w,
-                                        int64_t sums[3], char *why, size_t wn)
+                                        int64_t sums[NCOUNTS], char *why, size_t wn)
 {
     struct json_object *out, *mps, *abandoned = NULL;
-    int64_t pid, first, ms, c[3];
+    int64_t pid, first, ms, c[NCOUNTS];
 
     if (!json_object_is_type(w, json_type_object)) {
         bad(why, wn, "a per_worker entry is not an object");
@@ -169,7 +171,7 @@ static struct json_object *worker_entry(const struct perf_node *n, struct json_o
         bad(why, wn, "a per_worker entry lacks a field or has one of the wrong type");
         return NULL;
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NCOUNTS; i++) {
         if (!int_in(member(w, count_names[i], json_type_int), 0, n->count, &c[i])) {
             bad(why, wn, "a per_worker entry's %s is not a count within the share", count_names[i]);
             return NULL;
@@ -183,7 +185,7 @@ static struct json_object *worker_entry(const struct perf_node *n, struct json_o
     }
     json_object_object_add(out, "worker_pid", json_object_new_int((int)pid));
     json_object_object_add(out, "first", json_object_new_int64(first));
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < NCOUNTS; i++)
         json_object_object_add(out, count_names[i], json_object_new_int64(c[i]));
     json_object_object_add(out, "duration_ms", json_object_new_int64(ms));
     json_object_object_add(out, "messages_per_second", json_object_get(mps));
@@ -197,7 +199,7 @@ static bool check_per_worker(const struct perf_node *n, struct json_object *o, s
                              char *why, size_t wn)
 {
     struct json_object *arr = member(o, "per_worker", json_type_array);
-    int64_t sums[3] = {0, 0, 0};
+    int64_t sums[NCOUNTS] = {0};
     size_t len;
 
     if (arr == NULL || (len = json_object_array_length(arr)) > PERF_MAX_SHARES)
@@ -221,8 +223,8 @@ static bool check_line(struct perf_node *n, struct json_object *o, struct node_l
                        size_t wn)
 {
     struct json_object *type, *id;
-    int64_t *counts[] = {&l->success, &l->errors, &l->unknown};
-    const int64_t seen[] = {n->st.success, n->st.errors, n->st.unknown};
+    int64_t *counts[NCOUNTS] = {&l->success, &l->errors, &l->unknown};
+    const int64_t seen[NCOUNTS] = {n->st.success, n->st.errors, n->st.unknown};
     int64_t total;
 
     if (!json_object_is_type(o, json_type_object))
@@ -235,7 +237,7 @@ static bool check_line(struct perf_node *n, struct json_object *o, struct node_l
     id = member(o, "run_id", json_type_string);
     if (id == NULL || strcmp(json_object_get_string(id), n->run_id) != 0)
         return bad(why, wn, "run_id is not this test's");
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NCOUNTS; i++) {
         if (!int_in(member(o, count_names[i], json_type_int), 0, n->count, counts[i]))
             return bad(why, wn, "%s is not a count within its share of %lld", count_names[i],
                        (long long)n->count);

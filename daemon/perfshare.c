@@ -26,15 +26,27 @@
 #define TITLE_PREFIX "Performance Test Todo #"
 #define TITLE_MAX    (sizeof(TITLE_PREFIX) + 20)
 
+/*
+ * Where a share's executor stands. It is in its app's list of the executors
+ * sending, or of those stopped; exec_stop() is the one way from the first to
+ * the second, and the executor ends (exec_end) once no batch is in flight.
+ */
+enum exec_state {
+    EXEC_SENDING,    /* sends its rows in batches as they fall due */
+    EXEC_FINISHING,  /* sends no more (the database went away, no memory, or the worker
+                        stops after its last row was sent): ends as done */
+    EXEC_ABANDONING, /* sends no more, stopped before its end (its coordinator is gone, or
+                        the worker stops): ends as abandoned */
+};
+
 struct perf_exec {
-    LIST_ENTRY(perf_exec) link;
+    LIST_ENTRY(perf_exec) link; /* in app->perf_execs_sending or perf_execs_stopped */
+    enum exec_state state;
     struct app *app;
     struct perf_run *run;
     struct perf_share *sh;
     int64_t next; /* offset in the share of the next row to send */
     int in_flight;
-    bool stopping;  /* no more batches: the database went away, or told to stop */
-    bool abandoned; /* stopped before its end */
     struct event *ev_pace;
     struct timespec t0;
     struct trace_context trace; /* the share's place in the test's trace */
@@ -50,11 +62,8 @@ struct perf_batch {
     struct timespec due; /* when it was scheduled (paced) or sent */
 };
 
-/* The executors of this process: one worker, one list. */
-static LIST_HEAD(, perf_exec) running = LIST_HEAD_INITIALIZER(running);
-static int nrunning;
-
 static void pump(struct perf_exec *e);
+static void exec_stop(struct perf_exec *e, enum exec_state to);
 static void batch_done(void *arg, const struct db_result *dr);
 
 /* ---- binary arrays ---- */
@@ -219,11 +228,11 @@ static void batch_done(void *arg, const struct db_result *dr)
         break;
     case DB_UNAVAILABLE:
         count_rows(e, &e->sh->errors, b->rows, &slot->c.perf_todos_error);
-        e->stopping = true;
+        exec_stop(e, EXEC_FINISHING);
         break;
     case DB_LOST:
         count_rows(e, &e->sh->unknown, b->rows, NULL);
-        e->stopping = true;
+        exec_stop(e, EXEC_FINISHING);
         break;
     }
     free(b);
@@ -231,6 +240,21 @@ static void batch_done(void *arg, const struct db_result *dr)
 }
 
 /* ---- the executor ---- */
+
+/*
+ * The one transition: out of EXEC_SENDING, to `to`, once (the first reason
+ * stands). No batch is sent from now on, so none is waited for on the
+ * schedule; the executor ends when those in flight are back (pump).
+ */
+static void exec_stop(struct perf_exec *e, enum exec_state to)
+{
+    if (e->state != EXEC_SENDING)
+        return;
+    e->state = to;
+    evtimer_del(e->ev_pace);
+    LIST_REMOVE(e, link);
+    LIST_INSERT_HEAD(&e->app->perf_execs_stopped, e, link);
+}
 
 /*
  * A share ended (its state says how): the coordinator looks now rather than at
@@ -264,19 +288,19 @@ static void exec_end(struct perf_exec *e)
         count_rows(e, &e->sh->errors, unsent, &e->app->slot->c.perf_todos_error);
     e->next = e->sh->count;
     LIST_REMOVE(e, link);
-    nrunning--;
     atomic_fetch_sub(&e->app->slot->perf_running, 1);
     if (e->ev_pace != NULL)
         event_free(e->ev_pace);
     log_info("performance test %s: share of %lld todos %s", e->run->run_id, (long long)e->sh->count,
-             e->abandoned ? "abandoned" : "done");
+             e->state == EXEC_ABANDONING ? "abandoned" : "done");
     span_set_int(e->span, TRACE_ATTR_PERF_SUCCESS, atomic_load(&e->sh->success));
     span_set_int(e->span, TRACE_ATTR_PERF_ERRORS, atomic_load(&e->sh->errors));
     span_set_int(e->span, TRACE_ATTR_PERF_BATCHES, atomic_load(&e->sh->batches));
-    if (e->abandoned)
+    if (e->state == EXEC_ABANDONING)
         span_set_error(e->span, "abandoned");
     span_end(e->span);
-    perf_share_end(e->run, e->sh, e->abandoned ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
+    perf_share_end(e->run, e->sh,
+                   e->state == EXEC_ABANDONING ? PERF_SHARE_ABANDONED : PERF_SHARE_DONE);
     free(e);
     share_ended(app, run, on_end, ctx);
     if (app->on_share_end != NULL)
@@ -297,18 +321,16 @@ static struct timespec due_at(const struct perf_exec *e, int64_t next)
 /* Sends what is due, up to PERF_DEPTH batches in flight; bounded work. */
 static void pump(struct perf_exec *e)
 {
-    if (atomic_load(&e->run->state) != PERF_RUN_ACTIVE && !e->stopping) {
-        e->stopping = true; /* its coordinator is gone */
-        e->abandoned = true;
-    }
-    while (!e->stopping && e->in_flight < PERF_DEPTH && e->next < e->sh->count) {
+    if (atomic_load(&e->run->state) != PERF_RUN_ACTIVE)
+        exec_stop(e, EXEC_ABANDONING); /* its coordinator is gone */
+    while (e->state == EXEC_SENDING && e->in_flight < PERF_DEPTH && e->next < e->sh->count) {
         int64_t rows =
             e->sh->count - e->next < e->sh->batch_size ? e->sh->count - e->next : e->sh->batch_size;
         struct perf_batch *b = malloc(sizeof(*b));
         struct timespec now = clock_now();
 
         if (b == NULL) {
-            e->stopping = true;
+            exec_stop(e, EXEC_FINISHING);
             break;
         }
         b->e = e;
@@ -327,14 +349,14 @@ static void pump(struct perf_exec *e)
         }
         if (send_batch(e, rows, b) != 0) {
             free(b);
-            e->stopping = true; /* the database is unreachable */
+            exec_stop(e, EXEC_FINISHING); /* the database is unreachable */
             break;
         }
         e->next += rows;
         e->in_flight++;
         atomic_fetch_add_explicit(&e->sh->sent, rows, memory_order_relaxed);
     }
-    if (e->in_flight == 0 && (e->stopping || e->next >= e->sh->count))
+    if (e->in_flight == 0 && (e->state != EXEC_SENDING || e->next >= e->sh->count))
         exec_end(e);
 }
 
@@ -373,13 +395,11 @@ int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_
         span_set_int(e->span, "todod.perf.first", sh->first);
         e->batch_spans = sh->batch_spans;
     }
-    LIST_INSERT_HEAD(&running, e, link);
-    nrunning++;
+    e->state = EXEC_SENDING;
+    LIST_INSERT_HEAD(&app->perf_execs_sending, e, link);
     atomic_fetch_add(&app->slot->perf_running, 1);
-    if (app->stop_requested && app->abandon_shares) {
-        e->stopping = true;
-        e->abandoned = true;
-    }
+    if (app->stop_requested && app->abandon_shares)
+        exec_stop(e, EXEC_ABANDONING);
     pump(e);
     return 0;
 }
@@ -405,21 +425,24 @@ void perfshare_scan(struct app *app)
 
 void perfshare_abandon_all(struct app *app)
 {
-    struct perf_exec *e, *next;
+    struct perf_exec *e;
 
     app->abandon_shares = true;
-    for (e = LIST_FIRST(&running); e != NULL; e = next) {
-        next = LIST_NEXT(e, link);
-        if (e->stopping)
-            continue;
-        e->stopping = true;
-        e->abandoned = e->next < e->sh->count;
-        evtimer_del(e->ev_pace);
+    /* exec_stop() takes each out of the list. */
+    while ((e = LIST_FIRST(&app->perf_execs_sending)) != NULL) {
+        exec_stop(e, e->next < e->sh->count ? EXEC_ABANDONING : EXEC_FINISHING);
         pump(e); /* may end it (and free it) at once */
     }
 }
 
 int perfshare_running(const struct app *app)
 {
-    return nrunning;
+    const struct perf_exec *e;
+    int n = 0;
+
+    LIST_FOREACH(e, &app->perf_execs_sending, link)
+        n++;
+    LIST_FOREACH(e, &app->perf_execs_stopped, link)
+        n++;
+    return n;
 }

@@ -32,13 +32,30 @@
 #define LOCAL_NODE "local"
 
 /*
+ * Where a test stands. Only a running test is in its app's list (perf_tests);
+ * test_enter() is the one place the state changes, and report() the one way
+ * out of running, to one of the two ends.
+ */
+enum test_state {
+    TEST_STARTING, /* its request is being checked; nothing posted or started yet */
+    TEST_RUNNING,  /* shares and nodes at work, followed until all are over */
+    TEST_REPORTED, /* answered once every share and node was over */
+    TEST_CUT,      /* answered as its worker stopped, before every share and node was over */
+};
+
+/*
  * A performance test, as the worker that took the request runs it: it splits
  * the rows over this host's workers (shares on the shared-memory board) and the
  * other instances of perf_nodes (HTTP), starts its own share, follows the
  * others, streams progress when asked, and answers one combined report.
+ *
+ * workers_all, share and streaming are not states: the request sets them
+ * before the test runs (what to pass on to the nodes, whose test this is, how
+ * to answer), and they never change.
  */
 struct perf_test {
-    LIST_ENTRY(perf_test) link; /* this worker's tests */
+    LIST_ENTRY(perf_test) link; /* in app->perf_tests while running */
+    enum test_state state;
     struct http_req *r;
     struct app *app;
     char run_id[PERF_RUN_ID_LEN];
@@ -50,9 +67,7 @@ struct perf_test {
     int workers;      /* local shares */
     bool workers_all; /* "workers": "all", passed on to the nodes */
     bool share;       /* this request is another node's share of its test */
-    bool streaming;
-    bool reported;
-    bool cut; /* its worker stops: reported before every share and node was over */
+    bool streaming;   /* progress lines, then the report, as NDJSON */
     struct timespec started;
     struct event *ev_tick, *ev_poll;
     int64_t last_done;
@@ -67,8 +82,6 @@ struct perf_test {
         struct perf_node *node;
     } nodes[MAX_NODES];
 };
-
-static LIST_HEAD(, perf_test) tests = LIST_HEAD_INITIALIZER(tests);
 
 /* ---- sums ---- */
 
@@ -113,7 +126,7 @@ static void share_counts(const struct perf_test *t, const struct perf_share *sh,
 
         *unk += lost;
         *err += sh->count - confirmed - lost;
-    } else if (t->cut) {
+    } else if (t->state == TEST_CUT) {
         *unk += sh->count - confirmed;
     }
 }
@@ -230,7 +243,7 @@ static struct json_object *per_worker(const struct perf_test *t)
                                fixed(ms > 0 ? (double)sh->count / (ms / 1e3) : 0, 1));
         /* A share still running when its test is cut stops at its next batch. */
         if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED ||
-            (t->cut && !perf_share_over(atomic_load(&sh->state))))
+            (t->state == TEST_CUT && !perf_share_over(atomic_load(&sh->state))))
             json_object_object_add(o, "abandoned", json_object_new_boolean(true));
         json_object_array_add(arr, o);
     }
@@ -383,12 +396,21 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the end ---- */
 
+static void test_enter(struct perf_test *t, enum test_state to)
+{
+    if (to == TEST_RUNNING)
+        LIST_INSERT_HEAD(&t->app->perf_tests, t, link);
+    else if (t->state == TEST_RUNNING)
+        LIST_REMOVE(t, link);
+    t->state = to;
+}
+
 static void perf_free(struct http_req *r)
 {
     struct perf_test *t = r->data;
 
-    if (t->ev_poll != NULL)
-        LIST_REMOVE(t, link); /* listed once it has its events */
+    if (t->state == TEST_RUNNING)
+        LIST_REMOVE(t, link);
     if (t->ev_tick != NULL)
         event_free(t->ev_tick);
     if (t->ev_poll != NULL)
@@ -406,13 +428,15 @@ static void perf_free(struct http_req *r)
     free(t);
 }
 
-static void report(struct perf_test *t)
+/* The test ends (end: TEST_REPORTED or TEST_CUT) and answers. */
+static void report(struct perf_test *t, enum test_state end)
 {
     struct http_req *r = t->r;
-    struct json_object *o = report_json(t);
+    struct json_object *o;
     struct perf_sums s;
 
-    t->reported = true;
+    test_enter(t, end);
+    o = report_json(t);
     sum_up(t, &s);
     if (!t->share)
         atomic_fetch_add_explicit(&t->app->slot->c.perf_tests, 1, memory_order_relaxed);
@@ -440,8 +464,8 @@ static void report(struct perf_test *t)
 
 static void check_done(struct perf_test *t)
 {
-    if (!t->reported && all_over(t))
-        report(t);
+    if (t->state == TEST_RUNNING && all_over(t))
+        report(t, TEST_REPORTED);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -449,39 +473,34 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     check_done(arg);
 }
 
-void perftest_wake(void)
+void perftest_wake(struct app *app)
 {
     struct perf_test *t;
 
-    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
-        if (!t->reported)
-            event_active(t->ev_poll, 0, 0);
+    LIST_FOREACH(t, &app->perf_tests, link)
+        event_active(t->ev_poll, 0, 0);
 }
 
-int perftest_running(void)
+int perftest_running(const struct app *app)
 {
-    struct perf_test *t;
+    const struct perf_test *t;
     int n = 0;
 
-    for (t = LIST_FIRST(&tests); t != NULL; t = LIST_NEXT(t, link))
-        n += !t->reported;
+    LIST_FOREACH(t, &app->perf_tests, link)
+        n++;
     return n;
 }
 
-void perftest_end_all(void)
+void perftest_end_all(struct app *app)
 {
-    struct perf_test *t, *next;
+    struct perf_test *t;
 
-    /* report() frees a test (and unlinks it) when it ends its answer. */
-    for (t = LIST_FIRST(&tests); t != NULL; t = next) {
-        next = LIST_NEXT(t, link);
-        if (t->reported)
-            continue;
-        t->cut = true;
+    /* report() takes each out of the list (and may free it). */
+    while ((t = LIST_FIRST(&app->perf_tests)) != NULL) {
         for (int i = 0; i < t->nnodes; i++)
             if (t->nodes[i].node != NULL)
                 perfnode_stop(t->nodes[i].node, "its coordinator stopped before the node's report");
-        report(t);
+        report(t, TEST_CUT);
     }
 }
 
@@ -826,12 +845,11 @@ void perf_start(struct http_req *r)
     if (t->nnodes > 0)
         t->dns = evdns_base_new(r->app->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    if (t->ev_poll != NULL)
-        LIST_INSERT_HEAD(&tests, t, link);
     if (t->ev_poll == NULL || t->ev_tick == NULL || (t->nnodes > 0 && t->dns == NULL)) {
         http_reply_error(r, 500, "internal error");
         return;
     }
+    test_enter(t, TEST_RUNNING);
     accept = http_header(r, "Accept");
     t->streaming = accept != NULL && strcasestr(accept, "application/x-ndjson") != NULL;
     t->started = clock_now();

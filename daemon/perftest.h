@@ -9,15 +9,15 @@ void perf_start(struct http_req *r);
 
 /* Another worker's share of a test this worker coordinates may have ended
  * (SIGUSR1): each running test looks at its shares now. */
-void perftest_wake(void);
+void perftest_wake(struct app *app);
 
 /* Tests this worker coordinates (or runs as another instance's share) that
  * have not answered yet. */
-int perftest_running(void);
+int perftest_running(const struct app *app);
 
 /* The worker stops at shutdown_timeout: every running test answers now, with
  * what it knows (rows of shares and nodes still running are unknown; those
  * shares stop at their next batch). */
-void perftest_end_all(void);
+void perftest_end_all(struct app *app);
 
 #endif

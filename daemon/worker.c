@@ -53,7 +53,7 @@ static void on_share_posted(evutil_socket_t sig, short what, void *arg)
 
     /* A share posted as this worker began to drain is run all the same. */
     perfshare_scan(&w->app);
-    perftest_wake();
+    perftest_wake(&w->app);
 }
 
 /* Shares still running stop with time left to report before shutdown_timeout. */
@@ -76,7 +76,7 @@ static void on_spans_flushed(void *arg)
 /* Performance-test work on this worker: shares it runs, tests it coordinates. */
 static int perf_work(const struct worker *w)
 {
-    return perfshare_running(&w->app) + perftest_running();
+    return perfshare_running(&w->app) + perftest_running(&w->app);
 }
 
 /*
@@ -124,7 +124,7 @@ static void worker_cut(struct worker *w)
     w->cut = true;
     perfshare_abandon_all(&w->app);
     db_pool_close(w->db);
-    perftest_end_all();
+    perftest_end_all(&w->app);
     if (w->stop_timer == NULL || evtimer_add(w->stop_timer, &flush) != 0)
         event_base_loopexit(w->base, NULL);
 }
@@ -143,7 +143,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
         if (!w->overdue)
             log_info("retired: shutdown_timeout reached; %d performance-test shares and %d "
                      "tests run to their end",
-                     perfshare_running(&w->app), perftest_running());
+                     perfshare_running(&w->app), perftest_running(&w->app));
         w->overdue = true;
         return;
     }
@@ -349,7 +349,7 @@ static void worker_teardown(struct worker *w)
         w->flushing = w->cut = true; /* no exit to arrange any more */
         perfshare_abandon_all(&w->app);
         db_pool_close(w->db);
-        perftest_end_all();
+        perftest_end_all(&w->app);
     }
     if (w->http != NULL)
         evhttp_free(w->http);

@@ -11,7 +11,7 @@
 # (configuration, tables) go to stdout.
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-PG_SH=$BENCH_ROOT/tests/lib/pg.sh
+PG_SH=$BENCH_ROOT/conf/dev/pg.sh
 TODOD_BIN=$BENCH_ROOT/build/todod
 BENCH_NAME=${BENCH_NAME:-bench}
 BENCH_SECONDS=${BENCH_SECONDS:-5}
@@ -49,7 +49,7 @@ bench_find_pgbin() {
     done
     d=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/pgbench' 2>/dev/null |
         sort -V | tail -n 1)
-    [ -n "$d" ] || bench_die "pgbench and psql not found (install postgresql: tests/lib/deps.sh build)"
+    [ -n "$d" ] || bench_die "pgbench and psql not found (install postgresql: conf/dev/deps.sh build)"
     dirname "$d"
 }
 PGBIN=$(bench_find_pgbin)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TODOD_BIN = os.environ.get("TODOD_BIN") or str(ROOT / "build" / "todod")
-PG_SH = ROOT / "tests" / "lib" / "pg.sh"
+PG_SH = ROOT / "conf" / "dev" / "pg.sh"
 SANITIZER = bool(os.environ.get("TODOD_SANITIZER"))
 if SANITIZER:
     # as tests/run.sh sets them: a finding aborts the process and is written to its
@@ -363,7 +363,7 @@ def _tmp_base():
 # --------------------------------------------------------------------------- PostgreSQL
 
 class Postgres:
-    """A private PostgreSQL server (tests/lib/pg.sh) in a temp dir, on 127.0.0.1."""
+    """A private PostgreSQL server (conf/dev/pg.sh) in a temp dir, on 127.0.0.1."""
 
     _dbseq = itertools.count(1)
 

@@ -43,7 +43,7 @@ TRANSFORMER_VERSION = "0.200.0"
 
 def ensure_transformer():
     """Install the pinned package into tests/.tools unless it is already there."""
-    assert shutil.which("node"), "node not found (tests/lib/deps.sh test installs nodejs)"
+    assert shutil.which("node"), "node not found (conf/dev/deps.sh test installs nodejs)"
     pkg_json = os.path.join(TOOLS, "node_modules", *TRANSFORMER_PKG.split("/"), "package.json")
     try:
         with open(pkg_json, encoding="utf-8") as f:
@@ -51,7 +51,7 @@ def ensure_transformer():
                 return
     except (OSError, ValueError):
         pass
-    assert shutil.which("npm"), "npm not found (tests/lib/deps.sh test installs npm)"
+    assert shutil.which("npm"), "npm not found (conf/dev/deps.sh test installs npm)"
     os.makedirs(TOOLS, exist_ok=True)
     r = subprocess.run(["npm", "install", "--prefix", TOOLS, "--no-audit", "--no-fund",
                         "--save-exact", f"{TRANSFORMER_PKG}@{TRANSFORMER_VERSION}"],

@@ -53,7 +53,7 @@ SANITIZER_REASON = ("the cluster tests time HAProxy's health checks against drai
 def _tool(name):
     path = shutil.which(name)
     if path is None:
-        raise AssertionError("%s is not installed (tests/lib/deps.sh installs it)" % name)
+        raise AssertionError("%s is not installed (conf/dev/deps.sh installs it)" % name)
     return path
 
 

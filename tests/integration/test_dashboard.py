@@ -40,7 +40,7 @@ REFUSED = {"count": 2000000, "batch": 10}
 
 
 def _ensure_playwright():
-    assert shutil.which("node"), "node not found (tests/lib/deps.sh test installs nodejs)"
+    assert shutil.which("node"), "node not found (conf/dev/deps.sh test installs nodejs)"
     pkg_json = os.path.join(TOOLS, "node_modules", PW_PKG, "package.json")
     try:
         with open(pkg_json, encoding="utf-8") as f:
@@ -48,7 +48,7 @@ def _ensure_playwright():
                 return
     except (OSError, ValueError):
         pass
-    assert shutil.which("npm"), "npm not found (tests/lib/deps.sh test installs npm)"
+    assert shutil.which("npm"), "npm not found (conf/dev/deps.sh test installs npm)"
     os.makedirs(TOOLS, exist_ok=True)
     env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
     r = subprocess.run(["npm", "install", "--prefix", TOOLS, "--no-audit", "--no-fund",
@@ -363,7 +363,7 @@ def _run_driver(cfg, tmp, timeout=90):
 @test
 def dashboard_in_a_browser():
     chromium = shutil.which("chromium")
-    assert chromium, "chromium not found (tests/lib/deps.sh test installs it)"
+    assert chromium, "chromium not found (conf/dev/deps.sh test installs it)"
     _ensure_playwright()
     shots = tempfile.mkdtemp(prefix="todod-dashboard-")
     keep = os.environ.get("TODOD_KEEP_SCREENSHOTS", "") not in ("", "0")

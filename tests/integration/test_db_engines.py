@@ -117,7 +117,7 @@ def _pgbouncer_bin():
     path = shutil.which("pgbouncer", path=os.pathsep.join(
         [os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
     if path is None:
-        raise AssertionError("pgbouncer is not installed (tests/lib/deps.sh installs it)")
+        raise AssertionError("pgbouncer is not installed (conf/dev/deps.sh installs it)")
     return path
 
 

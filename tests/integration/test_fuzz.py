@@ -30,7 +30,7 @@ SEED_MAX = 8192  # bytes: seeds stay small; what the fuzzer learns stays in the 
 
 def _need_clang():
     clang = shutil.which(os.environ.get("FUZZ_CC", "clang"))
-    assert clang, ("clang not found: tests/lib/deps.sh test installs clang and "
+    assert clang, ("clang not found: conf/dev/deps.sh test installs clang and "
                    "libclang-rt-14-dev (libFuzzer)")
     return clang
 

@@ -39,7 +39,7 @@ MAN_ENV.pop("MANOPT", None)
 
 def _tool(name):
     path = shutil.which(name)
-    assert path, f"{name} not found (tests/lib/deps.sh test installs man-db and groff-base)"
+    assert path, f"{name} not found (conf/dev/deps.sh test installs man-db and groff-base)"
     return path
 
 

@@ -63,7 +63,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 def _ensure_prism():
     """Install the pinned Prism into its own prefix unless it is already there."""
     node = shutil.which("node")
-    assert node, "node not found (tests/lib/deps.sh test installs nodejs)"
+    assert node, "node not found (conf/dev/deps.sh test installs nodejs)"
     out = subprocess.run([node, "--version"], stdout=subprocess.PIPE, text=True).stdout.strip()
     major, minor = (int(x) for x in out.lstrip("v").split(".")[:2])
     assert (major, minor) >= (18, 20), f"Prism {PRISM_VERSION} needs Node.js >= 18.20, found {out}"
@@ -74,7 +74,7 @@ def _ensure_prism():
                 return
     except (OSError, ValueError):
         pass
-    assert shutil.which("npm"), "npm not found (tests/lib/deps.sh test installs npm)"
+    assert shutil.which("npm"), "npm not found (conf/dev/deps.sh test installs npm)"
     os.makedirs(PRISM_DIR, exist_ok=True)
     r = subprocess.run(["npm", "install", "--prefix", PRISM_DIR, "--no-audit", "--no-fund",
                         "--save-exact", f"{PRISM_PKG}@{PRISM_VERSION}"],

@@ -168,7 +168,7 @@ def master_and_worker_leak_nothing_under_valgrind():
     skip_if_sanitizer("valgrind and AddressSanitizer do not mix")
     valgrind = shutil.which("valgrind")
     if valgrind is None:
-        raise AssertionError("valgrind is not installed (tests/lib/deps.sh test installs it)")
+        raise AssertionError("valgrind is not installed (conf/dev/deps.sh test installs it)")
     tmp = tempfile.mkdtemp(prefix="todod-vg-")
     os.chmod(tmp, 0o755)
     wrapper = os.path.join(tmp, "todod-under-valgrind")
@@ -211,7 +211,7 @@ def master_and_worker_leak_nothing_under_valgrind():
 def live_metrics_endpoint_passes_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
-        raise AssertionError("promtool is not installed (tests/lib/deps.sh test installs it)")
+        raise AssertionError("promtool is not installed (conf/dev/deps.sh test installs it)")
     with Todod() as d:
         d.start()
         for method, path, body in (("GET", "/health", None), ("POST", "/todos", {"title": "m"}),

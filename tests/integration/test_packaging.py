@@ -58,7 +58,7 @@ def _run(argv, **kw):
 
 def _ensure_validator():
     """Install the pinned validator into tests/.tools unless it is already there."""
-    assert shutil.which("node"), "node not found (tests/lib/deps.sh test installs nodejs)"
+    assert shutil.which("node"), "node not found (conf/dev/deps.sh test installs nodejs)"
     pkg_json = os.path.join(TOOLS, "node_modules", *VALIDATOR_PKG.split("/"), "package.json")
     try:
         with open(pkg_json, encoding="utf-8") as f:
@@ -66,7 +66,7 @@ def _ensure_validator():
                 return
     except (OSError, ValueError):
         pass
-    assert shutil.which("npm"), "npm not found (tests/lib/deps.sh test installs npm)"
+    assert shutil.which("npm"), "npm not found (conf/dev/deps.sh test installs npm)"
     os.makedirs(TOOLS, exist_ok=True)
     r = _run(["npm", "install", "--prefix", TOOLS, "--no-audit", "--no-fund",
               "--save-exact", f"{VALIDATOR_PKG}@{VALIDATOR_VERSION}"], timeout=600)
@@ -172,7 +172,7 @@ def _substituted_unit(tmp):
 @test
 def systemd_unit_passes_analyze_verify():
     sa = shutil.which("systemd-analyze")
-    assert sa, "systemd-analyze not found (tests/lib/deps.sh test installs systemd)"
+    assert sa, "systemd-analyze not found (conf/dev/deps.sh test installs systemd)"
     with tempfile.TemporaryDirectory(prefix="todod-unit-") as tmp:
         unit = _substituted_unit(tmp)
         # --man=no: the unit has no Documentation= to check anyway.

@@ -10,7 +10,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 cd "$ROOT"
-PG_SH=$ROOT/tests/lib/pg.sh
+PG_SH=$ROOT/conf/dev/pg.sh
 BIN=$ROOT/build/todod
 CONF=$ROOT/conf/todod.conf
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages todod needs.
-#   tests/lib/deps.sh build   what building needs
-#   tests/lib/deps.sh test    what building and the whole test suite need
-#   tests/lib/deps.sh bench   what the benchmarks need besides (nginx for a ceiling, perf)
+#   conf/dev/deps.sh build   what building needs
+#   conf/dev/deps.sh test    what building and the whole test suite need
+#   conf/dev/deps.sh bench   what the benchmarks need besides (nginx for a ceiling, perf)
 # Quiet when nothing is missing. As root the missing packages are installed with
 # apt-get; otherwise the command to run is printed and the exit status is 1.
 set -euo pipefail
@@ -10,7 +10,7 @@ set -euo pipefail
 build_pkgs=(gcc make pkg-config libevent-dev libjson-c-dev uuid-dev libpq-dev libssl-dev
             libsystemd-dev postgresql-15 postgresql-client-15)
 test_pkgs=(libcmocka-dev curl python3 prometheus wrk valgrind systemd nodejs npm
-           haproxy pgbouncer clang libclang-rt-14-dev chromium man-db groff-base)
+           haproxy pgbouncer clang libclang-rt-14-dev clang-format chromium man-db groff-base)
 bench_pkgs=(nginx-light linux-perf wrk)
 
 case "${1:-}" in

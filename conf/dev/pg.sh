@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # A private PostgreSQL server for development and tests.
 #
-#   tests/lib/pg.sh start DATADIR PORT [NAME=VALUE...]
+#   conf/dev/pg.sh start DATADIR PORT [NAME=VALUE...]
 #       initialise DATADIR if needed (trust auth, user postgres, UTF8, C locale),
 #       start a server listening on 127.0.0.1:PORT only, unix socket in
 #       PARENT/sock, log in PARENT/postgres.log (PARENT = the directory holding
 #       DATADIR), wait until it accepts connections. NAME=VALUE are extra server
 #       settings.
-#   tests/lib/pg.sh stop DATADIR      fast shutdown; no error when not running
-#   tests/lib/pg.sh status DATADIR    exit 0 when running, 3 when not
+#   conf/dev/pg.sh stop DATADIR      fast shutdown; no error when not running
+#   conf/dev/pg.sh status DATADIR    exit 0 when running, 3 when not
 #
 # As root the server runs as the "postgres" system user (PostgreSQL refuses to run
 # as root): PARENT is given to that user, and it must be able to reach PARENT
@@ -29,7 +29,7 @@ find_pgbin() {
     fi
     d=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null |
         sort -V | tail -n 1)
-    [ -n "$d" ] || die "no PostgreSQL server found (install postgresql-15: tests/lib/deps.sh build)"
+    [ -n "$d" ] || die "no PostgreSQL server found (install postgresql-15: conf/dev/deps.sh build)"
     dirname "$d"
 }
 
@@ -102,7 +102,7 @@ start)
     # postgresql.conf (no quoting trouble with paths on a command line).
     conf=$DATADIR/postgresql.todod.conf
     {
-        echo "# written by tests/lib/pg.sh at each start"
+        echo "# written by conf/dev/pg.sh at each start"
         echo "listen_addresses = '127.0.0.1'"
         echo "port = $PORT"
         # a unix socket path is limited to 107 bytes: without room, TCP only
