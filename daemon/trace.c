@@ -950,22 +950,6 @@ static const char *method_name(enum evhttp_cmd_type cmd)
     return "_OTHER"; /* the semantic conventions' name for any other method */
 }
 
-/* A port number, or -1. */
-static int parse_port(const char *s, size_t n)
-{
-    int port = 0;
-    size_t i;
-
-    if (n == 0 || n > 5)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        port = port * 10 + (s[i] - '0');
-    }
-    return port <= 65535 ? port : -1;
-}
-
 /* server.address and server.port from the Host header ("name", "name:port",
  * "[v6]:port"), or from the listening socket. */
 static void span_set_server(struct trace_span *s, const struct tracer *t, const char *host)
@@ -988,7 +972,7 @@ static void span_set_server(struct trace_span *s, const struct tracer *t, const 
         n = colon ? (size_t)(colon - host) : strlen(host);
     }
     if (colon != NULL)
-        port = parse_port(colon + 1, strlen(colon + 1));
+        port = decimal_parse_u16(colon + 1, strlen(colon + 1));
     if (n > 0)
         span_set_strn(s, TRACE_ATTR_SERVER_ADDRESS, name, n);
     else if (t->listen_host[0] != '\0')
@@ -1082,7 +1066,7 @@ struct trace_span *trace_db_start(struct tracer *t, const struct trace_context *
             span_set_str(s, TRACE_ATTR_DB_NAMESPACE, peer->name);
         if (peer->host != NULL && peer->host[0] != '\0')
             span_set_str(s, TRACE_ATTR_SERVER_ADDRESS, peer->host);
-        port = peer->port ? parse_port(peer->port, strlen(peer->port)) : -1;
+        port = peer->port ? decimal_parse_u16(peer->port, strlen(peer->port)) : -1;
         if (port > 0)
             span_set_int(s, TRACE_ATTR_SERVER_PORT, port);
     }
@@ -1692,7 +1676,9 @@ static void export_done(struct evhttp_request *req, void *arg)
         snprintf(why, sizeof(why), "no answer (connection failed or closed)");
     } else {
         const char *ra = evhttp_find_header(evhttp_request_get_input_headers(req), "Retry-After");
-        int secs = ra ? parse_port(ra, strlen(ra)) : -1;
+        /* delay-seconds; an HTTP-date or a longer delay is ignored (the wait
+         * is capped at BACKOFF_MAX anyway). */
+        int secs = ra ? decimal_parse_u16(ra, strlen(ra)) : -1;
 
         snprintf(why, sizeof(why), "HTTP %d", code);
         if (secs >= 0)
