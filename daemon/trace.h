@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "trace_context.h"
+
 struct conf;
 struct event_base;
 struct evhttp_request;
@@ -35,13 +37,6 @@ struct evkeyvalq;
 struct stats_slot;
 struct trace_span;
 struct tracer;
-
-#define TRACE_ID_SIZE      16
-#define TRACE_SPAN_ID_SIZE 8
-#define TRACE_ID_HEX_SIZE  33  /* 32 lowercase hex digits and the NUL */
-#define TRACE_PARENT_SIZE  56  /* "00-" 32 "-" 16 "-" 2, and the NUL */
-#define TRACE_STATE_MAX    512 /* longer tracestate headers are dropped */
-#define TRACE_FLAG_SAMPLED 0x01
 
 /* Limits of one span; what is beyond them is dropped (and counted in the span). */
 #define TRACE_MAX_ATTRS        32
@@ -63,46 +58,7 @@ enum span_kind {
     SPAN_KIND_CONSUMER = 5,
 };
 
-/*
- * A trace as it reaches this process. After trace_parse_traceparent: the
- * caller's span (span_id) in trace trace_id. After trace_request_context (or
- * trace_http_server_start): the trace of a request, with the sampling decision
- * in flags; span_id is all zero when the trace starts here.
- */
-struct trace_context {
-    bool valid; /* false: no trace (tracing off, or nothing parsed) */
-    uint8_t trace_id[TRACE_ID_SIZE];
-    uint8_t span_id[TRACE_SPAN_ID_SIZE];
-    uint8_t flags;                        /* W3C trace-flags; TRACE_FLAG_SAMPLED */
-    char tracestate[TRACE_STATE_MAX + 1]; /* "" when absent or invalid */
-};
-
-/* ---- propagation ---- */
-
-/*
- * Parse a traceparent header value strictly (W3C Trace Context level 1):
- * version 00 is exactly 55 characters; lowercase hex only; an all-zero trace-id
- * or parent-id and version ff are invalid; a higher version is read as 00 when
- * its first 55 characters parse and are followed by the end or by "-" (the
- * spec's forward-compatibility rule). Optional whitespace around the value is
- * ignored. Returns 0, or -1 with out->valid false. out->tracestate is cleared.
- */
-int trace_parse_traceparent(const char *traceparent, struct trace_context *out);
-
-/*
- * A tracestate value todod keeps: at most TRACE_STATE_MAX characters, at most 32
- * list members of key=value with the W3C key and value grammar (printable
- * ASCII), no duplicate key. Empty members are allowed.
- */
-bool trace_tracestate_valid(const char *tracestate);
-
-/*
- * The sampling decision for a trace that has no parent decision: the lower 8
- * bytes of the trace id, big-endian and shifted right by one, below
- * ratio * 2^63 (as OpenTelemetry's TraceIdRatioBased sampler in Go): the same
- * trace id gets the same answer in every process; 0 never, 1 always.
- */
-bool trace_ratio_sampled(const uint8_t trace_id[TRACE_ID_SIZE], double ratio);
+/* ---- propagation with a tracer ---- */
 
 /*
  * The trace of an incoming request, from its headers: a valid traceparent is
@@ -113,9 +69,6 @@ bool trace_ratio_sampled(const uint8_t trace_id[TRACE_ID_SIZE], double ratio);
  */
 void trace_request_context(struct tracer *t, const struct evkeyvalq *headers,
                            struct trace_context *out);
-
-/* ctx's trace id in lowercase hex, or "-" when ctx is NULL or not valid. */
-void trace_context_id_hex(const struct trace_context *ctx, char out[TRACE_ID_HEX_SIZE]);
 
 /*
  * A traceparent for an outgoing request made under span (or, when span is NULL
