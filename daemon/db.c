@@ -15,7 +15,7 @@
 #include "conf.h"
 #include "log.h"
 #include "stats.h"
-#include "trace.h"
+#include "db_span.h"
 
 /* ---- SQL ---------------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "conf.h"
+#include "http_span.h"
 #include "jsonstrict.h"
 #include "log.h"
 #include "stats.h"

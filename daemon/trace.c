@@ -7,7 +7,6 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/http_struct.h> /* the request's HTTP version: 2.1 has no accessor */
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -161,6 +160,12 @@ struct tracer {
 bool tracer_enabled(const struct tracer *t)
 {
     return t != NULL && t->enabled;
+}
+
+const char *tracer_listen_address(const struct tracer *t, int *port)
+{
+    *port = t->listen_port;
+    return t->listen_host;
 }
 
 /* ---- spans ---- */
@@ -547,6 +552,24 @@ void span_end(struct trace_span *s)
     tracer_enqueue(s->tracer, s);
 }
 
+const char *span_name_join(char *out, size_t size, const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = b ? strlen(b) : 0;
+
+    if (na > size - 1)
+        na = size - 1;
+    memcpy(out, a, na);
+    if (b != NULL && na < size - 1) {
+        out[na++] = ' ';
+        if (nb > size - 1 - na)
+            nb = size - 1 - na;
+        memcpy(out + na, b, nb);
+        na += nb;
+    }
+    out[na] = '\0';
+    return out;
+}
+
 /* ---- propagation with a tracer ---- */
 
 /* tracestate headers joined by commas (RFC 9110 field lines), kept when valid. */
@@ -637,186 +660,6 @@ int trace_format_traceparent(struct tracer *t, const struct trace_context *ctx,
     trace_hex_encode(span_id, TRACE_SPAN_ID_SIZE, sid);
     snprintf(out, TRACE_PARENT_SIZE, "00-%s-%s-%02x", tid, sid, sampled);
     return 0;
-}
-
-/* ---- the spans todod makes ---- */
-
-/* "a b" (or "a" when b is NULL) into out[size], cut to fit: span names, made
- * per request, where printf would be a large share of a span's cost. */
-static const char *join_name(char *out, size_t size, const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = b ? strlen(b) : 0;
-
-    if (na > size - 1)
-        na = size - 1;
-    memcpy(out, a, na);
-    if (b != NULL && na < size - 1) {
-        out[na++] = ' ';
-        if (nb > size - 1 - na)
-            nb = size - 1 - na;
-        memcpy(out + na, b, nb);
-        na += nb;
-    }
-    out[na] = '\0';
-    return out;
-}
-
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-        return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    }
-    return "_OTHER"; /* the semantic conventions' name for any other method */
-}
-
-/* server.address and server.port from the Host header ("name", "name:port",
- * "[v6]:port"), or from the listening socket. */
-static void span_set_server(struct trace_span *s, const struct tracer *t, const char *host)
-{
-    const char *name = host, *colon = NULL;
-    size_t n = 0;
-    int port = -1;
-
-    if (host != NULL && host[0] == '[') {
-        const char *end = strchr(host, ']');
-
-        if (end != NULL) {
-            name = host + 1;
-            n = (size_t)(end - name);
-            if (end[1] == ':')
-                colon = end + 1;
-        }
-    } else if (host != NULL) {
-        colon = strrchr(host, ':');
-        n = colon ? (size_t)(colon - host) : strlen(host);
-    }
-    if (colon != NULL)
-        port = decimal_parse_u16(colon + 1, strlen(colon + 1));
-    if (n > 0)
-        span_set_strn(s, TRACE_ATTR_SERVER_ADDRESS, name, n);
-    else if (t->listen_host[0] != '\0')
-        span_set_str(s, TRACE_ATTR_SERVER_ADDRESS, t->listen_host);
-    if (port < 0)
-        port = t->listen_port;
-    if (port > 0)
-        span_set_int(s, TRACE_ATTR_SERVER_PORT, port);
-}
-
-struct trace_span *trace_http_server_start(struct tracer *t, struct evhttp_request *req,
-                                           const char *route, struct trace_context *ctx)
-{
-    struct evkeyvalq *headers = req ? evhttp_request_get_input_headers(req) : NULL;
-    const struct evhttp_uri *uri;
-    struct evhttp_connection *evcon;
-    const char *method, *path, *query;
-    struct trace_span *s;
-    char name[320], version[16];
-
-    trace_request_context(t, headers, ctx);
-    if (req == NULL || !ctx->valid || !(ctx->flags & TRACE_FLAG_SAMPLED))
-        return NULL;
-    method = method_name(evhttp_request_get_command(req));
-    /* "HTTP" stands for a method the conventions do not know. */
-    join_name(name, sizeof(name), strcmp(method, "_OTHER") ? method : "HTTP", route);
-    s = span_start(t, ctx, NULL, name, SPAN_KIND_SERVER);
-    if (s == NULL)
-        return NULL;
-    span_set_str(s, TRACE_ATTR_HTTP_METHOD, method);
-    span_set_str(s, TRACE_ATTR_HTTP_ROUTE, route);
-    uri = evhttp_request_get_evhttp_uri(req);
-    path = uri ? evhttp_uri_get_path(uri) : NULL;
-    query = uri ? evhttp_uri_get_query(uri) : NULL;
-    span_set_str(s, TRACE_ATTR_URL_PATH, path && *path ? path : "/");
-    span_set_str(s, TRACE_ATTR_URL_QUERY, query);
-    span_set_str(s, TRACE_ATTR_URL_SCHEME, "http");
-    span_set_server(s, t, evhttp_find_header(headers, "Host"));
-    evcon = evhttp_request_get_connection(req);
-    if (evcon != NULL) {
-        char *address = NULL;
-        ev_uint16_t port = 0;
-
-        evhttp_connection_get_peer(evcon, &address, &port);
-        span_set_str(s, TRACE_ATTR_CLIENT_ADDRESS, address);
-    }
-    span_set_str(s, TRACE_ATTR_USER_AGENT, evhttp_find_header(headers, "User-Agent"));
-    if (req->major > 0 && req->major < 10 && req->minor >= 0 && req->minor < 10) {
-        version[0] = (char)('0' + req->major);
-        version[1] = '.';
-        version[2] = (char)('0' + req->minor);
-        span_set_strn(s, TRACE_ATTR_PROTOCOL_VERSION, version, 3);
-    }
-    return s;
-}
-
-void span_set_http_status(struct trace_span *s, int status)
-{
-    char code[16];
-
-    if (s == NULL)
-        return;
-    span_set_int(s, TRACE_ATTR_HTTP_STATUS, status);
-    /* A server span is an error on 5xx only: a 4xx is the client's. */
-    if (status >= 500) {
-        snprintf(code, sizeof(code), "%d", status);
-        span_set_str(s, TRACE_ATTR_ERROR_TYPE, code);
-        span_set_error(s, NULL);
-    }
-}
-
-struct trace_span *trace_db_start(struct tracer *t, const struct trace_context *ctx,
-                                  const struct trace_span *parent, const char *operation,
-                                  const char *table, const struct trace_db_peer *peer)
-{
-    struct trace_span *s;
-    char name[160];
-    int port;
-
-    if (!tracer_enabled(t) || operation == NULL)
-        return NULL;
-    s = span_start(t, ctx, parent, join_name(name, sizeof(name), operation, table),
-                   SPAN_KIND_CLIENT);
-    if (s == NULL)
-        return NULL;
-    span_set_str(s, TRACE_ATTR_DB_SYSTEM, "postgresql");
-    span_set_str(s, TRACE_ATTR_DB_OPERATION, operation);
-    span_set_str(s, TRACE_ATTR_DB_COLLECTION, table);
-    if (peer != NULL) {
-        if (peer->name != NULL && peer->name[0] != '\0')
-            span_set_str(s, TRACE_ATTR_DB_NAMESPACE, peer->name);
-        if (peer->host != NULL && peer->host[0] != '\0')
-            span_set_str(s, TRACE_ATTR_SERVER_ADDRESS, peer->host);
-        port = peer->port ? decimal_parse_u16(peer->port, strlen(peer->port)) : -1;
-        if (port > 0)
-            span_set_int(s, TRACE_ATTR_SERVER_PORT, port);
-    }
-    return s;
-}
-
-void span_set_db_error(struct trace_span *s, const char *sqlstate, const char *message)
-{
-    if (s == NULL)
-        return;
-    span_set_str(s, TRACE_ATTR_ERROR_TYPE, sqlstate && *sqlstate ? sqlstate : "_OTHER");
-    if (sqlstate != NULL && *sqlstate != '\0')
-        span_set_str(s, TRACE_ATTR_DB_STATUS_CODE, sqlstate);
-    span_set_error(s, message);
 }
 
 /* ---- OTLP/JSON encoding ---- */
@@ -1542,7 +1385,7 @@ void tracer_flush(struct tracer *t, void (*done)(void *arg), void *arg)
 /* ---- lifecycle ---- */
 
 /* The listening address, for server.address and server.port when Host lacks them. */
-static void tracer_listen_address(struct tracer *t, const struct conf *conf)
+static void tracer_set_listen_address(struct tracer *t, const struct conf *conf)
 {
     const struct sockaddr_storage *ss = &conf->listen_addr;
 
@@ -1665,7 +1508,7 @@ struct tracer *tracer_new(struct event_base *base, const struct conf *conf, stru
         tracer_free(t);
         return NULL;
     }
-    tracer_listen_address(t, conf);
+    tracer_set_listen_address(t, conf);
     if (tracer_connect_setup(t, conf->otlp_endpoint) != 0)
         return t; /* off, as logged; the worker serves all the same */
     t->enabled = true;

@@ -13,6 +13,10 @@
  *     span_end(srv);
  *     trace_context_id_hex(&ctx, id);  // for the access log: "-" when tracing is off
  *
+ * (trace_http_server_start and span_set_http_status are in http_span.h,
+ * trace_db_start and span_set_db_error in db_span.h: the tracer knows neither
+ * evhttp's request nor the database.)
+ *
  * span_start and the helpers return NULL when tracing is off or the trace is
  * not sampled; every span_* function accepts NULL and then does nothing, so
  * call sites need no checks. span_end hands the span to the tracer, which
@@ -32,7 +36,6 @@
 
 struct conf;
 struct event_base;
-struct evhttp_request;
 struct evkeyvalq;
 struct stats_slot;
 struct trace_span;
@@ -112,7 +115,12 @@ void span_end(struct trace_span *s);
 /* The span's trace id in lowercase hex, or "-" for NULL. */
 void span_trace_id_hex(const struct trace_span *s, char out[TRACE_ID_HEX_SIZE]);
 
-/* ---- the spans todod makes ---- */
+/* "a b" (or "a" when b is NULL) into out[size], cut to fit, and out: span
+ * names made per request ("GET /todos/{id}", "SELECT todos"), where printf
+ * would be a large share of a span's cost. */
+const char *span_name_join(char *out, size_t size, const char *a, const char *b);
+
+/* ---- attribute names ---- */
 
 /* OpenTelemetry semantic-convention attribute names. */
 #define TRACE_ATTR_HTTP_METHOD      "http.request.method"
@@ -141,42 +149,6 @@ void span_trace_id_hex(const struct trace_span *s, char out[TRACE_ID_HEX_SIZE]);
 #define TRACE_ATTR_PERF_SUCCESS  "todod.perf.success_count"
 #define TRACE_ATTR_PERF_ERRORS   "todod.perf.error_count"
 
-/*
- * The SERVER span of an incoming request: fills *ctx from its traceparent and
- * tracestate (trace_request_context), then starts "{METHOD} {route}" ("{METHOD}"
- * when route is NULL: nothing matched) with http.request.method, http.route,
- * url.path, url.query (when present), url.scheme, server.address and
- * server.port (from Host, else the listening address), client.address,
- * user_agent.original and network.protocol.version. Call it once the route is
- * known. NULL when not recorded; *ctx names the trace all the same.
- */
-struct trace_span *trace_http_server_start(struct tracer *t, struct evhttp_request *req,
-                                           const char *route, struct trace_context *ctx);
-
-/* http.response.status_code, and status ERROR on 5xx. */
-void span_set_http_status(struct trace_span *s, int status);
-
-/* Where a statement runs: PQdb(), PQhost(), PQport() of its connection; any may be NULL. */
-struct trace_db_peer {
-    const char *name;
-    const char *host;
-    const char *port;
-};
-
-/*
- * The CLIENT span of one SQL statement: "{operation} {table}" ("SELECT todos")
- * with db.system.name = postgresql, db.operation.name, db.collection.name,
- * db.namespace, server.address and server.port, as a child of parent (or of
- * ctx's remote parent when parent is NULL; then ctx's sampling decides).
- */
-struct trace_span *trace_db_start(struct tracer *t, const struct trace_context *ctx,
-                                  const struct trace_span *parent, const char *operation,
-                                  const char *table, const struct trace_db_peer *peer);
-
-/* A failed statement: error.type and db.response.status_code = sqlstate (error.type
- * "_OTHER" without one), status ERROR with message (e.g. PQresultErrorMessage). */
-void span_set_db_error(struct trace_span *s, const char *sqlstate, const char *message);
-
 /* ---- the tracer of a worker ---- */
 
 /*
@@ -190,6 +162,10 @@ struct tracer *tracer_new(struct event_base *base, const struct conf *conf,
 
 /* Tracing is on: spans may be recorded. */
 bool tracer_enabled(const struct tracer *t);
+
+/* The address the worker listens on and its port ("" and 0 when unknown):
+ * server.address and server.port of a request without a Host header. */
+const char *tracer_listen_address(const struct tracer *t, int *port);
 
 /*
  * The final flush when the worker stops: send what is queued (spans ended later

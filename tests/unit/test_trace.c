@@ -30,6 +30,8 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "db_span.h"
+#include "http_span.h"
 #include "stats.h"
 #include "trace.h"
 
