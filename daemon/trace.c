@@ -123,8 +123,8 @@ struct tracer {
     struct json_object *scratch_double;
     struct evdns_base *dns; /* NULL when the endpoint's host is an address */
     struct evhttp_connection *conn;
-    /* spans waiting: a ring */
-    struct trace_span *queue[TRACE_QUEUE_MAX];
+    /* spans waiting: a ring of TRACE_QUEUE_MAX */
+    struct trace_span **queue;
     int head, queued;
     /* the batch in flight */
     enum export_state state;
@@ -990,16 +990,31 @@ static int tracer_describe(struct tracer *t, const struct conf *conf)
     return 0;
 }
 
-/* Takes n spans off the queue (recycling them) and writes the body for
- * them into t->body (kept for retries); false when memory ran out. */
-static bool encode_batch(struct tracer *t, int n)
+/* The encoder's resources: json-c's scratch objects and the rendered
+ * resource; -1 when memory ran out. */
+static int otlp_init(struct tracer *t, const struct conf *conf)
 {
-    struct export_body *body = body_take(&t->body);
+    t->scratch_string = json_object_new_string("");
+    t->scratch_double = json_object_new_double(0);
+    if (t->scratch_string == NULL || t->scratch_double == NULL)
+        return -1;
+    return tracer_describe(t, conf);
+}
+
+static void otlp_free(struct tracer *t)
+{
+    json_object_put(t->scratch_string);
+    json_object_put(t->scratch_double);
+    free(t->prefix);
+}
+
+/* Takes n spans off the queue (recycling them) and writes the body for
+ * them into body (kept for retries); false when memory ran out. */
+static bool encode_batch(struct tracer *t, int n, struct export_body *body)
+{
     struct buf b = {0};
     int i;
 
-    if (body == NULL)
-        return false;
     b.p = body->data;
     b.cap = body->cap;
     /* Room from the last batch's size: growing a large body by doubling would
@@ -1143,6 +1158,7 @@ static void export_send(struct tracer *t)
 static void export_next(struct tracer *t)
 {
     int n = t->queued < TRACE_BATCH_MAX ? t->queued : TRACE_BATCH_MAX;
+    struct export_body *body;
 
     if (t->state != EXPORT_IDLE || n == 0) {
         flush_check(t);
@@ -1150,7 +1166,8 @@ static void export_next(struct tracer *t)
     }
     t->batch_spans = n;
     t->attempts = 0;
-    if (!encode_batch(t, n)) {
+    body = body_take(&t->body);
+    if (body == NULL || !encode_batch(t, n, body)) {
         export_warn(t, "out of memory encoding %d spans", n);
         batch_drop(t);
         return;
@@ -1382,6 +1399,60 @@ void tracer_flush(struct tracer *t, void (*done)(void *arg), void *arg)
     flush_check(t);
 }
 
+/* The flush's deferred callback, which even a tracer that exports nothing
+ * needs; -1 when memory ran out. */
+static int export_init(struct tracer *t)
+{
+    t->state = EXPORT_IDLE;
+    t->flush_finished = event_new(t->base, -1, 0, flush_finished, t);
+    return t->flush_finished != NULL ? 0 : -1;
+}
+
+/* What exporting to endpoint takes, but its HTTP client (export_connect):
+ * the queue and the timers; -1 when memory ran out. */
+static int export_open(struct tracer *t, const char *endpoint)
+{
+    t->endpoint = strdup(endpoint);
+    t->queue = calloc(TRACE_QUEUE_MAX, sizeof(*t->queue));
+    t->timer = evtimer_new(t->base, export_timer, t);
+    t->kick = event_new(t->base, -1, 0, export_kick, t);
+    t->flush_deadline = evtimer_new(t->base, flush_deadline, t);
+    if (t->endpoint == NULL || t->queue == NULL || t->timer == NULL || t->kick == NULL ||
+        t->flush_deadline == NULL)
+        return -1;
+    return 0;
+}
+
+/* A request in flight is cancelled; spans not sent count as dropped. */
+static void export_free(struct tracer *t)
+{
+    if (t->req != NULL) {
+        struct evhttp_request *req = t->req;
+
+        t->req = NULL;
+        evhttp_cancel_request(req);
+    }
+    TRACE_COUNT(t, trace_spans_dropped, t->batch_spans);
+    drop_queued(t);
+    if (t->conn != NULL)
+        evhttp_connection_free(t->conn);
+    body_drop(t->body); /* after the connection: its requests held it */
+    if (t->dns != NULL)
+        evdns_base_free(t->dns, 0);
+    if (t->timer != NULL)
+        event_free(t->timer);
+    if (t->kick != NULL)
+        event_free(t->kick);
+    if (t->flush_deadline != NULL)
+        event_free(t->flush_deadline);
+    if (t->flush_finished != NULL)
+        event_free(t->flush_finished);
+    free(t->queue);
+    free(t->endpoint);
+    free(t->target);
+    free(t->host_header);
+}
+
 /* ---- lifecycle ---- */
 
 /* The listening address, for server.address and server.port when Host lacks them. */
@@ -1414,7 +1485,7 @@ static bool is_ip_address(const char *host)
  * evdns from the loop (libevent would otherwise call the blocking
  * getaddrinfo()). Returns -1, logged, when the endpoint cannot be used.
  */
-static int tracer_connect_setup(struct tracer *t, const char *endpoint)
+static int export_connect(struct tracer *t, const char *endpoint)
 {
     struct evhttp_uri *uri = evhttp_uri_parse(endpoint);
     const char *scheme, *host, *path, *query;
@@ -1487,29 +1558,20 @@ struct tracer *tracer_new(struct event_base *base, const struct conf *conf, stru
     t->base = base;
     t->slot = slot;
     t->ratio = conf->trace_sample_ratio;
-    t->state = EXPORT_IDLE;
     trace_rng_seed(&t->rng);
-    t->flush_finished = event_new(base, -1, 0, flush_finished, t);
-    if (t->flush_finished == NULL) {
+    if (export_init(t) != 0) {
         free(t);
         return NULL;
     }
     if (conf->otlp_endpoint == NULL || conf->otlp_endpoint[0] == '\0')
         return t;
-    t->endpoint = strdup(conf->otlp_endpoint);
-    t->timer = evtimer_new(base, export_timer, t);
-    t->kick = event_new(base, -1, 0, export_kick, t);
-    t->flush_deadline = evtimer_new(base, flush_deadline, t);
-    t->scratch_string = json_object_new_string("");
-    t->scratch_double = json_object_new_double(0);
-    if (t->endpoint == NULL || t->timer == NULL || t->kick == NULL || t->flush_deadline == NULL ||
-        t->scratch_string == NULL || t->scratch_double == NULL || tracer_describe(t, conf) != 0) {
+    if (export_open(t, conf->otlp_endpoint) != 0 || otlp_init(t, conf) != 0) {
         log_error("tracing off: out of memory");
         tracer_free(t);
         return NULL;
     }
     tracer_set_listen_address(t, conf);
-    if (tracer_connect_setup(t, conf->otlp_endpoint) != 0)
+    if (export_connect(t, conf->otlp_endpoint) != 0)
         return t; /* off, as logged; the worker serves all the same */
     t->enabled = true;
     return t;
@@ -1519,38 +1581,13 @@ void tracer_free(struct tracer *t)
 {
     if (t == NULL)
         return;
-    if (t->req != NULL) {
-        struct evhttp_request *req = t->req;
-
-        t->req = NULL;
-        evhttp_cancel_request(req);
-    }
-    TRACE_COUNT(t, trace_spans_dropped, t->batch_spans);
-    drop_queued(t);
+    export_free(t);
     while (t->spares != NULL) {
         struct trace_span *s = t->spares;
 
         t->spares = s->next_spare;
         span_free(s);
     }
-    if (t->conn != NULL)
-        evhttp_connection_free(t->conn);
-    body_drop(t->body); /* after the connection: its requests held it */
-    if (t->dns != NULL)
-        evdns_base_free(t->dns, 0);
-    if (t->timer != NULL)
-        event_free(t->timer);
-    if (t->kick != NULL)
-        event_free(t->kick);
-    if (t->flush_deadline != NULL)
-        event_free(t->flush_deadline);
-    if (t->flush_finished != NULL)
-        event_free(t->flush_finished);
-    json_object_put(t->scratch_string);
-    json_object_put(t->scratch_double);
-    free(t->prefix);
-    free(t->endpoint);
-    free(t->target);
-    free(t->host_header);
+    otlp_free(t);
     free(t);
 }
