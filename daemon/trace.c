@@ -1008,9 +1008,10 @@ static void otlp_free(struct tracer *t)
     free(t->prefix);
 }
 
-/* Takes n spans off the queue (recycling them) and writes the body for
- * them into body (kept for retries); false when memory ran out. */
-static bool encode_batch(struct tracer *t, int n, struct export_body *body)
+/* The body for spans[0..n) into body (kept for retries): its length, or 0
+ * when memory ran out. */
+static size_t encode_batch(struct tracer *t, struct trace_span *const *spans, int n,
+                           struct export_body *body)
 {
     struct buf b = {0};
     int i;
@@ -1023,23 +1024,16 @@ static bool encode_batch(struct tracer *t, int n, struct export_body *body)
         buf_reserve(&b, t->prefix_len + 64 + (size_t)n * (t->span_bytes + t->span_bytes / 4));
     buf_lit(&b, "{\"resourceSpans\":[");
     buf_add(&b, t->prefix, t->prefix_len);
-    for (i = 0; i < n; i++) {
-        struct trace_span *s = t->queue[t->head];
-
-        t->head = (t->head + 1) % TRACE_QUEUE_MAX;
-        t->queued--;
-        enc_span(&b, t, s, i == 0);
-        span_recycle(t, s);
-    }
+    for (i = 0; i < n; i++)
+        enc_span(&b, t, spans[i], i == 0);
     buf_lit(&b, "]}]}]}");
     body->data = b.p;
     body->cap = b.cap;
     if (b.failed)
-        return false;
+        return 0;
     if (n > 0)
         t->span_bytes = (b.len - t->prefix_len) / (size_t)n;
-    t->body_len = b.len;
-    return true;
+    return b.len;
 }
 
 /* ---- export ---- */
@@ -1158,7 +1152,10 @@ static void export_send(struct tracer *t)
 static void export_next(struct tracer *t)
 {
     int n = t->queued < TRACE_BATCH_MAX ? t->queued : TRACE_BATCH_MAX;
+    struct trace_span *batch[TRACE_BATCH_MAX];
     struct export_body *body;
+    size_t len = 0;
+    int i;
 
     if (t->state != EXPORT_IDLE || n == 0) {
         flush_check(t);
@@ -1167,11 +1164,24 @@ static void export_next(struct tracer *t)
     t->batch_spans = n;
     t->attempts = 0;
     body = body_take(&t->body);
-    if (body == NULL || !encode_batch(t, n, body)) {
+    if (body != NULL) {
+        /* Off the queue, encoded once (the body is kept for the retries), and
+         * kept for the next span_start. */
+        for (i = 0; i < n; i++) {
+            batch[i] = t->queue[t->head];
+            t->head = (t->head + 1) % TRACE_QUEUE_MAX;
+            t->queued--;
+        }
+        len = encode_batch(t, batch, n, body);
+        for (i = 0; i < n; i++)
+            span_recycle(t, batch[i]);
+    }
+    if (len == 0) {
         export_warn(t, "out of memory encoding %d spans", n);
         batch_drop(t);
         return;
     }
+    t->body_len = len;
     export_send(t);
 }
 
