@@ -3,159 +3,26 @@
 #include <sys/queue.h> /* before libevent: TAILQ_FOREACH over headers */
 
 #include <arpa/inet.h>
-#include <event2/buffer.h>
-#include <event2/dns.h>
-#include <event2/event.h>
-#include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <inttypes.h>
-#include <json-c/json.h>
-#include <math.h>
 #include <netinet/in.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
-#include <uuid/uuid.h>
 
 #include "clock.h"
-#include "decimal.h"
 #include "conf.h"
 #include "log.h"
-#include "stats.h"
+#include "trace_export.h"
+#include "trace_int.h"
+#include "trace_otlp.h"
 #include "utf8.h"
 
-#define EXPORT_TIMEOUT  5.0  /* seconds an export request may take, connecting included */
-#define EXPORT_ATTEMPTS 5    /* tries per batch before it is dropped */
-#define BACKOFF_INITIAL 0.25 /* seconds before the first retry, doubling */
-#define BACKOFF_MAX     4.0
-#define RESPONSE_MAX    65536           /* bytes of a collector's answer we read */
-#define WARN_INTERVAL   60.0            /* seconds between two export warnings in the log */
-#define SPAN_ARENA      768             /* bytes of strings kept inside a span */
-#define SPAN_SPARES     TRACE_BATCH_MAX /* exported spans kept for reuse: a batch (2.2 KB a span) */
-#define EXPORT_PATH     "/v1/traces"
+#define SPAN_SPARES TRACE_BATCH_MAX /* exported spans kept for reuse: a batch (2.2 KB a span) */
 
 /* ---- the tracer ---- */
-
-enum export_state {
-    EXPORT_IDLE,    /* no batch: the timer, when armed, sends what has accumulated */
-    EXPORT_SENDING, /* a batch is in flight: the timer is its deadline */
-    EXPORT_BACKOFF, /* the batch failed: the timer sends it again */
-};
-
-/*
- * The JSON of a batch. Each attempt hands it to libevent by reference (a
- * batch is hundreds of KB: a copy per attempt, and a fresh allocation per
- * batch, cost page faults on every batch); libevent tells when it is done
- * with it. The memory is kept for the next batch, unless libevent still
- * holds it then: it is left to libevent (orphan) and freed when released.
- */
-struct export_body {
-    char *data;
-    size_t cap;
-    unsigned refs; /* attempts libevent still holds it for */
-    bool orphan;   /* no longer the tracer's: freed at the last release */
-};
-
-static void body_free(struct export_body *b)
-{
-    free(b->data);
-    free(b);
-}
-
-/* evbuffer_add_reference's cleanup: libevent is done with an attempt's body. */
-static void body_released(const void *data, size_t len, void *arg)
-{
-    struct export_body *b = arg;
-
-    (void)data;
-    (void)len;
-    if (--b->refs == 0 && b->orphan)
-        body_free(b);
-}
-
-/* The body to encode the next batch into: the tracer's, unless libevent
- * still holds it (then a new one); NULL when memory ran out. */
-static struct export_body *body_take(struct export_body **kept)
-{
-    struct export_body *b = *kept;
-
-    if (b != NULL && b->refs > 0) {
-        b->orphan = true;
-        *kept = b = NULL;
-    }
-    if (b == NULL)
-        b = *kept = calloc(1, sizeof(*b));
-    return b;
-}
-
-/* The tracer lets go of its body (libevent may still hold it). */
-static void body_drop(struct export_body *b)
-{
-    if (b == NULL)
-        return;
-    if (b->refs > 0)
-        b->orphan = true;
-    else
-        body_free(b);
-}
-
-struct tracer {
-    struct event_base *base;
-    struct stats_slot *slot;
-    bool enabled;
-    double ratio;
-    struct trace_rng rng;
-    /* where to and what about us */
-    char *endpoint;    /* for the log */
-    char *target;      /* path and query of the POST */
-    char *host_header; /* host[:port] as in the URL */
-    char listen_host[64];
-    int listen_port;
-    char *prefix; /* the JSON of the resource and scope, rendered once */
-    size_t prefix_len;
-    struct json_object *scratch_string; /* json-c's escaping, reused */
-    struct json_object *scratch_double;
-    struct evdns_base *dns; /* NULL when the endpoint's host is an address */
-    struct evhttp_connection *conn;
-    /* spans waiting: a ring of TRACE_QUEUE_MAX */
-    struct trace_span **queue;
-    int head, queued;
-    /* the batch in flight */
-    enum export_state state;
-    struct evhttp_request *req;
-    struct export_body *body; /* kept from batch to batch; NULL: none yet */
-    size_t body_len;
-    struct trace_span *spares; /* exported spans, for span_start to reuse */
-    int nspares;
-    size_t span_bytes; /* JSON bytes a span took in the last batch: sizes the next */
-    int batch_spans;
-    int attempts;
-    double retry_after;  /* seconds the collector asked us to wait, 0: none */
-    struct event *timer; /* meaning by state, see enum export_state */
-    struct event *kick;  /* deferred: export now */
-    /* log */
-    bool failing;
-    struct timespec last_warn;
-    bool warned;
-    /* the final flush */
-    bool flushing;
-    void (*flush_done)(void *arg);
-    void *flush_arg;
-    struct event *flush_deadline;
-    struct event *flush_finished; /* deferred: calls flush_done from the loop */
-};
-
-#define TRACE_COUNT(t, field, n)                                                                   \
-    do {                                                                                           \
-        if ((t)->slot != NULL)                                                                     \
-            atomic_fetch_add_explicit(&(t)->slot->c.field, (uint64_t)(n), memory_order_relaxed);   \
-    } while (0)
 
 bool tracer_enabled(const struct tracer *t)
 {
@@ -170,55 +37,6 @@ const char *tracer_listen_address(const struct tracer *t, int *port)
 
 /* ---- spans ---- */
 
-enum attr_type { ATTR_STRING, ATTR_INT, ATTR_DOUBLE, ATTR_BOOL };
-
-/* A string kept in a span: valid UTF-8, NUL-terminated, its length and
- * whether it can go into JSON as it is (no byte needs an escape), both found
- * when it is copied, so that encoding needs no second look at it. */
-struct span_text {
-    const char *s; /* NULL: none */
-    uint32_t len;
-    bool plain;
-};
-
-struct span_attr {
-    struct span_text key;
-    enum attr_type type;
-    union {
-        struct span_text s;
-        int64_t i;
-        double d;
-        bool b;
-    } v;
-};
-
-/* Strings that do not fit in a span's arena get a chunk of their own. */
-struct arena_chunk {
-    struct arena_chunk *next;
-    char data[];
-};
-
-struct trace_span {
-    struct tracer *tracer;
-    uint8_t trace_id[TRACE_ID_SIZE];
-    uint8_t span_id[TRACE_SPAN_ID_SIZE];
-    uint8_t parent_id[TRACE_SPAN_ID_SIZE]; /* all zero: a root span */
-    enum span_kind kind;
-    bool error;
-    uint64_t start_ns, end_ns; /* since the epoch */
-    struct timespec start_mono;
-    struct span_text name;
-    struct span_text tracestate;     /* .s NULL: none */
-    struct span_text status_message; /* .s NULL: none */
-    int nattrs;
-    int dropped_attrs;
-    struct span_attr attrs[TRACE_MAX_ATTRS];
-    struct arena_chunk *chunks;
-    size_t arena_used;
-    struct trace_span *next_spare;
-    char arena[SPAN_ARENA];
-};
-
 /* The arena's overflow chunks (strings that did not fit in the span). */
 static void span_free_chunks(struct trace_span *s)
 {
@@ -230,7 +48,7 @@ static void span_free_chunks(struct trace_span *s)
     }
 }
 
-static void span_free(struct trace_span *s)
+void span_free(struct trace_span *s)
 {
     span_free_chunks(s);
     free(s);
@@ -238,7 +56,7 @@ static void span_free(struct trace_span *s)
 
 /* An exported span is kept for the next span_start (spans are too large for
  * malloc's fast paths). */
-static void span_recycle(struct tracer *t, struct trace_span *s)
+void span_recycle(struct tracer *t, struct trace_span *s)
 {
     if (t->nspares >= SPAN_SPARES) {
         span_free(s);
@@ -313,36 +131,13 @@ static size_t utf8_sanitize(const char *in, size_t len, size_t max, char *out)
     return o;
 }
 
-/* What a byte asks of a string that holds it: an escape in JSON (a control
- * character, NUL included, a quote or a backslash), or a look at its UTF-8. */
-enum { BYTE_ESCAPE = 1, BYTE_HIGH = 2 };
-
-static const uint8_t byte_class[256] = {
-    [0x00 ... 0x1f] = BYTE_ESCAPE,
-    ['"'] = BYTE_ESCAPE,
-    ['\\'] = BYTE_ESCAPE,
-    [0x80 ... 0xff] = BYTE_HIGH,
-};
-
-/* The byte classes found in s[0..len). */
-static unsigned byte_classes(const char *s, size_t len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    unsigned found = 0;
-    size_t i;
-
-    for (i = 0; i < len; i++)
-        found |= byte_class[u[i]];
-    return found;
-}
-
 /* A NUL-terminated, sanitised copy of at most max bytes in the span's arena;
  * false when memory ran out. */
 static bool span_copy(struct trace_span *s, const char *str, size_t len, size_t max,
                       struct span_text *out)
 {
-    unsigned found = byte_classes(str, len);
-    bool valid = len <= max && (!(found & BYTE_HIGH) || utf8_valid(str, len));
+    unsigned found = trace_byte_classes(str, len);
+    bool valid = len <= max && (!(found & TRACE_BYTE_HIGH) || utf8_valid(str, len));
     size_t n = valid ? len : utf8_sanitize(str, len, max, NULL);
     char *p = span_alloc(s, n + 1);
 
@@ -352,12 +147,12 @@ static bool span_copy(struct trace_span *s, const char *str, size_t len, size_t 
         memcpy(p, str, n);
     } else {
         utf8_sanitize(str, len, max, p);
-        found = byte_classes(p, n);
+        found = trace_byte_classes(p, n);
     }
     p[n] = '\0';
     out->s = p;
     out->len = (uint32_t)n;
-    out->plain = !(found & BYTE_ESCAPE);
+    out->plain = !(found & TRACE_BYTE_ESCAPE);
     return true;
 }
 
@@ -535,8 +330,6 @@ void span_set_start(struct trace_span *s, struct timespec started)
     s->start_mono = started;
 }
 
-static void tracer_enqueue(struct tracer *t, struct trace_span *s);
-
 void span_end(struct trace_span *s)
 {
     struct timespec now;
@@ -549,7 +342,7 @@ void span_end(struct trace_span *s)
     now = clock_now();
     elapsed = clock_diff(now, s->start_mono);
     s->end_ns = s->start_ns + (elapsed > 0 ? (uint64_t)(elapsed * 1e9) : 0);
-    tracer_enqueue(s->tracer, s);
+    trace_export_enqueue(s->tracer, s);
 }
 
 const char *span_name_join(char *out, size_t size, const char *a, const char *b)
@@ -662,807 +455,6 @@ int trace_format_traceparent(struct tracer *t, const struct trace_context *ctx,
     return 0;
 }
 
-/* ---- OTLP/JSON encoding ---- */
-
-/*
- * The body of an export request: ExportTraceServiceRequest in the OTLP/JSON
- * encoding (the protobuf JSON mapping: ids as hex strings, 64-bit integers as
- * decimal strings, enums as numbers). json-c escapes every string that needs
- * it and formats every double; the fixed skeleton of the message around them
- * is literal text. A json-c object tree per span (two hash tables per
- * attribute) measured 6.3 us a span to encode; this way 0.9 us.
- */
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool failed; /* out of memory: the batch is dropped */
-};
-
-/* Room for n more bytes; false (and the buffer failed) when memory ran out. */
-static bool buf_reserve(struct buf *b, size_t n)
-{
-    size_t cap;
-    char *p;
-
-    if (b->failed)
-        return false;
-    if (n <= b->cap - b->len)
-        return true;
-    cap = b->cap ? b->cap : 4096;
-    while (n > cap - b->len)
-        cap *= 2;
-    p = realloc(b->p, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return false;
-    }
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-    if (!buf_reserve(b, n))
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-#define buf_lit(b, s) buf_add((b), (s), sizeof(s) - 1)
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Numbers and the literal text around them: short, never user data. */
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        b->failed = true;
-    else
-        buf_add(b, tmp, (size_t)n);
-}
-
-/*
- * A span is written in one go into room reserved for the most it can take
- * (span_json_max), so that the many short pieces of its skeleton are plain
- * stores instead of a bounds check and a call each.
- */
-#define ESCAPED_MAX 6  /* bytes a string byte can take in JSON: \u00XX */
-#define NUMBER_MAX  40 /* a 64-bit integer, or a double as json-c writes it */
-
-static char *put(char *w, const void *s, size_t n)
-{
-    memcpy(w, s, n);
-    return w + n;
-}
-
-#define put_lit(w, s) put((w), (s), sizeof(s) - 1)
-
-static char *put_u64(char *w, uint64_t v)
-{
-    return w + decimal_u64(w, v, 0);
-}
-
-static char *put_hex(char *w, const uint8_t *id, size_t n)
-{
-    *w++ = '"';
-    trace_hex_encode(id, n, w);
-    w += 2 * n;
-    *w++ = '"';
-    return w;
-}
-
-/* A JSON string: as it is when plain, else quoted and escaped by json-c (a
- * scratch object whose buffers are reused). NULL when json-c fails. */
-static char *put_text(char *w, struct tracer *t, const struct span_text *x)
-{
-    const char *q;
-    size_t n;
-
-    if (x->plain) {
-        *w++ = '"';
-        w = put(w, x->s, x->len);
-        *w++ = '"';
-        return w;
-    }
-    if (!json_object_set_string_len(t->scratch_string, x->s, (int)x->len))
-        return NULL;
-    q = json_object_to_json_string_length(
-        t->scratch_string, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
-    if (q == NULL || n > ESCAPED_MAX * (size_t)x->len + 2)
-        return NULL;
-    return put(w, q, n);
-}
-
-/* A C string as a JSON string at the end of b (the resource's few strings),
- * through put_text like every span string. */
-static void enc_string(struct buf *b, struct tracer *t, const char *s)
-{
-    size_t len = strlen(s);
-    struct span_text x = {s, (uint32_t)len, !(byte_classes(s, len) & BYTE_ESCAPE)};
-    char *w;
-
-    if (!buf_reserve(b, ESCAPED_MAX * len + 2))
-        return;
-    w = put_text(b->p + b->len, t, &x);
-    if (w == NULL)
-        b->failed = true;
-    else
-        b->len = (size_t)(w - b->p);
-}
-
-/* AnyValue: 64-bit integers as decimal strings; doubles as json-c writes them,
- * the non-finite ones as the strings "NaN", "Infinity", "-Infinity". */
-static char *put_value(char *w, struct tracer *t, const struct span_attr *a)
-{
-    const char *d;
-    size_t n;
-
-    switch (a->type) {
-    case ATTR_STRING:
-        w = put_lit(w, "{\"stringValue\":");
-        w = put_text(w, t, &a->v.s);
-        break;
-    case ATTR_INT:
-        w = put_lit(w, "{\"intValue\":\"");
-        if (a->v.i < 0) {
-            *w++ = '-';
-            w = put_u64(w, (uint64_t)0 - (uint64_t)a->v.i);
-        } else {
-            w = put_u64(w, (uint64_t)a->v.i);
-        }
-        *w++ = '"';
-        break;
-    case ATTR_DOUBLE:
-        w = put_lit(w, "{\"doubleValue\":");
-        if (isnan(a->v.d)) {
-            w = put_lit(w, "\"NaN\"");
-        } else if (isinf(a->v.d)) {
-            if (a->v.d > 0)
-                w = put_lit(w, "\"Infinity\"");
-            else
-                w = put_lit(w, "\"-Infinity\"");
-        } else {
-            json_object_set_double(t->scratch_double, a->v.d);
-            d = json_object_to_json_string_length(t->scratch_double, JSON_C_TO_STRING_PLAIN, &n);
-            if (d == NULL || n > NUMBER_MAX)
-                return NULL;
-            w = put(w, d, n);
-        }
-        break;
-    case ATTR_BOOL:
-        if (a->v.b)
-            w = put_lit(w, "{\"boolValue\":true");
-        else
-            w = put_lit(w, "{\"boolValue\":false");
-        break;
-    }
-    if (w != NULL)
-        *w++ = '}';
-    return w;
-}
-
-/* The most bytes put_span can write for s: its fixed text (about 315 bytes
- * with every optional member), every string byte escaped, every number at
- * its longest. */
-static size_t span_json_max(const struct trace_span *s)
-{
-    size_t n =
-        512 + ESCAPED_MAX * ((size_t)s->name.len + s->tracestate.len + s->status_message.len);
-    int i;
-
-    for (i = 0; i < s->nattrs; i++) {
-        const struct span_attr *a = &s->attrs[i];
-
-        n += 64 + NUMBER_MAX + ESCAPED_MAX * (size_t)a->key.len;
-        if (a->type == ATTR_STRING)
-            n += ESCAPED_MAX * (size_t)a->v.s.len;
-    }
-    return n;
-}
-
-/* A Span, at w, which has room for span_json_max(s) bytes; NULL when json-c failed. */
-static char *put_span(char *w, struct tracer *t, const struct trace_span *s)
-{
-    int i;
-
-    w = put_lit(w, "{\"traceId\":");
-    w = put_hex(w, s->trace_id, TRACE_ID_SIZE);
-    w = put_lit(w, ",\"spanId\":");
-    w = put_hex(w, s->span_id, TRACE_SPAN_ID_SIZE);
-    if (s->tracestate.s != NULL) {
-        w = put_lit(w, ",\"traceState\":");
-        if ((w = put_text(w, t, &s->tracestate)) == NULL)
-            return NULL;
-    }
-    if (!trace_all_zero(s->parent_id, TRACE_SPAN_ID_SIZE)) {
-        w = put_lit(w, ",\"parentSpanId\":");
-        w = put_hex(w, s->parent_id, TRACE_SPAN_ID_SIZE);
-    }
-    w = put_lit(w, ",\"name\":");
-    if ((w = put_text(w, t, &s->name)) == NULL)
-        return NULL;
-    w = put_lit(w, ",\"kind\":");
-    w = put_u64(w, (uint64_t)s->kind);
-    w = put_lit(w, ",\"startTimeUnixNano\":\"");
-    w = put_u64(w, s->start_ns);
-    w = put_lit(w, "\",\"endTimeUnixNano\":\"");
-    w = put_u64(w, s->end_ns);
-    w = put_lit(w, "\",\"attributes\":[");
-    for (i = 0; i < s->nattrs && w != NULL; i++) {
-        if (i > 0)
-            *w++ = ',';
-        w = put_lit(w, "{\"key\":");
-        if ((w = put_text(w, t, &s->attrs[i].key)) == NULL)
-            return NULL;
-        w = put_lit(w, ",\"value\":");
-        if ((w = put_value(w, t, &s->attrs[i])) == NULL)
-            return NULL;
-        *w++ = '}';
-    }
-    if (w == NULL)
-        return NULL;
-    *w++ = ']';
-    if (s->dropped_attrs > 0) {
-        w = put_lit(w, ",\"droppedAttributesCount\":");
-        w = put_u64(w, (uint64_t)s->dropped_attrs);
-    }
-    if (s->error) {
-        w = put_lit(w, ",\"status\":{\"code\":2"); /* STATUS_CODE_ERROR */
-        if (s->status_message.s != NULL) {
-            w = put_lit(w, ",\"message\":");
-            if ((w = put_text(w, t, &s->status_message)) == NULL)
-                return NULL;
-        }
-        *w++ = '}';
-    }
-    *w++ = '}';
-    return w;
-}
-
-/* A span at the end of b (with a comma first unless it is the first). */
-static void enc_span(struct buf *b, struct tracer *t, const struct trace_span *s, bool first)
-{
-    char *w;
-
-    if (!buf_reserve(b, span_json_max(s) + 1))
-        return;
-    w = b->p + b->len;
-    if (!first)
-        *w++ = ',';
-    w = put_span(w, t, s);
-    if (w == NULL)
-        b->failed = true;
-    else
-        b->len = (size_t)(w - b->p);
-}
-
-/*
- * The resource and the scope, the same for every batch of a worker, rendered
- * once: {"resource":{...},"scopeSpans":[{"scope":{...},"spans":[ .
- */
-static int tracer_describe(struct tracer *t, const struct conf *conf)
-{
-    char host[256], instance[37];
-    struct buf b = {0};
-    uuid_t uuid;
-    const struct {
-        const char *key, *value;
-    } attrs[] = {
-        {"service.name", conf->service_name ? conf->service_name : "todod"},
-        {"service.version", TODOD_VERSION},
-        /* Each worker exports on its own, so each is an instance of the service. */
-        {"service.instance.id", instance},
-        {"host.name", host},
-    };
-    size_t i;
-
-    if (gethostname(host, sizeof(host)) != 0)
-        snprintf(host, sizeof(host), "unknown");
-    host[sizeof(host) - 1] = '\0';
-    uuid_generate_random(uuid);
-    uuid_unparse_lower(uuid, instance);
-    buf_lit(&b, "{\"resource\":{\"attributes\":[");
-    for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
-        buf_lit(&b, "{\"key\":");
-        enc_string(&b, t, attrs[i].key);
-        buf_lit(&b, ",\"value\":{\"stringValue\":");
-        enc_string(&b, t, attrs[i].value);
-        buf_lit(&b, "}},");
-    }
-    buf_printf(&b, "{\"key\":\"process.pid\",\"value\":{\"intValue\":\"%ld\"}}]},", (long)getpid());
-    buf_lit(&b, "\"scopeSpans\":[{\"scope\":{\"name\":\"todod\",\"version\":");
-    enc_string(&b, t, TODOD_VERSION);
-    buf_lit(&b, "},\"spans\":[");
-    if (b.failed) {
-        free(b.p);
-        return -1;
-    }
-    t->prefix = b.p;
-    t->prefix_len = b.len;
-    return 0;
-}
-
-/* The encoder's resources: json-c's scratch objects and the rendered
- * resource; -1 when memory ran out. */
-static int otlp_init(struct tracer *t, const struct conf *conf)
-{
-    t->scratch_string = json_object_new_string("");
-    t->scratch_double = json_object_new_double(0);
-    if (t->scratch_string == NULL || t->scratch_double == NULL)
-        return -1;
-    return tracer_describe(t, conf);
-}
-
-static void otlp_free(struct tracer *t)
-{
-    json_object_put(t->scratch_string);
-    json_object_put(t->scratch_double);
-    free(t->prefix);
-}
-
-/* The body for spans[0..n) into body (kept for retries): its length, or 0
- * when memory ran out. */
-static size_t encode_batch(struct tracer *t, struct trace_span *const *spans, int n,
-                           struct export_body *body)
-{
-    struct buf b = {0};
-    int i;
-
-    b.p = body->data;
-    b.cap = body->cap;
-    /* Room from the last batch's size: growing a large body by doubling would
-     * copy it over and over. */
-    if (t->span_bytes > 0)
-        buf_reserve(&b, t->prefix_len + 64 + (size_t)n * (t->span_bytes + t->span_bytes / 4));
-    buf_lit(&b, "{\"resourceSpans\":[");
-    buf_add(&b, t->prefix, t->prefix_len);
-    for (i = 0; i < n; i++)
-        enc_span(&b, t, spans[i], i == 0);
-    buf_lit(&b, "]}]}]}");
-    body->data = b.p;
-    body->cap = b.cap;
-    if (b.failed)
-        return 0;
-    if (n > 0)
-        t->span_bytes = (b.len - t->prefix_len) / (size_t)n;
-    return b.len;
-}
-
-/* ---- export ---- */
-
-static void export_warn(struct tracer *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* A collector that is down would otherwise fill the log with one line per try. */
-static void export_warn(struct tracer *t, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    t->failing = true;
-    if (t->warned && clock_since(t->last_warn) < WARN_INTERVAL)
-        return;
-    t->warned = true;
-    t->last_warn = clock_now();
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    log_warn("tracing: export to %s: %s", t->endpoint, msg);
-}
-
-static void flush_check(struct tracer *t);
-
-static void timer_set(struct tracer *t, double seconds)
-{
-    struct timeval tv = clock_timeval(seconds);
-
-    evtimer_add(t->timer, &tv);
-}
-
-/* Spans are waiting and nothing is in flight: send now, or when the batch delay ends. */
-static void export_schedule(struct tracer *t)
-{
-    if (t->state != EXPORT_IDLE || t->queued == 0)
-        return;
-    if (t->queued >= TRACE_BATCH_MAX || t->flushing)
-        event_active(t->kick, EV_TIMEOUT, 0);
-    else if (!evtimer_pending(t->timer, NULL))
-        timer_set(t, TRACE_BATCH_DELAY);
-}
-
-static void tracer_enqueue(struct tracer *t, struct trace_span *s)
-{
-    if (t->queued == TRACE_QUEUE_MAX) {
-        span_free(s);
-        TRACE_COUNT(t, trace_spans_dropped, 1);
-        return;
-    }
-    t->queue[(t->head + t->queued) % TRACE_QUEUE_MAX] = s;
-    t->queued++;
-    export_schedule(t);
-}
-
-/* The batch is over, delivered or not. */
-static void batch_done(struct tracer *t)
-{
-    t->body_len = 0;
-    t->batch_spans = 0;
-    t->state = EXPORT_IDLE;
-    evtimer_del(t->timer);
-    export_schedule(t);
-    flush_check(t);
-}
-
-static void batch_drop(struct tracer *t)
-{
-    TRACE_COUNT(t, trace_spans_dropped, t->batch_spans);
-    batch_done(t);
-}
-
-static void export_done(struct evhttp_request *req, void *arg);
-
-static void export_retry(struct tracer *t, const char *why);
-
-static void export_send(struct tracer *t)
-{
-    struct evhttp_request *req = evhttp_request_new(export_done, t);
-    struct evkeyvalq *h;
-
-    t->state = EXPORT_SENDING;
-    t->retry_after = 0;
-    t->attempts++;
-    if (req == NULL) {
-        export_retry(t, "out of memory");
-        return;
-    }
-    h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", t->host_header);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "User-Agent", "todod/" TODOD_VERSION);
-    /* By reference, counted: libevent may still be writing an attempt when
-     * the collector answers early, and the body stays for the next retry. */
-    if (evbuffer_add_reference(evhttp_request_get_output_buffer(req), t->body->data, t->body_len,
-                               body_released, t->body) != 0) {
-        evhttp_request_free(req);
-        export_retry(t, "out of memory");
-        return;
-    }
-    t->body->refs++;
-    /* The deadline, set before the request: a connection that fails at once
-     * calls export_done from inside evhttp_make_request, which then sets the
-     * timer for the retry. */
-    timer_set(t, EXPORT_TIMEOUT);
-    t->req = req;
-    if (evhttp_make_request(t->conn, req, EVHTTP_REQ_POST, t->target) != 0 && t->req == req) {
-        /* Failed before sending, without calling back (req is libevent's). */
-        t->req = NULL;
-        export_retry(t, "cannot start the request");
-    }
-}
-
-/* Take the next batch off the queue, encode it and send it. */
-static void export_next(struct tracer *t)
-{
-    int n = t->queued < TRACE_BATCH_MAX ? t->queued : TRACE_BATCH_MAX;
-    struct trace_span *batch[TRACE_BATCH_MAX];
-    struct export_body *body;
-    size_t len = 0;
-    int i;
-
-    if (t->state != EXPORT_IDLE || n == 0) {
-        flush_check(t);
-        return;
-    }
-    t->batch_spans = n;
-    t->attempts = 0;
-    body = body_take(&t->body);
-    if (body != NULL) {
-        /* Off the queue, encoded once (the body is kept for the retries), and
-         * kept for the next span_start. */
-        for (i = 0; i < n; i++) {
-            batch[i] = t->queue[t->head];
-            t->head = (t->head + 1) % TRACE_QUEUE_MAX;
-            t->queued--;
-        }
-        len = encode_batch(t, batch, n, body);
-        for (i = 0; i < n; i++)
-            span_recycle(t, batch[i]);
-    }
-    if (len == 0) {
-        export_warn(t, "out of memory encoding %d spans", n);
-        batch_drop(t);
-        return;
-    }
-    t->body_len = len;
-    export_send(t);
-}
-
-static bool retryable(int code)
-{
-    /* No answer at all (0), or what OTLP/HTTP names as worth a retry. */
-    return code == 0 || code == 429 || code == 502 || code == 503 || code == 504;
-}
-
-static double backoff_delay(struct tracer *t)
-{
-    double d = BACKOFF_INITIAL * (double)(1u << (t->attempts - 1));
-
-    if (d > BACKOFF_MAX)
-        d = BACKOFF_MAX;
-    /* Jitter (75 % to 125 %), so the workers do not retry in step. */
-    d *= 0.75 + 0.5 * (double)(trace_rng_next(&t->rng) >> 11) / 9007199254740992.0;
-    if (t->retry_after > d)
-        d = t->retry_after < BACKOFF_MAX ? t->retry_after : BACKOFF_MAX;
-    return d;
-}
-
-/* An attempt failed with a retryable outcome: wait and retry, or give up. */
-static void export_retry(struct tracer *t, const char *why)
-{
-    double delay;
-
-    TRACE_COUNT(t, trace_export_errors, 1);
-    delay = backoff_delay(t);
-    /* During the final flush there is no time to wait for a collector. */
-    if (t->attempts >= EXPORT_ATTEMPTS || t->flushing) {
-        export_warn(t, "%s; %d spans dropped after %d attempts", why, t->batch_spans, t->attempts);
-        batch_drop(t);
-        return;
-    }
-    export_warn(t, "%s; retrying", why);
-    t->state = EXPORT_BACKOFF;
-    timer_set(t, delay);
-}
-
-/* A 2xx: count the spans, minus those a partial success says were rejected. */
-static void export_succeeded(struct tracer *t, struct evhttp_request *req)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    int64_t rejected = 0;
-
-    if (len > 0 && len <= RESPONSE_MAX) {
-        struct json_tokener *tok = json_tokener_new();
-        struct json_object *resp = NULL, *ps, *n, *msg;
-
-        /* The body is not NUL-terminated: parse exactly its length. */
-        if (tok != NULL) {
-            resp = json_tokener_parse_ex(tok, (const char *)evbuffer_pullup(in, -1), (int)len);
-            json_tokener_free(tok);
-        }
-
-        if (resp != NULL && json_object_object_get_ex(resp, "partialSuccess", &ps)) {
-            if (json_object_object_get_ex(ps, "rejectedSpans", &n))
-                rejected = json_object_get_int64(n);
-            if (rejected > 0)
-                export_warn(t, "collector rejected %" PRId64 " of %d spans: %s", rejected,
-                            t->batch_spans,
-                            json_object_object_get_ex(ps, "errorMessage", &msg)
-                                ? json_object_get_string(msg)
-                                : "no reason given");
-        }
-        json_object_put(resp);
-    }
-    if (rejected < 0)
-        rejected = 0;
-    if (rejected > t->batch_spans)
-        rejected = t->batch_spans;
-    TRACE_COUNT(t, trace_spans_exported, t->batch_spans - rejected);
-    TRACE_COUNT(t, trace_spans_dropped, rejected);
-    if (t->failing && rejected == 0) {
-        t->failing = false;
-        log_info("tracing: export to %s works again", t->endpoint);
-    }
-    batch_done(t);
-}
-
-static void export_done(struct evhttp_request *req, void *arg)
-{
-    struct tracer *t = arg;
-    int code = req ? evhttp_request_get_response_code(req) : 0;
-    char why[64];
-
-    if (t->state != EXPORT_SENDING || t->req == NULL)
-        return;
-    t->req = NULL;
-    evtimer_del(t->timer);
-    if (code >= 200 && code < 300) {
-        export_succeeded(t, req);
-        return;
-    }
-    if (code == 0) {
-        snprintf(why, sizeof(why), "no answer (connection failed or closed)");
-    } else {
-        const char *ra = evhttp_find_header(evhttp_request_get_input_headers(req), "Retry-After");
-        /* delay-seconds; an HTTP-date or a longer delay is ignored (the wait
-         * is capped at BACKOFF_MAX anyway). */
-        int secs = ra ? decimal_parse_u16(ra, strlen(ra)) : -1;
-
-        snprintf(why, sizeof(why), "HTTP %d", code);
-        if (secs >= 0)
-            t->retry_after = secs;
-    }
-    if (retryable(code)) {
-        export_retry(t, why);
-        return;
-    }
-    /* Anything else will not get better by sending the same batch again. */
-    TRACE_COUNT(t, trace_export_errors, 1);
-    export_warn(t, "%s; %d spans dropped", why, t->batch_spans);
-    batch_drop(t);
-}
-
-static void export_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct tracer *t = arg;
-    struct evhttp_request *req;
-
-    switch (t->state) {
-    case EXPORT_IDLE:
-        export_next(t);
-        break;
-    case EXPORT_SENDING:
-        /* The deadline: a slow collector must not hold the queue. Cancelling
-         * resets the connection and does not call export_done. */
-        req = t->req;
-        t->req = NULL;
-        if (req != NULL)
-            evhttp_cancel_request(req);
-        export_retry(t, "no answer within the time-out");
-        break;
-    case EXPORT_BACKOFF:
-        export_send(t);
-        break;
-    }
-}
-
-static void export_kick(evutil_socket_t fd, short what, void *arg)
-{
-    struct tracer *t = arg;
-
-    if (t->state == EXPORT_IDLE) {
-        evtimer_del(t->timer);
-        export_next(t);
-    } else if (t->state == EXPORT_BACKOFF && (t->flushing || !evtimer_pending(t->timer, NULL))) {
-        evtimer_del(t->timer);
-        export_send(t);
-    }
-}
-
-/* ---- the final flush ---- */
-
-static void flush_finished(evutil_socket_t fd, short what, void *arg)
-{
-    struct tracer *t = arg;
-    void (*done)(void *) = t->flush_done;
-
-    t->flush_done = NULL;
-    if (t->flush_deadline != NULL)
-        event_del(t->flush_deadline);
-    if (done != NULL)
-        done(t->flush_arg); /* may free t: nothing after this */
-}
-
-/* Everything sent: tell the caller, from the loop (it may free the tracer). */
-static void flush_check(struct tracer *t)
-{
-    if (t->flushing && t->flush_done != NULL && t->state == EXPORT_IDLE && t->queued == 0)
-        event_active(t->flush_finished, EV_TIMEOUT, 0);
-}
-
-static void drop_queued(struct tracer *t)
-{
-    TRACE_COUNT(t, trace_spans_dropped, t->queued);
-    while (t->queued > 0) {
-        span_free(t->queue[t->head]);
-        t->head = (t->head + 1) % TRACE_QUEUE_MAX;
-        t->queued--;
-    }
-}
-
-/* Out of time: what is still unsent is dropped. */
-static void flush_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    struct tracer *t = arg;
-    struct evhttp_request *req = t->req;
-
-    if (t->state != EXPORT_IDLE) {
-        t->req = NULL;
-        if (req != NULL)
-            evhttp_cancel_request(req);
-        TRACE_COUNT(t, trace_export_errors, 1);
-        export_warn(t, "no answer before the worker stopped; %d spans dropped", t->batch_spans);
-        batch_drop(t);
-    }
-    drop_queued(t);
-    flush_finished(fd, what, t);
-}
-
-void tracer_flush(struct tracer *t, void (*done)(void *arg), void *arg)
-{
-    struct timeval tv = clock_timeval(TRACE_FLUSH_MAX);
-
-    if (t == NULL) {
-        if (done != NULL)
-            done(arg);
-        return;
-    }
-    t->flushing = true;
-    t->flush_done = done;
-    t->flush_arg = arg;
-    if (!t->enabled) {
-        event_active(t->flush_finished, EV_TIMEOUT, 0);
-        return;
-    }
-    evtimer_add(t->flush_deadline, &tv);
-    if (t->state == EXPORT_SENDING)
-        return; /* its answer sends the rest */
-    event_active(t->kick, EV_TIMEOUT, 0);
-    flush_check(t);
-}
-
-/* The flush's deferred callback, which even a tracer that exports nothing
- * needs; -1 when memory ran out. */
-static int export_init(struct tracer *t)
-{
-    t->state = EXPORT_IDLE;
-    t->flush_finished = event_new(t->base, -1, 0, flush_finished, t);
-    return t->flush_finished != NULL ? 0 : -1;
-}
-
-/* What exporting to endpoint takes, but its HTTP client (export_connect):
- * the queue and the timers; -1 when memory ran out. */
-static int export_open(struct tracer *t, const char *endpoint)
-{
-    t->endpoint = strdup(endpoint);
-    t->queue = calloc(TRACE_QUEUE_MAX, sizeof(*t->queue));
-    t->timer = evtimer_new(t->base, export_timer, t);
-    t->kick = event_new(t->base, -1, 0, export_kick, t);
-    t->flush_deadline = evtimer_new(t->base, flush_deadline, t);
-    if (t->endpoint == NULL || t->queue == NULL || t->timer == NULL || t->kick == NULL ||
-        t->flush_deadline == NULL)
-        return -1;
-    return 0;
-}
-
-/* A request in flight is cancelled; spans not sent count as dropped. */
-static void export_free(struct tracer *t)
-{
-    if (t->req != NULL) {
-        struct evhttp_request *req = t->req;
-
-        t->req = NULL;
-        evhttp_cancel_request(req);
-    }
-    TRACE_COUNT(t, trace_spans_dropped, t->batch_spans);
-    drop_queued(t);
-    if (t->conn != NULL)
-        evhttp_connection_free(t->conn);
-    body_drop(t->body); /* after the connection: its requests held it */
-    if (t->dns != NULL)
-        evdns_base_free(t->dns, 0);
-    if (t->timer != NULL)
-        event_free(t->timer);
-    if (t->kick != NULL)
-        event_free(t->kick);
-    if (t->flush_deadline != NULL)
-        event_free(t->flush_deadline);
-    if (t->flush_finished != NULL)
-        event_free(t->flush_finished);
-    free(t->queue);
-    free(t->endpoint);
-    free(t->target);
-    free(t->host_header);
-}
-
 /* ---- lifecycle ---- */
 
 /* The listening address, for server.address and server.port when Host lacks them. */
@@ -1483,82 +475,6 @@ static void tracer_set_listen_address(struct tracer *t, const struct conf *conf)
     }
 }
 
-static bool is_ip_address(const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
-/*
- * Set up the HTTP client for conf->otlp_endpoint. A host name is resolved by
- * evdns from the loop (libevent would otherwise call the blocking
- * getaddrinfo()). Returns -1, logged, when the endpoint cannot be used.
- */
-static int export_connect(struct tracer *t, const char *endpoint)
-{
-    struct evhttp_uri *uri = evhttp_uri_parse(endpoint);
-    const char *scheme, *host, *path, *query;
-    char name[256];
-    struct timeval tv = clock_timeval(EXPORT_TIMEOUT);
-    int port, rc = -1;
-    size_t n;
-
-    if (uri == NULL) {
-        log_error("tracing off: otlp_endpoint %s is not a URL", endpoint);
-        return -1;
-    }
-    scheme = evhttp_uri_get_scheme(uri);
-    host = evhttp_uri_get_host(uri);
-    port = evhttp_uri_get_port(uri);
-    path = evhttp_uri_get_path(uri);
-    query = evhttp_uri_get_query(uri);
-    if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL || host[0] == '\0') {
-        log_error("tracing off: otlp_endpoint %s is not an http:// URL with a host", endpoint);
-        goto out;
-    }
-    /* libevent keeps the brackets of an IPv6 literal; connecting wants none. */
-    n = strlen(host);
-    if (host[0] == '[' && n > 2 && host[n - 1] == ']')
-        snprintf(name, sizeof(name), "%.*s", (int)(n - 2), host + 1);
-    else
-        snprintf(name, sizeof(name), "%s", host);
-    if (port < 0)
-        port = 80;
-    /* A URL without a path means the collector's standard traces path. */
-    if (path == NULL || path[0] == '\0' || strcmp(path, "/") == 0)
-        path = EXPORT_PATH;
-    if (asprintf(&t->target, "%s%s%s", path, query ? "?" : "", query ? query : "") < 0) {
-        t->target = NULL;
-        goto out;
-    }
-    /* Host as the URL has it: the port only when the URL names one. */
-    if ((evhttp_uri_get_port(uri) >= 0 ? asprintf(&t->host_header, "%s:%d", host, port)
-                                       : asprintf(&t->host_header, "%s", host)) < 0) {
-        t->host_header = NULL;
-        goto out;
-    }
-    if (!is_ip_address(name)) {
-        t->dns = evdns_base_new(t->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-        if (t->dns == NULL) {
-            log_error("tracing off: no DNS resolver for %s", name);
-            goto out;
-        }
-    }
-    t->conn = evhttp_connection_base_new(t->base, t->dns, name, (unsigned short)port);
-    if (t->conn == NULL)
-        goto out;
-    /* Our own retries, with back-off, between batches; libevent's would resend at once. */
-    evhttp_connection_set_retries(t->conn, 0);
-    evhttp_connection_set_timeout_tv(t->conn, &tv);
-    evhttp_connection_set_max_body_size(t->conn, RESPONSE_MAX);
-    evhttp_connection_set_max_headers_size(t->conn, RESPONSE_MAX);
-    rc = 0;
-out:
-    evhttp_uri_free(uri);
-    return rc;
-}
-
 struct tracer *tracer_new(struct event_base *base, const struct conf *conf, struct stats_slot *slot)
 {
     struct tracer *t = calloc(1, sizeof(*t));
@@ -1569,19 +485,19 @@ struct tracer *tracer_new(struct event_base *base, const struct conf *conf, stru
     t->slot = slot;
     t->ratio = conf->trace_sample_ratio;
     trace_rng_seed(&t->rng);
-    if (export_init(t) != 0) {
+    if (trace_export_init(t) != 0) {
         free(t);
         return NULL;
     }
     if (conf->otlp_endpoint == NULL || conf->otlp_endpoint[0] == '\0')
         return t;
-    if (export_open(t, conf->otlp_endpoint) != 0 || otlp_init(t, conf) != 0) {
+    if (trace_export_open(t, conf->otlp_endpoint) != 0 || trace_otlp_init(t, conf) != 0) {
         log_error("tracing off: out of memory");
         tracer_free(t);
         return NULL;
     }
     tracer_set_listen_address(t, conf);
-    if (export_connect(t, conf->otlp_endpoint) != 0)
+    if (trace_export_connect(t, conf->otlp_endpoint) != 0)
         return t; /* off, as logged; the worker serves all the same */
     t->enabled = true;
     return t;
@@ -1591,13 +507,13 @@ void tracer_free(struct tracer *t)
 {
     if (t == NULL)
         return;
-    export_free(t);
+    trace_export_free(t);
     while (t->spares != NULL) {
         struct trace_span *s = t->spares;
 
         t->spares = s->next_spare;
         span_free(s);
     }
-    otlp_free(t);
+    trace_otlp_free(t);
     free(t);
 }

@@ -23,6 +23,11 @@
  * batches spans and posts them to otlp_endpoint; nothing here ever blocks or
  * fails a request: a collector that is down, slow or refusing costs dropped
  * spans (counted in the worker's stats slot), never latency.
+ *
+ * The tracer's files: trace_context.c (W3C Trace Context and ids, pure),
+ * trace.c (spans and the tracer: this header), trace_otlp.c (the OTLP/JSON
+ * encoder), trace_export.c (the exporter and the final flush, tracer_flush),
+ * with trace_int.h for what only they share; trace_attr.h names the attributes.
  */
 #ifndef TODOD_TRACE_H
 #define TODOD_TRACE_H
@@ -32,6 +37,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "trace_attr.h"
 #include "trace_context.h"
 
 struct conf;
@@ -41,25 +47,8 @@ struct stats_slot;
 struct trace_span;
 struct tracer;
 
-/* Limits of one span; what is beyond them is dropped (and counted in the span). */
-#define TRACE_MAX_ATTRS        32
-#define TRACE_ATTR_VALUE_MAX   1024 /* bytes of a string value; longer ones are cut */
-#define TRACE_PERF_BATCH_SPANS 100  /* batch spans of one performance test */
-
-/* Export: at most this many spans per request, or what accumulated after the delay. */
-#define TRACE_BATCH_MAX   512
-#define TRACE_BATCH_DELAY 1.0  /* seconds */
-#define TRACE_QUEUE_MAX   2048 /* spans waiting per worker; more are dropped */
-#define TRACE_FLUSH_MAX   1.0  /* seconds tracer_flush may take */
-
-/* The OTLP values of Span.SpanKind. */
-enum span_kind {
-    SPAN_KIND_INTERNAL = 1,
-    SPAN_KIND_SERVER = 2,
-    SPAN_KIND_CLIENT = 3,
-    SPAN_KIND_PRODUCER = 4,
-    SPAN_KIND_CONSUMER = 5,
-};
+/* Batch spans of one performance test. */
+#define TRACE_PERF_BATCH_SPANS 100
 
 /* ---- propagation with a tracer ---- */
 
@@ -120,35 +109,6 @@ void span_trace_id_hex(const struct trace_span *s, char out[TRACE_ID_HEX_SIZE]);
  * would be a large share of a span's cost. */
 const char *span_name_join(char *out, size_t size, const char *a, const char *b);
 
-/* ---- attribute names ---- */
-
-/* OpenTelemetry semantic-convention attribute names. */
-#define TRACE_ATTR_HTTP_METHOD      "http.request.method"
-#define TRACE_ATTR_HTTP_ROUTE       "http.route"
-#define TRACE_ATTR_HTTP_STATUS      "http.response.status_code"
-#define TRACE_ATTR_URL_PATH         "url.path"
-#define TRACE_ATTR_URL_QUERY        "url.query"
-#define TRACE_ATTR_URL_SCHEME       "url.scheme"
-#define TRACE_ATTR_SERVER_ADDRESS   "server.address"
-#define TRACE_ATTR_SERVER_PORT      "server.port"
-#define TRACE_ATTR_CLIENT_ADDRESS   "client.address"
-#define TRACE_ATTR_USER_AGENT       "user_agent.original"
-#define TRACE_ATTR_PROTOCOL_VERSION "network.protocol.version"
-#define TRACE_ATTR_ERROR_TYPE       "error.type"
-#define TRACE_ATTR_DB_SYSTEM        "db.system.name"
-#define TRACE_ATTR_DB_OPERATION     "db.operation.name"
-#define TRACE_ATTR_DB_COLLECTION    "db.collection.name"
-#define TRACE_ATTR_DB_NAMESPACE     "db.namespace"
-#define TRACE_ATTR_DB_QUERY_TEXT    "db.query.text"
-#define TRACE_ATTR_DB_STATUS_CODE   "db.response.status_code"
-#define TRACE_ATTR_DB_BATCH_SIZE    "db.operation.batch.size"
-/* todod's own, for the performance-test span. */
-#define TRACE_ATTR_PERF_MESSAGES "todod.perf.message_count"
-#define TRACE_ATTR_PERF_BATCH    "todod.perf.batch_size"
-#define TRACE_ATTR_PERF_BATCHES  "todod.perf.batches"
-#define TRACE_ATTR_PERF_SUCCESS  "todod.perf.success_count"
-#define TRACE_ATTR_PERF_ERRORS   "todod.perf.error_count"
-
 /* ---- the tracer of a worker ---- */
 
 /*
@@ -166,15 +126,6 @@ bool tracer_enabled(const struct tracer *t);
 /* The address the worker listens on and its port ("" and 0 when unknown):
  * server.address and server.port of a request without a Host header. */
 const char *tracer_listen_address(const struct tracer *t, int *port);
-
-/*
- * The final flush when the worker stops: send what is queued (spans ended later
- * are sent too, while time allows) and call done(arg) from the event loop once
- * nothing is left or TRACE_FLUSH_MAX seconds have passed, whichever is first;
- * what is still unsent then is counted as dropped. The loop must keep running
- * until done is called. With a NULL tracer done is called at once.
- */
-void tracer_flush(struct tracer *t, void (*done)(void *arg), void *arg);
 
 /* Free the tracer: a request in flight is cancelled; spans not sent count as
  * dropped. Every span must have been ended before. */
