@@ -176,15 +176,6 @@ bool stats_perf_post(struct stats_shm *shm, struct perf_run *run, struct perf_sh
     return !perf_share_abandon_posted(run, sh);
 }
 
-int stats_coordinator_pid(struct stats_shm *shm, struct perf_run *run)
-{
-    int slot = run->coordinator_slot;
-
-    if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot < 0 || slot >= STATS_MAX_SLOTS)
-        return 0;
-    return atomic_load(&shm->slots[slot].pid);
-}
-
 int stats_method_index(const char *method)
 {
     if (method == NULL)

@@ -124,10 +124,6 @@ void stats_slot_retire(struct stats_shm *shm, int slot);
  */
 bool stats_perf_post(struct stats_shm *shm, struct perf_run *run, struct perf_share *sh);
 
-/* The pid of the worker that coordinates run, while the run is active (0
- * otherwise): the process to signal when one of its shares ends. */
-int stats_coordinator_pid(struct stats_shm *shm, struct perf_run *run);
-
 /* Worker-side recording into its own slot. */
 int stats_method_index(const char *method); /* "GET" -> STATS_GET, unknown -> OTHER */
 int stats_code_index(int status);           /* 404 -> its index, unknown -> last */

@@ -232,6 +232,17 @@ static void batch_done(void *arg, const struct db_result *dr)
 
 /* ---- the executor ---- */
 
+/* The pid of the worker that coordinates run, while the run is active (0
+ * otherwise): the process to signal when one of its shares ends. */
+static int coordinator_pid(struct stats_shm *shm, struct perf_run *run)
+{
+    int slot = run->coordinator_slot;
+
+    if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot < 0 || slot >= STATS_MAX_SLOTS)
+        return 0;
+    return atomic_load(&shm->slots[slot].pid);
+}
+
 /*
  * A share ended (its state says how): the coordinator looks now rather than at
  * its next poll. This worker's own test hears it through on_end; another
@@ -246,7 +257,7 @@ static void share_ended(struct app *app, struct perf_run *run, void (*on_end)(vo
         on_end(ctx);
         return;
     }
-    pid = stats_coordinator_pid(app->shm, run);
+    pid = coordinator_pid(app->shm, run);
     if (pid > 0 && run->coordinator_slot != app->slot_index)
         kill(pid, SIGUSR1);
 }
