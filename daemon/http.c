@@ -246,7 +246,6 @@ struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
     app->requests_alive++;
     r->app = app;
     r->req = req;
-    r->state = HTTP_REQ_HANDLING;
     r->method = method_index(evhttp_request_get_command(req));
     r->route = app->nroutes - 1; /* "other" until routed */
     known = conn_request_begin(app->conns, req, &cr);
@@ -366,7 +365,6 @@ void http_stream_start(struct http_req *r, int status, const char *content_type)
 {
     http_add_header(r, "Content-Type", content_type);
     add_common_headers(r);
-    r->state = HTTP_REQ_STREAMING;
     evhttp_send_reply_start(r->req, status, reason_phrase(status));
 }
 
@@ -404,13 +402,11 @@ void http_trace_start(struct http_req *r, const char *route)
 
 void http_db_wait(struct http_req *r)
 {
-    r->state = HTTP_REQ_WAITING;
     r->db_since = clock_now();
 }
 
 void http_db_done(struct http_req *r)
 {
-    r->state = HTTP_REQ_HANDLING;
     r->db_seconds += clock_since(r->db_since);
 }
 

@@ -20,16 +20,9 @@
 
 #define HTTP_MAX_PARAMS 2
 
-enum http_req_state {
-    HTTP_REQ_HANDLING,  /* its handler runs */
-    HTTP_REQ_WAITING,   /* the handler waits for the database (or a peer) */
-    HTTP_REQ_STREAMING, /* a chunked answer is being sent */
-};
-
 struct http_req {
     struct app *app;
     struct evhttp_request *req;
-    enum http_req_state state;
     int route;     /* index into the route table (the last: no route) */
     int method;    /* enum stats_method */
     bool db_route; /* Server-Timing on the answer */
