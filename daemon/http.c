@@ -389,11 +389,6 @@ void http_stream_end(struct http_req *r)
     request_done(r, status);
 }
 
-bool http_client_gone(const struct http_req *r)
-{
-    return evhttp_request_get_connection(r->req) == NULL;
-}
-
 void http_trace_start(struct http_req *r, const char *route)
 {
     r->span = trace_http_server_start(r->app->tracer, r->req, route, &r->trace);

@@ -69,8 +69,6 @@ void http_add_header(struct http_req *r, const char *name, const char *value);
 void http_stream_start(struct http_req *r, int status, const char *content_type);
 void http_stream_write(struct http_req *r, const char *data, size_t len);
 void http_stream_end(struct http_req *r);
-/* The client is gone (its connection closed): nothing written reaches it. */
-bool http_client_gone(const struct http_req *r);
 
 /* Starts the request's trace once its route is known (NULL: none). */
 void http_trace_start(struct http_req *r, const char *route);
