@@ -749,34 +749,6 @@ void conf_free(struct conf *c)
     }
 }
 
-/* NULL stays NULL (user, pid_file unset); returns -1 only when strdup fails. */
-static int dup_string(char **dst, const char *src)
-{
-    if (src == NULL)
-        return 0;
-    *dst = strdup(src);
-    return *dst == NULL ? -1 : 0;
-}
-
-int conf_copy(struct conf *dst, const struct conf *src)
-{
-    size_t i;
-
-    *dst = *src;
-    /* Never point at src's strings, so a failed copy frees only its own. */
-    for (i = 0; i < NKEYS; i++)
-        if (is_string_key(&keys[i]))
-            *FIELD(dst, &keys[i], char *) = NULL;
-    for (i = 0; i < NKEYS; i++) {
-        if (is_string_key(&keys[i]) &&
-            dup_string(FIELD(dst, &keys[i], char *), *FIELD(src, &keys[i], const char *)) != 0) {
-            conf_free(dst);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 size_t conf_nkeys(void)
 {
     return NKEYS;

@@ -54,9 +54,6 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen);
 
 void conf_free(struct conf *c);
 
-/* Deep copy (for keeping the running config while a reload is validated). */
-int conf_copy(struct conf *dst, const struct conf *src);
-
 /* The key table, for documentation checks: name and default (NULL: unset) of key i. */
 size_t conf_nkeys(void);
 const char *conf_key_name(size_t i);

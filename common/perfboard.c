@@ -25,16 +25,6 @@ void perf_hist_init(struct perf_hist *h)
     h->min_us = UINT64_MAX;
 }
 
-void perf_hist_record(struct perf_hist *h, uint64_t us)
-{
-    h->bucket[perf_hist_bucket(us)]++;
-    h->count++;
-    if (us < h->min_us)
-        h->min_us = us;
-    if (us > h->max_us)
-        h->max_us = us;
-}
-
 void perf_hist_shm_init(struct perf_hist_shm *h)
 {
     for (int i = 0; i < PERF_HIST_BUCKETS; i++)

@@ -91,7 +91,6 @@ struct perf_hist {
 };
 
 void perf_hist_init(struct perf_hist *h);
-void perf_hist_record(struct perf_hist *h, uint64_t us);
 void perf_hist_shm_init(struct perf_hist_shm *h);
 void perf_hist_shm_record(struct perf_hist_shm *h, uint64_t us);
 /* Adds what src holds now into dst. */

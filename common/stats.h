@@ -1,7 +1,8 @@
 /*
  * Shared-memory statistics: one slot of atomic counters per worker plus the
  * retired totals. Workers only ever write their own slot; the master folds the
- * slot of a dead worker into the retired totals. Readers sum everything.
+ * slot of a dead worker into the retired totals. Readers sum everything: the
+ * workers' renderers, daemon/metrics.c (Prometheus) and daemon/stats_json.c.
  */
 #ifndef TODOD_STATS_H
 #define TODOD_STATS_H
@@ -123,10 +124,6 @@ void stats_slot_retire(struct stats_shm *shm, int slot);
  */
 bool stats_perf_post(struct stats_shm *shm, struct perf_run *run, struct perf_share *sh);
 
-/* The pid of the worker that coordinates run, while the run is active (0
- * otherwise): the process to signal when one of its shares ends. */
-int stats_coordinator_pid(struct stats_shm *shm, struct perf_run *run);
-
 /* Worker-side recording into its own slot. */
 int stats_method_index(const char *method); /* "GET" -> STATS_GET, unknown -> OTHER */
 int stats_code_index(int status);           /* 404 -> its index, unknown -> last */
@@ -140,13 +137,25 @@ void stats_sum(const struct stats_shm *shm, struct stats_totals *out);
 /* Requests counted by one slot (all routes, methods, codes). */
 uint64_t stats_slot_requests(const struct stats_slot *s);
 
-/*
- * Render Prometheus text format 0.0.4 / the /stats JSON. route_names[i] is the
- * pattern of route index i (e.g. "/todos/{id}"). Returns 0, -1 on error.
- */
-int stats_render_prometheus(const struct stats_shm *shm, const char *const *route_names,
-                            int nroutes, const char *version, FILE *out);
-int stats_render_json(const struct stats_shm *shm, const char *const *route_names, int nroutes,
-                      const char *version, FILE *out);
+/* ---- for the renderers (daemon/metrics.c, daemon/stats_json.c) ---- */
+
+/* The histograms' upper bounds in microseconds (STATS_BUCKETS_US). */
+extern const uint64_t stats_bucket_bounds_us[STATS_NBUCKETS - 1];
+
+/* Observations in h: the sum of its buckets. */
+uint64_t stats_histogram_total(const struct stats_histogram_totals *h);
+
+/* Status code index as a label: "404", or "other" for the last index. */
+void stats_code_label(int index, char *buf, size_t len);
+
+/* Method index as a label: "GET", ..., or "other" for STATS_OTHER_METHOD. */
+const char *stats_method_label(int method);
+
+/* Performance-test shares running now, summed over the active slots. */
+int stats_perf_running(const struct stats_shm *shm);
+
+/* Route indexes that have a name (route_names[i] for i < this); counts of any
+ * others cannot be labelled. */
+int stats_named_routes(const char *const *route_names, int nroutes);
 
 #endif

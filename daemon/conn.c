@@ -793,13 +793,6 @@ void conn_request_end(struct conn_layer *L, struct conn_ref ref)
         c->answered++;
 }
 
-enum conn_state conn_state_of(struct conn_layer *L, struct conn_ref ref)
-{
-    struct conn *c = lookup(L, ref);
-
-    return c != NULL ? derive_state(c) : CONN_CLOSED;
-}
-
 /* ---- the layer ---- */
 
 static int open_files_limit(void)

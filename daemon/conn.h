@@ -102,6 +102,4 @@ bool conn_request_begin(struct conn_layer *L, struct evhttp_request *req, struct
 /* The answer to a request of ref was handed to evhttp. */
 void conn_request_end(struct conn_layer *L, struct conn_ref ref);
 
-enum conn_state conn_state_of(struct conn_layer *L, struct conn_ref ref);
-
 #endif

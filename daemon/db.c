@@ -16,7 +16,7 @@
 #include "log.h"
 #include "sqlstate.h"
 #include "stats.h"
-#include "trace.h"
+#include "db_span.h"
 
 /* ---- SQL ---------------------------------------------------------------- */
 

@@ -1,8 +1,8 @@
 /*
  * A request's life and the helpers handlers use: replies (JSON, errors, raw,
- * streamed), strict request bodies, query strings. A request has one owner and
- * one way out: every reply function finishes it (counts it, logs it, frees it),
- * after which nothing may touch it.
+ * streamed), strict request bodies, query strings (parsed by http_parse.c). A
+ * request has one owner and one way out: every reply function finishes it
+ * (counts it, logs it, frees it), after which nothing may touch it.
  */
 #ifndef TODOD_HTTP_H
 #define TODOD_HTTP_H
@@ -15,20 +15,14 @@
 
 #include "app.h"
 #include "conn.h"
+#include "http_parse.h"
 #include "trace.h"
 
 #define HTTP_MAX_PARAMS 2
 
-enum http_req_state {
-    HTTP_REQ_HANDLING,  /* its handler runs */
-    HTTP_REQ_WAITING,   /* the handler waits for the database (or a peer) */
-    HTTP_REQ_STREAMING, /* a chunked answer is being sent */
-};
-
 struct http_req {
     struct app *app;
     struct evhttp_request *req;
-    enum http_req_state state;
     int route;     /* index into the route table (the last: no route) */
     int method;    /* enum stats_method */
     bool db_route; /* Server-Timing on the answer */
@@ -75,8 +69,6 @@ void http_add_header(struct http_req *r, const char *name, const char *value);
 void http_stream_start(struct http_req *r, int status, const char *content_type);
 void http_stream_write(struct http_req *r, const char *data, size_t len);
 void http_stream_end(struct http_req *r);
-/* The client is gone (its connection closed): nothing written reaches it. */
-bool http_client_gone(const struct http_req *r);
 
 /* Starts the request's trace once its route is known (NULL: none). */
 void http_trace_start(struct http_req *r, const char *route);
@@ -101,10 +93,6 @@ const char *http_header(const struct http_req *r, const char *name);
  */
 struct json_object *http_read_json_object(struct http_req *r);
 
-/* The same checks as a pure function: 0 and *out, or a status and err. */
-int http_parse_json_body(const char *content_type, const char *body, size_t len, size_t max,
-                         struct json_object **out, char *err, size_t errlen);
-
 /*
  * Query parameter name as an integer: def when absent; out of [min, max] is
  * clamped (clamp) or refused. Answers 400 itself and returns -1 when bad.
@@ -112,25 +100,9 @@ int http_parse_json_body(const char *content_type, const char *body, size_t len,
 long http_query_long(struct http_req *r, const char *name, long def, long min, long max,
                      bool clamp);
 
-/* The same as a pure function over a query string (NULL: none): 0 or -1 and err. */
-int http_query_parse_long(const char *query, const char *name, long def, long min, long max,
-                          bool clamp, long *out, char *err, size_t errlen);
-
-/* A query parameter read as text. */
-enum http_query_text {
-    HTTP_QUERY_ABSENT,    /* no such parameter (and the query string is well formed) */
-    HTTP_QUERY_FOUND,     /* its %-decoded value, in a copy the caller frees */
-    HTTP_QUERY_NUL,       /* its value decodes to a NUL byte, which the text would hide */
-    HTTP_QUERY_MALFORMED, /* the query string is not name=value pairs */
-    HTTP_QUERY_NOMEM,     /* no memory for the copy */
-};
-
-/* Query parameter name (the first, in any case), as evhttp decodes it ('+' a
- * space): *out is the copy on HTTP_QUERY_FOUND, NULL otherwise. Pure. */
-enum http_query_text http_query_parse_text(const char *query, const char *name, char **out);
-
-/* The same for a request; answers HTTP_QUERY_MALFORMED (400) and
- * HTTP_QUERY_NOMEM (500) itself, so that r is gone after them. */
+/* Query parameter name of r as text (http_query_parse_text); answers
+ * HTTP_QUERY_MALFORMED (400) and HTTP_QUERY_NOMEM (500) itself, so that r is
+ * gone after them. */
 enum http_query_text http_query_text(struct http_req *r, const char *name, char **out);
 
 #endif

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 
 #include "db.h"
-#include "stats.h"
+#include "metrics.h"
+#include "stats_json.h"
 
 /* Generated from daemon/openapi.json and daemon/dashboard.html by the Makefile. */
 extern const char openapi_json[], dashboard_html[];
@@ -65,12 +66,12 @@ static void reply_rendered(struct http_req *r, render_fn render, const char *con
 
 void ops_metrics(struct http_req *r)
 {
-    reply_rendered(r, stats_render_prometheus, "text/plain; version=0.0.4; charset=utf-8");
+    reply_rendered(r, metrics_render, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 void ops_stats(struct http_req *r)
 {
-    reply_rendered(r, stats_render_json, "application/json");
+    reply_rendered(r, stats_json_render, "application/json");
 }
 
 void ops_openapi(struct http_req *r)

@@ -241,6 +241,17 @@ static void batch_done(void *arg, const struct db_result *dr)
 
 /* ---- the executor ---- */
 
+/* The pid of the worker that coordinates run, while the run is active (0
+ * otherwise): the process to signal when one of its shares ends. */
+static int coordinator_pid(struct stats_shm *shm, struct perf_run *run)
+{
+    int slot = run->coordinator_slot;
+
+    if (atomic_load(&run->state) != PERF_RUN_ACTIVE || slot < 0 || slot >= STATS_MAX_SLOTS)
+        return 0;
+    return atomic_load(&shm->slots[slot].pid);
+}
+
 /*
  * The one transition: out of EXEC_SENDING, to `to`, once (the first reason
  * stands). No batch is sent from now on, so none is waited for on the
@@ -270,7 +281,7 @@ static void share_ended(struct app *app, struct perf_run *run, void (*on_end)(vo
         on_end(ctx);
         return;
     }
-    pid = stats_coordinator_pid(app->shm, run);
+    pid = coordinator_pid(app->shm, run);
     if (pid > 0 && run->coordinator_slot != app->slot_index)
         kill(pid, SIGUSR1);
 }

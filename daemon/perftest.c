@@ -194,7 +194,8 @@ static bool all_over(const struct perf_test *t)
 
 /* ---- JSON ---- */
 
-static struct json_object *fixed(double v, int decimals)
+/* v as a JSON number written with that many decimals ("12.500"). */
+static struct json_object *rounded_number(double v, int decimals)
 {
     char s[64];
 
@@ -210,13 +211,13 @@ static struct json_object *latency_summary(const struct perf_hist *h, int parts)
     struct json_object *o = json_object_new_object();
 
     if (parts & SUMMARY_MIN)
-        json_object_object_add(o, "min", fixed(h->count ? (double)h->min_us / 1e3 : 0, 3));
-    json_object_object_add(o, "p50", fixed(perf_hist_quantile(h, 0.50), 3));
+        json_object_object_add(o, "min", rounded_number(h->count ? (double)h->min_us / 1e3 : 0, 3));
+    json_object_object_add(o, "p50", rounded_number(perf_hist_quantile(h, 0.50), 3));
     if (parts & SUMMARY_P95)
-        json_object_object_add(o, "p95", fixed(perf_hist_quantile(h, 0.95), 3));
-    json_object_object_add(o, "p99", fixed(perf_hist_quantile(h, 0.99), 3));
+        json_object_object_add(o, "p95", rounded_number(perf_hist_quantile(h, 0.95), 3));
+    json_object_object_add(o, "p99", rounded_number(perf_hist_quantile(h, 0.99), 3));
     if (parts & SUMMARY_MAX)
-        json_object_object_add(o, "max", fixed((double)h->max_us / 1e3, 3));
+        json_object_object_add(o, "max", rounded_number((double)h->max_us / 1e3, 3));
     return o;
 }
 
@@ -240,7 +241,7 @@ static struct json_object *per_worker(const struct perf_test *t)
         json_object_object_add(o, "unknown_count", json_object_new_int64(unk));
         json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)ms));
         json_object_object_add(o, "messages_per_second",
-                               fixed(ms > 0 ? (double)sh->count / (ms / 1e3) : 0, 1));
+                               rounded_number(ms > 0 ? (double)sh->count / (ms / 1e3) : 0, 1));
         /* A share still running when its test is cut stops at its next batch. */
         if (atomic_load(&sh->state) == PERF_SHARE_ABANDONED ||
             (t->state == TEST_CUT && !perf_share_over(atomic_load(&sh->state))))
@@ -314,11 +315,11 @@ static struct json_object *report_json(struct perf_test *t)
     json_object_object_add(o, "total_messages", json_object_new_int64(t->total));
     json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)(secs * 1e3)));
     json_object_object_add(o, "messages_per_second",
-                           fixed(secs > 0 ? (double)t->total / secs : 0, 1));
+                           rounded_number(secs > 0 ? (double)t->total / secs : 0, 1));
     json_object_object_add(o, "success_count", json_object_new_int64(s.success));
     json_object_object_add(o, "error_count", json_object_new_int64(s.errors));
     json_object_object_add(o, "success_rate",
-                           fixed(100.0 * (double)s.success / (double)t->total, 1));
+                           rounded_number(100.0 * (double)s.success / (double)t->total, 1));
     json_object_object_add(o, "batch_size", json_object_new_int64(t->batch_size));
     json_object_object_add(o, "batches", json_object_new_int64(s.batches));
     json_object_object_add(o, "batch_latency_ms",
@@ -381,9 +382,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     json_object_object_add(o, "unknown_count", json_object_new_int64(s.unknown));
     json_object_object_add(o, "batches", json_object_new_int64(s.batches));
     json_object_object_add(o, "messages_per_second",
-                           fixed(elapsed > 0 ? (double)done / elapsed : 0, 1));
+                           rounded_number(elapsed > 0 ? (double)done / elapsed : 0, 1));
     json_object_object_add(o, "interval_messages_per_second",
-                           fixed(dt > 0 ? (double)(done - t->last_done) / dt : 0, 1));
+                           rounded_number(dt > 0 ? (double)(done - t->last_done) / dt : 0, 1));
     json_object_object_add(o, "batch_latency_ms", latency_summary(&s.latency, 0));
     if (t->share) {
         json_object_object_add(o, "latency_histogram", perfnode_hist_json(&s.latency));

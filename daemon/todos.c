@@ -528,7 +528,7 @@ void todos_list(struct http_req *r)
     }
 }
 
-static void by_done_done(void *arg, const struct db_result *dr)
+static void by_done_listed(void *arg, const struct db_result *dr)
 {
     struct http_req *r = arg;
     enum db_status st = dr->status;
@@ -550,5 +550,5 @@ void todos_by_done(struct http_req *r)
         return;
     }
     if (parse_page(r, 100, 1000))
-        submit_page(r, DB_TODO_BY_DONE, done, by_done_done);
+        submit_page(r, DB_TODO_BY_DONE, done, by_done_listed);
 }

@@ -13,12 +13,21 @@
  *     span_end(srv);
  *     trace_context_id_hex(&ctx, id);  // for the access log: "-" when tracing is off
  *
+ * (trace_http_server_start and span_set_http_status are in http_span.h,
+ * trace_db_start and span_set_db_error in db_span.h: the tracer knows neither
+ * evhttp's request nor the database.)
+ *
  * span_start and the helpers return NULL when tracing is off or the trace is
  * not sampled; every span_* function accepts NULL and then does nothing, so
  * call sites need no checks. span_end hands the span to the tracer, which
  * batches spans and posts them to otlp_endpoint; nothing here ever blocks or
  * fails a request: a collector that is down, slow or refusing costs dropped
  * spans (counted in the worker's stats slot), never latency.
+ *
+ * The tracer's files: trace_context.c (W3C Trace Context and ids, pure),
+ * trace.c (spans and the tracer: this header), trace_otlp.c (the OTLP/JSON
+ * encoder), trace_export.c (the exporter and the final flush, tracer_flush),
+ * with trace_int.h for what only they share; trace_attr.h names the attributes.
  */
 #ifndef TODOD_TRACE_H
 #define TODOD_TRACE_H
@@ -28,81 +37,20 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "trace_attr.h"
+#include "trace_context.h"
+
 struct conf;
 struct event_base;
-struct evhttp_request;
 struct evkeyvalq;
 struct stats_slot;
 struct trace_span;
 struct tracer;
 
-#define TRACE_ID_SIZE      16
-#define TRACE_SPAN_ID_SIZE 8
-#define TRACE_ID_HEX_SIZE  33  /* 32 lowercase hex digits and the NUL */
-#define TRACE_PARENT_SIZE  56  /* "00-" 32 "-" 16 "-" 2, and the NUL */
-#define TRACE_STATE_MAX    512 /* longer tracestate headers are dropped */
-#define TRACE_FLAG_SAMPLED 0x01
+/* Batch spans of one performance test. */
+#define TRACE_PERF_BATCH_SPANS 100
 
-/* Limits of one span; what is beyond them is dropped (and counted in the span). */
-#define TRACE_MAX_ATTRS        32
-#define TRACE_ATTR_VALUE_MAX   1024 /* bytes of a string value; longer ones are cut */
-#define TRACE_PERF_BATCH_SPANS 100  /* batch spans of one performance test */
-
-/* Export: at most this many spans per request, or what accumulated after the delay. */
-#define TRACE_BATCH_MAX   512
-#define TRACE_BATCH_DELAY 1.0  /* seconds */
-#define TRACE_QUEUE_MAX   2048 /* spans waiting per worker; more are dropped */
-#define TRACE_FLUSH_MAX   1.0  /* seconds tracer_flush may take */
-
-/* The OTLP values of Span.SpanKind. */
-enum span_kind {
-    SPAN_KIND_INTERNAL = 1,
-    SPAN_KIND_SERVER = 2,
-    SPAN_KIND_CLIENT = 3,
-    SPAN_KIND_PRODUCER = 4,
-    SPAN_KIND_CONSUMER = 5,
-};
-
-/*
- * A trace as it reaches this process. After trace_parse_traceparent: the
- * caller's span (span_id) in trace trace_id. After trace_request_context (or
- * trace_http_server_start): the trace of a request, with the sampling decision
- * in flags; span_id is all zero when the trace starts here.
- */
-struct trace_context {
-    bool valid; /* false: no trace (tracing off, or nothing parsed) */
-    uint8_t trace_id[TRACE_ID_SIZE];
-    uint8_t span_id[TRACE_SPAN_ID_SIZE];
-    uint8_t flags;                        /* W3C trace-flags; TRACE_FLAG_SAMPLED */
-    char tracestate[TRACE_STATE_MAX + 1]; /* "" when absent or invalid */
-};
-
-/* ---- propagation ---- */
-
-/*
- * Parse a traceparent header value strictly (W3C Trace Context level 1):
- * version 00 is exactly 55 characters; lowercase hex only; an all-zero trace-id
- * or parent-id and version ff are invalid; a higher version is read as 00 when
- * its first 55 characters parse and are followed by the end or by "-" (the
- * spec's forward-compatibility rule). Optional whitespace around the value is
- * ignored. Returns 0, or -1 with out->valid false. out->tracestate is cleared.
- */
-int trace_parse_traceparent(const char *traceparent, struct trace_context *out);
-
-/*
- * A tracestate value todod keeps: at most TRACE_STATE_MAX characters, at most 32
- * list members of key=value with the W3C key and value grammar (printable
- * ASCII), no duplicate key. Empty members are allowed.
- */
-bool trace_tracestate_valid(const char *tracestate);
-
-/*
- * The sampling decision for a trace that has no parent decision: the lower 8
- * bytes of the trace id, big-endian and shifted right by one, below
- * ratio * 2^63 (as OpenTelemetry's TraceIdRatioBased sampler in Go): the same
- * trace id gets the same answer in every process; 0 never, 1 always.
- */
-bool trace_ratio_sampled(const uint8_t trace_id[TRACE_ID_SIZE], double ratio);
+/* ---- propagation with a tracer ---- */
 
 /*
  * The trace of an incoming request, from its headers: a valid traceparent is
@@ -113,9 +61,6 @@ bool trace_ratio_sampled(const uint8_t trace_id[TRACE_ID_SIZE], double ratio);
  */
 void trace_request_context(struct tracer *t, const struct evkeyvalq *headers,
                            struct trace_context *out);
-
-/* ctx's trace id in lowercase hex, or "-" when ctx is NULL or not valid. */
-void trace_context_id_hex(const struct trace_context *ctx, char out[TRACE_ID_HEX_SIZE]);
 
 /*
  * A traceparent for an outgoing request made under span (or, when span is NULL
@@ -159,70 +104,10 @@ void span_end(struct trace_span *s);
 /* The span's trace id in lowercase hex, or "-" for NULL. */
 void span_trace_id_hex(const struct trace_span *s, char out[TRACE_ID_HEX_SIZE]);
 
-/* ---- the spans todod makes ---- */
-
-/* OpenTelemetry semantic-convention attribute names. */
-#define TRACE_ATTR_HTTP_METHOD      "http.request.method"
-#define TRACE_ATTR_HTTP_ROUTE       "http.route"
-#define TRACE_ATTR_HTTP_STATUS      "http.response.status_code"
-#define TRACE_ATTR_URL_PATH         "url.path"
-#define TRACE_ATTR_URL_QUERY        "url.query"
-#define TRACE_ATTR_URL_SCHEME       "url.scheme"
-#define TRACE_ATTR_SERVER_ADDRESS   "server.address"
-#define TRACE_ATTR_SERVER_PORT      "server.port"
-#define TRACE_ATTR_CLIENT_ADDRESS   "client.address"
-#define TRACE_ATTR_USER_AGENT       "user_agent.original"
-#define TRACE_ATTR_PROTOCOL_VERSION "network.protocol.version"
-#define TRACE_ATTR_ERROR_TYPE       "error.type"
-#define TRACE_ATTR_DB_SYSTEM        "db.system.name"
-#define TRACE_ATTR_DB_OPERATION     "db.operation.name"
-#define TRACE_ATTR_DB_COLLECTION    "db.collection.name"
-#define TRACE_ATTR_DB_NAMESPACE     "db.namespace"
-#define TRACE_ATTR_DB_QUERY_TEXT    "db.query.text"
-#define TRACE_ATTR_DB_STATUS_CODE   "db.response.status_code"
-#define TRACE_ATTR_DB_BATCH_SIZE    "db.operation.batch.size"
-/* todod's own, for the performance-test span. */
-#define TRACE_ATTR_PERF_MESSAGES "todod.perf.message_count"
-#define TRACE_ATTR_PERF_BATCH    "todod.perf.batch_size"
-#define TRACE_ATTR_PERF_BATCHES  "todod.perf.batches"
-#define TRACE_ATTR_PERF_SUCCESS  "todod.perf.success_count"
-#define TRACE_ATTR_PERF_ERRORS   "todod.perf.error_count"
-
-/*
- * The SERVER span of an incoming request: fills *ctx from its traceparent and
- * tracestate (trace_request_context), then starts "{METHOD} {route}" ("{METHOD}"
- * when route is NULL: nothing matched) with http.request.method, http.route,
- * url.path, url.query (when present), url.scheme, server.address and
- * server.port (from Host, else the listening address), client.address,
- * user_agent.original and network.protocol.version. Call it once the route is
- * known. NULL when not recorded; *ctx names the trace all the same.
- */
-struct trace_span *trace_http_server_start(struct tracer *t, struct evhttp_request *req,
-                                           const char *route, struct trace_context *ctx);
-
-/* http.response.status_code, and status ERROR on 5xx. */
-void span_set_http_status(struct trace_span *s, int status);
-
-/* Where a statement runs: PQdb(), PQhost(), PQport() of its connection; any may be NULL. */
-struct trace_db_peer {
-    const char *name;
-    const char *host;
-    const char *port;
-};
-
-/*
- * The CLIENT span of one SQL statement: "{operation} {table}" ("SELECT todos")
- * with db.system.name = postgresql, db.operation.name, db.collection.name,
- * db.namespace, server.address and server.port, as a child of parent (or of
- * ctx's remote parent when parent is NULL; then ctx's sampling decides).
- */
-struct trace_span *trace_db_start(struct tracer *t, const struct trace_context *ctx,
-                                  const struct trace_span *parent, const char *operation,
-                                  const char *table, const struct trace_db_peer *peer);
-
-/* A failed statement: error.type and db.response.status_code = sqlstate (error.type
- * "_OTHER" without one), status ERROR with message (e.g. PQresultErrorMessage). */
-void span_set_db_error(struct trace_span *s, const char *sqlstate, const char *message);
+/* "a b" (or "a" when b is NULL) into out[size], cut to fit, and out: span
+ * names made per request ("GET /todos/{id}", "SELECT todos"), where printf
+ * would be a large share of a span's cost. */
+const char *span_name_join(char *out, size_t size, const char *a, const char *b);
 
 /* ---- the tracer of a worker ---- */
 
@@ -238,14 +123,9 @@ struct tracer *tracer_new(struct event_base *base, const struct conf *conf,
 /* Tracing is on: spans may be recorded. */
 bool tracer_enabled(const struct tracer *t);
 
-/*
- * The final flush when the worker stops: send what is queued (spans ended later
- * are sent too, while time allows) and call done(arg) from the event loop once
- * nothing is left or TRACE_FLUSH_MAX seconds have passed, whichever is first;
- * what is still unsent then is counted as dropped. The loop must keep running
- * until done is called. With a NULL tracer done is called at once.
- */
-void tracer_flush(struct tracer *t, void (*done)(void *arg), void *arg);
+/* The address the worker listens on and its port ("" and 0 when unknown):
+ * server.address and server.port of a request without a Host header. */
+const char *tracer_listen_address(const struct tracer *t, int *port);
 
 /* Free the tracer: a request in flight is cancelled; spans not sent count as
  * dropped. Every span must have been ended before. */

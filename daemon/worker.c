@@ -17,6 +17,7 @@
 #include "perftest.h"
 #include "routes.h"
 #include "trace.h"
+#include "trace_export.h"
 
 #define READY_POLL_MS 5
 #define READY_WAIT    1.0

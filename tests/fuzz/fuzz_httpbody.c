@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness: http_parse_json_body() (daemon/http.c), what POST /todos,
+ * libFuzzer harness: http_parse_json_body() (daemon/http_parse.c), what POST /todos,
  * PUT /todos/{id} and POST /todos/performance-test do with a request's
  * Content-Type and body.
  *
@@ -25,7 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http.h"
+#include "http_parse.h"
 #include "jsonstrict.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

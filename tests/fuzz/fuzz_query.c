@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness: http_query_parse_long() (daemon/http.c), how GET /todos
+ * libFuzzer harness: http_query_parse_long() (daemon/http_parse.c), how GET /todos
  * and GET /todos/done/{done} read page= and limit=; and, when bit 0x20 of byte
  * 0 is set, http_query_parse_text() and the cursor codec (daemon/cursor.c),
  * how GET /todos reads after=.
@@ -32,7 +32,7 @@
 #include <strings.h>
 
 #include "cursor.h"
-#include "http.h"
+#include "http_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -6,10 +6,8 @@
  * a rejected one leaves the context invalid; an accepted tracestate is short
  * and printable.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon -Idaemon -D_GNU_SOURCE \
- *       -DTODOD_VERSION='"0.1.0"' $(pkg-config --cflags libevent json-c) \
- *       tests/fuzz/fuzz_traceparent.c daemon/trace.c common/?*.c \
- *       $(pkg-config --libs libevent json-c uuid libpq) -lm -o fuzz_traceparent
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Idaemon -D_GNU_SOURCE \
+ *       tests/fuzz/fuzz_traceparent.c daemon/trace_context.c -o fuzz_traceparent
  *   ./fuzz_traceparent tests/fuzz/corpus/traceparent
  */
 #include <stdint.h>
@@ -17,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "trace.h"
+#include "trace_context.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

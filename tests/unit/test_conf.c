@@ -873,39 +873,7 @@ static void database_url_env_does_not_hide_file_errors(void **state)
     unsetenv("DATABASE_URL");
 }
 
-/* ---- copy and free ---------------------------------------------------- */
-
-static void copy_is_independent_of_original(void **state)
-{
-    struct conf a, b;
-
-    load_ok("user = alice\npid_file = /run/a.pid\ndatabase_url = host=a\nworkers = 7\n", &a);
-    assert_int_equal(conf_copy(&b, &a), 0);
-    assert_conf_equal(&a, &b);
-    assert_ptr_not_equal(a.database_url, b.database_url);
-    assert_ptr_not_equal(a.user, b.user);
-    assert_ptr_not_equal(a.pid_file, b.pid_file);
-    conf_free(&a);
-    assert_string_equal(b.user, "alice");
-    assert_string_equal(b.pid_file, "/run/a.pid");
-    assert_string_equal(b.database_url, "host=a");
-    assert_int_equal(b.workers, 7);
-    conf_free(&b);
-}
-
-static void copy_of_defaults_keeps_unset_strings_null(void **state)
-{
-    struct conf a, b;
-
-    conf_defaults(&a);
-    assert_int_equal(conf_copy(&b, &a), 0);
-    assert_null(b.user);
-    assert_null(b.pid_file);
-    assert_string_equal(b.database_url, "");
-    assert_ptr_not_equal(a.database_url, b.database_url);
-    conf_free(&a);
-    conf_free(&b);
-}
+/* ---- free ------------------------------------------------------------- */
 
 static void free_is_safe_on_defaults_and_twice(void **state)
 {
@@ -978,8 +946,6 @@ int main(void)
         cmocka_unit_test(database_url_env_overrides_default),
         cmocka_unit_test(database_url_env_empty_is_ignored),
         cmocka_unit_test(database_url_env_does_not_hide_file_errors),
-        cmocka_unit_test(copy_is_independent_of_original),
-        cmocka_unit_test(copy_of_defaults_keeps_unset_strings_null),
         cmocka_unit_test(free_is_safe_on_defaults_and_twice),
     };
 

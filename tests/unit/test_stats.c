@@ -15,7 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "stats.h"
+#include "stats_json.h"
 
 enum { ROUTE_TODOS, ROUTE_TODO, ROUTE_HEALTH, ROUTE_METRICS, NROUTES };
 static const char *const route_names[NROUTES] = {"/todos", "/todos/{id}", "/health", "/metrics"};
@@ -76,9 +78,9 @@ static char *render(const struct stats_shm *shm, int json)
 
     assert_non_null(f);
     if (json)
-        rc = stats_render_json(shm, route_names, NROUTES, "0.1.0", f);
+        rc = stats_json_render(shm, route_names, NROUTES, "0.1.0", f);
     else
-        rc = stats_render_prometheus(shm, route_names, NROUTES, "0.1.0", f);
+        rc = metrics_render(shm, route_names, NROUTES, "0.1.0", f);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(rc, 0);
     return buf;
@@ -646,7 +648,7 @@ static void test_prometheus_escapes_label_values(void **state)
     FILE *f = open_memstream(&buf, &len);
 
     stats_http_observe(&shm->slots[0], 0, STATS_GET, 200, 1);
-    assert_int_equal(stats_render_prometheus(shm, odd_routes, 1, "1.0\"x", f), 0);
+    assert_int_equal(metrics_render(shm, odd_routes, 1, "1.0\"x", f), 0);
     fclose(f);
     assert_has_line(buf, "todod_http_requests_total{route=\"/a\\\"b\\\\c\\nd\",method=\"GET\","
                          "code=\"200\"} 1");

@@ -30,8 +30,11 @@
 
 #include "clock.h"
 #include "conf.h"
+#include "db_span.h"
+#include "http_span.h"
 #include "stats.h"
 #include "trace.h"
+#include "trace_export.h"
 
 #define TP_SAMPLED   "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #define TP_UNSAMPLED "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
