@@ -72,26 +72,34 @@ def _sections(text):
 # --------------------------------------------------------------------------- the sources
 
 
-def _table_keys(path=CONF_C):
-    """[(name, default)] of `static const struct conf_key keys[]`; default None for NULL."""
+def _table_rows(path=CONF_C):
+    """[(name, default, flags)] of `static const struct conf_key keys[]`: default None
+    for NULL, flags the set of CONF_* names of the flags column."""
     with open(path, encoding="utf-8") as f:
         src = f.read()
     start = src.index("static const struct conf_key keys[] = {")
     body = src[start:src.index("};", start)]
-    # {"name", handler, OFF(field), min, max, default, empty_ok},
-    row = re.compile(r'^\s*\{\s*"([a-z][a-z0-9_]*)"\s*,\s*\w+\s*,\s*OFF\(\w+\)\s*,'
+    # {"name", CONF_T_TYPE, OFF(field), min, max, default, CONF_A | CONF_B or 0},
+    row = re.compile(r'^\s*\{\s*"([a-z][a-z0-9_]*)"\s*,\s*CONF_T_[A-Z_]+\s*,\s*OFF\(\w+\)\s*,'
                      r'\s*[^,{}]+,\s*[^,{}]+,'
-                     r'\s*(NULL|"(?:[^"\\]|\\.)*")\s*,\s*(?:true|false)\s*\},?\s*$')
+                     r'\s*(NULL|"(?:[^"\\]|\\.)*")\s*,'
+                     r'\s*(0|CONF_[A-Z_]+(?:\s*\|\s*CONF_[A-Z_]+)*)\s*\},?\s*$')
     keys, rows = [], [ln for ln in body.splitlines() if ln.strip().startswith("{")]
     for ln in rows:
         m = row.match(ln)
         assert m, f"{path}: cannot read this row of keys[]: {ln.strip()!r}"
         default = None if m.group(2) == "NULL" else m.group(2)[1:-1]
-        keys.append((m.group(1), default))
+        flags = set() if m.group(3) == "0" else {f.strip() for f in m.group(3).split("|")}
+        keys.append((m.group(1), default, flags))
     assert len(keys) >= 10, f"{path}: only {len(keys)} rows read from keys[]"
-    names = [k for k, _ in keys]
+    names = [k for k, _, _ in keys]
     assert len(names) == len(set(names)), f"{path}: a key appears twice in keys[]: {names}"
     return keys
+
+
+def _table_keys(path=CONF_C):
+    """[(name, default)] of the key table; default None for NULL."""
+    return [(name, default) for name, default, _ in _table_rows(path)]
 
 
 def _getopt_options(path=MAIN_C):
