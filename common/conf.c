@@ -61,7 +61,9 @@ enum conf_type {
 
 /* What the code does with a key beyond parsing it: bits of conf_key.flags. */
 enum {
-    CONF_EMPTY = 1 << 0, /* "key =" with nothing after it is a value, not an error */
+    CONF_EMPTY = 1 << 0,     /* "key =" with nothing after it is a value, not an error */
+    CONF_IMMUTABLE = 1 << 1, /* read at start only: a reload keeps the running value
+                                (conf_keep_immutable; string keys only) */
 };
 
 struct conf_key {
@@ -70,7 +72,7 @@ struct conf_key {
     size_t offset;   /* of the field the type's handler fills (some fill a companion too) */
     long min, max;   /* inclusive, except seconds: min < value <= max (min -1: 0 allowed) */
     const char *def; /* default, run through the handler by conf_defaults; NULL = zeroed */
-    unsigned flags;  /* CONF_EMPTY ... */
+    unsigned flags;  /* CONF_EMPTY, CONF_IMMUTABLE */
 };
 
 #define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
@@ -126,7 +128,7 @@ static const struct conf_key keys[] = {
     {"access_log",           CONF_T_FLAG,       OFF(access_log),           0, 0,                       "off",            0},
     {"access_log_format",    CONF_T_LOG_FORMAT, OFF(access_log_format),    0, 0,                       "combined",       0},
     {"user",                 CONF_T_STRING,     OFF(user),                 0, 0,                       NULL,             0},
-    {"pid_file",             CONF_T_STRING,     OFF(pid_file),             0, 0,                       NULL,             0},
+    {"pid_file",             CONF_T_STRING,     OFF(pid_file),             0, 0,                       NULL,             CONF_IMMUTABLE},
     {"otlp_endpoint",        CONF_T_URL,        OFF(otlp_endpoint),        0, 0,                       NULL,             CONF_EMPTY},
     {"trace_sample_ratio",   CONF_T_RATIO,      OFF(trace_sample_ratio),   0, 1,                       "1",              0},
     {"service_name",         CONF_T_STRING,     OFF(service_name),         0, 0,                       "todod",          0},
@@ -776,6 +778,44 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
 fail:
     conf_free(c);
     return -1;
+}
+
+static bool same_string(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * The master writes the pid file at start and removes it at exit: a new path
+ * taken at a reload would leave the file it wrote behind and never write the
+ * new one. Such keys keep their running value until the next start.
+ */
+int conf_keep_immutable(struct conf *next, const struct conf *running, char *err, size_t errlen)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &keys[i];
+        const char *keep;
+        char **field, *copy = NULL;
+
+        if (!(k->flags & CONF_IMMUTABLE))
+            continue;
+        keep = *(const char *const *)((const char *)running + k->offset);
+        field = FIELD(next, k, char *);
+        if (same_string(*field, keep))
+            continue;
+        if (keep != NULL && (copy = strdup(keep)) == NULL) {
+            snprintf(err, errlen, "%s: out of memory", k->name);
+            conf_free(next);
+            return -1;
+        }
+        log_warn("%s: a reload keeps %s; the new value takes effect at the next start", k->name,
+                 keep != NULL ? keep : "it unset");
+        free(*field);
+        *field = copy;
+    }
+    return 0;
 }
 
 static bool is_string_key(const struct conf_key *k)

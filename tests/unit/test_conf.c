@@ -873,6 +873,46 @@ static void database_url_env_does_not_hide_file_errors(void **state)
     unsetenv("DATABASE_URL");
 }
 
+/* ---- reload ----------------------------------------------------------- */
+
+/* pid_file is read at start only; every other key takes the new file's value. */
+static void reload_keeps_the_running_pid_file_and_takes_the_rest(void **state)
+{
+    struct conf running, next;
+    char err[256] = "";
+
+    load_ok("pid_file = /run/a.pid\nworkers = 2\nuser = alice\n", &running);
+    load_ok("pid_file = /run/b.pid\nworkers = 3\nuser = bob\n", &next);
+    assert_int_equal(conf_keep_immutable(&next, &running, err, sizeof(err)), 0);
+    assert_string_equal(next.pid_file, "/run/a.pid");
+    assert_ptr_not_equal(next.pid_file, running.pid_file);
+    assert_int_equal(next.workers, 3);
+    assert_string_equal(next.user, "bob");
+    conf_free(&running);
+    assert_string_equal(next.pid_file, "/run/a.pid");
+    conf_free(&next);
+}
+
+static void reload_keeps_pid_file_unset_or_set_as_it_started(void **state)
+{
+    struct conf running, next;
+    char err[256] = "";
+
+    load_ok("", &running);
+    load_ok("pid_file = /run/b.pid\n", &next);
+    assert_int_equal(conf_keep_immutable(&next, &running, err, sizeof(err)), 0);
+    assert_null(next.pid_file);
+    conf_free(&next);
+    conf_free(&running);
+
+    load_ok("pid_file = /run/a.pid\n", &running);
+    load_ok("", &next);
+    assert_int_equal(conf_keep_immutable(&next, &running, err, sizeof(err)), 0);
+    assert_string_equal(next.pid_file, "/run/a.pid");
+    conf_free(&next);
+    conf_free(&running);
+}
+
 /* ---- copy and free ---------------------------------------------------- */
 
 static void copy_is_independent_of_original(void **state)
@@ -978,6 +1018,8 @@ int main(void)
         cmocka_unit_test(database_url_env_overrides_default),
         cmocka_unit_test(database_url_env_empty_is_ignored),
         cmocka_unit_test(database_url_env_does_not_hide_file_errors),
+        cmocka_unit_test(reload_keeps_the_running_pid_file_and_takes_the_rest),
+        cmocka_unit_test(reload_keeps_pid_file_unset_or_set_as_it_started),
         cmocka_unit_test(copy_is_independent_of_original),
         cmocka_unit_test(copy_of_defaults_keeps_unset_strings_null),
         cmocka_unit_test(free_is_safe_on_defaults_and_twice),
