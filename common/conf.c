@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,7 @@ enum conf_type {
     CONF_T_LOG_LEVEL,  /* into an int, enum log_level */
     CONF_T_LOG_FORMAT, /* into an int, enum conf_access_log_format */
     CONF_T_STRING,     /* into a char * the conf owns */
+    CONF_T_CONNINFO,   /* a connection string libpq can parse, the same */
     CONF_T_URL,        /* an http:// URL, into a char * (NULL when empty) */
     CONF_T_URL_LIST,   /* comma-separated http:// URLs, the same */
 };
@@ -64,6 +66,7 @@ enum {
     CONF_EMPTY = 1 << 0,     /* "key =" with nothing after it is a value, not an error */
     CONF_IMMUTABLE = 1 << 1, /* read at start only: a reload keeps the running value
                                 (conf_keep_immutable; string keys only) */
+    CONF_SECRET = 1 << 2,    /* may hold a password: no message quotes the value */
 };
 
 struct conf_key {
@@ -72,13 +75,13 @@ struct conf_key {
     size_t offset;   /* of the field the type's handler fills (some fill a companion too) */
     long min, max;   /* inclusive, except seconds: min < value <= max (min -1: 0 allowed) */
     const char *def; /* default, run through the handler by conf_defaults; NULL = zeroed */
-    unsigned flags;  /* CONF_EMPTY, CONF_IMMUTABLE */
+    unsigned flags;  /* CONF_EMPTY, CONF_IMMUTABLE, CONF_SECRET */
 };
 
 #define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
 
 static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds, set_log_level,
-    set_flag, set_string, set_log_format, set_ratio, set_url, set_url_list;
+    set_flag, set_string, set_conninfo, set_log_format, set_ratio, set_url, set_url_list;
 
 /* Each type's handler, and whether its field is a string conf_free releases. */
 static const struct {
@@ -96,6 +99,7 @@ static const struct {
     [CONF_T_LOG_LEVEL] = {set_log_level, false},
     [CONF_T_LOG_FORMAT] = {set_log_format, false},
     [CONF_T_STRING] = {set_string, true},
+    [CONF_T_CONNINFO] = {set_conninfo, true},
     [CONF_T_URL] = {set_url, true},
     [CONF_T_URL_LIST] = {set_url_list, true},
 };
@@ -111,7 +115,7 @@ static const struct conf_key keys[] = {
     /* name                 type               field                      min max                      default           flags */
     {"listen",               CONF_T_LISTEN,     OFF(listen),               0, 0,                       "127.0.0.1:3000", 0},
     {"workers",              CONF_T_WORKERS,    OFF(workers),              1, CONF_MAX_WORKERS,        "auto",           0},
-    {"database_url",         CONF_T_STRING,     OFF(database_url),         0, 0,                       "",               CONF_EMPTY},
+    {"database_url",         CONF_T_CONNINFO,   OFF(database_url),         0, 0,                       "",               CONF_EMPTY | CONF_SECRET},
     {"db_connections",       CONF_T_INT,        OFF(db_connections),       1, CONF_MAX_DB_CONNECTIONS, "1",              0},
     {"db_write_connections", CONF_T_INT,        OFF(db_write_connections), 1, CONF_MAX_DB_CONNECTIONS, "4",              0},
     {"db_prepared",          CONF_T_FLAG,       OFF(db_prepared),          0, 0,                       "on",             0},
@@ -546,6 +550,72 @@ static enum set_result set_string(struct conf *c, const struct conf_key *k, cons
     return SET_OK;
 }
 
+/*
+ * libpq's message about a connection string it cannot parse, without what it
+ * quotes of that string (the whole URI, password and all, or a word of it):
+ * every quoted part but the separators it looked for ("=", "]", ":", "/")
+ * becomes "...".
+ */
+static void conninfo_error(const char *libpq, char *out, size_t len)
+{
+    size_t n = 0;
+    const char *p;
+
+    for (p = libpq; *p != '\0' && n + 6 < len; p++) {
+        const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
+
+        if (close != NULL && close - p == 2 && strchr("=]:/", p[1]) != NULL) {
+            memcpy(out + n, p, 3);
+            n += 3;
+            p = close;
+        } else if (*p == '"') {
+            memcpy(out + n, "\"...\"", 5);
+            n += 5;
+            if (close == NULL)
+                break;
+            p = close;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    while (n > 0 && isspace((unsigned char)out[n - 1]))
+        n--;
+    out[n] = '\0';
+}
+
+/*
+ * Checked as libpq will read it: a string it cannot parse would reach every
+ * worker, which could never connect, and libpq's message quotes it whole.
+ */
+static enum set_result set_conninfo(struct conf *c, const struct conf_key *k, const char *v,
+                                    char *expect, size_t expectlen)
+{
+    char *err = NULL, why[192];
+    PQconninfoOption *opts = PQconninfoParse(v, &err);
+
+    if (opts == NULL) {
+        if (err == NULL)
+            return SET_NOMEM;
+        conninfo_error(err, why, sizeof(why));
+        PQfreemem(err);
+        snprintf(expect, expectlen, "a libpq connection string (libpq: %s)", why);
+        return SET_BAD;
+    }
+    PQconninfoFree(opts);
+    return set_string(c, k, v, expect, expectlen);
+}
+
+/* "key: expected ..., got ...", never quoting a secret. */
+static void bad_value(const struct conf_key *k, const char *name, const char *expect,
+                      const char *value, char *msg, size_t msglen)
+{
+    if (k->flags & CONF_SECRET)
+        snprintf(msg, msglen, "%s: expected %s; the value is not shown: it may hold a password",
+                 name, expect);
+    else
+        snprintf(msg, msglen, "%s: expected %s, got \"%.*s\"", name, expect, MAX_ECHO, value);
+}
+
 /* ---- the line parser -------------------------------------------------- */
 
 static char *skip_space(char *s)
@@ -682,7 +752,7 @@ static int parse_line(struct conf *c, char *line, int lineno, int *first_line, c
         first_line[k - keys] = lineno;
         return 0;
     case SET_BAD:
-        snprintf(msg, msglen, "%s: expected %s, got \"%.*s\"", k->name, expect, MAX_ECHO, value);
+        bad_value(k, k->name, expect, value, msg, msglen);
         return -1;
     case SET_NOMEM:
         break;
@@ -721,20 +791,29 @@ static int parse_file(FILE *f, const char *path, struct conf *c, char *err, size
     return rc;
 }
 
-/* The environment wins over the file: it is how containers and CI pass secrets. */
-static int apply_env(struct conf *c)
+/*
+ * The environment wins over the file: it is how containers and CI pass secrets.
+ * Its value is checked as the key's would be.
+ */
+static int apply_env(struct conf *c, char *msg, size_t msglen)
 {
+    const struct conf_key *k = find_key("database_url");
     const char *url = getenv("DATABASE_URL");
-    char *copy;
+    char expect[256];
 
     if (url == NULL || url[0] == '\0')
         return 0;
-    copy = strdup(url);
-    if (copy == NULL)
+    switch (types[k->type].set(c, k, url, expect, sizeof(expect))) {
+    case SET_OK:
+        return 0;
+    case SET_BAD:
+        bad_value(k, "DATABASE_URL", expect, url, msg, msglen);
         return -1;
-    free(c->database_url);
-    c->database_url = copy;
-    return 0;
+    case SET_NOMEM:
+        break;
+    }
+    snprintf(msg, msglen, "DATABASE_URL: out of memory");
+    return -1;
 }
 
 /* ---- public interface ------------------------------------------------- */
@@ -753,6 +832,7 @@ void conf_defaults(struct conf *c)
 
 int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
 {
+    char msg[512];
     FILE *f;
     int rc;
 
@@ -770,8 +850,8 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
     fclose(f);
     if (rc != 0)
         goto fail;
-    if (apply_env(c) != 0) {
-        snprintf(err, errlen, "%s: out of memory", path);
+    if (apply_env(c, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, msg);
         goto fail;
     }
     return 0;

@@ -4,7 +4,8 @@
 - todod.conf(5) has an entry for every key of the table in common/conf.c, stating
   the table's default and showing examples that `todod -t` accepts, and no entry
   for a key the table lacks: a key cannot be added or removed without its entry;
-  the entries that say "A reload keeps" are those of the keys flagged CONF_IMMUTABLE;
+  the entries that say "A reload keeps" and "No message quotes" are those of the
+  keys flagged CONF_IMMUTABLE and CONF_SECRET;
 - todod(8) documents exactly the options of daemon/main.c's getopt string;
 - `make install` puts both pages under $(PREFIX)/share/man, `make uninstall`
   removes them.
@@ -223,13 +224,14 @@ def check_conf_page(page=PAGE5, conf_c=CONF_C):
                 f"todod.conf(5), {key}: example {ex!r} does not set {key}"
             _todod_accepts([ex], f"the example of {key}")
 
-    # The keys a reload keeps are the table's CONF_IMMUTABLE ones.
-    immutable = sorted(k for k, _, flags in _table_rows(conf_c) if "CONF_IMMUTABLE" in flags)
-    said = sorted(k for k, body in entries.items()
-                  if re.search(r"\bA reload keeps\b", " ".join(s.strip() for s in body)))
-    assert said == immutable, \
-        f"todod.conf(5) says \"A reload keeps\" the value of {said}; the table's CONF_IMMUTABLE " \
-        f"keys are {immutable}"
+    # What the flags make the code do is said of exactly the flagged keys.
+    rows = _table_rows(conf_c)
+    for flag, phrase in (("CONF_IMMUTABLE", "A reload keeps"), ("CONF_SECRET", "No message quotes")):
+        flagged = sorted(k for k, _, flags in rows if flag in flags)
+        said = sorted(k for k, body in entries.items()
+                      if re.search(r"\b%s\b" % phrase, " ".join(s.strip() for s in body)))
+        assert said == flagged, \
+            f"todod.conf(5) says \"{phrase}\" of {said}; the table's {flag} keys are {flagged}"
 
     # The EXAMPLES section's first display is a whole configuration file.
     lines = _sections(text).get("EXAMPLES", [])
