@@ -51,7 +51,7 @@ WORKERS=2
 THREADS=2
 CONNS=64
 LIST_ROWS=1000000
-LIST_BEFORE=11765 # req/s: GET /todos?limit=10 in the README before the write connections (2026-11-26)
+LIST_BEFORE=11765 # req/s: GET /todos?limit=10 as tests/README.md had it before the write connections (2026-11-26)
 bench_need wrk
 
 echo "# todod API benchmark"
@@ -499,7 +499,7 @@ bench_target "POST /todos >= 0.8x pgbench INSERT, p99 < 20 ms" "${post[0]} >= 0.
 bench_target "PUT /todos/{id} >= 0.8x pgbench UPDATE" "${put[0]} >= 0.8 * $put_ceiling"
 bench_target "DELETE /todos/{id} >= 0.8x pgbench DELETE" "${delete[0]} >= 0.8 * $delete_ceiling"
 bench_target "GET /todos?limit=10 >= 10x the replaced design" "${list[0]} >= 10 * $list_old"
-bench_target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (the README's figure before the write connections)" \
+bench_target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (the figure before the write connections)" \
     "${list[0]} >= $LIST_BEFORE"
 bench_target "GET /todos?after=C at depth 900,000 >= 0.8x page 1" "${after_deep[0]} >= 0.8 * ${page_first[0]}"
 [ "$health_ceiling" = n/a ] || bench_target "GET /health >= 0.8x nginx" "${health[0]} >= 0.8 * $health_ceiling"
