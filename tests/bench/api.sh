@@ -35,7 +35,7 @@
 # Environment: BENCH_SECONDS, BENCH_RUNS, BENCH_DB_CONNECTIONS and
 # BENCH_DB_WRITE_CONNECTIONS (todod's db_connections and db_write_connections;
 # unset: the shipped defaults), BENCH_DELETE_CAP (deletes per second the seeded
-# rows allow, default 50000; DELETE ran at 27,000/s here), BENCH_PG_SETTINGS
+# rows allow, default 50000, above the DELETE rate tests/README.md gives), BENCH_PG_SETTINGS
 # (extra PostgreSQL settings, "name=value name=value"), BENCH_KEEP=1 (keep the
 # work directory), PGBIN (PostgreSQL binaries). Everything started is stopped on exit, Ctrl-C included.
 # Exit status 1 when a request failed or the row counts disagree, 2 when a
