@@ -1,7 +1,8 @@
 /*
  * The configuration file, nginx-style: a table of keys, each row naming the
- * handler that parses the value, the field of struct conf it fills, its bounds
- * and its default. Adding a key is adding a row.
+ * type of the value (which handler parses it), the field of struct conf it
+ * fills, its bounds, its default and its flags (what the code does with the
+ * key beyond parsing it). Adding a key is adding a row.
  *
  * Grammar of a line:
  *     [key = value] [# comment]
@@ -18,6 +19,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,49 +43,99 @@ struct conf_key;
 typedef enum set_result conf_set_fn(struct conf *c, const struct conf_key *k, const char *v,
                                     char *expect, size_t expectlen);
 
+/* What a value is: the handler that parses it, and how its field is held. */
+enum conf_type {
+    CONF_T_LISTEN,     /* address:port, into listen and its companions */
+    CONF_T_WORKERS,    /* a number or "auto", into workers and workers_auto */
+    CONF_T_INT,        /* a number within min..max, into an int */
+    CONF_T_LONG,       /* the same, into a long */
+    CONF_T_SIZE,       /* bytes, or with a k or m suffix, into a size_t */
+    CONF_T_SECONDS,    /* a plain decimal, into a double */
+    CONF_T_RATIO,      /* a plain decimal from min to max, into a double */
+    CONF_T_FLAG,       /* on/off and synonyms, into a bool */
+    CONF_T_LOG_LEVEL,  /* into an int, enum log_level */
+    CONF_T_LOG_FORMAT, /* into an int, enum conf_access_log_format */
+    CONF_T_STRING,     /* into a char * the conf owns */
+    CONF_T_CONNINFO,   /* a connection string libpq can parse, the same */
+    CONF_T_URL,        /* an http:// URL, into a char * (NULL when empty) */
+    CONF_T_URL_LIST,   /* comma-separated http:// URLs, the same */
+};
+
+/* What the code does with a key beyond parsing it: bits of conf_key.flags. */
+enum {
+    CONF_EMPTY = 1 << 0,     /* "key =" with nothing after it is a value, not an error */
+    CONF_IMMUTABLE = 1 << 1, /* read at start only: a reload keeps the running value
+                                (conf_keep_immutable; string keys only) */
+    CONF_SECRET = 1 << 2,    /* may hold a password: no message quotes the value */
+};
+
 struct conf_key {
     const char *name;
-    conf_set_fn *set;
-    size_t offset;   /* of the field set fills (some handlers fill a companion too) */
+    enum conf_type type;
+    size_t offset;   /* of the field the type's handler fills (some fill a companion too) */
     long min, max;   /* inclusive, except seconds: min < value <= max (min -1: 0 allowed) */
-    const char *def; /* default, run through set by conf_defaults; NULL = zeroed */
-    bool empty_ok;   /* "key =" with nothing after it is a value, not an error */
+    const char *def; /* default, run through the handler by conf_defaults; NULL = zeroed */
+    unsigned flags;  /* CONF_EMPTY, CONF_IMMUTABLE, CONF_SECRET */
 };
 
 #define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
 
 static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds, set_log_level,
-    set_flag, set_string, set_log_format, set_ratio, set_url, set_url_list;
+    set_flag, set_string, set_conninfo, set_log_format, set_ratio, set_url, set_url_list;
+
+/* Each type's handler, and whether its field is a string conf_free releases. */
+static const struct {
+    conf_set_fn *set;
+    bool string;
+} types[] = {
+    [CONF_T_LISTEN] = {set_listen, false},
+    [CONF_T_WORKERS] = {set_workers, false},
+    [CONF_T_INT] = {set_int, false},
+    [CONF_T_LONG] = {set_long, false},
+    [CONF_T_SIZE] = {set_size, false},
+    [CONF_T_SECONDS] = {set_seconds, false},
+    [CONF_T_RATIO] = {set_ratio, false},
+    [CONF_T_FLAG] = {set_flag, false},
+    [CONF_T_LOG_LEVEL] = {set_log_level, false},
+    [CONF_T_LOG_FORMAT] = {set_log_format, false},
+    [CONF_T_STRING] = {set_string, true},
+    [CONF_T_CONNINFO] = {set_conninfo, true},
+    [CONF_T_URL] = {set_url, true},
+    [CONF_T_URL_LIST] = {set_url_list, true},
+};
 
 #define OFF(field) offsetof(struct conf, field)
 
-/* Keep conf/todod.conf in step with this table: it lists every key and default. */
+/*
+ * conf/todod.conf and todod.conf(5) repeat this table: every key with its default
+ * (tests/integration/test_manpages.py compares them with it).
+ */
 /* clang-format off */
 static const struct conf_key keys[] = {
-    /* name                 handler         field                      min max                      default           empty_ok */
-    {"listen",               set_listen,     OFF(listen),               0, 0,                       "127.0.0.1:3000", false},
-    {"workers",              set_workers,    OFF(workers),              1, CONF_MAX_WORKERS,        "auto",           false},
-    {"database_url",         set_string,     OFF(database_url),         0, 0,                       "",               true},
-    {"db_connections",       set_int,        OFF(db_connections),       1, CONF_MAX_DB_CONNECTIONS, "1",              false},
-    {"db_write_connections", set_int,        OFF(db_write_connections), 1, CONF_MAX_DB_CONNECTIONS, "4",              false},
-    {"db_prepared",          set_flag,       OFF(db_prepared),          0, 0,                       "on",             false},
-    {"max_body_size",        set_size,       OFF(max_body_size),        1, 64 * MIB,                "1m",             false},
-    {"max_connections",      set_int,        OFF(max_connections),      1, 1 << 20,                 "1024",           false},
-    {"perf_max_messages",    set_long,       OFF(perf_max_messages),    1, 100000000,               "1000000",        false},
-    {"perf_max_batch",       set_long,       OFF(perf_max_batch),       1, 100000,                  "10000",          false},
-    {"perf_nodes",           set_url_list,   OFF(perf_nodes),           0, 0,                       NULL,             true},
-    {"request_timeout",      set_seconds,    OFF(request_timeout),      0, MAX_SECONDS,             "10",             false},
-    {"keepalive_timeout",    set_seconds,    OFF(keepalive_timeout),    0, MAX_SECONDS,             "60",             false},
-    {"shutdown_timeout",     set_seconds,    OFF(shutdown_timeout),     0, MAX_SECONDS,             "10",             false},
-    {"drain_delay",          set_seconds,    OFF(drain_delay),         -1, MAX_SECONDS,             "0",              false},
-    {"log_level",            set_log_level,  OFF(log_level),            0, 0,                       "info",           false},
-    {"access_log",           set_flag,       OFF(access_log),           0, 0,                       "off",            false},
-    {"access_log_format",    set_log_format, OFF(access_log_format),    0, 0,                       "combined",       false},
-    {"user",                 set_string,     OFF(user),                 0, 0,                       NULL,             false},
-    {"pid_file",             set_string,     OFF(pid_file),             0, 0,                       NULL,             false},
-    {"otlp_endpoint",        set_url,        OFF(otlp_endpoint),        0, 0,                       NULL,             true},
-    {"trace_sample_ratio",   set_ratio,      OFF(trace_sample_ratio),   0, 1,                       "1",              false},
-    {"service_name",         set_string,     OFF(service_name),         0, 0,                       "todod",          false},
+    /* name                 type               field                      min max                      default           flags */
+    {"listen",               CONF_T_LISTEN,     OFF(listen),               0, 0,                       "127.0.0.1:3000", 0},
+    {"workers",              CONF_T_WORKERS,    OFF(workers),              1, CONF_MAX_WORKERS,        "auto",           0},
+    {"database_url",         CONF_T_CONNINFO,   OFF(database_url),         0, 0,                       "",               CONF_EMPTY | CONF_SECRET},
+    {"db_connections",       CONF_T_INT,        OFF(db_connections),       1, CONF_MAX_DB_CONNECTIONS, "1",              0},
+    {"db_write_connections", CONF_T_INT,        OFF(db_write_connections), 1, CONF_MAX_DB_CONNECTIONS, "4",              0},
+    {"db_prepared",          CONF_T_FLAG,       OFF(db_prepared),          0, 0,                       "on",             0},
+    {"max_body_size",        CONF_T_SIZE,       OFF(max_body_size),        1, 64 * MIB,                "1m",             0},
+    {"max_connections",      CONF_T_INT,        OFF(max_connections),      1, 1 << 20,                 "1024",           0},
+    {"perf_max_messages",    CONF_T_LONG,       OFF(perf_max_messages),    1, 100000000,               "1000000",        0},
+    {"perf_max_batch",       CONF_T_LONG,       OFF(perf_max_batch),       1, 100000,                  "10000",          0},
+    {"perf_nodes",           CONF_T_URL_LIST,   OFF(perf_nodes),           0, 0,                       NULL,             CONF_EMPTY},
+    {"request_timeout",      CONF_T_SECONDS,    OFF(request_timeout),      0, MAX_SECONDS,             "10",             0},
+    {"keepalive_timeout",    CONF_T_SECONDS,    OFF(keepalive_timeout),    0, MAX_SECONDS,             "60",             0},
+    {"shutdown_timeout",     CONF_T_SECONDS,    OFF(shutdown_timeout),     0, MAX_SECONDS,             "10",             0},
+    {"drain_delay",          CONF_T_SECONDS,    OFF(drain_delay),         -1, MAX_SECONDS,             "0",              0},
+    {"log_level",            CONF_T_LOG_LEVEL,  OFF(log_level),            0, 0,                       "info",           0},
+    {"access_log",           CONF_T_FLAG,       OFF(access_log),           0, 0,                       "off",            0},
+    {"access_log_format",    CONF_T_LOG_FORMAT, OFF(access_log_format),    0, 0,                       "combined",       0},
+    {"user",                 CONF_T_STRING,     OFF(user),                 0, 0,                       NULL,             0},
+    {"pid_file",             CONF_T_STRING,     OFF(pid_file),             0, 0,                       NULL,             CONF_IMMUTABLE},
+    {"otlp_endpoint",        CONF_T_URL,        OFF(otlp_endpoint),        0, 0,                       NULL,             CONF_EMPTY},
+    {"trace_sample_ratio",   CONF_T_RATIO,      OFF(trace_sample_ratio),   0, 1,                       "1",              0},
+    {"service_name",         CONF_T_STRING,     OFF(service_name),         0, 0,                       "todod",          0},
 };
 /* clang-format on */
 
@@ -486,7 +538,7 @@ static enum set_result set_string(struct conf *c, const struct conf_key *k, cons
     char *copy;
 
     /* Reached with "" only when the value was written as a pair of quotes. */
-    if (v[0] == '\0' && !k->empty_ok) {
+    if (v[0] == '\0' && !(k->flags & CONF_EMPTY)) {
         snprintf(expect, expectlen, "a non-empty string");
         return SET_BAD;
     }
@@ -496,6 +548,72 @@ static enum set_result set_string(struct conf *c, const struct conf_key *k, cons
     free(*field);
     *field = copy;
     return SET_OK;
+}
+
+/*
+ * libpq's message about a connection string it cannot parse, without what it
+ * quotes of that string (the whole URI, password and all, or a word of it):
+ * every quoted part but the separators it looked for ("=", "]", ":", "/")
+ * becomes "...".
+ */
+static void conninfo_error(const char *libpq, char *out, size_t len)
+{
+    size_t n = 0;
+    const char *p;
+
+    for (p = libpq; *p != '\0' && n + 6 < len; p++) {
+        const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
+
+        if (close != NULL && close - p == 2 && strchr("=]:/", p[1]) != NULL) {
+            memcpy(out + n, p, 3);
+            n += 3;
+            p = close;
+        } else if (*p == '"') {
+            memcpy(out + n, "\"...\"", 5);
+            n += 5;
+            if (close == NULL)
+                break;
+            p = close;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    while (n > 0 && isspace((unsigned char)out[n - 1]))
+        n--;
+    out[n] = '\0';
+}
+
+/*
+ * Checked as libpq will read it: a string it cannot parse would reach every
+ * worker, which could never connect, and libpq's message quotes it whole.
+ */
+static enum set_result set_conninfo(struct conf *c, const struct conf_key *k, const char *v,
+                                    char *expect, size_t expectlen)
+{
+    char *err = NULL, why[192];
+    PQconninfoOption *opts = PQconninfoParse(v, &err);
+
+    if (opts == NULL) {
+        if (err == NULL)
+            return SET_NOMEM;
+        conninfo_error(err, why, sizeof(why));
+        PQfreemem(err);
+        snprintf(expect, expectlen, "a libpq connection string (libpq: %s)", why);
+        return SET_BAD;
+    }
+    PQconninfoFree(opts);
+    return set_string(c, k, v, expect, expectlen);
+}
+
+/* "key: expected ..., got ...", never quoting a secret. */
+static void bad_value(const struct conf_key *k, const char *name, const char *expect,
+                      const char *value, char *msg, size_t msglen)
+{
+    if (k->flags & CONF_SECRET)
+        snprintf(msg, msglen, "%s: expected %s; the value is not shown: it may hold a password",
+                 name, expect);
+    else
+        snprintf(msg, msglen, "%s: expected %s, got \"%.*s\"", name, expect, MAX_ECHO, value);
 }
 
 /* ---- the line parser -------------------------------------------------- */
@@ -625,16 +743,16 @@ static int parse_line(struct conf *c, char *line, int lineno, int *first_line, c
     }
     if (finish_value(line, k, &value, &quoted, msg, msglen) != 0)
         return -1;
-    if (*value == '\0' && !quoted && !k->empty_ok) {
+    if (*value == '\0' && !quoted && !(k->flags & CONF_EMPTY)) {
         snprintf(msg, msglen, "missing value for \"%s\"", k->name);
         return -1;
     }
-    switch (k->set(c, k, value, expect, sizeof(expect))) {
+    switch (types[k->type].set(c, k, value, expect, sizeof(expect))) {
     case SET_OK:
         first_line[k - keys] = lineno;
         return 0;
     case SET_BAD:
-        snprintf(msg, msglen, "%s: expected %s, got \"%.*s\"", k->name, expect, MAX_ECHO, value);
+        bad_value(k, k->name, expect, value, msg, msglen);
         return -1;
     case SET_NOMEM:
         break;
@@ -673,20 +791,29 @@ static int parse_file(FILE *f, const char *path, struct conf *c, char *err, size
     return rc;
 }
 
-/* The environment wins over the file: it is how containers and CI pass secrets. */
-static int apply_env(struct conf *c)
+/*
+ * The environment wins over the file: it is how containers and CI pass secrets.
+ * Its value is checked as the key's would be.
+ */
+static int apply_env(struct conf *c, char *msg, size_t msglen)
 {
+    const struct conf_key *k = find_key("database_url");
     const char *url = getenv("DATABASE_URL");
-    char *copy;
+    char expect[256];
 
     if (url == NULL || url[0] == '\0')
         return 0;
-    copy = strdup(url);
-    if (copy == NULL)
+    switch (types[k->type].set(c, k, url, expect, sizeof(expect))) {
+    case SET_OK:
+        return 0;
+    case SET_BAD:
+        bad_value(k, "DATABASE_URL", expect, url, msg, msglen);
         return -1;
-    free(c->database_url);
-    c->database_url = copy;
-    return 0;
+    case SET_NOMEM:
+        break;
+    }
+    snprintf(msg, msglen, "DATABASE_URL: out of memory");
+    return -1;
 }
 
 /* ---- public interface ------------------------------------------------- */
@@ -700,11 +827,12 @@ void conf_defaults(struct conf *c)
     /* The defaults are valid by construction; only strdup can fail (NULL field). */
     for (i = 0; i < NKEYS; i++)
         if (keys[i].def != NULL)
-            (void)keys[i].set(c, &keys[i], keys[i].def, expect, sizeof(expect));
+            (void)types[keys[i].type].set(c, &keys[i], keys[i].def, expect, sizeof(expect));
 }
 
 int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
 {
+    char msg[512];
     FILE *f;
     int rc;
 
@@ -722,8 +850,8 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
     fclose(f);
     if (rc != 0)
         goto fail;
-    if (apply_env(c) != 0) {
-        snprintf(err, errlen, "%s: out of memory", path);
+    if (apply_env(c, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, msg);
         goto fail;
     }
     return 0;
@@ -732,9 +860,47 @@ fail:
     return -1;
 }
 
+static bool same_string(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * The master writes the pid file at start and removes it at exit: a new path
+ * taken at a reload would leave the file it wrote behind and never write the
+ * new one. Such keys keep their running value until the next start.
+ */
+int conf_keep_immutable(struct conf *next, const struct conf *running, char *err, size_t errlen)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++) {
+        const struct conf_key *k = &keys[i];
+        const char *keep;
+        char **field, *copy = NULL;
+
+        if (!(k->flags & CONF_IMMUTABLE))
+            continue;
+        keep = *(const char *const *)((const char *)running + k->offset);
+        field = FIELD(next, k, char *);
+        if (same_string(*field, keep))
+            continue;
+        if (keep != NULL && (copy = strdup(keep)) == NULL) {
+            snprintf(err, errlen, "%s: out of memory", k->name);
+            conf_free(next);
+            return -1;
+        }
+        log_warn("%s: a reload keeps %s; the new value takes effect at the next start", k->name,
+                 keep != NULL ? keep : "it unset");
+        free(*field);
+        *field = copy;
+    }
+    return 0;
+}
+
 static bool is_string_key(const struct conf_key *k)
 {
-    return k->set == set_string || k->set == set_url || k->set == set_url_list;
+    return types[k->type].string;
 }
 
 void conf_free(struct conf *c)

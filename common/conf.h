@@ -54,6 +54,13 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen);
 
 void conf_free(struct conf *c);
 
+/*
+ * At a reload: give next the running value of every key read at start only
+ * (pid_file), logging each change it holds back. On error (out of memory)
+ * returns -1, frees next and writes a message into err.
+ */
+int conf_keep_immutable(struct conf *next, const struct conf *running, char *err, size_t errlen);
+
 /* The key table, for documentation checks: name and default (NULL: unset) of key i. */
 size_t conf_nkeys(void);
 const char *conf_key_name(size_t i);

@@ -199,7 +199,7 @@ static const struct {
     [DB_TODO_DELETE] = {"todo_delete", "DELETE FROM todos WHERE id = $1"},
     /* Set-returning functions in the select list, which run in step (the
      * arrays are as long as each other): unnest() in FROM would first copy
-     * every row into a tuplestore, 3% more work for the server. */
+     * every row into a tuplestore, more work for the server. */
     [DB_PERF_INSERT] = {"perf_insert",
                         "INSERT INTO todos (id, title, done) SELECT unnest($1::uuid[]),"
                         " unnest($2::varchar[]), unnest($3::bool[])"},

@@ -26,7 +26,8 @@ int main(int argc, char **argv)
     int opt, test_only = 0;
 
     /* libevent's calloc is then malloc and memset: glibc's calloc skips its
-     * per-thread cache, and evhttp callocs 14 blocks a request (see README). */
+     * per-thread cache, and evhttp callocs several blocks a request (what it
+     * saves is measured in tests/README.md). */
     event_set_mem_functions(malloc, realloc, free);
     while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
         switch (opt) {

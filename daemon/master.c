@@ -372,7 +372,8 @@ static void reload(struct master *m)
      * (as nginx builds a whole new cycle): a reload that fails leaves the
      * running configuration, socket and workers as they were, and systemd
      * never sees RELOADING=1 without the READY=1 that ends it. */
-    if (conf_load(m->conf_path, &next, err, sizeof(err)) != 0) {
+    if (conf_load(m->conf_path, &next, err, sizeof(err)) != 0 ||
+        conf_keep_immutable(&next, &m->conf, err, sizeof(err)) != 0) {
         log_error("reload failed, keeping the running configuration: %s", err);
         return;
     }

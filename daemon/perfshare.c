@@ -87,8 +87,8 @@ static char *array_header(char *p, uint32_t elem_oid, int64_t n)
 /*
  * Version 4 UUIDs for a whole batch from one getrandom() call. libuuid's
  * uuid_generate_random() makes five system calls per id (it reseeds its
- * fallback generator every time): measured at 9 to 19 us per id on the
- * development machine, it alone would cap a worker at 50,000-110,000 todos/s.
+ * fallback generator every time): enough on its own to cap a worker's rate
+ * (tests/README.md has the figures).
  * The bytes are the same kind (kernel CSPRNG) and the version and variant bits
  * are set as RFC 9562 says.
  */
@@ -160,7 +160,7 @@ static int send_batch(struct perf_exec *e, int64_t rows, struct perf_batch *b)
     }
     /* In the primary key's order (PostgreSQL compares uuids byte by byte):
      * the index descents of one batch then share their pages while they are
-     * hot, which makes the INSERT about 10% cheaper for the server. */
+     * hot, which makes the INSERT cheaper for the server (tests/README.md). */
     qsort(uuids, (size_t)rows, 16, uuid_order);
     pi = array_header(ids, OID_UUID, rows);
     pt = array_header(titles, OID_VARCHAR, rows);

@@ -411,6 +411,51 @@ def check_config_errors_name_file_and_line():
     assert "%s:%d" % (d.conf_path, nlines) in out, out
 
 
+# libpq cannot parse it, and says so quoting the whole URI, password included.
+BROKEN_URL_SECRET = "s3cret-pw"
+BROKEN_URL = "postgresql://todo:%s@[db.example/todo" % BROKEN_URL_SECRET
+
+
+@test
+def check_config_refuses_a_database_url_libpq_cannot_parse_without_quoting_it():
+    d = Todod()
+    d.write_conf(database_url=BROKEN_URL)
+    where = "%s:%d: database_url: " % (d.conf_path, d.conf_line("database_url"))
+    r = d.run("-t", "-c", d.conf_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, (r.returncode, out)
+    assert where in out and "libpq" in out, out
+    assert BROKEN_URL_SECRET not in out, "the error quotes the password: %r" % out
+    # The same from the environment, which overrides the file.
+    d.write_conf(database_url="")
+    r = d.run("-t", "-c", d.conf_path, env={"DATABASE_URL": BROKEN_URL})
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, (r.returncode, out)
+    assert "DATABASE_URL" in out and BROKEN_URL_SECRET not in out, out
+
+
+@test
+def sighup_to_a_database_url_libpq_cannot_parse_keeps_old_workers_serving():
+    with Todod(workers=2) as d:
+        d.start()
+        assert wait_until(lambda: len(d.worker_pids()) == 2, 5), d.worker_pids()
+        pids = d.worker_pids()
+        good = d.conf["database_url"]
+        d.write_conf(database_url=BROKEN_URL)
+        where = "%s:%d: database_url: " % (d.conf_path, d.conf_line("database_url"))
+        d.signal(signal.SIGHUP)
+        assert wait_until(lambda: where in d.log(), 3), \
+            "no log line naming %s:\n%s" % (where, d.log_tail())
+        time.sleep(0.5)
+        assert d.worker_pids() == pids, (pids, d.worker_pids())
+        for _ in range(10):
+            assert d.request("GET", "/health").status == 200
+        assert d.request("POST", "/todos", body={"title": "still here"}).status == 201
+        assert BROKEN_URL_SECRET not in d.log(), "the log quotes the password"
+        d.write_conf(database_url=good)
+        assert d.stop() == 0
+
+
 @test
 def version_and_help():
     d = Todod()

@@ -95,7 +95,7 @@ def database_restart_under_load_gives_503_then_recovers():
         assert metric(d.metrics(), "todod_db_reconnects_total") > reconnects_before
         assert d.running()
         # every worker serves again within a second of PostgreSQL accepting
-        # connections (README): one may still be in its reconnect back-off here
+        # connections (todod(8), DATABASE): one may still be in its reconnect back-off here
         assert wait_until(lambda: all_health(d, 200), 2), "a worker did not reconnect"
         print("    (%s; recovered %.2fs after the start)" % (
             ", ".join("%s %d: %d" % (m, s, n) for (m, s), n in sorted(statuses.items())),

@@ -1,4 +1,4 @@
-"""Many clients writing to a few rows (README "The database connections"; API.md
+"""Many clients writing to a few rows (todod(8), DATABASE; API.md
 "Writes, time-outs and lost connections"): todod's own write transactions never
 deadlock each other, whatever the mix of POST, PUT and DELETE and however many
 workers and instances send them; a deadlock that another session causes rolls

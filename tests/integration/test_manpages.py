@@ -1,9 +1,13 @@
-"""Manual pages: daemon/todod.8 and conf/todod.conf.5.
+"""Manual pages (daemon/todod.8, conf/todod.conf.5) and the shipped conf/todod.conf.
 
 - both format without a warning (man --warnings, groff -ww) and fit 80 columns;
 - todod.conf(5) has an entry for every key of the table in common/conf.c, stating
   the table's default and showing examples that `todod -t` accepts, and no entry
   for a key the table lacks: a key cannot be added or removed without its entry;
+  the entries that say "A reload keeps" and "No message quotes" are those of the
+  keys flagged CONF_IMMUTABLE and CONF_SECRET;
+- conf/todod.conf lists every key of the table, in its order, commented out with
+  its default (an example and "Unset" for a key without one), and nothing else;
 - todod(8) documents exactly the options of daemon/main.c's getopt string;
 - `make install` puts both pages under $(PREFIX)/share/man, `make uninstall`
   removes them.
@@ -26,6 +30,7 @@ PAGE8 = os.path.join(ROOT, "daemon", "todod.8")
 PAGE5 = os.path.join(ROOT, "conf", "todod.conf.5")
 PAGES = (PAGE8, PAGE5)
 CONF_C = os.path.join(ROOT, "common", "conf.c")
+SHIPPED_CONF = os.path.join(ROOT, "conf", "todod.conf")
 MAIN_C = os.path.join(ROOT, "daemon", "main.c")
 MAKEFILE = os.path.join(ROOT, "Makefile")
 
@@ -72,26 +77,34 @@ def _sections(text):
 # --------------------------------------------------------------------------- the sources
 
 
-def _table_keys(path=CONF_C):
-    """[(name, default)] of `static const struct conf_key keys[]`; default None for NULL."""
+def _table_rows(path=CONF_C):
+    """[(name, default, flags)] of `static const struct conf_key keys[]`: default None
+    for NULL, flags the set of CONF_* names of the flags column."""
     with open(path, encoding="utf-8") as f:
         src = f.read()
     start = src.index("static const struct conf_key keys[] = {")
     body = src[start:src.index("};", start)]
-    # {"name", handler, OFF(field), min, max, default, empty_ok},
-    row = re.compile(r'^\s*\{\s*"([a-z][a-z0-9_]*)"\s*,\s*\w+\s*,\s*OFF\(\w+\)\s*,'
+    # {"name", CONF_T_TYPE, OFF(field), min, max, default, CONF_A | CONF_B or 0},
+    row = re.compile(r'^\s*\{\s*"([a-z][a-z0-9_]*)"\s*,\s*CONF_T_[A-Z_]+\s*,\s*OFF\(\w+\)\s*,'
                      r'\s*[^,{}]+,\s*[^,{}]+,'
-                     r'\s*(NULL|"(?:[^"\\]|\\.)*")\s*,\s*(?:true|false)\s*\},?\s*$')
+                     r'\s*(NULL|"(?:[^"\\]|\\.)*")\s*,'
+                     r'\s*(0|CONF_[A-Z_]+(?:\s*\|\s*CONF_[A-Z_]+)*)\s*\},?\s*$')
     keys, rows = [], [ln for ln in body.splitlines() if ln.strip().startswith("{")]
     for ln in rows:
         m = row.match(ln)
         assert m, f"{path}: cannot read this row of keys[]: {ln.strip()!r}"
         default = None if m.group(2) == "NULL" else m.group(2)[1:-1]
-        keys.append((m.group(1), default))
+        flags = set() if m.group(3) == "0" else {f.strip() for f in m.group(3).split("|")}
+        keys.append((m.group(1), default, flags))
     assert len(keys) >= 10, f"{path}: only {len(keys)} rows read from keys[]"
-    names = [k for k, _ in keys]
+    names = [k for k, _, _ in keys]
     assert len(names) == len(set(names)), f"{path}: a key appears twice in keys[]: {names}"
     return keys
+
+
+def _table_keys(path=CONF_C):
+    """[(name, default)] of the key table; default None for NULL."""
+    return [(name, default) for name, default, _ in _table_rows(path)]
 
 
 def _getopt_options(path=MAIN_C):
@@ -214,6 +227,15 @@ def check_conf_page(page=PAGE5, conf_c=CONF_C):
                 f"todod.conf(5), {key}: example {ex!r} does not set {key}"
             _todod_accepts([ex], f"the example of {key}")
 
+    # What the flags make the code do is said of exactly the flagged keys.
+    rows = _table_rows(conf_c)
+    for flag, phrase in (("CONF_IMMUTABLE", "A reload keeps"), ("CONF_SECRET", "No message quotes")):
+        flagged = sorted(k for k, _, flags in rows if flag in flags)
+        said = sorted(k for k, body in entries.items()
+                      if re.search(r"\b%s\b" % phrase, " ".join(s.strip() for s in body)))
+        assert said == flagged, \
+            f"todod.conf(5) says \"{phrase}\" of {said}; the table's {flag} keys are {flagged}"
+
     # The EXAMPLES section's first display is a whole configuration file.
     lines = _sections(text).get("EXAMPLES", [])
     block, started = [], False
@@ -232,6 +254,47 @@ def check_conf_page(page=PAGE5, conf_c=CONF_C):
 @test
 def manpage_conf_documents_every_key_with_its_default():
     check_conf_page()
+
+
+# --------------------------------------------------------------------------- conf/todod.conf
+
+
+def check_shipped_conf(path=SHIPPED_CONF, conf_c=CONF_C):
+    """The shipped file sets nothing: it lists every key of the table, in the
+    table's order, once, commented out ("#key = value", prose is "# ..."), with
+    the table's default; a key without a default shows an example and its
+    comment says "Unset". Nothing else looks like a setting."""
+    table = _table_keys(conf_c)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    setting = re.compile(r"^(#?)\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+    listed, comment = [], []
+    for n, line in enumerate(lines, 1):
+        if line.startswith("# ") or line == "#":
+            comment.append(line[2:])
+            continue
+        m = setting.match(line)
+        assert line == "" or m, f"{path}:{n}: neither a comment nor a commented setting: {line!r}"
+        if m:
+            assert m.group(1) == "#", f"{path}:{n}: sets {m.group(2)} (the file sets nothing)"
+            listed.append((n, m.group(2), m.group(3), " ".join(comment), line[1:]))
+        comment = []
+    names = [k for _, k, _, _, _ in listed]
+    assert names == [k for k, _ in table], \
+        f"{path} lists {names}; the table of {conf_c} has {[k for k, _ in table]} (in that order)"
+    for (n, key, value, about, _), (_, default) in zip(listed, table):
+        if default is None:
+            assert value, f"{path}:{n}: {key} has no default: show an example value"
+            assert re.search(r"\bUnset\b", about), \
+                f"{path}:{n}: {key} has no default; its comment does not say what \"Unset\" means"
+        else:
+            assert value == default, f"{path}:{n}: #{key} = {value!r}, the table's default is {default!r}"
+    _todod_accepts([setting for *_, setting in listed], f"{path} with every line uncommented")
+
+
+@test
+def shipped_conf_lists_every_key_commented_with_its_default():
+    check_shipped_conf()
 
 
 # --------------------------------------------------------------------------- todod(8)

@@ -87,6 +87,31 @@ def pid_file_holds_the_master_pid_and_is_removed_on_stop():
 
 
 @test
+def a_reload_keeps_the_pid_file_it_started_with_until_the_next_start():
+    """pid_file is read at start only: a reload that names another file keeps
+    the running one (and says so), so the file written at start is the one
+    removed at exit, and no second file claims the pid."""
+    with Todod(workers=1) as d:
+        first = os.path.join(d.dir, "first.pid")
+        second = os.path.join(d.dir, "second.pid")
+        d.write_conf(pid_file=first)
+        d.start()
+        old = d.worker_pids()
+        d.write_conf(pid_file=second, workers=2)
+        d.signal(signal.SIGHUP)
+        assert wait_until(lambda: len(d.worker_pids()) == 2 and not set(old) & set(d.worker_pids()),
+                          10), d.log_tail()
+        assert "reload failed" not in d.log(), d.log_tail()
+        assert "pid_file: a reload keeps %s" % first in d.log(), d.log_tail()
+        with open(first) as f:
+            assert int(f.read().strip()) == d.pid
+        assert not os.path.exists(second), "a reload wrote a second pid file"
+        assert d.stop() == 0
+        assert not os.path.exists(first), "the pid file written at start was left behind"
+        assert not os.path.exists(second)
+
+
+@test
 def log_lines_get_syslog_priority_prefixes_when_journald_reads_stderr():
     with Todod() as d:
         # The harness sends stderr to d.log_path: pretend journald reads that file.

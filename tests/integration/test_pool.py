@@ -1,5 +1,5 @@
 """The connection policy (DAEMON.md "The schema and the database connections";
-README "The database connections"): reads are pipelined on db_connections read
+todod(8), DATABASE): reads are pipelined on db_connections read
 connections; writes go to write connections opened on demand up to
 db_write_connections, each carrying one transaction at a time, so a write stalled
 on a lock holds up neither reads nor other writes, and the number of PostgreSQL

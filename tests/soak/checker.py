@@ -194,7 +194,7 @@ class Checker:
     def drain_cut(self, r):
         """A reload or stop of an instance (running a share) that a test outlived
         by most of that instance's shutdown_timeout: a daemon may abandon a share
-        a quarter of shutdown_timeout before it would be cut (README), not at once."""
+        a quarter of shutdown_timeout before it would be cut (todod(8), SIGTERM), not at once."""
         for f in self.faults:
             if f.kind in ("sighup", "sigterm_restart") and f.at is not None and \
                     r.t0 <= f.at <= r.t1 and \

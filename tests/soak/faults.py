@@ -364,7 +364,7 @@ class Injector:
             t = f.at = self.rec.now()
             i.d.signal(signal.SIGHUP)
             # the old workers go within shutdown_timeout, or once the performance
-            # test they take part in is over (README: a retired worker runs it to its end)
+            # test they take part in is over (todod(8), SIGUSR2: a retired worker runs it to its end)
             limit = float(i.d.conf.get("shutdown_timeout", 10)) + 5
             deadline = time.monotonic() + limit
             hard = time.monotonic() + 300

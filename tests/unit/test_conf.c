@@ -681,8 +681,8 @@ static void database_url_surrounding_quotes_are_removed(void **state)
 {
     struct conf c;
 
-    load_ok("database_url = \"host=db password=a #b\"  # the hash above is kept\n", &c);
-    assert_string_equal(c.database_url, "host=db password=a #b");
+    load_ok("database_url = \"host=db password='a #b'\"  # the hash above is kept\n", &c);
+    assert_string_equal(c.database_url, "host=db password='a #b'");
     conf_free(&c);
 }
 
@@ -698,15 +698,63 @@ static void database_url_may_be_empty(void **state)
     conf_free(&c);
 }
 
+/* Load text expecting an error that contains fragment and does not quote secret. */
+static void load_fails_without(const char *text, const char *fragment, const char *secret)
+{
+    struct conf c;
+    char err[512] = "";
+
+    assert_int_equal(load_text(text, &c, err, sizeof(err)), -1);
+    if (strstr(err, fragment) == NULL || strstr(err, secret) != NULL)
+        fail_msg("error \"%s\" lacks \"%s\" or quotes \"%s\"", err, fragment, secret);
+    assert_null(c.database_url);
+}
+
+/*
+ * A string libpq cannot parse would reach every worker (none could connect),
+ * and libpq's message quotes it, password and all: an error at load, which
+ * keeps what libpq says but none of the string.
+ */
+static void database_url_libpq_cannot_parse_is_an_error_that_does_not_quote_it(void **state)
+{
+    load_fails("database_url = postgresql://todo:pw-secret@[db/todo\n", 1,
+               "database_url: expected a libpq connection string");
+    load_fails_without("database_url = postgresql://todo:pw-secret@[db/todo\n",
+                       "looking for matching \"]\" in IPv6 host address in URI: \"...\")",
+                       "pw-secret");
+    load_fails_without("database_url = host=db password=pw secret\n",
+                       "missing \"=\" after \"...\" in connection info string", "secret\"");
+    load_fails_without("database_url = host=db password='pw-secret\n", "unterminated quoted string",
+                       "pw-secret");
+    load_fails_without("database_url = postgresql://todo:pw-secret@db/todo?pw-secret=1\n",
+                       "invalid URI query parameter: \"...\"", "pw-secret");
+}
+
+static void database_url_env_libpq_cannot_parse_is_an_error_that_does_not_quote_it(void **state)
+{
+    struct conf c;
+    char err[512] = "";
+    int rc;
+
+    setenv("DATABASE_URL", "postgresql://todo:pw-secret@[db/todo", 1);
+    rc = load_text("workers = 2\n", &c, err, sizeof(err));
+    unsetenv("DATABASE_URL"); /* before any assertion, which would leave it to the next test */
+    assert_int_equal(rc, -1);
+    if (strstr(err, ": DATABASE_URL: expected a libpq connection string") == NULL ||
+        strstr(err, "pw-secret") != NULL)
+        fail_msg("error \"%s\" does not name DATABASE_URL or quotes its password", err);
+    assert_null(c.database_url);
+}
+
 static void long_values_are_read_whole(void **state)
 {
-    size_t n = 10000, len = strlen("database_url = ");
+    size_t n = 10000, len = strlen("database_url = "), key = strlen("dbname=");
     char *text = malloc(len + n + 2);
     struct conf c;
 
     assert_non_null(text);
-    memcpy(text, "database_url = ", len);
-    memset(text + len, 'x', n);
+    memcpy(text, "database_url = dbname=", len + key);
+    memset(text + len + key, 'x', n - key);
     strcpy(text + len + n, "\n");
     load_ok(text, &c);
     assert_int_equal(strlen(c.database_url), n);
@@ -799,7 +847,7 @@ static void nul_byte_in_line_is_an_error(void **state)
 static void error_after_valid_strings_frees_them(void **state)
 {
     /* valgrind and ASan check that user and pid_file from lines 1-2 are freed. */
-    load_fails("user = u\npid_file = /p\ndatabase_url = x\nworkers = many\n", 4, "workers");
+    load_fails("user = u\npid_file = /p\ndatabase_url = host=x\nworkers = many\n", 4, "workers");
 }
 
 static void unopenable_file_names_path_and_reason(void **state)
@@ -873,6 +921,46 @@ static void database_url_env_does_not_hide_file_errors(void **state)
     unsetenv("DATABASE_URL");
 }
 
+/* ---- reload ----------------------------------------------------------- */
+
+/* pid_file is read at start only; every other key takes the new file's value. */
+static void reload_keeps_the_running_pid_file_and_takes_the_rest(void **state)
+{
+    struct conf running, next;
+    char err[256] = "";
+
+    load_ok("pid_file = /run/a.pid\nworkers = 2\nuser = alice\n", &running);
+    load_ok("pid_file = /run/b.pid\nworkers = 3\nuser = bob\n", &next);
+    assert_int_equal(conf_keep_immutable(&next, &running, err, sizeof(err)), 0);
+    assert_string_equal(next.pid_file, "/run/a.pid");
+    assert_ptr_not_equal(next.pid_file, running.pid_file);
+    assert_int_equal(next.workers, 3);
+    assert_string_equal(next.user, "bob");
+    conf_free(&running);
+    assert_string_equal(next.pid_file, "/run/a.pid");
+    conf_free(&next);
+}
+
+static void reload_keeps_pid_file_unset_or_set_as_it_started(void **state)
+{
+    struct conf running, next;
+    char err[256] = "";
+
+    load_ok("", &running);
+    load_ok("pid_file = /run/b.pid\n", &next);
+    assert_int_equal(conf_keep_immutable(&next, &running, err, sizeof(err)), 0);
+    assert_null(next.pid_file);
+    conf_free(&next);
+    conf_free(&running);
+
+    load_ok("pid_file = /run/a.pid\n", &running);
+    load_ok("", &next);
+    assert_int_equal(conf_keep_immutable(&next, &running, err, sizeof(err)), 0);
+    assert_string_equal(next.pid_file, "/run/a.pid");
+    conf_free(&next);
+    conf_free(&running);
+}
+
 /* ---- free ------------------------------------------------------------- */
 
 static void free_is_safe_on_defaults_and_twice(void **state)
@@ -926,6 +1014,8 @@ int main(void)
         cmocka_unit_test(database_url_conninfo_keeps_inner_spaces),
         cmocka_unit_test(database_url_surrounding_quotes_are_removed),
         cmocka_unit_test(database_url_may_be_empty),
+        cmocka_unit_test(database_url_libpq_cannot_parse_is_an_error_that_does_not_quote_it),
+        cmocka_unit_test(database_url_env_libpq_cannot_parse_is_an_error_that_does_not_quote_it),
         cmocka_unit_test(long_values_are_read_whole),
         cmocka_unit_test(user_and_pid_file_are_set),
         cmocka_unit_test(user_and_pid_file_reject_empty_quoted_value),
@@ -946,6 +1036,8 @@ int main(void)
         cmocka_unit_test(database_url_env_overrides_default),
         cmocka_unit_test(database_url_env_empty_is_ignored),
         cmocka_unit_test(database_url_env_does_not_hide_file_errors),
+        cmocka_unit_test(reload_keeps_the_running_pid_file_and_takes_the_rest),
+        cmocka_unit_test(reload_keeps_pid_file_unset_or_set_as_it_started),
         cmocka_unit_test(free_is_safe_on_defaults_and_twice),
     };
 
