@@ -878,8 +878,7 @@ static void on_idle_grace_over(evutil_socket_t fd, short what, void *arg)
     L->grace_over = true;
     /* Closing only marks a connection (it is freed on a later turn), so the
      * list is not changed under this loop. */
-    LIST_FOREACH(c, &L->conns, link)
-    {
+    LIST_FOREACH(c, &L->conns, link) {
         if (derive_state(c) == CONN_IDLE)
             close_if_idle(c);
     }

@@ -209,15 +209,15 @@ static const struct {
 #define SET_TIMEOUT_NAME "todod_timeout"
 #define SET_TIMEOUT_SQL  "SELECT set_config('statement_timeout', $1, true)"
 
-#define GROUP_MAX               256  /* writes in one transaction */
-#define RESEND_DELAY            0.05 /* a write rolled back by a deadlock: sent again after */
-#define HARD_GRACE              0.5  /* beyond a deadline: the server is not answering */
-#define RECHECK_EVERY           1.0  /* seconds between two re-checks of the schema */
-#define BACKOFF_MIN             0.05 /* reconnect: 0, then 50 ms doubling */
-#define BACKOFF_MAX             0.5
-#define IDLE_CLOSE              30.0 /* an on-demand connection unused this long closes */
-#define ROTATE_BOUND            2.0  /* with several hosts: the most one may take to connect */
-#define READ_TIMEOUT_MS(pool)   ((long)((pool)->conf->request_timeout * 1000))
+#define GROUP_MAX             256  /* writes in one transaction */
+#define RESEND_DELAY          0.05 /* a write rolled back by a deadlock: sent again after */
+#define HARD_GRACE            0.5  /* beyond a deadline: the server is not answering */
+#define RECHECK_EVERY         1.0  /* seconds between two re-checks of the schema */
+#define BACKOFF_MIN           0.05 /* reconnect: 0, then 50 ms doubling */
+#define BACKOFF_MAX           0.5
+#define IDLE_CLOSE            30.0 /* an on-demand connection unused this long closes */
+#define ROTATE_BOUND          2.0  /* with several hosts: the most one may take to connect */
+#define READ_TIMEOUT_MS(pool) ((long)((pool)->conf->request_timeout * 1000))
 
 /* ---- types ---------------------------------------------------------------- */
 
@@ -866,8 +866,8 @@ static bool row_in_flight(const struct db_pool *pool, const char *row)
     int i;
 
     TAILQ_FOREACH(q, &pool->resend_queue, link)
-    if (q->row != NULL && strcmp(q->row, row) == 0)
-        return true;
+        if (q->row != NULL && strcmp(q->row, row) == 0)
+            return true;
     for (i = 0; i < pool->nwrites; i++) {
         const struct txn *t = TAILQ_FIRST(&pool->writes[i].txns);
 
@@ -894,8 +894,8 @@ static bool write_waiting(const struct db_pool *pool)
     const struct query *q;
 
     TAILQ_FOREACH(q, &pool->write_queue, link)
-    if (write_may_go(pool, q))
-        return true;
+        if (write_may_go(pool, q))
+            return true;
     return false;
 }
 
@@ -958,8 +958,7 @@ static int write_start(struct conn *c)
     int n = 0, i;
     long ms;
 
-    TAILQ_FOREACH(q, &pool->write_queue, link)
-    {
+    TAILQ_FOREACH(q, &pool->write_queue, link) {
         if (n == GROUP_MAX)
             break;
         if (!write_may_go(pool, q))
@@ -1066,8 +1065,7 @@ static void pool_arm_queue_timer(struct db_pool *pool)
     bool any = false;
     struct timeval tv;
 
-    TAILQ_FOREACH(q, &pool->write_queue, link)
-    {
+    TAILQ_FOREACH(q, &pool->write_queue, link) {
         if (!any || clock_diff(q->deadline, first) < 0)
             first = q->deadline;
         any = true;
@@ -1195,8 +1193,7 @@ static void txn_finished(struct conn *c, struct txn *t)
     struct timespec resend_at;
     bool write_back = false, aborted = false, resend;
 
-    TAILQ_FOREACH(q, &t->queries, link)
-    {
+    TAILQ_FOREACH(q, &t->queries, link) {
         if (failed == NULL && q->res != NULL && !result_ok(q->res) &&
             PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
             failed = q;
@@ -1440,20 +1437,19 @@ static void conn_arm_timer(struct conn *c)
         return;
     if (conn_owed_by(c, &at))
         earliest(&next, &any, at);
-    TAILQ_FOREACH(t, &c->txns, link)
-    {
+    TAILQ_FOREACH(t, &c->txns, link) {
         if (t->kind == TXN_WRITES)
             earliest(&next, &any, t->hard_deadline);
         if (t->kind != TXN_READS)
             continue;
         TAILQ_FOREACH(q, &t->queries, link)
-        if (q->stmt >= 0 && !q->has_result && q->state == QUERY_SENT)
-            earliest(&next, &any, q->deadline);
+            if (q->stmt >= 0 && !q->has_result && q->state == QUERY_SENT)
+                earliest(&next, &any, q->deadline);
     }
     if (c->open != NULL)
         TAILQ_FOREACH(q, &c->open->queries, link)
-    if (q->state == QUERY_QUEUED)
-        earliest(&next, &any, q->deadline);
+            if (q->state == QUERY_QUEUED)
+                earliest(&next, &any, q->deadline);
     if (!any && c->kind != KIND_READ && !(c->kind == KIND_WRITE && c->index == 0)) {
         /* Idle: an on-demand connection closes after IDLE_CLOSE. */
         next = clock_add(c->last_used, IDLE_CLOSE);
@@ -1516,8 +1512,7 @@ static void conn_check_deadlines(struct conn *c)
         pool_server_hung(c->pool, c);
         return;
     }
-    TAILQ_FOREACH(t, &c->txns, link)
-    {
+    TAILQ_FOREACH(t, &c->txns, link) {
         if (t->kind == TXN_WRITES && clock_diff(t->hard_deadline, now) <= 0) {
             if (t == TAILQ_FIRST(&c->txns) && clock_diff(now, c->progress) >= t->timeout) {
                 pool_server_hung(c->pool, c); /* silent past its statement_timeout */
@@ -1532,8 +1527,7 @@ static void conn_check_deadlines(struct conn *c)
         }
         if (t->kind != TXN_READS)
             continue;
-        TAILQ_FOREACH(q, &t->queries, link)
-        {
+        TAILQ_FOREACH(q, &t->queries, link) {
             if (q->stmt >= 0 && !q->has_result && q->state == QUERY_SENT &&
                 clock_diff(q->deadline, now) <= 0)
                 query_answer(q, DB_TIMEOUT, NULL); /* its result is dropped */
@@ -1638,8 +1632,7 @@ static void conn_lost_at(struct conn *c, const char *why, int level)
         struct query *q;
 
         TAILQ_REMOVE(&lost, t, link);
-        TAILQ_FOREACH(q, &t->queries, link)
-        {
+        TAILQ_FOREACH(q, &t->queries, link) {
             if (q->state == QUERY_ANSWERED || q->stmt < 0)
                 continue;
             query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
@@ -2279,8 +2272,8 @@ static void conn_fini(struct conn *c)
 
         TAILQ_REMOVE(&c->txns, t, link);
         TAILQ_FOREACH(q, &t->queries, link)
-        if (q->state != QUERY_ANSWERED && q->stmt >= 0)
-            query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
+            if (q->state != QUERY_ANSWERED && q->stmt >= 0)
+                query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
         txn_free(t);
     }
     if (c->state == CONN_READY)

@@ -371,8 +371,7 @@ static void collect_tracestate(const struct evkeyvalq *headers, struct trace_con
     const struct evkeyval *h;
     size_t used = 0;
 
-    TAILQ_FOREACH(h, headers, next)
-    {
+    TAILQ_FOREACH(h, headers, next) {
         size_t n;
 
         if (strcasecmp(h->key, "tracestate") != 0)
@@ -403,8 +402,7 @@ void trace_request_context(struct tracer *t, const struct evkeyvalq *headers,
         const struct evkeyval *h, *tp = NULL;
         int n = 0;
 
-        TAILQ_FOREACH(h, headers, next)
-        {
+        TAILQ_FOREACH(h, headers, next) {
             if (strcasecmp(h->key, "traceparent") == 0) {
                 tp = h;
                 n++;

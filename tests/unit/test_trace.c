@@ -80,8 +80,7 @@ static void shape_fail(struct collector *c, const char *fmt, ...)
 
 static bool only_keys(struct json_object *o, const char *const *allowed)
 {
-    json_object_object_foreach(o, key, val)
-    {
+    json_object_object_foreach(o, key, val) {
         const char *const *a;
 
         (void)val;
