@@ -79,7 +79,7 @@
  * the triggers are there; otherwise todod_count_unkept() raises (a table
  * replaced under a running todod).
  */
-static const char schema_sql[] =
+static const char db_schema_sql[] =
     "BEGIN;"
     "SET LOCAL client_min_messages = warning;"
     "SET LOCAL lock_timeout = '2s';"
@@ -154,7 +154,7 @@ static const char schema_sql[] =
  * of a lookup by id. */
 #define TODO_COLUMNS "id, title, done, created_at, updated_at"
 
-static const char *const operations[DB_NSTMTS] = {
+static const char *const db_operations[DB_NSTMTS] = {
     [DB_TODO_GET] = "SELECT",    [DB_TODO_LIST] = "SELECT",       [DB_TODO_BY_DONE] = "SELECT",
     [DB_TODO_AFTER] = "SELECT",  [DB_TODO_AFTER_NULL] = "SELECT", [DB_TODO_INSERT] = "INSERT",
     [DB_TODO_UPDATE] = "UPDATE", [DB_TODO_DELETE] = "DELETE",     [DB_PERF_INSERT] = "INSERT",
@@ -163,7 +163,7 @@ static const char *const operations[DB_NSTMTS] = {
 static const struct {
     const char *name;
     const char *sql;
-} statements[DB_NSTMTS] = {
+} db_statements[DB_NSTMTS] = {
     [DB_TODO_GET] = {"todo_get", "SELECT " TODO_COLUMNS " FROM todos WHERE id = $1"},
     /* One row per todo of the page, each carrying the total; a single row of
      * NULL todo columns when the page is empty. */
@@ -217,21 +217,29 @@ static const struct {
 #define BACKOFF_MAX           0.5
 #define IDLE_CLOSE            30.0 /* an on-demand connection unused this long closes */
 #define ROTATE_BOUND          2.0  /* with several hosts: the most one may take to connect */
+#define BATCH_PARAMS          3    /* a batch's parameters, kept in its query */
 #define READ_TIMEOUT_MS(pool) ((long)((pool)->conf->request_timeout * 1000))
 
 /* ---- types ---------------------------------------------------------------- */
 
-enum conn_kind { KIND_READ, KIND_WRITE, KIND_PERF };
+enum db_conn_kind { DB_KIND_READ, DB_KIND_WRITE, DB_KIND_PERF, DB_NKINDS };
 
-enum conn_state {
-    CONN_CLOSED,     /* not wanted now (on-demand connections) */
-    CONN_DOWN,       /* waiting for the reconnect timer */
-    CONN_RESOLVING,  /* host names being resolved (evdns) */
-    CONN_CONNECTING, /* PQconnectPoll in progress */
-    CONN_CHECKING,   /* session settings and todod_schema_version() sent */
-    CONN_CREATING,   /* the schema being created or upgraded */
-    CONN_PREPARING,  /* pipeline mode, statements being prepared */
-    CONN_READY,
+enum db_conn_state {
+    DB_CONN_CLOSED,     /* not wanted now (on-demand connections) */
+    DB_CONN_DOWN,       /* waiting for the reconnect timer */
+    DB_CONN_RESOLVING,  /* host names being resolved (evdns) */
+    DB_CONN_CONNECTING, /* PQconnectPoll in progress */
+    DB_CONN_CHECKING,   /* session settings and todod_schema_version() sent */
+    DB_CONN_CREATING,   /* the schema being created or upgraded */
+    DB_CONN_PREPARING,  /* pipeline mode, statements being prepared */
+    DB_CONN_READY,
+};
+
+/* What a connection's schema check (DB_CONN_CHECKING) answered. */
+enum db_schema_check {
+    DB_SCHEMA_UNANSWERED, /* no answer yet */
+    DB_SCHEMA_WHOLE,      /* nothing is missing */
+    DB_SCHEMA_INCOMPLETE, /* something is: made whole under the schema lock */
 };
 
 /*
@@ -265,8 +273,8 @@ struct query {
     int *formats;
     void *owned;             /* a batch's data, handed over by its caller */
     struct trace_span *span; /* its CLIENT span, ended when it is answered */
-    char *param_values[3];
-    int param_lengths[3], param_formats[3];
+    char *param_values[BATCH_PARAMS];
+    int param_lengths[BATCH_PARAMS], param_formats[BATCH_PARAMS];
 
     /* A write's: the id of the row it locks (NULL: none), its place in the
      * order writes arrived, and after a deadlock when it is sent again. */
@@ -292,11 +300,11 @@ struct txn {
 
 TAILQ_HEAD(txn_list, txn);
 
-struct conn {
+struct db_conn {
     struct db_pool *pool;
-    enum conn_kind kind;
+    enum db_conn_kind kind;
     int index;
-    enum conn_state state;
+    enum db_conn_state state;
     PGconn *pg;
     struct event *ev_io;
     int io_fd;
@@ -312,7 +320,8 @@ struct conn {
     struct timespec progress; /* the server last answered, or got work while idle */
     bool recheck;             /* a statement found the schema gone: re-check once drained */
     char why[512];            /* what broke, when libpq does not say */
-    int setup_pending;
+    enum db_schema_check schema_check; /* DB_CONN_CHECKING: what the check answered */
+    int prepares_pending;              /* DB_CONN_PREPARING: results still to come */
     bool setup_failed;
     bool setup_made;       /* this attempt made the schema: it must now be whole */
     char setup_error[256]; /* the first real error of the set-up */
@@ -349,9 +358,9 @@ struct db_pool {
     bool needs_dns;
     bool rotate;          /* several hosts: each attempt starts one further after a time-out */
     double attempt_bound; /* seconds a connection attempt may take */
-    char *setup_sql[3];   /* per conn_kind: session settings + the schema check */
+    char *setup_sql[DB_NKINDS]; /* per kind: session settings + the schema check */
     int nreads, nwrites;
-    struct conn *reads, *writes, perf;
+    struct db_conn *reads, *writes, perf;
     struct query_list write_queue;
     struct query_list batch_queue; /* batches waiting for the perf connection */
     struct event *ev_dispatch;     /* deferred: start write transactions */
@@ -363,40 +372,47 @@ struct db_pool {
     uint64_t write_seq;             /* writes submitted so far */
 };
 
-static void conn_connect(struct conn *c);
-static void conn_lost(struct conn *c, const char *why);
+static void db_conn_connect(struct db_conn *c);
+static void db_conn_lost(struct db_conn *c, const char *why);
 static void conn_io(evutil_socket_t fd, short what, void *arg);
-static void conn_arm_timer(struct conn *c);
-static void pool_dispatch_writes(struct db_pool *pool);
-static void pool_arm_queue_timer(struct db_pool *pool);
-static void pool_dispatch_batches(struct db_pool *pool);
+static void db_conn_arm_timer(struct db_conn *c);
+static void db_pool_dispatch_writes(struct db_pool *pool);
+static void db_pool_arm_queue_timer(struct db_pool *pool);
+static void db_pool_dispatch_batches(struct db_pool *pool);
 static void read_resend(struct db_pool *pool, struct query *q);
-static void txn_free(struct txn *t);
+static void db_txn_free(struct txn *t);
 
-static void error_line(const char *msg, char *out, size_t n)
+static void db_error_line(const char *msg, char *out, size_t n)
 {
     snprintf(out, n, "%s", msg ? msg : "");
     out[strcspn(out, "\n")] = '\0';
 }
 
-static const char *kind_name(enum conn_kind k)
+static const char *kind_name(enum db_conn_kind k)
 {
-    return k == KIND_READ ? "read" : k == KIND_WRITE ? "write" : "performance-test";
+    return k == DB_KIND_READ ? "read" : k == DB_KIND_WRITE ? "write" : "performance-test";
 }
 
-static bool is_write(int stmt)
+/* The first write connection stays open while idle: a write need not wait for
+ * a connection to open (the others open on demand and close after IDLE_CLOSE). */
+static bool db_conn_is_resident(const struct db_conn *c)
+{
+    return c->kind == DB_KIND_WRITE && c->index == 0;
+}
+
+static bool db_is_write(int stmt)
 {
     return stmt >= DB_TODO_INSERT;
 }
 
-static void count(_Atomic uint64_t *counter)
+static void db_count(_Atomic uint64_t *counter)
 {
     atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
 /* ---- queries ---------------------------------------------------------------- */
 
-static void query_free(struct query *q)
+static void db_query_free(struct query *q)
 {
     span_end(q->span); /* a query freed unanswered (pool freed): its span ends too */
     if (q->res != NULL)
@@ -408,7 +424,7 @@ static void query_free(struct query *q)
 }
 
 /* Copies the parameters into one allocation owned by q. */
-static int query_copy_params(struct query *q, const struct db_params *p)
+static int db_query_copy_params(struct query *q, const struct db_params *p)
 {
     size_t total = 0;
     char *data;
@@ -444,7 +460,7 @@ static int query_copy_params(struct query *q, const struct db_params *p)
     return 0;
 }
 
-static struct query *query_new(int stmt, struct timespec deadline, db_done_cb cb, void *arg)
+static struct query *db_query_new(int stmt, struct timespec deadline, db_done_cb cb, void *arg)
 {
     struct query *q = calloc(1, sizeof(*q));
 
@@ -463,7 +479,7 @@ static struct query *query_new(int stmt, struct timespec deadline, db_done_cb cb
  * where it is (a transaction still has to read its result) as ANSWERED, or is
  * freed by the caller when it was QUEUED.
  */
-static void query_answer(struct query *q, enum db_status st, const PGresult *res)
+static void db_query_answer(struct query *q, enum db_status st, const PGresult *res)
 {
     struct db_result r = {st, res, clock_since(q->submitted)};
     db_done_cb cb = q->cb;
@@ -492,7 +508,7 @@ static void query_answer(struct query *q, enum db_status st, const PGresult *res
 }
 
 /* The statement found todod's table, function or count triggers gone. */
-static bool schema_gone(const char *state)
+static bool db_schema_gone(const char *state)
 {
     return strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0 ||
            strcmp(state, SQLSTATE_COUNT_UNKEPT) == 0;
@@ -500,7 +516,7 @@ static bool schema_gone(const char *state)
 
 /* A prepared statement missing, or already there, on the server connection:
  * db_prepared = on through a pooler that shares server connections. */
-static bool pooler_symptom(const char *state)
+static bool db_pooler_symptom(const char *state)
 {
     return strcmp(state, "26000") == 0 || strcmp(state, "42P05") == 0;
 }
@@ -529,9 +545,9 @@ static enum db_status failed_status(const PGresult *res)
 }
 
 /* A result's error message; when the server sent none, what kind of result it is. */
-static void result_error(const PGresult *res, char *out, size_t n)
+static void db_result_error(const PGresult *res, char *out, size_t n)
 {
-    error_line(res ? PQresultErrorMessage(res) : NULL, out, n);
+    db_error_line(res ? PQresultErrorMessage(res) : NULL, out, n);
     if (out[0] == '\0')
         snprintf(out, n, "no message (a result of kind %s)",
                  res ? PQresStatus(PQresultStatus(res)) : "none");
@@ -542,11 +558,11 @@ static void log_failure(struct db_pool *pool, const struct query *q, const PGres
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     char line[512];
 
-    result_error(res, line, sizeof(line));
-    count(&pool->slot->c.db_errors);
-    /* The pooler's symptom is explained once (pool_say_pooler), not per query. */
-    log_msg(state && pooler_symptom(state) && pool->said_pooler ? LOGL_DEBUG : LOGL_WARN,
-            "query %s failed%s: %s", q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME,
+    db_result_error(res, line, sizeof(line));
+    db_count(&pool->slot->c.db_errors);
+    /* The pooler's symptom is explained once (db_pool_say_pooler), not per query. */
+    log_msg(state && db_pooler_symptom(state) && pool->said_pooler ? LOGL_DEBUG : LOGL_WARN,
+            "query %s failed%s: %s", q->stmt >= 0 ? db_statements[q->stmt].name : SET_TIMEOUT_NAME,
             q->state == QUERY_ANSWERED && q->stmt >= 0 ? " (after its answer)" : "", line);
 }
 
@@ -557,7 +573,7 @@ static void log_failure(struct db_pool *pool, const struct query *q, const PGres
  * host of a list) and get the same descriptor number back; the kernel has
  * dropped the old registration, so the event is made anew whenever asked.
  */
-static void conn_watch(struct conn *c, short what, bool renew)
+static void conn_watch(struct db_conn *c, short what, bool renew)
 {
     int fd = PQsocket(c->pg);
 
@@ -575,7 +591,7 @@ static void conn_watch(struct conn *c, short what, bool renew)
         event_add(c->ev_io, NULL);
 }
 
-static void conn_unwatch(struct conn *c)
+static void conn_unwatch(struct db_conn *c)
 {
     if (c->ev_io != NULL)
         event_free(c->ev_io);
@@ -585,8 +601,8 @@ static void conn_unwatch(struct conn *c)
 
 /* Pushes buffered output (libpq also writes on its own, and may hold part of
  * what it was given: which transactions may have reached the server is decided
- * when their Sync is handed over, in txn_close). */
-static int conn_flush(struct conn *c)
+ * when their Sync is handed over, in db_txn_close). */
+static int db_conn_flush(struct db_conn *c)
 {
     int rc = PQflush(c->pg);
 
@@ -598,7 +614,7 @@ static int conn_flush(struct conn *c)
 
 /* ---- sending ---------------------------------------------------------------------- */
 
-static struct txn *txn_new(enum txn_kind kind)
+static struct txn *db_txn_new(enum txn_kind kind)
 {
     struct txn *t = calloc(1, sizeof(*t));
 
@@ -609,11 +625,11 @@ static struct txn *txn_new(enum txn_kind kind)
     return t;
 }
 
-static int send_query(struct conn *c, struct txn *t, struct query *q, int n,
+static int send_query(struct db_conn *c, struct txn *t, struct query *q, int n,
                       const char *const *values, const int *lengths, const int *formats)
 {
-    const char *name = q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME;
-    const char *sql = q->stmt >= 0 ? statements[q->stmt].sql : SET_TIMEOUT_SQL;
+    const char *name = q->stmt >= 0 ? db_statements[q->stmt].name : SET_TIMEOUT_NAME;
+    const char *sql = q->stmt >= 0 ? db_statements[q->stmt].sql : SET_TIMEOUT_SQL;
     int ok = c->pool->prepared
                  ? PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, DB_BINARY)
                  : PQsendQueryParams(c->pg, sql, n, NULL, values, lengths, formats, DB_BINARY);
@@ -637,15 +653,15 @@ static int send_query(struct conn *c, struct txn *t, struct query *q, int n,
     return 0;
 }
 
-static int send_copied(struct conn *c, struct txn *t, struct query *q)
+static int db_send_copied(struct db_conn *c, struct txn *t, struct query *q)
 {
     return send_query(c, t, q, q->nparams, (const char *const *)q->values, q->lengths, q->formats);
 }
 
 /* set_config('statement_timeout', ms, true): first statement of a transaction. */
-static int send_timeout_prefix(struct conn *c, struct txn *t, long ms)
+static int db_send_timeout_prefix(struct db_conn *c, struct txn *t, long ms)
 {
-    struct query *q = query_new(-1, clock_now(), NULL, NULL);
+    struct query *q = db_query_new(-1, clock_now(), NULL, NULL);
     char value[32];
     const char *values[1] = {value};
 
@@ -654,7 +670,7 @@ static int send_timeout_prefix(struct conn *c, struct txn *t, long ms)
     t->timeout = ms / 1000.0;
     snprintf(value, sizeof(value), "%ld", ms);
     if (send_query(c, t, q, 1, values, NULL, NULL) != 0) {
-        query_free(q);
+        db_query_free(q);
         return -1;
     }
     q->state = QUERY_ANSWERED; /* nobody waits for it */
@@ -668,7 +684,7 @@ static int send_timeout_prefix(struct conn *c, struct txn *t, long ms)
  * still holds later bytes; so any failure of the connection after this leaves
  * t's writes unknown (DB_LOST), never "not applied".
  */
-static int txn_close(struct conn *c, struct txn *t)
+static int db_txn_close(struct db_conn *c, struct txn *t)
 {
     t->sent = true;
     if (TAILQ_EMPTY(&c->txns))
@@ -681,14 +697,14 @@ static int txn_close(struct conn *c, struct txn *t)
 }
 
 /* A send failed: libpq's connection is broken. Handle it outside the caller. */
-static void conn_defer_failure(struct conn *c)
+static void db_conn_defer_failure(struct db_conn *c)
 {
     event_active(c->ev_fail, 0, 0);
 }
 
 /* Why libpq gave up on c: what todod found (c->why), else libpq's message,
  * else what was being done. */
-static const char *conn_why(struct conn *c, const char *doing)
+static const char *db_conn_why(struct db_conn *c, const char *doing)
 {
     const char *m = c->pg != NULL ? PQerrorMessage(c->pg) : NULL;
 
@@ -702,25 +718,25 @@ static const char *conn_why(struct conn *c, const char *doing)
 
 static void conn_deferred_fail(evutil_socket_t fd, short what, void *arg)
 {
-    struct conn *c = arg;
+    struct db_conn *c = arg;
 
-    if (c->state == CONN_READY)
-        conn_lost(c, conn_why(c, "sending"));
+    if (c->state == DB_CONN_READY)
+        db_conn_lost(c, db_conn_why(c, "sending"));
 }
 
 /* ---- reads ---------------------------------------------------------------------- */
 
 /* The ready read connection with the least work; none that waits to re-check
  * the schema. */
-static struct conn *pick_read(struct db_pool *pool)
+static struct db_conn *db_pick_read(struct db_pool *pool)
 {
-    struct conn *best = NULL;
+    struct db_conn *best = NULL;
     int i;
 
     for (i = 0; i < pool->nreads; i++) {
-        struct conn *c = &pool->reads[i];
+        struct db_conn *c = &pool->reads[i];
 
-        if (c->state == CONN_READY && !c->recheck &&
+        if (c->state == DB_CONN_READY && !c->recheck &&
             (best == NULL || c->inflight + c->held < best->inflight + best->held))
             best = c;
     }
@@ -733,20 +749,20 @@ static struct conn *pick_read(struct db_pool *pool)
  * hands the server connection on at a ReadyForQuery then never has part of a
  * transaction of c's on a server connection it gives away.
  */
-static int read_send_held(struct conn *c, struct txn *t)
+static int read_send_held(struct db_conn *c, struct txn *t)
 {
     struct query_list held = TAILQ_HEAD_INITIALIZER(held);
     struct query *q;
 
     TAILQ_CONCAT(&held, &t->queries, link);
     c->held = 0;
-    if (send_timeout_prefix(c, t, READ_TIMEOUT_MS(c->pool)) != 0) {
+    if (db_send_timeout_prefix(c, t, READ_TIMEOUT_MS(c->pool)) != 0) {
         TAILQ_CONCAT(&t->queries, &held, link);
         return -1;
     }
     while ((q = TAILQ_FIRST(&held)) != NULL) {
         TAILQ_REMOVE(&held, q, link);
-        if (send_copied(c, t, q) != 0) {
+        if (db_send_copied(c, t, q) != 0) {
             /* Still in t, unsent: answered with the connection. */
             TAILQ_INSERT_TAIL(&t->queries, q, link);
             TAILQ_CONCAT(&t->queries, &held, link);
@@ -756,34 +772,34 @@ static int read_send_held(struct conn *c, struct txn *t)
     return 0;
 }
 
-static void conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
+static void db_conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
 {
-    struct conn *c = arg;
+    struct db_conn *c = arg;
     struct txn *t = c->open;
 
-    if (c->state != CONN_READY || t == NULL)
+    if (c->state != DB_CONN_READY || t == NULL)
         return;
     if (c->pool->pooled) {
         if (!TAILQ_EMPTY(&c->txns))
             return; /* sent when the transaction in flight is over */
         if (TAILQ_EMPTY(&t->queries)) {
             c->open = NULL; /* every read held in it was answered at its deadline */
-            txn_free(t);
+            db_txn_free(t);
             return;
         }
     }
     c->open = NULL;
-    if ((c->pool->pooled && read_send_held(c, t) != 0) || txn_close(c, t) != 0) {
+    if ((c->pool->pooled && read_send_held(c, t) != 0) || db_txn_close(c, t) != 0) {
         /* Its queries are still in t: answered as unavailable with the connection. */
         TAILQ_INSERT_TAIL(&c->txns, t, link);
-        conn_lost(c, conn_why(c, "sending reads"));
+        db_conn_lost(c, db_conn_why(c, "sending reads"));
         return;
     }
-    if (conn_flush(c) < 0) {
-        conn_lost(c, conn_why(c, "writing to the socket"));
+    if (db_conn_flush(c) < 0) {
+        db_conn_lost(c, db_conn_why(c, "writing to the socket"));
         return;
     }
-    conn_arm_timer(c);
+    db_conn_arm_timer(c);
 }
 
 /*
@@ -791,10 +807,10 @@ static void conn_deferred_sync(evutil_socket_t fd, short what, void *arg)
  * Pooled, it is held there (not given to libpq) until the open transaction
  * goes whole, once nothing else is in flight on c.
  */
-static int read_send(struct conn *c, struct query *q)
+static int db_read_send(struct db_conn *c, struct query *q)
 {
     if (c->open == NULL) {
-        c->open = txn_new(TXN_READS);
+        c->open = db_txn_new(TXN_READS);
         if (c->open == NULL)
             return -1;
         c->open->timeout = c->pool->conf->request_timeout; /* the session's, or the prefix's */
@@ -805,32 +821,32 @@ static int read_send(struct conn *c, struct query *q)
         q->txn = c->open;
         TAILQ_INSERT_TAIL(&c->open->queries, q, link);
         c->held++;
-    } else if (send_copied(c, c->open, q) != 0) {
-        conn_defer_failure(c);
+    } else if (db_send_copied(c, c->open, q) != 0) {
+        db_conn_defer_failure(c);
         return -1;
     }
     if (!evtimer_pending(c->ev_timer, NULL))
-        conn_arm_timer(c);
+        db_conn_arm_timer(c);
     return 0;
 }
 
 /* A read that PostgreSQL never ran (a neighbour failed first) runs again. */
 static void read_resend(struct db_pool *pool, struct query *q)
 {
-    struct conn *c = pick_read(pool);
+    struct db_conn *c = db_pick_read(pool);
 
     q->has_result = false;
     if (q->res != NULL)
         PQclear(q->res);
     q->res = NULL;
     if (clock_diff(q->deadline, clock_now()) <= 0) {
-        query_answer(q, DB_TIMEOUT, NULL);
-        query_free(q);
+        db_query_answer(q, DB_TIMEOUT, NULL);
+        db_query_free(q);
         return;
     }
-    if (c == NULL || read_send(c, q) != 0) {
-        query_answer(q, DB_UNAVAILABLE, NULL);
-        query_free(q);
+    if (c == NULL || db_read_send(c, q) != 0) {
+        db_query_answer(q, DB_UNAVAILABLE, NULL);
+        db_query_free(q);
     }
 }
 
@@ -899,17 +915,17 @@ static bool write_waiting(const struct db_pool *pool)
     return false;
 }
 
-static struct conn *free_write_conn(struct db_pool *pool, bool *opening)
+static struct db_conn *free_write_conn(struct db_pool *pool, bool *opening)
 {
     int i;
 
     *opening = false;
     for (i = 0; i < pool->nwrites; i++) {
-        struct conn *c = &pool->writes[i];
+        struct db_conn *c = &pool->writes[i];
 
-        if (c->state == CONN_READY && TAILQ_EMPTY(&c->txns))
+        if (c->state == DB_CONN_READY && TAILQ_EMPTY(&c->txns))
             return c;
-        if (c->state != CONN_READY && c->state != CONN_CLOSED && c->state != CONN_DOWN)
+        if (c->state != DB_CONN_READY && c->state != DB_CONN_CLOSED && c->state != DB_CONN_DOWN)
             *opening = true;
     }
     return NULL;
@@ -921,8 +937,8 @@ static void open_write_conn(struct db_pool *pool)
     int i;
 
     for (i = 0; i < pool->nwrites; i++) {
-        if (pool->writes[i].state == CONN_CLOSED) {
-            conn_connect(&pool->writes[i]);
+        if (pool->writes[i].state == DB_CONN_CLOSED) {
+            db_conn_connect(&pool->writes[i]);
             return;
         }
     }
@@ -939,8 +955,8 @@ static void expire_queued(struct db_pool *pool, struct query_list *queue)
         if (clock_diff(q->deadline, now) > 0)
             continue;
         TAILQ_REMOVE(queue, q, link);
-        query_answer(q, DB_TIMEOUT, NULL);
-        query_free(q);
+        db_query_answer(q, DB_TIMEOUT, NULL);
+        db_query_free(q);
     }
 }
 
@@ -949,7 +965,7 @@ static void expire_queued(struct db_pool *pool, struct query_list *queue)
  * GROUP_MAX, go to c as one transaction, sent in lock order. Returns how many
  * went (0: none may, or out of memory).
  */
-static int write_start(struct conn *c)
+static int write_start(struct db_conn *c)
 {
     struct db_pool *pool = c->pool;
     struct query *group[GROUP_MAX], *q;
@@ -967,11 +983,11 @@ static int write_start(struct conn *c)
             first = q->deadline;
         group[n++] = q;
     }
-    if (n == 0 || (t = txn_new(TXN_WRITES)) == NULL)
+    if (n == 0 || (t = db_txn_new(TXN_WRITES)) == NULL)
         return 0;
     t->rows = malloc((size_t)n * sizeof(*t->rows));
     if (t->rows == NULL) {
-        txn_free(t);
+        db_txn_free(t);
         return 0;
     }
     qsort(group, (size_t)n, sizeof(*group), lock_order);
@@ -980,30 +996,30 @@ static int write_start(struct conn *c)
             t->rows[t->nrows++] = group[i]->row;
     /* The server gives up on the transaction when its first request does. */
     ms = (long)ceil(clock_diff(first, clock_now()) * 1000);
-    if (send_timeout_prefix(c, t, ms < 1 ? 1 : ms) != 0)
+    if (db_send_timeout_prefix(c, t, ms < 1 ? 1 : ms) != 0)
         goto broken;
     for (i = 0; i < n; i++) {
         TAILQ_REMOVE(&pool->write_queue, group[i], link);
-        if (send_copied(c, t, group[i]) != 0) {
+        if (db_send_copied(c, t, group[i]) != 0) {
             TAILQ_INSERT_HEAD(&pool->write_queue, group[i], link);
             goto broken;
         }
     }
     t->hard_deadline = clock_add(first, HARD_GRACE);
-    if (txn_close(c, t) != 0)
+    if (db_txn_close(c, t) != 0)
         goto broken;
-    if (conn_flush(c) < 0) {
-        conn_lost(c, "write failed");
+    if (db_conn_flush(c) < 0) {
+        db_conn_lost(c, "write failed");
         return n;
     }
     c->last_used = clock_now();
-    conn_arm_timer(c);
+    db_conn_arm_timer(c);
     return n;
 broken:
     /* What was sent of t is answered with the connection: never synced, so
      * never committed (not applied). */
     TAILQ_INSERT_TAIL(&c->txns, t, link);
-    conn_lost(c, PQerrorMessage(c->pg));
+    db_conn_lost(c, PQerrorMessage(c->pg));
     return n;
 }
 
@@ -1023,10 +1039,10 @@ static void requeue_resends(struct db_pool *pool)
     TAILQ_CONCAT(&pool->write_queue, &due, link);
 }
 
-static void pool_dispatch_writes(struct db_pool *pool)
+static void db_pool_dispatch_writes(struct db_pool *pool)
 {
     bool opening;
-    struct conn *c;
+    struct db_conn *c;
 
     requeue_resends(pool);
     expire_queued(pool, &pool->write_queue);
@@ -1040,25 +1056,25 @@ static void pool_dispatch_writes(struct db_pool *pool)
         if (write_start(c) == 0)
             break;
     }
-    pool_arm_queue_timer(pool);
+    db_pool_arm_queue_timer(pool);
 }
 
 static void pool_deferred_batches(evutil_socket_t fd, short what, void *arg)
 {
-    pool_dispatch_batches(arg);
+    db_pool_dispatch_batches(arg);
 }
 
 static void pool_deferred_dispatch(evutil_socket_t fd, short what, void *arg)
 {
-    pool_dispatch_writes(arg);
+    db_pool_dispatch_writes(arg);
 }
 
 static void pool_queue_timer(evutil_socket_t fd, short what, void *arg)
 {
-    pool_dispatch_writes(arg);
+    db_pool_dispatch_writes(arg);
 }
 
-static void pool_arm_queue_timer(struct db_pool *pool)
+static void db_pool_arm_queue_timer(struct db_pool *pool)
 {
     struct query *q;
     struct timespec first = {0, 0};
@@ -1085,69 +1101,69 @@ static void pool_arm_queue_timer(struct db_pool *pool)
 
 /* ---- performance-test batches -------------------------------------------------------- */
 
-static void batch_start(struct conn *c, struct query *q)
+static void batch_start(struct db_conn *c, struct query *q)
 {
-    struct txn *t = txn_new(TXN_BATCH);
+    struct txn *t = db_txn_new(TXN_BATCH);
 
     if (t == NULL) {
-        query_answer(q, DB_UNAVAILABLE, NULL);
-        query_free(q);
+        db_query_answer(q, DB_UNAVAILABLE, NULL);
+        db_query_free(q);
         return;
     }
-    if ((!c->pool->prepared && send_timeout_prefix(c, t, 0) != 0) || send_copied(c, t, q) != 0) {
+    if ((!c->pool->prepared && db_send_timeout_prefix(c, t, 0) != 0) || db_send_copied(c, t, q) != 0) {
         if (q->txn == NULL) {
-            query_answer(q, DB_UNAVAILABLE, NULL);
-            query_free(q);
+            db_query_answer(q, DB_UNAVAILABLE, NULL);
+            db_query_free(q);
         }
         TAILQ_INSERT_TAIL(&c->txns, t, link);
-        conn_defer_failure(c);
+        db_conn_defer_failure(c);
         return;
     }
-    if (txn_close(c, t) != 0) {
+    if (db_txn_close(c, t) != 0) {
         TAILQ_INSERT_TAIL(&c->txns, t, link);
-        conn_defer_failure(c);
+        db_conn_defer_failure(c);
         return;
     }
     c->last_used = clock_now();
-    if (conn_flush(c) < 0)
-        conn_defer_failure(c);
+    if (db_conn_flush(c) < 0)
+        db_conn_defer_failure(c);
 }
 
-static void pool_dispatch_batches(struct db_pool *pool)
+static void db_pool_dispatch_batches(struct db_pool *pool)
 {
-    struct conn *c = &pool->perf;
+    struct db_conn *c = &pool->perf;
     struct query *q;
 
-    if (c->state == CONN_CLOSED && !TAILQ_EMPTY(&pool->batch_queue))
-        conn_connect(c);
-    if (c->state != CONN_READY || c->recheck)
+    if (c->state == DB_CONN_CLOSED && !TAILQ_EMPTY(&pool->batch_queue))
+        db_conn_connect(c);
+    if (c->state != DB_CONN_READY || c->recheck)
         return;
     /* Pooled: one batch in flight at a time, the next when its commit is in. */
     while ((q = TAILQ_FIRST(&pool->batch_queue)) != NULL &&
            !(pool->pooled && !TAILQ_EMPTY(&c->txns))) {
         TAILQ_REMOVE(&pool->batch_queue, q, link);
         batch_start(c, q);
-        if (c->state != CONN_READY)
+        if (c->state != DB_CONN_READY)
             break;
     }
 }
 
 /* ---- results --------------------------------------------------------------------------- */
 
-static bool result_ok(const PGresult *res)
+static bool db_result_ok(const PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
 
     return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
 }
 
-static void txn_free(struct txn *t)
+static void db_txn_free(struct txn *t)
 {
     struct query *q;
 
     while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
         TAILQ_REMOVE(&t->queries, q, link);
-        query_free(q);
+        db_query_free(q);
     }
     free(t->rows);
     free(t);
@@ -1155,7 +1171,7 @@ static void txn_free(struct txn *t)
 
 /* A query's result is complete: reads are answered at once, writes wait for
  * the commit. */
-static void query_resulted(struct conn *c, struct query *q)
+static void query_resulted(struct db_conn *c, struct query *q)
 {
     c->inflight--;
     if (q->state == QUERY_ANSWERED && q->stmt >= 0 && q->res != NULL &&
@@ -1166,14 +1182,14 @@ static void query_resulted(struct conn *c, struct query *q)
             q->state = QUERY_HELD;
         return;
     }
-    if (q->res != NULL && result_ok(q->res)) {
-        query_answer(q, DB_OK, q->res);
+    if (q->res != NULL && db_result_ok(q->res)) {
+        db_query_answer(q, DB_OK, q->res);
     } else if (q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED) {
         /* Never ran: resent when the transaction is over (below). */
         q->state = QUERY_HELD;
     } else {
         log_failure(c->pool, q, q->res);
-        query_answer(q, failed_status(q->res), q->res);
+        db_query_answer(q, failed_status(q->res), q->res);
     }
 }
 
@@ -1184,7 +1200,7 @@ static void query_resulted(struct conn *c, struct query *q)
  * deadline permitting); the failing one is never resent, unless it was refused
  * for a deadlock or a serialization failure (common/sqlstate.c).
  */
-static void txn_finished(struct conn *c, struct txn *t)
+static void txn_finished(struct db_conn *c, struct txn *t)
 {
     struct db_pool *pool = c->pool;
     struct query *q, *failed = NULL;
@@ -1194,7 +1210,7 @@ static void txn_finished(struct conn *c, struct txn *t)
     bool write_back = false, aborted = false, resend;
 
     TAILQ_FOREACH(q, &t->queries, link) {
-        if (failed == NULL && q->res != NULL && !result_ok(q->res) &&
+        if (failed == NULL && q->res != NULL && !db_result_ok(q->res) &&
             PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
             failed = q;
         aborted |= q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED;
@@ -1208,23 +1224,23 @@ static void txn_finished(struct conn *c, struct txn *t)
     while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
         TAILQ_REMOVE(&t->queries, q, link);
         if (q->state != QUERY_HELD) {
-            query_free(q);
+            db_query_free(q);
             continue;
         }
         if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
-            query_answer(q, DB_OK, q->res);
-            query_free(q);
+            db_query_answer(q, DB_OK, q->res);
+            db_query_free(q);
         } else if (q == failed && !resend) {
             log_failure(pool, q, q->res);
-            query_answer(q, failed_status(q->res), q->res);
-            query_free(q);
+            db_query_answer(q, failed_status(q->res), q->res);
+            db_query_free(q);
         } else {
             if (q == failed)
                 log_failure(pool, q, q->res);
             TAILQ_INSERT_TAIL(&again, q, link);
         }
     }
-    txn_free(t);
+    db_txn_free(t);
     /* Requeued in their original order, ahead of newer writes. After a
      * deadlock, a moment later: sent again at once, they could take the rows
      * back before the transaction that won wakes up, and deadlock again. */
@@ -1237,7 +1253,7 @@ static void txn_finished(struct conn *c, struct txn *t)
         if (q->res != NULL)
             PQclear(q->res);
         q->res = NULL;
-        if (!is_write(q->stmt)) {
+        if (!db_is_write(q->stmt)) {
             read_resend(pool, q);
         } else if (q->stmt == DB_PERF_INSERT) {
             TAILQ_INSERT_HEAD(&pool->batch_queue, q, link);
@@ -1251,12 +1267,12 @@ static void txn_finished(struct conn *c, struct txn *t)
     }
     if (!TAILQ_EMPTY(&resends)) {
         TAILQ_CONCAT(&pool->resend_queue, &resends, link);
-        pool_arm_queue_timer(pool);
+        db_pool_arm_queue_timer(pool);
     }
-    if (write_back || (c->kind == KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue)))
+    if (write_back || (c->kind == DB_KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue)))
         event_active(pool->ev_dispatch, 0, 0);
-    if (c->kind == KIND_PERF)
-        pool_dispatch_batches(pool);
+    if (c->kind == DB_KIND_PERF)
+        db_pool_dispatch_batches(pool);
 }
 
 /* The result kinds a statement's place in a pipeline may hold. */
@@ -1274,14 +1290,14 @@ static bool result_in_step(const PGresult *res)
 }
 
 /* The pooler's symptom explained once per worker: what is wrong, what to set. */
-static void pool_say_pooler(struct db_pool *pool, const char *state, const char *message)
+static void db_pool_say_pooler(struct db_pool *pool, const char *state, const char *message)
 {
     char line[512];
 
     if (pool->said_pooler)
         return;
     pool->said_pooler = true;
-    error_line(message, line, sizeof(line));
+    db_error_line(message, line, sizeof(line));
     log_error("database: %s (SQLSTATE %s): with db_prepared = on, todod prepares its statements "
               "once per connection, but this database_url leads to a pooler that gives each "
               "transaction any server connection (PgBouncer in transaction pooling mode): set "
@@ -1291,7 +1307,7 @@ static void pool_say_pooler(struct db_pool *pool, const char *state, const char 
 
 /* A statement failed: its SQLSTATE may say the schema is gone (re-checked,
  * at most every RECHECK_EVERY s) or that a pooler is in the way. */
-static void conn_note_failure(struct conn *c, const PGresult *res)
+static void conn_note_failure(struct db_conn *c, const PGresult *res)
 {
     struct db_pool *pool = c->pool;
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -1299,11 +1315,11 @@ static void conn_note_failure(struct conn *c, const PGresult *res)
 
     if (state == NULL)
         return;
-    if (pooler_symptom(state)) {
-        pool_say_pooler(pool, state, PQresultErrorMessage(res));
+    if (db_pooler_symptom(state)) {
+        db_pool_say_pooler(pool, state, PQresultErrorMessage(res));
         return;
     }
-    if (!schema_gone(state) || c->recheck)
+    if (!db_schema_gone(state) || c->recheck)
         return;
     now = clock_now();
     if (pool->last_recheck.tv_sec != 0 && clock_diff(now, pool->last_recheck) < RECHECK_EVERY)
@@ -1314,11 +1330,11 @@ static void conn_note_failure(struct conn *c, const PGresult *res)
 
 /* Reads every complete result; -1 when the connection broke (c->why says how
  * when libpq does not). */
-static int conn_read_results(struct conn *c)
+static int db_conn_read_results(struct db_conn *c)
 {
     if (!PQconsumeInput(c->pg))
         return -1;
-    while (c->state == CONN_READY && !PQisBusy(c->pg)) {
+    while (c->state == DB_CONN_READY && !PQisBusy(c->pg)) {
         struct txn *t = TAILQ_FIRST(&c->txns);
         PGresult *res;
 
@@ -1334,7 +1350,7 @@ static int conn_read_results(struct conn *c)
             if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
                 char line[200];
 
-                result_error(res, line, sizeof(line));
+                db_result_error(res, line, sizeof(line));
                 snprintf(c->why, sizeof(c->why),
                          "protocol out of step: a result of kind %s (%s) where the end of a "
                          "transaction (Sync) was due",
@@ -1358,17 +1374,17 @@ static int conn_read_results(struct conn *c)
                          "protocol out of step: a result of kind %s where the result of %s was "
                          "due",
                          PQresStatus(PQresultStatus(res)),
-                         q->stmt >= 0 ? statements[q->stmt].name : SET_TIMEOUT_NAME);
+                         q->stmt >= 0 ? db_statements[q->stmt].name : SET_TIMEOUT_NAME);
                 PQclear(res);
                 return -1;
             }
-            if (!result_ok(res) && PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
+            if (!db_result_ok(res) && PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
                 conn_note_failure(c, res);
             /* Keep the first result (an error wins over what follows). A
              * query answered early drops a result that succeeded, but keeps
              * a failure: it decides the transaction's, and its neighbours
              * aborted by it must run again, never be taken for done. */
-            if (q->res == NULL && (q->state != QUERY_ANSWERED || q->stmt < 0 || !result_ok(res)))
+            if (q->res == NULL && (q->state != QUERY_ANSWERED || q->stmt < 0 || !db_result_ok(res)))
                 q->res = res;
             else
                 PQclear(res);
@@ -1388,9 +1404,9 @@ static int conn_read_results(struct conn *c)
 }
 
 /* todod_db_up counts the read connections that are up: what /health reports. */
-static void slot_db_up(struct conn *c, int delta)
+static void slot_db_up(struct db_conn *c, int delta)
 {
-    if (c->kind == KIND_READ)
+    if (c->kind == DB_KIND_READ)
         atomic_fetch_add_explicit(&c->pool->slot->db_up, delta, memory_order_relaxed);
 }
 
@@ -1405,7 +1421,7 @@ static void slot_db_up(struct conn *c, int delta)
  * so deadlines alone cannot tell a hung server from a busy one. False when
  * nothing is owed (idle, or a batch, which has no time-out).
  */
-static bool conn_owed_by(const struct conn *c, struct timespec *at)
+static bool conn_owed_by(const struct db_conn *c, struct timespec *at)
 {
     const struct txn *t = TAILQ_FIRST(&c->txns);
 
@@ -1425,7 +1441,7 @@ static void earliest(struct timespec *next, bool *any, struct timespec at)
 /* The next moment something is due on c: a read's deadline (answered early),
  * a write transaction's hard deadline, or the moment the server, silent,
  * counts as hung. */
-static void conn_arm_timer(struct conn *c)
+static void db_conn_arm_timer(struct db_conn *c)
 {
     struct timespec next = {0, 0}, at;
     bool any = false;
@@ -1433,7 +1449,7 @@ static void conn_arm_timer(struct conn *c)
     struct query *q;
     struct timeval tv;
 
-    if (c->state != CONN_READY)
+    if (c->state != DB_CONN_READY)
         return;
     if (conn_owed_by(c, &at))
         earliest(&next, &any, at);
@@ -1450,7 +1466,7 @@ static void conn_arm_timer(struct conn *c)
         TAILQ_FOREACH(q, &c->open->queries, link)
             if (q->state == QUERY_QUEUED)
                 earliest(&next, &any, q->deadline);
-    if (!any && c->kind != KIND_READ && !(c->kind == KIND_WRITE && c->index == 0)) {
+    if (!any && c->kind != DB_KIND_READ && !db_conn_is_resident(c)) {
         /* Idle: an on-demand connection closes after IDLE_CLOSE. */
         next = clock_add(c->last_used, IDLE_CLOSE);
         any = true;
@@ -1463,7 +1479,7 @@ static void conn_arm_timer(struct conn *c)
     evtimer_add(c->ev_timer, &tv);
 }
 
-static void conn_close_idle(struct conn *c)
+static void conn_close_idle(struct db_conn *c)
 {
     slot_db_up(c, -1);
     log_debug("%s connection %d closed after %.0f s unused", kind_name(c->kind), c->index,
@@ -1471,7 +1487,7 @@ static void conn_close_idle(struct conn *c)
     conn_unwatch(c);
     PQfinish(c->pg);
     c->pg = NULL;
-    c->state = CONN_CLOSED;
+    c->state = DB_CONN_CLOSED;
     evtimer_del(c->ev_timer);
 }
 
@@ -1481,28 +1497,28 @@ static void conn_close_idle(struct conn *c)
  * only the one that noticed. All are dropped and reconnect, moving on to the
  * next host of a list.
  */
-static void pool_server_hung(struct db_pool *pool, struct conn *noticed)
+static void pool_server_hung(struct db_pool *pool, struct db_conn *noticed)
 {
-    struct conn *all[3] = {pool->reads, pool->writes, &pool->perf};
-    int counts[3] = {pool->nreads, pool->nwrites, 1};
+    struct db_conn *all[DB_NKINDS] = {pool->reads, pool->writes, &pool->perf};
+    int counts[DB_NKINDS] = {pool->nreads, pool->nwrites, 1};
 
     log_warn("database %s connection %d: no answer within request_timeout: the server seems hung, "
              "dropping every connection to it",
              kind_name(noticed->kind), noticed->index);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < DB_NKINDS; k++) {
         for (int i = 0; i < counts[k]; i++) {
-            struct conn *c = &all[k][i];
+            struct db_conn *c = &all[k][i];
 
-            if (c->state != CONN_READY)
+            if (c->state != DB_CONN_READY)
                 continue;
             if (pool->rotate)
                 c->first_host = (c->first_host + 1) % pool->nhosts;
-            conn_lost(c, "dropped: the server seems hung");
+            db_conn_lost(c, "dropped: the server seems hung");
         }
     }
 }
 
-static void conn_check_deadlines(struct conn *c)
+static void conn_check_deadlines(struct db_conn *c)
 {
     struct timespec now = clock_now(), at;
     struct txn *t;
@@ -1521,7 +1537,7 @@ static void conn_check_deadlines(struct conn *c)
             /* The server answers, but gave this transaction no verdict in time
              * (several of its statements waited): its writes are answered as
              * possibly applied, with this connection only. */
-            conn_lost(c, "no verdict on a write transaction by its deadline, although the server "
+            db_conn_lost(c, "no verdict on a write transaction by its deadline, although the server "
                          "answers: dropping this connection");
             return;
         }
@@ -1530,7 +1546,7 @@ static void conn_check_deadlines(struct conn *c)
         TAILQ_FOREACH(q, &t->queries, link) {
             if (q->stmt >= 0 && !q->has_result && q->state == QUERY_SENT &&
                 clock_diff(q->deadline, now) <= 0)
-                query_answer(q, DB_TIMEOUT, NULL); /* its result is dropped */
+                db_query_answer(q, DB_TIMEOUT, NULL); /* its result is dropped */
         }
     }
     /* Pooled: reads held past their deadline were never sent. */
@@ -1540,30 +1556,30 @@ static void conn_check_deadlines(struct conn *c)
             continue;
         TAILQ_REMOVE(&c->open->queries, q, link);
         c->held--;
-        query_answer(q, DB_TIMEOUT, NULL);
-        query_free(q);
+        db_query_answer(q, DB_TIMEOUT, NULL);
+        db_query_free(q);
     }
-    if (TAILQ_EMPTY(&c->txns) && c->kind != KIND_READ &&
-        !(c->kind == KIND_WRITE && c->index == 0) && clock_diff(now, c->last_used) >= IDLE_CLOSE &&
+    if (TAILQ_EMPTY(&c->txns) && c->kind != DB_KIND_READ &&
+        !db_conn_is_resident(c) && clock_diff(now, c->last_used) >= IDLE_CLOSE &&
         TAILQ_EMPTY(&c->pool->batch_queue) && TAILQ_EMPTY(&c->pool->write_queue)) {
         conn_close_idle(c);
         return;
     }
-    conn_arm_timer(c);
+    db_conn_arm_timer(c);
 }
 
 /* ---- losing a connection ------------------------------------------------------------------ */
 
-static void conn_schedule_reconnect(struct conn *c)
+static void conn_schedule_reconnect(struct db_conn *c)
 {
     struct timeval tv = clock_timeval(c->backoff);
 
-    c->state = CONN_DOWN;
+    c->state = DB_CONN_DOWN;
     evtimer_add(c->ev_timer, &tv);
     c->backoff = c->backoff < BACKOFF_MIN ? BACKOFF_MIN : fmin(c->backoff * 2, BACKOFF_MAX);
 }
 
-static void cancel_dns(struct conn *c)
+static void db_conn_cancel_dns(struct db_conn *c)
 {
     int i;
 
@@ -1585,17 +1601,17 @@ static void cancel_dns(struct conn *c)
  * a write whose transaction reached the server may have been committed (LOST),
  * one that did not was not (UNAVAILABLE); reads are simply unavailable.
  */
-static void conn_lost_at(struct conn *c, const char *why, int level)
+static void conn_lost_at(struct db_conn *c, const char *why, int level)
 {
     struct db_pool *pool = c->pool;
     struct txn_list lost = TAILQ_HEAD_INITIALIZER(lost);
     struct txn *t;
     struct query *q0;
     char line[512];
-    bool was_ready = c->state == CONN_READY;
-    bool on_demand = c->kind != KIND_READ;
+    bool was_ready = c->state == DB_CONN_READY;
+    bool on_demand = c->kind != DB_KIND_READ;
 
-    error_line(why, line, sizeof(line));
+    db_error_line(why, line, sizeof(line));
     if (line[0] == '\0')
         snprintf(line, sizeof(line), "no reason given");
     if (was_ready) {
@@ -1604,7 +1620,7 @@ static void conn_lost_at(struct conn *c, const char *why, int level)
     } else {
         log_msg(level, "database %s connection %d failed: %s", kind_name(c->kind), c->index, line);
     }
-    count(&pool->slot->c.db_errors);
+    db_count(&pool->slot->c.db_errors);
     c->why[0] = '\0';
     c->recheck = false;
     TAILQ_CONCAT(&lost, &c->txns, link);
@@ -1614,15 +1630,15 @@ static void conn_lost_at(struct conn *c, const char *why, int level)
     c->inflight = 0;
     c->held = 0;
     conn_unwatch(c);
-    cancel_dns(c);
+    db_conn_cancel_dns(c);
     evtimer_del(c->ev_timer);
     if (c->pg != NULL)
         PQfinish(c->pg);
     c->pg = NULL;
     /* An on-demand connection with nothing waiting for it is not retried. */
-    if (on_demand && was_ready && !(c->kind == KIND_WRITE && c->index == 0) &&
-        (c->kind == KIND_PERF || TAILQ_EMPTY(&pool->write_queue))) {
-        c->state = CONN_CLOSED;
+    if (on_demand && was_ready && !db_conn_is_resident(c) &&
+        (c->kind == DB_KIND_PERF || TAILQ_EMPTY(&pool->write_queue))) {
+        c->state = DB_CONN_CLOSED;
         c->backoff = 0;
     } else {
         conn_schedule_reconnect(c);
@@ -1635,22 +1651,22 @@ static void conn_lost_at(struct conn *c, const char *why, int level)
         TAILQ_FOREACH(q, &t->queries, link) {
             if (q->state == QUERY_ANSWERED || q->stmt < 0)
                 continue;
-            query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
+            db_query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
         }
-        txn_free(t);
+        db_txn_free(t);
     }
     /* Batches waiting for this connection are not sent: the performance test
      * learns at once that the database is gone. */
-    while (c->kind == KIND_PERF && (q0 = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
+    while (c->kind == DB_KIND_PERF && (q0 = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
         TAILQ_REMOVE(&pool->batch_queue, q0, link);
-        query_answer(q0, DB_UNAVAILABLE, NULL);
-        query_free(q0);
+        db_query_answer(q0, DB_UNAVAILABLE, NULL);
+        db_query_free(q0);
     }
-    if (c->kind == KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue))
+    if (c->kind == DB_KIND_WRITE && !TAILQ_EMPTY(&pool->write_queue))
         event_active(pool->ev_dispatch, 0, 0);
 }
 
-static void conn_lost(struct conn *c, const char *why)
+static void db_conn_lost(struct db_conn *c, const char *why)
 {
     conn_lost_at(c, why, LOGL_WARN);
 }
@@ -1658,77 +1674,77 @@ static void conn_lost(struct conn *c, const char *why)
 /* A statement found the schema gone, and c has nothing in flight any more: it
  * connects again, and so checks (and makes whole) the schema; on-demand
  * connections too, at once. */
-static void conn_recheck(struct conn *c)
+static void conn_recheck(struct db_conn *c)
 {
     conn_lost_at(c, "a statement found todod's schema incomplete: connecting again to check it",
                  LOGL_INFO);
-    if (c->state == CONN_CLOSED)
-        conn_connect(c);
+    if (c->state == DB_CONN_CLOSED)
+        db_conn_connect(c);
 }
 
 /* ---- connection set-up ---------------------------------------------------------------------- */
 
-static void conn_ready(struct conn *c)
+static void conn_ready(struct db_conn *c)
 {
-    c->state = CONN_READY;
+    c->state = DB_CONN_READY;
     c->backoff = 0;
     c->last_used = c->progress = clock_now();
     c->why[0] = '\0';
     slot_db_up(c, 1);
     if (c->ever_ready) {
-        count(&c->pool->slot->c.db_reconnects);
+        db_count(&c->pool->slot->c.db_reconnects);
         log_info("database %s connection %d re-established", kind_name(c->kind), c->index);
     } else {
         log_info("database %s connection %d ready", kind_name(c->kind), c->index);
     }
     c->ever_ready = true;
-    conn_arm_timer(c);
-    if (c->kind == KIND_WRITE)
-        pool_dispatch_writes(c->pool);
-    else if (c->kind == KIND_PERF)
-        pool_dispatch_batches(c->pool);
+    db_conn_arm_timer(c);
+    if (c->kind == DB_KIND_WRITE)
+        db_pool_dispatch_writes(c->pool);
+    else if (c->kind == DB_KIND_PERF)
+        db_pool_dispatch_batches(c->pool);
 }
 
-static void conn_prepare(struct conn *c)
+static void conn_prepare(struct db_conn *c)
 {
     int i;
 
     if (PQenterPipelineMode(c->pg) != 1)
         goto fail;
-    c->state = CONN_PREPARING;
-    c->setup_pending = 0;
+    c->state = DB_CONN_PREPARING;
+    c->prepares_pending = 0;
     c->setup_failed = false;
     if (!c->pool->prepared) {
         conn_ready(c);
         return;
     }
     for (i = 0; i < DB_NSTMTS; i++)
-        if (PQsendPrepare(c->pg, statements[i].name, statements[i].sql, 0, NULL) != 1)
+        if (PQsendPrepare(c->pg, db_statements[i].name, db_statements[i].sql, 0, NULL) != 1)
             goto fail;
     if (PQsendPrepare(c->pg, SET_TIMEOUT_NAME, SET_TIMEOUT_SQL, 0, NULL) != 1 ||
         PQpipelineSync(c->pg) != 1)
         goto fail;
-    c->setup_pending = DB_NSTMTS + 1;
-    if (conn_flush(c) < 0)
+    c->prepares_pending = DB_NSTMTS + 1;
+    if (db_conn_flush(c) < 0)
         goto fail;
     return;
 fail:
-    conn_lost(c, conn_why(c, "preparing statements"));
+    db_conn_lost(c, db_conn_why(c, "preparing statements"));
 }
 
-static int send_setup(struct conn *c)
+static int send_setup(struct db_conn *c)
 {
-    c->state = CONN_CHECKING;
+    c->state = DB_CONN_CHECKING;
     c->setup_failed = false;
-    c->setup_pending = -1; /* 1: the schema is whole, 0: something is missing */
+    c->schema_check = DB_SCHEMA_UNANSWERED;
     if (PQsendQuery(c->pg, c->pool->setup_sql[c->kind]) != 1)
         return -1;
-    return conn_flush(c);
+    return db_conn_flush(c);
 }
 
 /* The first real failure of a set-up step is what c->why says; the results of
  * statements aborted after it carry no message. */
-static void setup_failure(struct conn *c, const PGresult *res, const char *doing)
+static void setup_failure(struct db_conn *c, const PGresult *res, const char *doing)
 {
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     char line[200];
@@ -1739,26 +1755,26 @@ static void setup_failure(struct conn *c, const PGresult *res, const char *doing
     }
     c->setup_failed = true;
     snprintf(c->setup_state, sizeof(c->setup_state), "%s", state ? state : "");
-    result_error(res, line, sizeof(line));
+    db_result_error(res, line, sizeof(line));
     snprintf(c->setup_error, sizeof(c->setup_error), "%s", line);
     snprintf(c->why, sizeof(c->why), "%s failed: %s", doing, line);
 }
 
 /* The prepares failed. Through a pooler they always will: that is said once,
  * and the retries are logged at debug level. */
-static int conn_prepare_failed(struct conn *c)
+static int conn_prepare_failed(struct db_conn *c)
 {
     bool said = c->pool->said_pooler;
 
-    if (!pooler_symptom(c->setup_state))
+    if (!db_pooler_symptom(c->setup_state))
         return -1;
-    pool_say_pooler(c->pool, c->setup_state, c->setup_error);
+    db_pool_say_pooler(c->pool, c->setup_state, c->setup_error);
     conn_lost_at(c, c->why, said ? LOGL_DEBUG : LOGL_WARN);
     return 0;
 }
 
 /* Results of the setup string, of the schema creation, or of the prepares. */
-static int conn_read_setup(struct conn *c)
+static int conn_read_setup(struct db_conn *c)
 {
     PGresult *res;
 
@@ -1766,9 +1782,9 @@ static int conn_read_setup(struct conn *c)
         return -1;
     while (!PQisBusy(c->pg)) {
         res = PQgetResult(c->pg);
-        if (c->state == CONN_CHECKING || c->state == CONN_CREATING) {
+        if (c->state == DB_CONN_CHECKING || c->state == DB_CONN_CREATING) {
             if (res == NULL) {
-                if (c->state == CONN_CREATING) {
+                if (c->state == DB_CONN_CREATING) {
                     if (c->setup_failed)
                         return -1; /* retried with back-off */
                     c->setup_made = true;
@@ -1776,69 +1792,69 @@ static int conn_read_setup(struct conn *c)
                 }
                 if (c->setup_failed)
                     return -1;
-                if (c->setup_pending == 1) {
+                if (c->schema_check == DB_SCHEMA_WHOLE) {
                     conn_prepare(c);
                     return 0;
                 }
                 if (c->setup_made)
                     return -1; /* c->why says what is still missing */
                 /* Missing, or part of it: made whole, once, under the lock. */
-                c->state = CONN_CREATING;
-                if (PQsendQuery(c->pg, schema_sql) != 1)
+                c->state = DB_CONN_CREATING;
+                if (PQsendQuery(c->pg, db_schema_sql) != 1)
                     return -1;
-                return conn_flush(c);
+                return db_conn_flush(c);
             }
             if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-                PQnfields(res) == 1 && c->state == CONN_CHECKING) {
+                PQnfields(res) == 1 && c->state == DB_CONN_CHECKING) {
                 const char *missing = PQgetvalue(res, 0, 0);
                 char line[400];
 
-                c->setup_pending = missing[0] == '\0';
-                error_line(missing, line, sizeof(line));
-                if (!c->setup_pending && c->setup_made)
+                c->schema_check = missing[0] == '\0' ? DB_SCHEMA_WHOLE : DB_SCHEMA_INCOMPLETE;
+                db_error_line(missing, line, sizeof(line));
+                if (c->schema_check != DB_SCHEMA_WHOLE && c->setup_made)
                     snprintf(c->why, sizeof(c->why),
                              "the schema is still incomplete after making it (missing: %s): does "
                              "another object have one of these names?",
                              line);
-                else if (!c->setup_pending && strncmp(line, "todod_schema_version() ", 23) == 0)
+                else if (c->schema_check != DB_SCHEMA_WHOLE && strncmp(line, "todod_schema_version() ", 23) == 0)
                     log_info("database schema missing: making sure of it under the schema lock");
-                else if (!c->setup_pending)
+                else if (c->schema_check != DB_SCHEMA_WHOLE)
                     log_info("database schema incomplete (missing: %s): making sure of it under "
                              "the schema lock",
                              line);
-            } else if (!result_ok(res)) {
-                /* Said once, by conn_lost, when the results are all in. */
+            } else if (!db_result_ok(res)) {
+                /* Said once, by db_conn_lost, when the results are all in. */
                 setup_failure(c, res,
-                              c->state == CONN_CHECKING ? "checking the schema"
+                              c->state == DB_CONN_CHECKING ? "checking the schema"
                                                         : "making the schema");
             }
             PQclear(res);
             continue;
         }
-        /* CONN_PREPARING: one result and a NULL per statement, then the sync. */
+        /* DB_CONN_PREPARING: one result and a NULL per statement, then the sync. */
         if (res == NULL)
             continue;
         if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
             PQclear(res);
             if (c->setup_failed)
                 return conn_prepare_failed(c);
-            if (c->setup_pending != 0) {
+            if (c->prepares_pending != 0) {
                 snprintf(c->why, sizeof(c->why), "preparing statements: %d results missing",
-                         c->setup_pending);
+                         c->prepares_pending);
                 return -1;
             }
             conn_ready(c);
             return 0;
         }
-        if (!result_ok(res))
+        if (!db_result_ok(res))
             setup_failure(c, res, "preparing statements");
-        c->setup_pending--;
+        c->prepares_pending--;
         PQclear(res);
     }
     return 0;
 }
 
-static void conn_poll_connect(struct conn *c)
+static void conn_poll_connect(struct db_conn *c)
 {
     switch (PQconnectPoll(c->pg)) {
     case PGRES_POLLING_READING:
@@ -1850,45 +1866,45 @@ static void conn_poll_connect(struct conn *c)
     case PGRES_POLLING_OK:
         break;
     default:
-        conn_lost(c, PQerrorMessage(c->pg));
+        db_conn_lost(c, PQerrorMessage(c->pg));
         return;
     }
     evtimer_del(c->ev_timer);
     c->setup_made = false;
     if (PQsetnonblocking(c->pg, 1) != 0 || send_setup(c) != 0)
-        conn_lost(c, PQerrorMessage(c->pg));
+        db_conn_lost(c, PQerrorMessage(c->pg));
 }
 
 static void conn_io(evutil_socket_t fd, short what, void *arg)
 {
-    struct conn *c = arg;
+    struct db_conn *c = arg;
 
-    if (c->state == CONN_CONNECTING) {
+    if (c->state == DB_CONN_CONNECTING) {
         conn_poll_connect(c);
         return;
     }
-    if ((what & EV_WRITE) && conn_flush(c) < 0)
+    if ((what & EV_WRITE) && db_conn_flush(c) < 0)
         goto lost;
     if (!(what & EV_READ))
         return;
-    if (c->state == CONN_READY) {
-        if (conn_read_results(c) < 0)
+    if (c->state == DB_CONN_READY) {
+        if (db_conn_read_results(c) < 0)
             goto lost;
-        if (c->state == CONN_READY && c->recheck && TAILQ_EMPTY(&c->txns) && c->open == NULL) {
+        if (c->state == DB_CONN_READY && c->recheck && TAILQ_EMPTY(&c->txns) && c->open == NULL) {
             conn_recheck(c);
             return;
         }
-        if (c->state == CONN_READY) {
-            if (conn_flush(c) < 0)
+        if (c->state == DB_CONN_READY) {
+            if (db_conn_flush(c) < 0)
                 goto lost;
-            conn_arm_timer(c);
+            db_conn_arm_timer(c);
         }
     } else if (conn_read_setup(c) < 0) {
         goto lost;
     }
     return;
 lost:
-    conn_lost(c, conn_why(c, c->state == CONN_READY ? "reading results" : "setting up"));
+    db_conn_lost(c, db_conn_why(c, c->state == DB_CONN_READY ? "reading results" : "setting up"));
 }
 
 /* ---- host names ------------------------------------------------------------------------------ */
@@ -1907,12 +1923,12 @@ static bool needs_lookup(const char *h)
     return h[0] != '\0' && h[0] != '/' && h[0] != '@' && !is_ip_literal(h);
 }
 
-static void conn_start_pq(struct conn *c);
+static void db_conn_start_pq(struct db_conn *c);
 
 static void on_resolved(int err, struct evutil_addrinfo *res, void *arg);
 
 struct dns_ctx {
-    struct conn *c;
+    struct db_conn *c;
     int host;
 };
 
@@ -1921,7 +1937,7 @@ struct dns_ctx {
  * PQconnectPoll. So names are resolved here first, with evdns, and handed to
  * libpq as hostaddr (host still names the server, for its messages).
  */
-static void conn_resolve(struct conn *c)
+static void db_conn_resolve(struct db_conn *c)
 {
     struct db_pool *pool = c->pool;
     struct evutil_addrinfo hints;
@@ -1930,7 +1946,7 @@ static void conn_resolve(struct conn *c)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    c->state = CONN_RESOLVING;
+    c->state = DB_CONN_RESOLVING;
     c->dns_pending = 0;
     for (i = 0; i < pool->nhosts; i++)
         if (needs_lookup(pool->hosts[i]))
@@ -1942,7 +1958,7 @@ static void conn_resolve(struct conn *c)
             continue;
         ctx = malloc(sizeof(*ctx));
         if (ctx == NULL) {
-            conn_lost(c, "out of memory");
+            db_conn_lost(c, "out of memory");
             return;
         }
         ctx->c = c;
@@ -1950,7 +1966,7 @@ static void conn_resolve(struct conn *c)
         c->dns_reqs[i] =
             evdns_getaddrinfo(pool->dns, pool->hosts[i], NULL, &hints, on_resolved, ctx);
         /* A name found at once (in /etc/hosts) has called back already. */
-        if (c->state != CONN_RESOLVING)
+        if (c->state != DB_CONN_RESOLVING)
             return;
     }
 }
@@ -1958,7 +1974,7 @@ static void conn_resolve(struct conn *c)
 static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
 {
     struct dns_ctx *ctx = arg;
-    struct conn *c = ctx->c;
+    struct db_conn *c = ctx->c;
     struct evutil_addrinfo *ai;
     char list[1024] = "";
     int host = ctx->host;
@@ -1989,16 +2005,16 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
 
         snprintf(why, sizeof(why), "could not resolve host name \"%s\": %s", c->pool->hosts[host],
                  evutil_gai_strerror(err));
-        conn_lost(c, why);
+        db_conn_lost(c, why);
         return;
     }
     c->dns_addrs[host] = strdup(list);
-    if (--c->dns_pending == 0 && c->state == CONN_RESOLVING)
-        conn_start_pq(c);
+    if (--c->dns_pending == 0 && c->state == DB_CONN_RESOLVING)
+        db_conn_start_pq(c);
 }
 
 /* host, hostaddr and port lists for libpq, with every address of every name. */
-static int build_host_lists(struct conn *c, char **host, char **hostaddr, char **port)
+static int db_host_lists(struct db_conn *c, char **host, char **hostaddr, char **port)
 {
     struct db_pool *pool = c->pool;
     const char *ports = pool->port_key >= 0 ? pool->vals[pool->port_key] : NULL;
@@ -2061,11 +2077,11 @@ static void on_notice(void *arg, const char *message)
 {
     char line[512];
 
-    error_line(message, line, sizeof(line));
+    db_error_line(message, line, sizeof(line));
     log_info("database says: %s", line);
 }
 
-static void conn_start_pq(struct conn *c)
+static void db_conn_start_pq(struct db_conn *c)
 {
     struct db_pool *pool = c->pool;
     const char **keys = calloc((size_t)pool->nkeys + 4, sizeof(char *));
@@ -2076,7 +2092,7 @@ static void conn_start_pq(struct conn *c)
 
     if (keys == NULL || vals == NULL)
         goto oom;
-    if (lists && build_host_lists(c, &host, &hostaddr, &port) != 0)
+    if (lists && db_host_lists(c, &host, &hostaddr, &port) != 0)
         goto oom;
     for (i = 0; i < pool->nkeys; i++) {
         if (lists && (i == pool->host_key || i == pool->hostaddr_key || i == pool->port_key))
@@ -2093,21 +2109,21 @@ static void conn_start_pq(struct conn *c)
     keys[n] = NULL;
     c->pg = PQconnectStartParams(keys, vals, 0);
     free(keys), free(vals), free(host), free(hostaddr), free(port);
-    cancel_dns(c);
+    db_conn_cancel_dns(c);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
-        conn_lost(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        db_conn_lost(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         return;
     }
     PQsetNoticeProcessor(c->pg, on_notice, c);
-    c->state = CONN_CONNECTING;
+    c->state = DB_CONN_CONNECTING;
     conn_watch(c, EV_WRITE, true);
     return;
 oom:
     free(keys), free(vals), free(host), free(hostaddr), free(port);
-    conn_lost(c, "out of memory");
+    db_conn_lost(c, "out of memory");
 }
 
-static void conn_connect(struct conn *c)
+static void db_conn_connect(struct db_conn *c)
 {
     /* libpq's connect_timeout only applies to blocking connects: a server (or
      * a name server) that never answers is given up on here, and with several
@@ -2116,36 +2132,36 @@ static void conn_connect(struct conn *c)
 
     evtimer_add(c->ev_timer, &tv);
     if (c->pool->needs_dns)
-        conn_resolve(c);
+        db_conn_resolve(c);
     else
-        conn_start_pq(c);
+        db_conn_start_pq(c);
 }
 
 /* The timer: the reconnect back-off while down, the bound on connecting and
  * resolving, the deadlines and the idle close once ready. */
 static void conn_timer(evutil_socket_t fd, short what, void *arg)
 {
-    struct conn *c = arg;
+    struct db_conn *c = arg;
 
     switch (c->state) {
-    case CONN_DOWN:
-        conn_connect(c);
+    case DB_CONN_DOWN:
+        db_conn_connect(c);
         return;
-    case CONN_RESOLVING:
-    case CONN_CONNECTING:
-    case CONN_CHECKING:
-    case CONN_CREATING:
-    case CONN_PREPARING:
+    case DB_CONN_RESOLVING:
+    case DB_CONN_CONNECTING:
+    case DB_CONN_CHECKING:
+    case DB_CONN_CREATING:
+    case DB_CONN_PREPARING:
         if (c->pool->rotate)
             c->first_host = (c->first_host + 1) % c->pool->nhosts;
-        conn_lost(c, c->pool->rotate ? "no answer from the server in time while connecting: "
+        db_conn_lost(c, c->pool->rotate ? "no answer from the server in time while connecting: "
                                        "trying the next host"
                                      : "no answer from the server in time while connecting");
         return;
-    case CONN_READY:
+    case DB_CONN_READY:
         conn_check_deadlines(c);
         return;
-    case CONN_CLOSED:
+    case DB_CONN_CLOSED:
         return;
     }
 }
@@ -2158,7 +2174,7 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
  * keyword arrays PQconnectStartParams takes; its host list is kept apart for
  * the name lookups.
  */
-static int pool_parse_conninfo(struct db_pool *pool, const char *conninfo)
+static int db_parse_conninfo(struct db_pool *pool, const char *conninfo)
 {
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err), *o;
@@ -2168,7 +2184,7 @@ static int pool_parse_conninfo(struct db_pool *pool, const char *conninfo)
     if (opts == NULL) {
         char line[512];
 
-        error_line(err ? err : "out of memory", line, sizeof(line));
+        db_error_line(err ? err : "out of memory", line, sizeof(line));
         log_error("database_url: %s", line);
         PQfreemem(err);
         return -1;
@@ -2243,27 +2259,27 @@ fail:
     return -1;
 }
 
-static int conn_init(struct db_pool *pool, struct conn *c, enum conn_kind kind, int index)
+static int db_conn_init(struct db_pool *pool, struct db_conn *c, enum db_conn_kind kind, int index)
 {
     c->pool = pool;
     c->kind = kind;
     c->index = index;
     c->io_fd = -1;
-    c->state = CONN_CLOSED;
+    c->state = DB_CONN_CLOSED;
     TAILQ_INIT(&c->txns);
     c->ev_timer = evtimer_new(pool->base, conn_timer, c);
-    c->ev_sync = event_new(pool->base, -1, 0, conn_deferred_sync, c);
+    c->ev_sync = event_new(pool->base, -1, 0, db_conn_deferred_sync, c);
     c->ev_fail = event_new(pool->base, -1, 0, conn_deferred_fail, c);
     c->dns_reqs = calloc((size_t)pool->nhosts + 1, sizeof(*c->dns_reqs));
     c->dns_addrs = calloc((size_t)pool->nhosts + 1, sizeof(*c->dns_addrs));
     return c->ev_timer && c->ev_sync && c->ev_fail && c->dns_reqs && c->dns_addrs ? 0 : -1;
 }
 
-static void conn_fini(struct conn *c)
+static void db_conn_fini(struct db_conn *c)
 {
     struct txn *t;
 
-    cancel_dns(c);
+    db_conn_cancel_dns(c);
     if (c->open != NULL)
         TAILQ_INSERT_TAIL(&c->txns, c->open, link);
     c->open = NULL;
@@ -2273,10 +2289,10 @@ static void conn_fini(struct conn *c)
         TAILQ_REMOVE(&c->txns, t, link);
         TAILQ_FOREACH(q, &t->queries, link)
             if (q->state != QUERY_ANSWERED && q->stmt >= 0)
-                query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
-        txn_free(t);
+                db_query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
+        db_txn_free(t);
     }
-    if (c->state == CONN_READY)
+    if (c->state == DB_CONN_READY)
         slot_db_up(c, -1);
     conn_unwatch(c);
     if (c->ev_timer != NULL)
@@ -2309,7 +2325,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
     TAILQ_INIT(&pool->write_queue);
     TAILQ_INIT(&pool->resend_queue);
     TAILQ_INIT(&pool->batch_queue);
-    if (pool_parse_conninfo(pool, conf->database_url) != 0) {
+    if (db_parse_conninfo(pool, conf->database_url) != 0) {
         /* Connections fail (and say why) until a reload brings a valid one. */
         free(pool->keys);
         free(pool->vals);
@@ -2341,14 +2357,14 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
      * every transaction sets its own statement_timeout.
      */
     if (pool->prepared) {
-        if (asprintf(&pool->setup_sql[KIND_READ], "SET statement_timeout = %ld; SELECT %s",
+        if (asprintf(&pool->setup_sql[DB_KIND_READ], "SET statement_timeout = %ld; SELECT %s",
                      timeout_ms, SCHEMA_MISSING) < 0 ||
-            asprintf(&pool->setup_sql[KIND_WRITE], "SELECT %s", SCHEMA_MISSING) < 0 ||
-            asprintf(&pool->setup_sql[KIND_PERF], "SET statement_timeout = 0; SELECT %s",
+            asprintf(&pool->setup_sql[DB_KIND_WRITE], "SELECT %s", SCHEMA_MISSING) < 0 ||
+            asprintf(&pool->setup_sql[DB_KIND_PERF], "SET statement_timeout = 0; SELECT %s",
                      SCHEMA_MISSING) < 0)
             goto fail;
     } else {
-        for (i = 0; i < 3; i++)
+        for (i = 0; i < DB_NKINDS; i++)
             if (asprintf(&pool->setup_sql[i], "SELECT %s", SCHEMA_MISSING) < 0)
                 goto fail;
     }
@@ -2363,18 +2379,18 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
         pool->ev_queue_timer == NULL || pool->ev_batches == NULL)
         goto fail;
     for (i = 0; i < pool->nreads; i++)
-        if (conn_init(pool, &pool->reads[i], KIND_READ, i) != 0)
+        if (db_conn_init(pool, &pool->reads[i], DB_KIND_READ, i) != 0)
             goto fail;
     for (i = 0; i < pool->nwrites; i++)
-        if (conn_init(pool, &pool->writes[i], KIND_WRITE, i) != 0)
+        if (db_conn_init(pool, &pool->writes[i], DB_KIND_WRITE, i) != 0)
             goto fail;
-    if (conn_init(pool, &pool->perf, KIND_PERF, 0) != 0)
+    if (db_conn_init(pool, &pool->perf, DB_KIND_PERF, 0) != 0)
         goto fail;
     for (i = 0; i < pool->nreads; i++)
-        conn_connect(&pool->reads[i]);
+        db_conn_connect(&pool->reads[i]);
     /* One write connection from the start: the first write need not wait for it. */
     if (pool->nwrites > 0)
-        conn_connect(&pool->writes[0]);
+        db_conn_connect(&pool->writes[0]);
     return pool;
 fail:
     db_pool_free(pool);
@@ -2391,22 +2407,22 @@ void db_pool_close(struct db_pool *pool)
     pool->closed = true; /* first: an answer's callback may submit again */
     for (i = 0; pool->reads != NULL && i < pool->nreads; i++)
         if (pool->reads[i].pool != NULL)
-            conn_fini(&pool->reads[i]);
+            db_conn_fini(&pool->reads[i]);
     for (i = 0; pool->writes != NULL && i < pool->nwrites; i++)
         if (pool->writes[i].pool != NULL)
-            conn_fini(&pool->writes[i]);
+            db_conn_fini(&pool->writes[i]);
     if (pool->perf.pool != NULL)
-        conn_fini(&pool->perf);
+        db_conn_fini(&pool->perf);
     TAILQ_CONCAT(&pool->write_queue, &pool->resend_queue, link);
     while ((q = TAILQ_FIRST(&pool->write_queue)) != NULL) {
         TAILQ_REMOVE(&pool->write_queue, q, link);
-        query_answer(q, DB_UNAVAILABLE, NULL);
-        query_free(q);
+        db_query_answer(q, DB_UNAVAILABLE, NULL);
+        db_query_free(q);
     }
     while ((q = TAILQ_FIRST(&pool->batch_queue)) != NULL) {
         TAILQ_REMOVE(&pool->batch_queue, q, link);
-        query_answer(q, DB_UNAVAILABLE, NULL);
-        query_free(q);
+        db_query_answer(q, DB_UNAVAILABLE, NULL);
+        db_query_free(q);
     }
     if (pool->ev_dispatch != NULL)
         event_free(pool->ev_dispatch);
@@ -2434,7 +2450,7 @@ void db_pool_free(struct db_pool *pool)
     for (i = 0; pool->hosts != NULL && i < pool->nhosts; i++)
         free(pool->hosts[i]);
     free(pool->hosts);
-    for (i = 0; i < 3; i++)
+    for (i = 0; i < DB_NKINDS; i++)
         free(pool->setup_sql[i]);
     free(pool->reads);
     free(pool->writes);
@@ -2449,7 +2465,7 @@ int db_pool_ready(const struct db_pool *pool)
         return 0;
 
     for (i = 0; i < pool->nreads; i++)
-        n += pool->reads[i].state == CONN_READY;
+        n += pool->reads[i].state == DB_CONN_READY;
     return n;
 }
 
@@ -2463,10 +2479,10 @@ static bool pool_reachable(const struct db_pool *pool)
 {
     int i;
 
-    if (db_pool_ready(pool) > 0 || pool->perf.state == CONN_READY)
+    if (db_pool_ready(pool) > 0 || pool->perf.state == DB_CONN_READY)
         return true;
     for (i = 0; i < pool->nwrites; i++)
-        if (pool->writes[i].state == CONN_READY)
+        if (pool->writes[i].state == DB_CONN_READY)
             return true;
     return false;
 }
@@ -2474,7 +2490,7 @@ static bool pool_reachable(const struct db_pool *pool)
 static void query_trace(struct db_pool *pool, struct query *q, const struct db_trace *trace)
 {
     if (trace != NULL && trace->ctx != NULL)
-        q->span = trace_db_start(pool->tracer, trace->ctx, trace->parent, operations[q->stmt],
+        q->span = trace_db_start(pool->tracer, trace->ctx, trace->parent, db_operations[q->stmt],
                                  "todos", NULL);
 }
 
@@ -2482,22 +2498,22 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
               struct timespec deadline, const struct db_trace *trace, db_done_cb cb, void *arg)
 {
     struct query *q;
-    struct conn *c = NULL;
+    struct db_conn *c = NULL;
 
-    if (pool->closed || (is_write(stmt) ? !pool_reachable(pool) : (c = pick_read(pool)) == NULL))
+    if (pool->closed || (db_is_write(stmt) ? !pool_reachable(pool) : (c = db_pick_read(pool)) == NULL))
         return -1;
-    q = query_new(stmt, deadline, cb, arg);
+    q = db_query_new(stmt, deadline, cb, arg);
     if (q == NULL)
         return -1;
     /* Copied: a read may have to run again, a write waits before it is sent. */
-    if (query_copy_params(q, p) != 0) {
-        query_free(q);
+    if (db_query_copy_params(q, p) != 0) {
+        db_query_free(q);
         return -1;
     }
     query_trace(pool, q, trace);
-    if (!is_write(stmt)) {
-        if (read_send(c, q) != 0) {
-            query_free(q);
+    if (!db_is_write(stmt)) {
+        if (db_read_send(c, q) != 0) {
+            db_query_free(q);
             return -1;
         }
         return 0;
@@ -2519,8 +2535,8 @@ int db_submit_batch(struct db_pool *pool, const struct db_params *p, void *owned
     struct query *q;
     int i;
 
-    if (pool->closed || !pool_reachable(pool) || p->n > 3 ||
-        (q = query_new(DB_PERF_INSERT, clock_now(), cb, arg)) == NULL) {
+    if (pool->closed || !pool_reachable(pool) || p->n > BATCH_PARAMS ||
+        (q = db_query_new(DB_PERF_INSERT, clock_now(), cb, arg)) == NULL) {
         free(owned);
         return -1;
     }
