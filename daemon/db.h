@@ -52,7 +52,7 @@ struct db_trace {
 /* The result format of every statement: 1, PostgreSQL's binary format. */
 #define DB_BINARY 1
 
-/* The statements; db.c holds their SQL. */
+/* The statements; db_sql.c holds their SQL. */
 enum db_stmt {
     DB_TODO_GET,
     DB_TODO_LIST,

@@ -336,7 +336,7 @@ pgbench_measure() {
     [ "${#p99[@]}" -eq 0 ] || P_P99=$(bench_median "${p99[@]}")
 }
 
-# The statements todod prepares (daemon/db.c), with the same parameters.
+# The statements todod prepares (daemon/db_sql.c), with the same parameters.
 COLS="id, title, done, created_at, updated_at"
 cat >"$BENCH_DIR/get.sql" <<EOF
 SELECT $COLS FROM todos WHERE id = :id;
