@@ -66,6 +66,30 @@ enum db_stmt {
     DB_NSTMTS
 };
 
+/*
+ * The columns of a todo, in the order every statement that returns todos
+ * returns them, each in PostgreSQL's binary format (uuid 16 bytes, text its
+ * bytes, bool one byte, timestamptz 8 bytes, big-endian): FIRST(enum name, SQL
+ * name) for the first, NEXT(...) for each other. db_sql.c writes the SQL from
+ * it, todos.c reads rows by it.
+ */
+#define DB_TODO_COLUMNS(FIRST, NEXT)                                                               \
+    FIRST(DB_COL_ID, "id")                                                                         \
+    NEXT(DB_COL_TITLE, "title")                                                                    \
+    NEXT(DB_COL_DONE, "done")                                                                      \
+    NEXT(DB_COL_CREATED, "created_at")                                                             \
+    NEXT(DB_COL_UPDATED, "updated_at")
+
+/* (clang-format would take the list's expansion for the start of a statement) */
+/* clang-format off */
+enum db_todo_column {
+#define DB_COL_ENUM(name, sql) name,
+    DB_TODO_COLUMNS(DB_COL_ENUM, DB_COL_ENUM)
+#undef DB_COL_ENUM
+    DB_COL_TOTAL, /* the lists' statements: the total (int8), after a todo's columns */
+};
+/* clang-format on */
+
 enum db_status {
     DB_OK,          /* done (a write: committed); res is the result */
     DB_FAILED,      /* the server refused it (not applied); res holds the error */

@@ -146,7 +146,9 @@ const char db_schema_missing[] = SCHEMA_MISSING;
  * results are): the server writes no text, and todos.c formats the id and the
  * timestamps, which to_char() in every row cost the server more than the rest
  * of a lookup by id. */
-#define TODO_COLUMNS "id, title, done, created_at, updated_at"
+#define TODO_COLUMN_FIRST(name, sql) sql
+#define TODO_COLUMN_NEXT(name, sql)  ", " sql
+#define TODO_COLUMNS                 DB_TODO_COLUMNS(TODO_COLUMN_FIRST, TODO_COLUMN_NEXT)
 
 const char *const db_operations[DB_NSTMTS] = {
     [DB_TODO_GET] = "SELECT",    [DB_TODO_LIST] = "SELECT",       [DB_TODO_BY_DONE] = "SELECT",

@@ -16,11 +16,6 @@
 #define LIST_LIMIT     10L  /* GET /todos: limit's default, */
 #define LIST_LIMIT_MAX 100L /* and where it is clamped */
 
-/* Columns of every todo row (see TODO_COLUMNS in db.c), in PostgreSQL's
- * binary format: uuid 16 bytes, text its bytes, bool one byte, timestamptz
- * and bigint 8 bytes, big-endian. */
-enum { COL_ID, COL_TITLE, COL_DONE, COL_CREATED, COL_UPDATED };
-
 /* The value at (row, col) when it is not NULL and is len bytes (0: any length). */
 static const char *binary_value(const PGresult *res, int row, int col, int len)
 {
@@ -32,7 +27,7 @@ static const char *binary_value(const PGresult *res, int row, int col, int len)
 /* The id as text, in out[37]; false when there is none. */
 static bool id_text(const PGresult *res, int row, char out[37])
 {
-    const char *v = binary_value(res, row, COL_ID, 16);
+    const char *v = binary_value(res, row, DB_COL_ID, 16);
 
     if (v == NULL)
         return false;
@@ -68,15 +63,15 @@ static struct json_object *time_json(const PGresult *res, int row, int col)
 static struct json_object *todo_json(const PGresult *res, int row)
 {
     struct json_object *o = json_object_new_object();
-    const char *done = binary_value(res, row, COL_DONE, 1);
+    const char *done = binary_value(res, row, DB_COL_DONE, 1);
 
     if (o == NULL)
         return NULL;
     json_object_object_add(o, "id", id_json(res, row));
-    json_object_object_add(o, "title", text_json(res, row, COL_TITLE));
+    json_object_object_add(o, "title", text_json(res, row, DB_COL_TITLE));
     json_object_object_add(o, "done", json_object_new_boolean(done != NULL && *done != 0));
-    json_object_object_add(o, "created_at", time_json(res, row, COL_CREATED));
-    json_object_object_add(o, "updated_at", time_json(res, row, COL_UPDATED));
+    json_object_object_add(o, "created_at", time_json(res, row, DB_COL_CREATED));
+    json_object_object_add(o, "updated_at", time_json(res, row, DB_COL_UPDATED));
     return o;
 }
 
@@ -309,7 +304,7 @@ static int todo_rows(const PGresult *res)
 {
     int n = PQntuples(res);
 
-    return n == 1 && PQgetisnull(res, 0, COL_ID) ? 0 : n;
+    return n == 1 && PQgetisnull(res, 0, DB_COL_ID) ? 0 : n;
 }
 
 /* The first n todo rows of res as a JSON array. */
@@ -319,7 +314,7 @@ static struct json_object *rows_json(const PGresult *res, int n)
     int i;
 
     for (i = 0; arr != NULL && i < n; i++)
-        if (!PQgetisnull(res, i, COL_ID))
+        if (!PQgetisnull(res, i, DB_COL_ID))
             json_object_array_add(arr, todo_json(res, i));
     return arr;
 }
@@ -391,10 +386,10 @@ static bool parse_after(struct http_req *r, const char *after)
 /* The key of a todo row, for the cursor that names it. */
 static bool row_key(const PGresult *res, int row, struct cursor_key *k)
 {
-    const char *id = binary_value(res, row, COL_ID, 16);
-    const char *created = binary_value(res, row, COL_CREATED, 8);
+    const char *id = binary_value(res, row, DB_COL_ID, 16);
+    const char *created = binary_value(res, row, DB_COL_CREATED, 8);
 
-    if (id == NULL || (created == NULL && !PQgetisnull(res, row, COL_CREATED)))
+    if (id == NULL || (created == NULL && !PQgetisnull(res, row, DB_COL_CREATED)))
         return false;
     k->created_null = created == NULL;
     k->created_at = created ? pgbin_int64(created) : 0;
@@ -434,7 +429,7 @@ static void list_done(void *arg, const struct db_result *dr)
         reply_db_status(r, st);
         return;
     }
-    if (PQntuples(res) > 0 && (v = binary_value(res, 0, COL_UPDATED + 1, 8)) != NULL)
+    if (PQntuples(res) > 0 && (v = binary_value(res, 0, DB_COL_TOTAL, 8)) != NULL)
         total = pgbin_int64(v);
     shown = todo_rows(res);
     pagination = json_object_new_object();
