@@ -216,8 +216,9 @@ int db_parse_conninfo(struct db_pool *pool, const char *conninfo)
     }
     for (o = opts; o->keyword != NULL; o++)
         n += o->val != NULL;
-    pool->keys = calloc((size_t)n + 2, sizeof(char *));
-    pool->vals = calloc((size_t)n + 2, sizeof(char *));
+    /* Its own, fallback_application_name, and host and port from PGHOST and PGPORT. */
+    pool->keys = calloc((size_t)n + 3, sizeof(char *));
+    pool->vals = calloc((size_t)n + 3, sizeof(char *));
     pool->host_key = pool->hostaddr_key = pool->port_key = -1;
     if (pool->keys == NULL || pool->vals == NULL)
         goto fail;

@@ -99,6 +99,25 @@ static void with_hostaddr_nothing_is_looked_up(void **state)
     db_pool_free(pool);
 }
 
+static void names_from_pghost_and_pgport_are_passed_explicitly(void **state)
+{
+    struct db_pool *pool;
+
+    (void)state;
+    setenv("PGHOST", "a.example,b.example", 1);
+    setenv("PGPORT", "5444", 1);
+    pool = parsed("dbname=t");
+    unsetenv("PGHOST");
+    unsetenv("PGPORT");
+    assert_int_equal(pool->nhosts, 2);
+    assert_true(pool->needs_dns);
+    assert_string_equal(pool->keys[pool->host_key], "host");
+    assert_string_equal(pool->vals[pool->host_key], "a.example,b.example");
+    assert_string_equal(pool->keys[pool->port_key], "port");
+    assert_string_equal(pool->vals[pool->port_key], "5444");
+    db_pool_free(pool);
+}
+
 static void a_url_libpq_refuses_is_an_error(void **state)
 {
     struct db_pool *pool = calloc(1, sizeof(*pool));
@@ -180,6 +199,7 @@ int main(void)
         cmocka_unit_test(a_host_list_is_split_and_names_need_a_lookup),
         cmocka_unit_test(only_literals_and_socket_directories_need_no_lookup),
         cmocka_unit_test(with_hostaddr_nothing_is_looked_up),
+        cmocka_unit_test(names_from_pghost_and_pgport_are_passed_explicitly),
         cmocka_unit_test(a_url_libpq_refuses_is_an_error),
         cmocka_unit_test(every_address_of_every_name_is_listed_with_its_port),
         cmocka_unit_test(the_lists_start_at_the_host_next_in_turn),
