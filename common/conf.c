@@ -55,6 +55,7 @@ enum conf_type {
     CONF_T_FLAG,       /* on/off and synonyms, into a bool */
     CONF_T_LOG_LEVEL,  /* into an int, enum log_level */
     CONF_T_LOG_FORMAT, /* into an int, enum conf_access_log_format */
+    CONF_T_AUTH,       /* off or jwt, into an int, enum conf_auth */
     CONF_T_STRING,     /* into a char * the conf owns */
     CONF_T_CONNINFO,   /* a connection string libpq can parse, the same */
     CONF_T_URL,        /* an http:// URL, into a char * (NULL when empty) */
@@ -81,7 +82,7 @@ struct conf_key {
 #define FIELD(c, k, type) ((type *)((char *)(c) + (k)->offset))
 
 static conf_set_fn set_listen, set_workers, set_int, set_long, set_size, set_seconds, set_log_level,
-    set_flag, set_string, set_conninfo, set_log_format, set_ratio, set_url, set_url_list;
+    set_flag, set_string, set_conninfo, set_log_format, set_auth, set_ratio, set_url, set_url_list;
 
 /* Each type's handler, and whether its field is a string conf_free releases. */
 static const struct {
@@ -98,6 +99,7 @@ static const struct {
     [CONF_T_FLAG] = {set_flag, false},
     [CONF_T_LOG_LEVEL] = {set_log_level, false},
     [CONF_T_LOG_FORMAT] = {set_log_format, false},
+    [CONF_T_AUTH] = {set_auth, false},
     [CONF_T_STRING] = {set_string, true},
     [CONF_T_CONNINFO] = {set_conninfo, true},
     [CONF_T_URL] = {set_url, true},
@@ -124,6 +126,7 @@ static const struct conf_key keys[] = {
     {"perf_max_messages",    CONF_T_LONG,       OFF(perf_max_messages),    1, 100000000,               "1000000",        0},
     {"perf_max_batch",       CONF_T_LONG,       OFF(perf_max_batch),       1, 100000,                  "10000",          0},
     {"perf_nodes",           CONF_T_URL_LIST,   OFF(perf_nodes),           0, 0,                       NULL,             CONF_EMPTY},
+    {"perf_max_duration",    CONF_T_SECONDS,    OFF(perf_max_duration),    1, MAX_SECONDS,             "3600",           0},
     {"request_timeout",      CONF_T_SECONDS,    OFF(request_timeout),      0, MAX_SECONDS,             "10",             0},
     {"keepalive_timeout",    CONF_T_SECONDS,    OFF(keepalive_timeout),    0, MAX_SECONDS,             "60",             0},
     {"shutdown_timeout",     CONF_T_SECONDS,    OFF(shutdown_timeout),     0, MAX_SECONDS,             "10",             0},
@@ -136,6 +139,12 @@ static const struct conf_key keys[] = {
     {"otlp_endpoint",        CONF_T_URL,        OFF(otlp_endpoint),        0, 0,                       NULL,             CONF_EMPTY},
     {"trace_sample_ratio",   CONF_T_RATIO,      OFF(trace_sample_ratio),   0, 1,                       "1",              0},
     {"service_name",         CONF_T_STRING,     OFF(service_name),         0, 0,                       "todod",          0},
+    {"auth",                 CONF_T_AUTH,       OFF(auth),                 0, 0,                       "off",            0},
+    {"jwt_keys",             CONF_T_STRING,     OFF(jwt_keys),             0, 0,                       NULL,             0},
+    {"jwt_audience",         CONF_T_STRING,     OFF(jwt_audience),         0, 0,                       NULL,             0},
+    {"jwt_issuer",           CONF_T_STRING,     OFF(jwt_issuer),           0, 0,                       NULL,             0},
+    {"jwt_leeway",           CONF_T_INT,        OFF(jwt_leeway),           0, 86400,                   "30",             0},
+    {"protected_mode",       CONF_T_FLAG,       OFF(protected_mode),       0, 0,                       "on",             0},
 };
 /* clang-format on */
 
@@ -452,6 +461,20 @@ static enum set_result set_log_format(struct conf *c, const struct conf_key *k, 
         *FIELD(c, k, int) = CONF_LOG_JSON;
     else {
         snprintf(expect, expectlen, "combined or json");
+        return SET_BAD;
+    }
+    return SET_OK;
+}
+
+static enum set_result set_auth(struct conf *c, const struct conf_key *k, const char *v,
+                                char *expect, size_t expectlen)
+{
+    if (strcasecmp(v, "off") == 0)
+        *FIELD(c, k, int) = CONF_AUTH_OFF;
+    else if (strcasecmp(v, "jwt") == 0)
+        *FIELD(c, k, int) = CONF_AUTH_JWT;
+    else {
+        snprintf(expect, expectlen, "off or jwt");
         return SET_BAD;
     }
     return SET_OK;
@@ -852,6 +875,12 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
         goto fail;
     if (apply_env(c, msg, sizeof(msg)) != 0) {
         snprintf(err, errlen, "%s: %s", path, msg);
+        goto fail;
+    }
+    /* Tokens cannot be checked without keys: refused here rather than
+     * answering every request 401. */
+    if (c->auth == CONF_AUTH_JWT && (c->jwt_keys == NULL || c->jwt_keys[0] == '\0')) {
+        snprintf(err, errlen, "%s: auth = jwt needs jwt_keys (a JWK Set file)", path);
         goto fail;
     }
     return 0;

@@ -36,10 +36,18 @@ struct conf {
     char *otlp_endpoint;      /* NULL: tracing off */
     double trace_sample_ratio;
     char *service_name;
-    char *perf_nodes; /* NULL when unset: comma-separated base URLs */
+    char *perf_nodes;         /* NULL when unset: comma-separated base URLs */
+    double perf_max_duration; /* seconds a paced test may be planned to run */
+    int auth;                 /* enum conf_auth */
+    char *jwt_keys;           /* NULL when unset: a JWK Set file */
+    char *jwt_audience;       /* NULL: aud not checked */
+    char *jwt_issuer;         /* NULL: iss not checked */
+    int jwt_leeway;           /* seconds of clock skew on exp, nbf, iat */
+    bool protected_mode;      /* auth off, listen not loopback: refuse outside peers */
 };
 
 enum conf_access_log_format { CONF_LOG_COMBINED, CONF_LOG_JSON };
+enum conf_auth { CONF_AUTH_OFF, CONF_AUTH_JWT };
 
 /* Fill with the documented defaults (allocates database_url). */
 void conf_defaults(struct conf *c);

@@ -31,8 +31,9 @@ static const char *const method_names[STATS_NMETHODS] = {
  * lose counts on every worker exit, so its size is pinned here.
  */
 _Static_assert(sizeof(struct stats_counters) ==
-                   sizeof(_Atomic uint64_t) * (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
-                                               (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 10),
+                   sizeof(_Atomic uint64_t) *
+                       (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
+                        (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 10 + STATS_NAUTH),
                "new field in struct stats_counters: fold and sum it in stats.c");
 
 static void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -128,6 +129,8 @@ static void counters_move(struct stats_counters *dst, struct stats_counters *src
     counter_move(&dst->trace_spans_exported, &src->trace_spans_exported);
     counter_move(&dst->trace_spans_dropped, &src->trace_spans_dropped);
     counter_move(&dst->trace_export_errors, &src->trace_export_errors);
+    for (int a = 0; a < STATS_NAUTH; a++)
+        counter_move(&dst->auth_refusals[a], &src->auth_refusals[a]);
 }
 
 /*
@@ -251,6 +254,8 @@ static void counters_add(struct stats_totals *t, const struct stats_counters *c)
     t->trace_spans_exported += counter_get(&c->trace_spans_exported);
     t->trace_spans_dropped += counter_get(&c->trace_spans_dropped);
     t->trace_export_errors += counter_get(&c->trace_export_errors);
+    for (int a = 0; a < STATS_NAUTH; a++)
+        t->auth_refusals[a] += counter_get(&c->auth_refusals[a]);
 }
 
 /* FREE slots are summed too: retiring zeroes them, so they add nothing, and
@@ -328,4 +333,13 @@ int stats_perf_running(const struct stats_shm *shm)
 const char *stats_method_label(int method)
 {
     return method >= 0 && method < STATS_NMETHODS ? method_names[method] : NULL;
+}
+
+const char *stats_auth_reason_name(int reason)
+{
+#define AUTH_REASON_NAME(name) #name,
+    static const char *const names[STATS_NAUTH] = {STATS_AUTH_REASONS(AUTH_REASON_NAME)};
+#undef AUTH_REASON_NAME
+
+    return reason >= 0 && reason < STATS_NAUTH ? names[reason] : NULL;
 }

@@ -32,10 +32,18 @@ enum stats_method {
 /* Status codes kept apart; anything else is counted under STATS_OTHER_CODE. */
 /* clang-format off */
 #define STATS_CODES(X)                                                                             \
-    X(200) X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431)      \
+    X(200) X(201) X(204) X(400) X(401) X(403) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431)      \
     X(500) X(501) X(503) X(504) X(505)
 /* clang-format on */
-#define STATS_NCODES 19 /* the list above plus one "other" */
+#define STATS_NCODES 21 /* the list above plus one "other" */
+
+/* Why a request was refused access (API.md "Access control"): the reason
+ * label of todod_auth_refusals_total. */
+#define STATS_AUTH_REASONS(X) X(missing) X(invalid) X(expired) X(scope) X(protected)
+#define STATS_AUTH_ENUM(name) STATS_AUTH_##name,
+enum stats_auth_reason { STATS_AUTH_REASONS(STATS_AUTH_ENUM) STATS_NAUTH };
+#undef STATS_AUTH_ENUM
+const char *stats_auth_reason_name(int reason); /* the label value; NULL out of range */
 
 /* Histogram upper bounds in microseconds; a final +Inf bucket is implicit. */
 #define STATS_BUCKETS_US                                                                           \
@@ -66,6 +74,7 @@ struct stats_counters {
     _Atomic uint64_t trace_spans_exported;
     _Atomic uint64_t trace_spans_dropped;
     _Atomic uint64_t trace_export_errors;
+    _Atomic uint64_t auth_refusals[STATS_NAUTH];
 };
 
 enum stats_slot_state { STATS_SLOT_FREE, STATS_SLOT_ACTIVE };
@@ -104,6 +113,7 @@ struct stats_totals {
     uint64_t db_errors, db_reconnects;
     uint64_t accept_errors, client_timeouts;
     uint64_t trace_spans_exported, trace_spans_dropped, trace_export_errors;
+    uint64_t auth_refusals[STATS_NAUTH];
 };
 
 /* mmap(MAP_SHARED|MAP_ANONYMOUS), zeroed; NULL on failure. */

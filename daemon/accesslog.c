@@ -52,8 +52,8 @@ static const char *field(char *buf, size_t cap, const char *s, int json)
 size_t accesslog_format(const struct access_entry *e, int format, char *buf, size_t cap)
 {
     char request[FIELD_MAX + 32], referer_buf[FIELD_MAX], agent_buf[FIELD_MAX], when[64],
-        remote_buf[64];
-    const char *referer, *agent, *remote;
+        remote_buf[64], user_buf[FIELD_MAX];
+    const char *referer, *agent, *remote, *user;
     int json = format == CONF_LOG_JSON, n;
     time_t secs = e->arrived.tv_sec;
     struct tm tm;
@@ -71,21 +71,22 @@ size_t accesslog_format(const struct access_entry *e, int format, char *buf, siz
     referer = field(referer_buf, sizeof(referer_buf), e->referer, json);
     agent = field(agent_buf, sizeof(agent_buf), e->user_agent, json);
     remote = field(remote_buf, sizeof(remote_buf), e->remote, json);
+    user = field(user_buf, sizeof(user_buf), e->user, json);
     if (json) {
         gmtime_r(&secs, &tm);
         n = (int)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
         snprintf(when + n, sizeof(when) - (size_t)n, ".%06ldZ", e->arrived.tv_nsec / 1000);
         n = snprintf(buf, cap,
-                     "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"request\":\"%s\",\"status\":%d,"
-                     "\"bytes\":%zu,\"referer\":\"%s\",\"user_agent\":\"%s\",\"duration\":%.6f,"
-                     "\"trace_id\":\"%s\"}\n",
-                     when, remote, request, e->status, e->bytes, referer, agent, e->duration,
+                     "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"user\":\"%s\",\"request\":\"%s\","
+                     "\"status\":%d,\"bytes\":%zu,\"referer\":\"%s\",\"user_agent\":\"%s\","
+                     "\"duration\":%.6f,\"trace_id\":\"%s\"}\n",
+                     when, remote, user, request, e->status, e->bytes, referer, agent, e->duration,
                      e->trace_id ? e->trace_id : "-");
     } else {
         localtime_r(&secs, &tm);
         strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
-        n = snprintf(buf, cap, "%s - - [%s] \"%s\" %d %zu \"%s\" \"%s\" %.6f %s\n", remote, when,
-                     request, e->status, e->bytes, referer, agent, e->duration,
+        n = snprintf(buf, cap, "%s - %s [%s] \"%s\" %d %zu \"%s\" \"%s\" %.6f %s\n", remote, user,
+                     when, request, e->status, e->bytes, referer, agent, e->duration,
                      e->trace_id ? e->trace_id : "-");
     }
     if (n < 0 || cap < 2)

@@ -13,6 +13,7 @@
 
 struct access_entry {
     const char *remote;       /* client address */
+    const char *user;         /* the token's sub (NULL: "-") */
     struct timespec arrived;  /* CLOCK_REALTIME of the request's first byte */
     const char *method;       /* NULL: request_line is used whole */
     const char *target;       /* as sent, query string included */

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 
+struct auth;
 struct conf;
 struct conn_layer;
 struct db_pool;
@@ -27,6 +28,7 @@ struct app {
     struct db_pool *db;
     struct conn_layer *conns;
     struct tracer *tracer;
+    struct auth *auth;              /* who may use which route */
     const char *const *route_names; /* for /metrics and /stats */
     int nroutes;
     bool stop_requested; /* told to stop: /ready answers 503 */

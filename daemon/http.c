@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "http_span.h"
+#include "jwt.h"
 #include "log.h"
 #include "stats.h"
 #include "utf8.h"
@@ -25,6 +26,8 @@ static const struct {
     {201, "Created"},
     {204, "No Content"},
     {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
     {404, "Not Found"},
     {405, "Method Not Allowed"},
     {408, "Request Timeout"},
@@ -107,6 +110,8 @@ static void request_free(struct http_req *r)
         r->cleanup(r);
     free(r->rejected_line);
     free(r->path);
+    if (r->claims != NULL)
+        jwt_claims_unref(r->claims);
     free(r);
     app->requests_alive--;
     if (app->on_request_done != NULL)
@@ -121,6 +126,7 @@ static void access_log(struct http_req *r, int status, double seconds)
     trace_context_id_hex(&r->trace, trace_id);
     struct access_entry e = {
         .remote = r->remote,
+        .user = r->claims != NULL ? jwt_claims_sub(r->claims) : NULL,
         .arrived = r->arrived_wall,
         .method = r->rejected_line ? NULL : http_method(r),
         .target = evhttp_request_get_uri(r->req),

@@ -20,6 +20,8 @@
 
 #define HTTP_MAX_PARAMS 2
 
+struct jwt_claims;
+
 struct http_req {
     struct app *app;
     struct evhttp_request *req;
@@ -41,6 +43,7 @@ struct http_req {
     size_t bytes_sent;
     struct trace_context trace;          /* its trace (valid when tracing is on) */
     struct trace_span *span;             /* its SERVER span, when sampled */
+    struct jwt_claims *claims;           /* its verified token (auth.c), or NULL */
     void *data;                          /* handler-private */
     void (*cleanup)(struct http_req *r); /* frees data, if set */
 };

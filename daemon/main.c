@@ -3,14 +3,20 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "auth.h"
 #include "conf.h"
+#include "jwt.h"
 #include "log.h"
 #include "master.h"
+#include "token.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: todod [-c FILE] [-t] [-V] [-h]\n"
+                 "       todod token [-c FILE] [--kid KID] --sub NAME --scope \"S1 S2\" "
+                 "[--ttl SECONDS]\n"
                  "  -c FILE   configuration file (default: " CONF_DEFAULT_PATH ")\n"
                  "  -t        check the configuration and exit (0: valid, 1: not)\n"
                  "  -V        print the version and exit\n"
@@ -29,6 +35,8 @@ int main(int argc, char **argv)
      * per-thread cache, and evhttp callocs several blocks a request (what it
      * saves is measured in tests/README.md). */
     event_set_mem_functions(malloc, realloc, free);
+    if (argc > 1 && strcmp(argv[1], "token") == 0)
+        return token_main(argc - 1, argv + 1);
     while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
         switch (opt) {
         case 'c':
@@ -58,6 +66,15 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        struct jwt_verifier *verifier;
+
+        /* The keys are part of the configuration: read them as a start would. */
+        if (auth_load(&conf, &verifier, err, sizeof(err)) != 0) {
+            fprintf(stderr, "todod: %s: %s\n", path, err);
+            conf_free(&conf);
+            return 1;
+        }
+        jwt_verifier_free(verifier);
         printf("todod: %s: configuration OK\n", path);
         conf_free(&conf);
         return 0;

@@ -19,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
+#include "jwt.h"
 #include "log.h"
 #include "stats.h"
 #include "worker.h"
@@ -48,6 +50,7 @@ struct child {
 struct master {
     const char *conf_path;
     struct conf conf;
+    struct jwt_verifier *verifier; /* auth = jwt: jwt_keys, read as the master runs */
     int listen_fd;
     struct stats_shm *shm;
     struct child children[STATS_MAX_SLOTS];
@@ -196,7 +199,7 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
      * this line is seen by getppid(). */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != master_pid)
         _exit(1);
-    exit(worker_run(&m->conf, m->listen_fd, m->shm, slot));
+    exit(worker_run(&m->conf, m->verifier, m->listen_fd, m->shm, slot));
 }
 
 static void spawn_worker(struct master *m, int index)
@@ -357,6 +360,16 @@ static bool same_address(const struct conf *a, const struct conf *b)
            memcmp(&a->listen_addr, &b->listen_addr, a->listen_addrlen) == 0;
 }
 
+/* Protected mode is said once at start and again at a reload that keeps it. */
+static void warn_protected_mode(const struct conf *conf)
+{
+    if (auth_protected_mode(conf))
+        log_warn("protected mode: listen %s is not loopback and auth = off, so only loopback "
+                 "peers are served (every route but /health, /live and /ready answers others "
+                 "403); set auth = jwt, or protected_mode = off for a trusted network",
+                 conf->listen);
+}
+
 /*
  * SIGHUP: a new generation of workers starts with the new configuration while
  * the old one keeps serving; the old one is stopped gracefully once every new
@@ -364,6 +377,7 @@ static bool same_address(const struct conf *a, const struct conf *b)
  */
 static void reload(struct master *m)
 {
+    struct jwt_verifier *verifier = NULL;
     struct conf next;
     char err[512];
     int fd = -1;
@@ -377,14 +391,24 @@ static void reload(struct master *m)
         log_error("reload failed, keeping the running configuration: %s", err);
         return;
     }
-    if (check_user(&next) != 0 ||
-        (!same_address(&m->conf, &next) && (fd = master_listen(&next)) < 0)) {
-        log_error("reload failed, keeping the running configuration");
+    if (auth_load(&next, &verifier, err, sizeof(err)) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err);
         sd_notify(0, "STATUS=reload failed, running the previous configuration");
         conf_free(&next);
         return;
     }
+    if (check_user(&next) != 0 ||
+        (!same_address(&m->conf, &next) && (fd = master_listen(&next)) < 0)) {
+        log_error("reload failed, keeping the running configuration");
+        sd_notify(0, "STATUS=reload failed, running the previous configuration");
+        jwt_verifier_free(verifier);
+        conf_free(&next);
+        return;
+    }
     sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    /* The old workers keep their own copies (they were forked with them). */
+    jwt_verifier_free(m->verifier);
+    m->verifier = verifier;
     if (fd >= 0) {
         close(m->listen_fd); /* the old workers hold their own copies */
         m->listen_fd = fd;
@@ -392,6 +416,7 @@ static void reload(struct master *m)
     conf_free(&m->conf);
     m->conf = next;
     log_set_level(m->conf.log_level);
+    warn_protected_mode(&m->conf);
     m->generation++;
     m->notified_ready = false;
     memset(m->backoff, 0, sizeof(m->backoff));
@@ -511,11 +536,18 @@ static void raise_open_files_limit(void)
 
 int master_run(const char *conf_path, struct conf *conf)
 {
+    char err[512];
+
     static struct master m; /* large; one per process */
     sigset_t unblocked;
 
     m.conf_path = conf_path;
     m.conf = *conf; /* the master owns it from here */
+    if (auth_load(&m.conf, &m.verifier, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    warn_protected_mode(&m.conf);
     raise_open_files_limit();
     m.listen_fd = master_listen(&m.conf);
     if (m.listen_fd < 0)
@@ -560,6 +592,7 @@ int master_run(const char *conf_path, struct conf *conf)
         unlink(m.conf.pid_file);
     log_info("stopped");
     conf_free(&m.conf);
+    jwt_verifier_free(m.verifier);
     stats_destroy(m.shm);
     if (m.listen_fd >= 0)
         close(m.listen_fd);

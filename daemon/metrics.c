@@ -140,6 +140,15 @@ static void prom_trace(FILE *out, const struct stats_totals *t)
                  "Failed OTLP export requests (each retry counts).", t->trace_export_errors);
 }
 
+static void prom_auth(FILE *out, const struct stats_totals *t)
+{
+    prom_family(out, "todod_auth_refusals_total", "counter",
+                "Requests refused access, by reason (API.md \"Access control\").");
+    for (int i = 0; i < STATS_NAUTH; i++)
+        fprintf(out, "todod_auth_refusals_total{reason=\"%s\"} %" PRIu64 "\n",
+                stats_auth_reason_name(i), t->auth_refusals[i]);
+}
+
 static void prom_db(FILE *out, const struct stats_shm *shm, const struct stats_totals *t)
 {
     prom_counter(out, "todod_db_errors_total", "Failed database queries and connections.",
@@ -182,6 +191,7 @@ int metrics_render(const struct stats_shm *shm, const char *const *route_names, 
     prom_connections(out, &t);
     prom_db(out, shm, &t);
     prom_trace(out, &t);
+    prom_auth(out, &t);
     prom_process(out, shm, version);
     return ferror(out) ? -1 : 0;
 }

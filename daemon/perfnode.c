@@ -580,6 +580,8 @@ struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns
     evhttp_add_header(headers, "Connection", "close");
     if (share->traceparent != NULL)
         evhttp_add_header(headers, "traceparent", share->traceparent);
+    if (share->authorization != NULL)
+        evhttp_add_header(headers, "Authorization", share->authorization);
     evbuffer_add(evhttp_request_get_output_buffer(n->req), share->body, strlen(share->body));
     if (evhttp_make_request(n->evcon, n->req, EVHTTP_REQ_POST, path) != 0) {
         n->req = NULL; /* freed by libevent on failure */

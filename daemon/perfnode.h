@@ -43,13 +43,14 @@ struct perf_node_state {
 
 /* What a node is asked to run. */
 struct perf_node_share {
-    const char *url;         /* the node's base URL */
-    const char *body;        /* the JSON request, with "share" */
-    const char *run_id;      /* the test's, which every line must carry */
-    int64_t count;           /* rows of its share */
-    double interval;         /* seconds between its progress lines */
-    double idle;             /* seconds without a byte before it counts as gone */
-    const char *traceparent; /* its parent span in the test's trace; NULL: untraced */
+    const char *url;           /* the node's base URL */
+    const char *body;          /* the JSON request, with "share" */
+    const char *run_id;        /* the test's, which every line must carry */
+    int64_t count;             /* rows of its share */
+    double interval;           /* seconds between its progress lines */
+    double idle;               /* seconds without a byte before it counts as gone */
+    const char *traceparent;   /* its parent span in the test's trace; NULL: untraced */
+    const char *authorization; /* the caller's Authorization header, forwarded; NULL: none */
 };
 
 /* Starts the share. on_update runs after each line and at the end. */

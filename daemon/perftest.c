@@ -665,6 +665,14 @@ static bool parse_rate(struct perf_test *t, struct json_object *v)
                              MIN_RATE, MAX_RATE);
         return false;
     }
+    /* perf_max_duration bounds what one caller may plan to take (API.md): a
+     * share's bound is its coordinator's, which checked the whole test. */
+    if (!t->share && (double)t->total / rate > t->r->app->conf->perf_max_duration) {
+        http_reply_error(t->r, 422,
+                         "message_count / rate is %.0f s, longer than perf_max_duration (%.0f s)",
+                         (double)t->total / rate, t->r->app->conf->perf_max_duration);
+        return false;
+    }
     t->rate = rate;
     return true;
 }
@@ -754,6 +762,7 @@ static void start_nodes(struct perf_test *t, int64_t n, int parts)
         .interval = (t->interval_ms < 1000 ? t->interval_ms : 1000) / 1e3, /* as asked below */
         .idle = t->interval_ms / 1e3 + NODE_IDLE,
         .traceparent = t->traceparent[0] != '\0' ? t->traceparent : NULL, /* its trace goes on */
+        .authorization = http_header(t->r, "Authorization"), /* each node checks it too */
     };
 
     for (int i = 0; i < t->nnodes; i++) {

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "auth.h"
 #include "ops.h"
 #include "perftest.h"
 #include "stats.h"
@@ -19,23 +20,28 @@ struct route {
     struct {
         enum stats_method method;
         http_handler fn;
+        enum auth_scope scope; /* what a token must carry (API.md "Access control") */
     } methods[3];
 };
 
 static const struct route routes[] = {
-    {"/health", 0, {{STATS_GET, ops_health}}},
-    {"/live", 0, {{STATS_GET, ops_live}}},
-    {"/ready", 0, {{STATS_GET, ops_ready}}},
-    {"/metrics", 0, {{STATS_GET, ops_metrics}}},
-    {"/stats", 0, {{STATS_GET, ops_stats}}},
-    {"/api-docs/openapi.json", 0, {{STATS_GET, ops_openapi}}},
-    {"/dashboard", 0, {{STATS_GET, ops_dashboard}}},
-    {"/todos", ROUTE_DB, {{STATS_GET, todos_list}, {STATS_POST, todos_create}}},
-    {"/todos/performance-test", ROUTE_DB, {{STATS_POST, perf_start}}},
-    {"/todos/done/{done}", ROUTE_DB, {{STATS_GET, todos_by_done}}},
+    {"/health", 0, {{STATS_GET, ops_health, AUTH_PROBE}}},
+    {"/live", 0, {{STATS_GET, ops_live, AUTH_PROBE}}},
+    {"/ready", 0, {{STATS_GET, ops_ready, AUTH_PROBE}}},
+    {"/metrics", 0, {{STATS_GET, ops_metrics, AUTH_OPS_READ}}},
+    {"/stats", 0, {{STATS_GET, ops_stats, AUTH_OPS_READ}}},
+    {"/api-docs/openapi.json", 0, {{STATS_GET, ops_openapi, AUTH_OPEN}}},
+    {"/dashboard", 0, {{STATS_GET, ops_dashboard, AUTH_OPS_READ}}},
+    {"/todos",
+     ROUTE_DB,
+     {{STATS_GET, todos_list, AUTH_TODOS_READ}, {STATS_POST, todos_create, AUTH_TODOS_WRITE}}},
+    {"/todos/performance-test", ROUTE_DB, {{STATS_POST, perf_start, AUTH_PERF_RUN}}},
+    {"/todos/done/{done}", ROUTE_DB, {{STATS_GET, todos_by_done, AUTH_TODOS_READ}}},
     {"/todos/{id}",
      ROUTE_DB,
-     {{STATS_GET, todos_get}, {STATS_PUT, todos_update}, {STATS_DELETE, todos_delete}}},
+     {{STATS_GET, todos_get, AUTH_TODOS_READ},
+      {STATS_PUT, todos_update, AUTH_TODOS_WRITE},
+      {STATS_DELETE, todos_delete, AUTH_TODOS_WRITE}}},
 };
 
 #define NROUTES (int)(sizeof(routes) / sizeof(routes[0]))
@@ -115,7 +121,7 @@ static int route_index(const char *path, char *buf, const char **params)
 }
 
 http_handler routes_find(const char *path, int method, int *route, const char **params, char *buf,
-                         int *status, char *allow, size_t allow_len)
+                         int *status, char *allow, size_t allow_len, int *scope)
 {
     int want = method == STATS_HEAD ? STATS_GET : method;
     const struct route *rt;
@@ -127,8 +133,10 @@ http_handler routes_find(const char *path, int method, int *route, const char **
     }
     rt = &routes[*route];
     for (int m = 0; m < 3 && rt->methods[m].fn != NULL; m++)
-        if ((int)rt->methods[m].method == want)
+        if ((int)rt->methods[m].method == want) {
+            *scope = (int)rt->methods[m].scope;
             return rt->methods[m].fn;
+        }
     *status = 405;
     list_allowed(rt, allow, allow_len);
     return NULL;
@@ -162,7 +170,7 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
     struct http_req *r = http_req_begin(arg, req);
     char allow[64];
     http_handler fn;
-    int status = 0;
+    int status = 0, scope = AUTH_PROBE;
 
     if (r == NULL)
         return; /* answered already */
@@ -173,11 +181,13 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     fn = routes_find(r->path, r->method, &r->route, r->params, r->path + strlen(r->path) + 1,
-                     &status, allow, sizeof(allow));
+                     &status, allow, sizeof(allow), &scope);
     r->db_route = routes_db_backed(r->route);
     http_trace_start(r, r->route < NROUTES ? routes[r->route].pattern : NULL);
     if (fn != NULL) {
-        fn(r); /* r belongs to the handler from here */
+        if (!auth_admit(r->app->auth, r, (enum auth_scope)scope))
+            return; /* refused and answered: the handler never sees it */
+        fn(r);      /* r belongs to the handler from here */
         return;
     }
     if (status == 405) {

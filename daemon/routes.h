@@ -21,10 +21,11 @@ void routes_dispatch(struct evhttp_request *req, void *arg);
  * Finds the route of path for method (enum stats_method; HEAD is served by a
  * GET handler). Returns the handler, or NULL with *status 404 (no route) or
  * 405 (allow[] lists the methods, comma-separated). *route is the route index
- * (routes_count - 1 when none); params point into buf (at least strlen(path)+1).
+ * (routes_count - 1 when none); params point into buf (at least strlen(path)+1);
+ * *scope is the enum auth_scope the handler needs.
  */
 http_handler routes_find(const char *path, int method, int *route, const char **params, char *buf,
-                         int *status, char *allow, size_t allow_len);
+                         int *status, char *allow, size_t allow_len, int *scope);
 
 /*
  * The route a request line names, as a client sent it ("METHOD /path?query

@@ -149,6 +149,24 @@ static json_object *json_durations(const struct stats_totals *t, const char *con
     return obj;
 }
 
+/* {"missing": n, ...}: todod_auth_refusals_total by reason. */
+static json_object *json_auth_refusals(const struct stats_totals *t)
+{
+    json_object *obj = json_object_new_object();
+    int err = 0;
+
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < STATS_NAUTH; i++)
+        err |=
+            json_add(obj, stats_auth_reason_name(i), json_object_new_uint64(t->auth_refusals[i]));
+    if (err) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 static json_object *json_totals(const struct stats_shm *shm, const struct stats_totals *t,
                                 const char *const *route_names, int nroutes)
 {
@@ -172,6 +190,7 @@ static json_object *json_totals(const struct stats_shm *shm, const struct stats_
     err |= json_add(obj, "trace_spans_exported", json_object_new_uint64(t->trace_spans_exported));
     err |= json_add(obj, "trace_spans_dropped", json_object_new_uint64(t->trace_spans_dropped));
     err |= json_add(obj, "trace_export_errors", json_object_new_uint64(t->trace_export_errors));
+    err |= json_add(obj, "auth_refusals", json_auth_refusals(t));
     err |= json_add(obj, "http_duration", json_durations(t, route_names, nroutes));
     err |= json_add(obj, "perf_batch_duration", json_histogram(&t->perf_batch_duration));
     err |= json_add(obj, "db_errors", json_object_new_uint64(t->db_errors));

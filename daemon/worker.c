@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "auth.h"
 #include "clock.h"
 #include "conn.h"
 #include "db.h"
@@ -35,6 +36,8 @@ struct worker {
     struct conn_layer *conns;
     struct db_pool *db;
     struct tracer *tracer;
+    const struct jwt_verifier *verifier;
+    struct auth *auth;
     bool flushing; /* the tracer's last spans are on their way out */
     struct event *sig_term, *sig_int, *sig_usr2, *sig_usr1;
     struct event *ready_timer, *delay_timer, *stop_timer, *abandon_timer;
@@ -296,7 +299,8 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
     w->tracer = tracer_new(w->base, w->conf, w->slot);
     w->db = db_pool_new(w->base, w->conf, w->slot, w->tracer);
     w->http = evhttp_new(w->base);
-    if (w->tracer == NULL || w->db == NULL || w->http == NULL) {
+    w->auth = auth_new(w->conf, w->verifier);
+    if (w->tracer == NULL || w->db == NULL || w->http == NULL || w->auth == NULL) {
         log_error("out of memory");
         return -1;
     }
@@ -315,6 +319,7 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .db = w->db,
         .conns = w->conns,
         .tracer = w->tracer,
+        .auth = w->auth,
         .route_names = routes_names,
         .nroutes = routes_count,
         .on_request_done = on_request_done,
@@ -357,6 +362,7 @@ static void worker_teardown(struct worker *w)
     conn_layer_free(w->conns);
     db_pool_free(w->db);
     tracer_free(w->tracer);
+    auth_free(w->auth);
     free_event(w->stop_timer);
     free_event(w->abandon_timer);
     free_event(w->sig_usr1);
@@ -370,13 +376,15 @@ static void worker_teardown(struct worker *w)
     libevent_global_shutdown();
 }
 
-int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, int slot)
+int worker_run(const struct conf *conf, const struct jwt_verifier *verifier, int listen_fd,
+               struct stats_shm *shm, int slot)
 {
     static struct worker w; /* one per process */
     int rc = 1;
 
     memset(&w, 0, sizeof(w));
     w.conf = conf;
+    w.verifier = verifier;
     w.slot = &shm->slots[slot];
     w.slot_index = slot;
     w.listen_fd = listen_fd;

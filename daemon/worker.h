@@ -5,7 +5,11 @@
 #include "conf.h"
 #include "stats.h"
 
-/* Runs the worker until it has stopped; returns the process exit code. */
-int worker_run(const struct conf *conf, int listen_fd, struct stats_shm *shm, int slot);
+struct jwt_verifier;
+
+/* Runs the worker until it has stopped; returns the process exit code.
+ * verifier: the master's, for auth = jwt (NULL otherwise). */
+int worker_run(const struct conf *conf, const struct jwt_verifier *verifier, int listen_fd,
+               struct stats_shm *shm, int slot);
 
 #endif

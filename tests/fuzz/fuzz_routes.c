@@ -125,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *params[HTTP_MAX_PARAMS], *params2[HTTP_MAX_PARAMS];
     size_t off[HTTP_MAX_PARAMS], len[HTTP_MAX_PARAMS], plen, allow_len;
-    int method, route, route2, status, status2, i, np, first = -1;
+    int method, route, route2, status, status2, scope = -1, scope2 = -1, i, np, first = -1;
     char *path, *buf, *buf2, *allow, *allow2;
     http_handler fn, fn2;
 
@@ -156,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(params, 0, sizeof(params));
     status = 0;
     route = -7;
-    fn = routes_find(path, method, &route, params, buf, &status, allow, allow_len);
+    fn = routes_find(path, method, &route, params, buf, &status, allow, allow_len, &scope);
     if (first < 0) {
         CHECK(fn == NULL && status == 404 && route == routes_count - 1, "no route, yet found");
     } else {
@@ -180,8 +180,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         status2 = 0;
         route2 = -7;
         fn2 = routes_find(path, method == STATS_HEAD ? STATS_GET : STATS_HEAD, &route2, params2,
-                          buf2, &status2, allow2, allow_len);
-        CHECK(fn2 == fn && route2 == route && status2 == status, "HEAD and GET differ");
+                          buf2, &status2, allow2, allow_len, &scope2);
+        CHECK(fn2 == fn && route2 == route && status2 == status && (fn == NULL || scope2 == scope),
+              "HEAD and GET differ");
     }
 
     /* The same input as a request line, as framing rejections are routed. */

@@ -537,6 +537,36 @@ static void access_log_format_is_combined_or_json(void **state)
     bad_value("access_log_format", "common", "combined or json");
 }
 
+static void auth_is_off_or_jwt_and_jwt_needs_keys(void **state)
+{
+    struct conf c;
+    char err[512] = "";
+
+    load_ok("", &c);
+    assert_int_equal(c.auth, CONF_AUTH_OFF);
+    assert_true(c.protected_mode);
+    assert_int_equal(c.jwt_leeway, 30);
+    assert_true(c.perf_max_duration == 3600);
+    assert_null(c.jwt_keys);
+    conf_free(&c);
+    load_ok("auth = jwt\njwt_keys = /etc/todod/jwks.json\njwt_audience = api\n"
+            "jwt_issuer = https://idp/\njwt_leeway = 0\nprotected_mode = off\n",
+            &c);
+    assert_int_equal(c.auth, CONF_AUTH_JWT);
+    assert_string_equal(c.jwt_keys, "/etc/todod/jwks.json");
+    assert_string_equal(c.jwt_audience, "api");
+    assert_string_equal(c.jwt_issuer, "https://idp/");
+    assert_int_equal(c.jwt_leeway, 0);
+    assert_false(c.protected_mode);
+    conf_free(&c);
+    bad_value("auth", "basic", "off or jwt");
+    bad_value("jwt_leeway", "86401", "a number from 0 to 86400");
+    assert_int_equal(load_text("auth = jwt\n", &c, err, sizeof(err)), -1);
+    if (strstr(err, "auth = jwt needs jwt_keys") == NULL)
+        fail_msg("error \"%s\" does not say that jwt needs jwt_keys", err);
+    assert_null(c.database_url);
+}
+
 static void trace_sample_ratio_is_between_zero_and_one(void **state)
 {
     static const char *bad[] = {"1.5", "-0.1", "2", "abc", "1e-3", ""};
@@ -1002,6 +1032,7 @@ int main(void)
         cmocka_unit_test(drain_delay_accepts_zero_and_decimals),
         cmocka_unit_test(new_keys_have_their_defaults),
         cmocka_unit_test(access_log_format_is_combined_or_json),
+        cmocka_unit_test(auth_is_off_or_jwt_and_jwt_needs_keys),
         cmocka_unit_test(trace_sample_ratio_is_between_zero_and_one),
         cmocka_unit_test(otlp_endpoint_must_be_an_http_url),
         cmocka_unit_test(perf_nodes_is_a_list_of_http_urls),
