@@ -23,11 +23,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 
 from harness import ROOT, Todod, test
 
 TOOLS = os.path.join(ROOT, "tests", ".tools")
 DRIVER = os.path.join(ROOT, "tests", "integration", "dashboard_browser.js")
+AUTH_DRIVER = os.path.join(ROOT, "tests", "integration", "dashboard_auth_browser.js")
 PW_PKG = "playwright-core"
 PW_VERSION = "1.65.1"   # exact; needs Node.js >= 20
 
@@ -403,3 +405,62 @@ def dashboard_in_a_browser():
             print(f"    screenshots kept in {shots}")
         else:
             shutil.rmtree(shots, ignore_errors=True)
+
+
+@test
+def under_auth_jwt_the_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_asks_again_on_401():
+    """auth = jwt: the page (no data in it) loads without a token and asks for one;
+    its GET /stats carry the token entered, which sessionStorage keeps for that tab
+    only; when the token goes bad (here: an expired one), the 401 brings the
+    question back."""
+    import jwt  # Debian's python3-jwt
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium not found (conf/dev/deps.sh test installs it)"
+    _ensure_playwright()
+    secret = os.urandom(32)
+    tmp = tempfile.mkdtemp(prefix="todod-dashboard-auth-")
+    try:
+        with Todod(workers=1, auth="jwt", jwt_leeway=0) as d:
+            keys = os.path.join(d.dir, "jwks.json")
+            with open(keys, "w") as f:
+                json.dump({"keys": [{"kty": "oct", "kid": "k", "alg": "HS256",
+                                     "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}]},
+                          f)
+            os.chmod(keys, 0o600)
+            d.write_conf(jwt_keys=keys)
+            d.start(wait="http")
+            now = int(time.time())
+            token = jwt.encode({"sub": "ops", "scope": "ops:read", "iat": now, "exp": now + 600},
+                               secret, algorithm="HS256", headers={"kid": "k"})
+            expired = jwt.encode({"sub": "ops", "scope": "ops:read", "exp": now - 60},
+                                 secret, algorithm="HS256", headers={"kid": "k"})
+            assert d.request("GET", "/stats").status == 401
+            cfg = {"url": d.base_url, "tools": TOOLS, "chromium": chromium, "token": token,
+                   "bad_token": expired}
+            p = subprocess.Popen(["node", AUTH_DRIVER, json.dumps(cfg)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, TMPDIR=tmp), start_new_session=True)
+            try:
+                out, err = p.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                out, err = p.communicate()
+            assert p.returncode == 0, f"dashboard_auth_browser.js failed:\n{err[-3000:]}"
+            seen = json.loads(out.strip().splitlines()[-1])
+            assert seen["page_status"] == 200 and not seen["page_errors"], seen
+            assert seen["before"]["form_hidden"] is False and seen["before"]["samples"] == 0, seen
+            assert seen["with_token"]["form_hidden"] is True, seen
+            assert seen["with_token"]["stored"] == token, seen
+            assert seen["other_tab"]["stored"] is None and not seen["other_tab"]["form_hidden"]
+            assert seen["after_refusal"]["stored"] is None, seen
+            assert seen["after_refusal"]["note"] == "The token was refused.", seen
+            assert "Bearer " + expired in [r["authorization"] for r in seen["stats_requests"]]
+            sent = [r["authorization"] for r in seen["stats_requests"]]
+            assert "Bearer " + token in sent, sent
+            text = d.request("GET", "/metrics", headers={"Authorization": "Bearer " + jwt.encode(
+                {"sub": "t", "scope": "ops:read", "exp": int(time.time()) + 60}, secret,
+                algorithm="HS256", headers={"kid": "k"})}).text
+            assert 'todod_auth_refusals_total{reason="expired"}' in text
+            assert not re.search(r'todod_auth_refusals_total\{reason="expired"\} 0\b', text), text
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
