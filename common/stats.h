@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "http_tables.h"
 #include "perfboard.h"
 
 #define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
@@ -29,13 +30,9 @@ enum stats_method {
     STATS_NMETHODS
 };
 
-/* Status codes kept apart; anything else is counted under STATS_OTHER_CODE. */
-/* clang-format off */
-#define STATS_CODES(X)                                                                             \
-    X(200) X(201) X(204) X(400) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431)      \
-    X(500) X(501) X(503) X(504) X(505)
-/* clang-format on */
-#define STATS_NCODES 19 /* the list above plus one "other" */
+/* Status codes kept apart: HTTP_STATUSES; any other is counted under the last
+ * index, "other". */
+#define STATS_NCODES 19 /* HTTP_STATUSES plus one "other" */
 
 /* Histogram upper bounds in microseconds; a final +Inf bucket is implicit. */
 #define STATS_BUCKETS_US                                                                           \

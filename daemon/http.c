@@ -13,33 +13,17 @@
 #include "clock.h"
 #include "conf.h"
 #include "http_span.h"
+#include "http_tables.h"
 #include "log.h"
 #include "stats.h"
 #include "utf8.h"
 
+/* The reason phrases of HTTP_STATUSES. */
+#define REASON_ROW(c, reason) {c, reason},
 static const struct {
     int code;
     const char *reason;
-} reasons[] = {
-    {200, "OK"},
-    {201, "Created"},
-    {204, "No Content"},
-    {400, "Bad Request"},
-    {404, "Not Found"},
-    {405, "Method Not Allowed"},
-    {408, "Request Timeout"},
-    {413, "Content Too Large"},
-    {414, "URI Too Long"},
-    {415, "Unsupported Media Type"},
-    {417, "Expectation Failed"},
-    {422, "Unprocessable Content"},
-    {431, "Request Header Fields Too Large"},
-    {500, "Internal Server Error"},
-    {501, "Not Implemented"},
-    {503, "Service Unavailable"},
-    {504, "Gateway Timeout"},
-    {505, "HTTP Version Not Supported"},
-};
+} reasons[] = {HTTP_STATUSES(REASON_ROW)};
 
 static const char *reason_phrase(int code)
 {
