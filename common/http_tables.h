@@ -34,4 +34,24 @@
     X(505, "HTTP Version Not Supported")
 /* clang-format on */
 
+/*
+ * Methods, by the name evhttp spells EVHTTP_REQ_<name>, in the stats' order.
+ * SERVED: the framing gate and evhttp let it through to the routes (which
+ * answer 405 where no handler takes it); REFUSED: answered 501 before any
+ * route sees it. APART: the stats count it under its own name; OTHER: under
+ * "other".
+ */
+/* clang-format off */
+#define HTTP_METHODS(X)                                                                            \
+    X(GET,     SERVED,  APART)                                                                     \
+    X(POST,    SERVED,  APART)                                                                     \
+    X(PUT,     SERVED,  APART)                                                                     \
+    X(DELETE,  SERVED,  APART)                                                                     \
+    X(HEAD,    SERVED,  APART)                                                                     \
+    X(OPTIONS, SERVED,  APART)                                                                     \
+    X(PATCH,   SERVED,  APART)                                                                     \
+    X(TRACE,   SERVED,  OTHER)                                                                     \
+    X(CONNECT, REFUSED, OTHER)
+/* clang-format on */
+
 #endif

@@ -18,17 +18,11 @@
 #define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
 #define STATS_MAX_ROUTES 16
 
-enum stats_method {
-    STATS_GET,
-    STATS_POST,
-    STATS_PUT,
-    STATS_DELETE,
-    STATS_HEAD,
-    STATS_OPTIONS,
-    STATS_PATCH,
-    STATS_OTHER_METHOD,
-    STATS_NMETHODS
-};
+/* The methods HTTP_METHODS counts APART (STATS_GET, ...), then the rest. */
+#define STATS_METHOD_APART(name) STATS_##name,
+#define STATS_METHOD_OTHER(name)
+#define STATS_METHOD(name, served, counted) STATS_METHOD_##counted(name)
+enum stats_method { HTTP_METHODS(STATS_METHOD) STATS_OTHER_METHOD, STATS_NMETHODS };
 
 /* Status codes kept apart: HTTP_STATUSES; any other is counted under the last
  * index, "other". */
