@@ -1,5 +1,6 @@
 #include "jsonstrict.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,22 +19,27 @@ struct parser {
     int depth;
     char *err;
     size_t errlen;
-    bool failed;
-    char *names; /* decoded names, back to back */
+    enum json_strict_error failed; /* the first error, JSON_STRICT_VALID until then */
+    char *names;                   /* decoded names, back to back */
     size_t names_len, names_cap;
     struct key *keys;
     size_t nkeys, keys_cap;
 };
 
-static bool fail(struct parser *p, const char *what)
+#define ERROR_MESSAGE(kind, message) [kind] = message,
+static const char *const messages[] = {JSON_STRICT_ERRORS(ERROR_MESSAGE)};
+
+static bool fail(struct parser *p, enum json_strict_error kind)
 {
-    if (!p->failed) {
+    const char *what = messages[kind];
+
+    if (p->failed == JSON_STRICT_VALID) {
         if (p->pos < p->n && p->s[p->pos] >= 0x20 && p->s[p->pos] < 0x7f)
             snprintf(p->err, p->errlen, "%s ('%c') at byte %zu", what, p->s[p->pos], p->pos);
         else
             snprintf(p->err, p->errlen, "%s at byte %zu", what, p->pos);
+        p->failed = kind;
     }
-    p->failed = true;
     return false;
 }
 
@@ -49,7 +55,7 @@ static bool literal(struct parser *p, const char *word)
     size_t len = strlen(word);
 
     if (p->n - p->pos < len || memcmp(p->s + p->pos, word, len) != 0)
-        return fail(p, "invalid literal");
+        return fail(p, JSON_STRICT_ERR_LITERAL);
     p->pos += len;
     return true;
 }
@@ -71,21 +77,21 @@ static bool number(struct parser *p)
     if (p->pos < p->n && p->s[p->pos] == '0') {
         p->pos++;
         if (p->pos < p->n && p->s[p->pos] >= '0' && p->s[p->pos] <= '9')
-            return fail(p, "leading zero in a number");
+            return fail(p, JSON_STRICT_ERR_LEADING_ZERO);
     } else if (!digits(p)) {
-        return fail(p, "invalid number");
+        return fail(p, JSON_STRICT_ERR_NUMBER);
     }
     if (p->pos < p->n && p->s[p->pos] == '.') {
         p->pos++;
         if (!digits(p))
-            return fail(p, "invalid number: digits must follow the decimal point");
+            return fail(p, JSON_STRICT_ERR_FRACTION);
     }
     if (p->pos < p->n && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
         p->pos++;
         if (p->pos < p->n && (p->s[p->pos] == '+' || p->s[p->pos] == '-'))
             p->pos++;
         if (!digits(p))
-            return fail(p, "invalid number: digits must follow the exponent");
+            return fail(p, JSON_STRICT_ERR_EXPONENT);
     }
     return true;
 }
@@ -120,7 +126,7 @@ static bool names_append(struct parser *p, const void *data, size_t len)
             cap *= 2;
         grown = realloc(p->names, cap);
         if (grown == NULL)
-            return fail(p, "out of memory");
+            return fail(p, JSON_STRICT_ERR_NOMEM);
         p->names = grown;
         p->names_cap = cap;
     }
@@ -162,21 +168,21 @@ static bool unicode_escape(struct parser *p, bool decode)
     int v, lo;
 
     if (p->n - p->pos < 4 || (v = hex4(p->s + p->pos)) < 0)
-        return fail(p, "invalid \\u escape");
+        return fail(p, JSON_STRICT_ERR_UNICODE_ESCAPE);
     p->pos += 4;
     if (v >= 0xdc00 && v <= 0xdfff)
-        return fail(p, "a \\u escape of an unpaired UTF-16 surrogate");
+        return fail(p, JSON_STRICT_ERR_SURROGATE);
     if (v >= 0xd800 && v <= 0xdbff) {
         if (p->n - p->pos < 6 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u' ||
             (lo = hex4(p->s + p->pos + 2)) < 0xdc00 || lo > 0xdfff)
-            return fail(p, "a \\u escape of an unpaired UTF-16 surrogate");
+            return fail(p, JSON_STRICT_ERR_SURROGATE);
         p->pos += 6;
         v = 0x10000 + ((v - 0xd800) << 10) + (lo - 0xdc00);
     }
     /* json-c ends a member name at U+0000: "done\u0000" would reach the
      * handlers as a second "done", past the duplicate check. */
     if (decode && v == 0)
-        return fail(p, "a member name holding \\u0000");
+        return fail(p, JSON_STRICT_ERR_NAME_NUL);
     return !decode || append_code_point(p, (uint32_t)v);
 }
 
@@ -193,18 +199,18 @@ static bool string(struct parser *p, bool decode)
         if (decode && !names_append(p, p->s + start, p->pos - start))
             return false;
         if (p->pos >= p->n)
-            return fail(p, "unterminated string");
+            return fail(p, JSON_STRICT_ERR_UNTERMINATED);
         c = p->s[p->pos];
         if (c == '"') {
             p->pos++;
             return true;
         }
         if (c < 0x20)
-            return fail(p, "unescaped control character in a string");
+            return fail(p, JSON_STRICT_ERR_CONTROL);
         /* A backslash escape. */
         p->pos++;
         if (p->pos >= p->n)
-            return fail(p, "unterminated string");
+            return fail(p, JSON_STRICT_ERR_UNTERMINATED);
         c = p->s[p->pos++];
         switch (c) {
         case '"':
@@ -231,7 +237,7 @@ static bool string(struct parser *p, bool decode)
             break;
         default:
             p->pos--;
-            return fail(p, "invalid escape in a string");
+            return fail(p, JSON_STRICT_ERR_ESCAPE);
         }
     }
 }
@@ -256,7 +262,7 @@ static bool unique_names(struct parser *p, size_t mark)
     qsort_r(p->keys + mark, count, sizeof(*p->keys), compare_keys, p->names);
     for (i = mark + 1; i < p->nkeys; i++)
         if (compare_keys(&p->keys[i - 1], &p->keys[i], p->names) == 0)
-            return fail(p, "duplicate member name in an object");
+            return fail(p, JSON_STRICT_ERR_DUPLICATE);
     return true;
 }
 
@@ -277,7 +283,7 @@ static bool object(struct parser *p)
 
         skip_ws(p);
         if (p->pos >= p->n || p->s[p->pos] != '"')
-            return fail(p, "expected a member name in double quotes");
+            return fail(p, JSON_STRICT_ERR_NAME_QUOTES);
         k.off = p->names_len;
         if (!string(p, true))
             return false;
@@ -287,14 +293,14 @@ static bool object(struct parser *p)
             struct key *grown = realloc(p->keys, cap * sizeof(*grown));
 
             if (grown == NULL)
-                return fail(p, "out of memory");
+                return fail(p, JSON_STRICT_ERR_NOMEM);
             p->keys = grown;
             p->keys_cap = cap;
         }
         p->keys[p->nkeys++] = k;
         skip_ws(p);
         if (p->pos >= p->n || p->s[p->pos] != ':')
-            return fail(p, "expected ':' after a member name");
+            return fail(p, JSON_STRICT_ERR_COLON);
         p->pos++;
         if (!value(p))
             return false;
@@ -307,7 +313,7 @@ static bool object(struct parser *p)
             p->pos++;
             break;
         }
-        return fail(p, "expected ',' or '}' in an object");
+        return fail(p, JSON_STRICT_ERR_OBJECT_SEP);
     }
     if (!unique_names(p, mark))
         return false;
@@ -336,7 +342,7 @@ static bool array(struct parser *p)
             p->pos++;
             return true;
         }
-        return fail(p, "expected ',' or ']' in an array");
+        return fail(p, JSON_STRICT_ERR_ARRAY_SEP);
     }
 }
 
@@ -346,12 +352,12 @@ static bool value(struct parser *p)
 
     skip_ws(p);
     if (p->pos >= p->n)
-        return fail(p, "unexpected end of data");
+        return fail(p, JSON_STRICT_ERR_END);
     switch (p->s[p->pos]) {
     case '{':
     case '[':
         if (++p->depth > JSON_STRICT_MAX_DEPTH)
-            return fail(p, "nested deeper than 32 levels");
+            return fail(p, JSON_STRICT_ERR_DEPTH);
         ok = p->s[p->pos] == '{' ? object(p) : array(p);
         p->depth--;
         return ok;
@@ -366,30 +372,30 @@ static bool value(struct parser *p)
     default:
         if (p->s[p->pos] == '-' || (p->s[p->pos] >= '0' && p->s[p->pos] <= '9'))
             return number(p);
-        return fail(p, "unexpected character");
+        return fail(p, JSON_STRICT_ERR_CHARACTER);
     }
 }
 
-bool json_strict_check(const char *s, size_t n, char *err, size_t errlen)
+enum json_strict_error json_strict_validate(const char *s, size_t n, char *err, size_t errlen)
 {
     struct parser p = {.s = (const unsigned char *)s, .n = n, .err = err, .errlen = errlen};
-    bool ok;
 
     if (errlen > 0)
         err[0] = '\0';
-    if (n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
-        return fail(&p, "a byte-order mark before the value");
-    if (!utf8_valid(s, n)) {
-        snprintf(err, errlen, "not valid UTF-8");
-        return false;
+    if (n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0) {
+        fail(&p, JSON_STRICT_ERR_BOM);
+        return p.failed;
     }
-    ok = value(&p);
-    if (ok) {
+    if (!utf8_valid(s, n)) {
+        snprintf(err, errlen, "%s", messages[JSON_STRICT_ERR_UTF8]);
+        return JSON_STRICT_ERR_UTF8;
+    }
+    if (value(&p)) {
         skip_ws(&p);
         if (p.pos < p.n)
-            ok = fail(&p, "unexpected data after the value");
+            fail(&p, JSON_STRICT_ERR_TRAILING);
     }
     free(p.names);
     free(p.keys);
-    return ok;
+    return p.failed;
 }

@@ -83,7 +83,7 @@ struct json_object *jwk_json_object(const char *text, size_t len, char *err, siz
     struct json_object *obj;
     char why[160];
 
-    if (!json_strict_check(text, len, why, sizeof(why))) {
+    if (json_strict_validate(text, len, why, sizeof(why)) != JSON_STRICT_VALID) {
         snprintf(err, errlen, "not strict JSON: %s", why);
         return NULL;
     }

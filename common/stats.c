@@ -12,18 +12,18 @@
 
 const uint64_t stats_bucket_bounds_us[STATS_NBUCKETS - 1] = STATS_BUCKETS_US;
 
-#define CODE_VALUE(c) c,
-static const int code_values[STATS_NCODES] = {STATS_CODES(CODE_VALUE) 0};
-#define CODE_COUNT(c) +1
-_Static_assert(0 STATS_CODES(CODE_COUNT) + 1 == STATS_NCODES,
-               "STATS_NCODES must be the length of STATS_CODES plus one");
+#define CODE_VALUE(c, reason) c,
+static const int code_values[STATS_NCODES] = {HTTP_STATUSES(CODE_VALUE) 0};
+#define CODE_COUNT(c, reason) +1
+_Static_assert(0 HTTP_STATUSES(CODE_COUNT) + 1 == STATS_NCODES,
+               "STATS_NCODES must be the length of HTTP_STATUSES plus one");
 
-/* Request method names; the last entry is the Prometheus label of the rest. */
-static const char *const method_names[STATS_NMETHODS] = {
-    [STATS_GET] = "GET",       [STATS_POST] = "POST",          [STATS_PUT] = "PUT",
-    [STATS_DELETE] = "DELETE", [STATS_HEAD] = "HEAD",          [STATS_OPTIONS] = "OPTIONS",
-    [STATS_PATCH] = "PATCH",   [STATS_OTHER_METHOD] = "other",
-};
+/* Request method names; STATS_OTHER_METHOD's is the Prometheus label of the rest. */
+#define METHOD_NAME_APART(name) [STATS_##name] = #name,
+#define METHOD_NAME_OTHER(name)
+#define METHOD_NAME(name, served, counted) METHOD_NAME_##counted(name)
+static const char *const method_names[STATS_NMETHODS] = {[STATS_OTHER_METHOD] = "other",
+                                                         HTTP_METHODS(METHOD_NAME)};
 
 /*
  * Folding and summing walk struct stats_counters field by field. Adding a field

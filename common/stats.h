@@ -12,30 +12,21 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "http_tables.h"
 #include "perfboard.h"
 
 #define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
 #define STATS_MAX_ROUTES 16
 
-enum stats_method {
-    STATS_GET,
-    STATS_POST,
-    STATS_PUT,
-    STATS_DELETE,
-    STATS_HEAD,
-    STATS_OPTIONS,
-    STATS_PATCH,
-    STATS_OTHER_METHOD,
-    STATS_NMETHODS
-};
+/* The methods HTTP_METHODS counts APART (STATS_GET, ...), then the rest. */
+#define STATS_METHOD_APART(name) STATS_##name,
+#define STATS_METHOD_OTHER(name)
+#define STATS_METHOD(name, served, counted) STATS_METHOD_##counted(name)
+enum stats_method { HTTP_METHODS(STATS_METHOD) STATS_OTHER_METHOD, STATS_NMETHODS };
 
-/* Status codes kept apart; anything else is counted under STATS_OTHER_CODE. */
-/* clang-format off */
-#define STATS_CODES(X)                                                                             \
-    X(200) X(201) X(204) X(400) X(401) X(403) X(404) X(405) X(408) X(413) X(414) X(415) X(417) X(422) X(431)      \
-    X(500) X(501) X(503) X(504) X(505)
-/* clang-format on */
-#define STATS_NCODES 21 /* the list above plus one "other" */
+/* Status codes kept apart: HTTP_STATUSES; any other is counted under the last
+ * index, "other". */
+#define STATS_NCODES 21 /* HTTP_STATUSES plus one "other" */
 
 /* Why a request was refused access (API.md "Access control"): the reason
  * label of todod_auth_refusals_total. */

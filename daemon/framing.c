@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http_tables.h"
+
 #define CHUNK_LINE_MAX  1024 /* a chunk-size line with its extensions */
 #define EMPTY_LINES_MAX 8    /* empty lines tolerated before a request line */
 #define METHOD_MAX      16
@@ -206,11 +208,14 @@ static bool valid_target(const char *t, size_t n, bool is_options)
     return true;
 }
 
+#define SERVED_NAME_SERVED(name) #name,
+#define SERVED_NAME_REFUSED(name)
+#define SERVED_NAME(name, served, counted) SERVED_NAME_##served(name)
+
 /* method SP request-target SP HTTP-version; 0 or a status with *msg set. */
 static int parse_request_line(struct framing *f, const char *s, size_t n, char *msg, size_t msglen)
 {
-    static const char *const methods[] = {"GET",    "HEAD",  "POST",  "PUT",
-                                          "DELETE", "PATCH", "TRACE", "OPTIONS"};
+    static const char *const methods[] = {HTTP_METHODS(SERVED_NAME)};
     const char *sp1 = memchr(s, ' ', n), *sp2, *target, *version;
     size_t mlen, tlen, vlen, i;
     bool known = false;

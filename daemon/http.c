@@ -12,37 +12,20 @@
 #include "accesslog.h"
 #include "clock.h"
 #include "conf.h"
+#include "http_method.h"
 #include "http_span.h"
+#include "http_tables.h"
 #include "jwt.h"
 #include "log.h"
 #include "stats.h"
 #include "utf8.h"
 
+/* The reason phrases of HTTP_STATUSES. */
+#define REASON_ROW(c, reason) {c, reason},
 static const struct {
     int code;
     const char *reason;
-} reasons[] = {
-    {200, "OK"},
-    {201, "Created"},
-    {204, "No Content"},
-    {400, "Bad Request"},
-    {401, "Unauthorized"},
-    {403, "Forbidden"},
-    {404, "Not Found"},
-    {405, "Method Not Allowed"},
-    {408, "Request Timeout"},
-    {413, "Content Too Large"},
-    {414, "URI Too Long"},
-    {415, "Unsupported Media Type"},
-    {417, "Expectation Failed"},
-    {422, "Unprocessable Content"},
-    {431, "Request Header Fields Too Large"},
-    {500, "Internal Server Error"},
-    {501, "Not Implemented"},
-    {503, "Service Unavailable"},
-    {504, "Gateway Timeout"},
-    {505, "HTTP Version Not Supported"},
-};
+} reasons[] = {HTTP_STATUSES(REASON_ROW)};
 
 static const char *reason_phrase(int code)
 {
@@ -54,50 +37,11 @@ static const char *reason_phrase(int code)
     return "Unknown";
 }
 
-static int method_index(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET:
-        return STATS_GET;
-    case EVHTTP_REQ_POST:
-        return STATS_POST;
-    case EVHTTP_REQ_PUT:
-        return STATS_PUT;
-    case EVHTTP_REQ_DELETE:
-        return STATS_DELETE;
-    case EVHTTP_REQ_HEAD:
-        return STATS_HEAD;
-    case EVHTTP_REQ_OPTIONS:
-        return STATS_OPTIONS;
-    case EVHTTP_REQ_PATCH:
-        return STATS_PATCH;
-    default:
-        return STATS_OTHER_METHOD;
-    }
-}
-
 const char *http_method(const struct http_req *r)
 {
-    switch (evhttp_request_get_command(r->req)) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    default:
-        return "OTHER";
-    }
+    const char *name = http_method_name(evhttp_request_get_command(r->req));
+
+    return name != NULL ? name : "OTHER";
 }
 
 /* ---- the request's life ---- */
@@ -252,7 +196,7 @@ struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
     app->requests_alive++;
     r->app = app;
     r->req = req;
-    r->method = method_index(evhttp_request_get_command(req));
+    r->method = http_method_stats_index(evhttp_request_get_command(req));
     r->route = app->nroutes - 1; /* "other" until routed */
     known = conn_request_begin(app->conns, req, &cr);
     r->conn = cr.ref;

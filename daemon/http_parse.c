@@ -46,11 +46,15 @@ int http_parse_json_body(const char *content_type, const char *body, size_t len,
         snprintf(err, errlen, "request body is empty: expected a JSON object");
         return 400;
     }
-    if (!json_strict_check(body, len, why, sizeof(why))) {
-        if (strncmp(why, "not valid UTF-8", 15) == 0 || strstr(why, "surrogate") != NULL)
-            snprintf(err, errlen, "request body is not valid UTF-8: %s", why);
-        else
-            snprintf(err, errlen, "malformed JSON: %s", why);
+    switch (json_strict_validate(body, len, why, sizeof(why))) {
+    case JSON_STRICT_VALID:
+        break;
+    case JSON_STRICT_ERR_UTF8:
+    case JSON_STRICT_ERR_SURROGATE: /* text no UTF-8 can carry */
+        snprintf(err, errlen, "request body is not valid UTF-8: %s", why);
+        return 400;
+    default:
+        snprintf(err, errlen, "malformed JSON: %s", why);
         return 400;
     }
     /* Valid by now; json-c builds the objects. Its depth limit is set past ours. */

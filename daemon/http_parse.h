@@ -13,7 +13,7 @@
 /*
  * A request body as a JSON object, parsed strictly: 0 and *out (the caller
  * puts it), or a status and err: 415 without a JSON Content-Type, 413 over max
- * bytes, 400 malformed (json_strict_check), 422 not an object.
+ * bytes, 400 malformed (json_strict_validate), 422 not an object.
  */
 int http_parse_json_body(const char *content_type, const char *body, size_t len, size_t max,
                          struct json_object **out, char *err, size_t errlen);

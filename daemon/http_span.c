@@ -6,30 +6,13 @@
 #include <string.h>
 
 #include "decimal.h"
+#include "http_method.h"
 
 static const char *method_name(enum evhttp_cmd_type cmd)
 {
-    switch (cmd) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-        return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    }
-    return "_OTHER"; /* the semantic conventions' name for any other method */
+    const char *name = http_method_name(cmd);
+
+    return name != NULL ? name : "_OTHER"; /* the semantic conventions' name for any other */
 }
 
 /* server.address and server.port from the Host header ("name", "name:port",

@@ -302,7 +302,7 @@ static struct json_object *parse_strict(const char *s, size_t len, char *why, si
     struct json_tokener *tok;
     struct json_object *o;
 
-    if (!json_strict_check(s, len, why, wn))
+    if (json_strict_validate(s, len, why, wn) != JSON_STRICT_VALID)
         return NULL;
     tok = json_tokener_new_ex(JSON_STRICT_MAX_DEPTH + 2);
     if (tok == NULL) {

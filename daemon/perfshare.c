@@ -403,7 +403,7 @@ int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_
             span_start(app->tracer, &e->trace, NULL, "performance-test share", SPAN_KIND_INTERNAL);
         span_set_int(e->span, TRACE_ATTR_PERF_MESSAGES, sh->count);
         span_set_int(e->span, TRACE_ATTR_PERF_BATCH, sh->batch_size);
-        span_set_int(e->span, "todod.perf.first", sh->first);
+        span_set_int(e->span, TRACE_ATTR_PERF_FIRST, sh->first);
         e->batch_spans = sh->batch_spans;
     }
     e->state = EXEC_SENDING;

@@ -449,7 +449,7 @@ static void report(struct perf_test *t, enum test_state end)
     r->db_seconds = clock_since(t->started);
     span_set_int(t->span, TRACE_ATTR_PERF_SUCCESS, s.success);
     span_set_int(t->span, TRACE_ATTR_PERF_ERRORS, s.errors);
-    span_set_int(t->span, "todod.perf.unknown_count", s.unknown);
+    span_set_int(t->span, TRACE_ATTR_PERF_UNKNOWN, s.unknown);
     span_set_int(t->span, TRACE_ATTR_PERF_BATCHES, s.batches);
     if (s.errors + s.unknown > 0)
         span_set_error(t->span, "some todos were not committed");
@@ -870,11 +870,11 @@ void perf_start(struct http_req *r)
         span_start(r->app->tracer, &r->trace, r->span, "performance-test", SPAN_KIND_INTERNAL);
     span_set_int(t->span, TRACE_ATTR_PERF_MESSAGES, t->total);
     span_set_int(t->span, TRACE_ATTR_PERF_BATCH, t->batch_size);
-    span_set_int(t->span, "todod.perf.workers", t->workers);
-    span_set_int(t->span, "todod.perf.nodes", parts);
-    span_set_str(t->span, "todod.perf.run_id", t->run_id);
+    span_set_int(t->span, TRACE_ATTR_PERF_WORKERS, t->workers);
+    span_set_int(t->span, TRACE_ATTR_PERF_NODES, parts);
+    span_set_str(t->span, TRACE_ATTR_PERF_RUN_ID, t->run_id);
     if (t->rate > 0)
-        span_set_double(t->span, "todod.perf.rate", t->rate);
+        span_set_double(t->span, TRACE_ATTR_PERF_RATE, t->rate);
     if (t->span != NULL)
         trace_format_traceparent(r->app->tracer, &r->trace, t->span, t->traceparent);
     log_info("performance test %s: %lld todos in batches of %lld over %d workers and %d nodes%s",

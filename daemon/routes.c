@@ -67,12 +67,6 @@ _Static_assert(sizeof(routes_names) / sizeof(routes_names[0]) == NROUTES + 1,
                "routes_names must follow the route table");
 _Static_assert(NROUTES + 1 <= STATS_MAX_ROUTES, "too many routes for the stats segment");
 
-static const char *const method_names[STATS_NMETHODS] = {
-    [STATS_GET] = "GET",       [STATS_POST] = "POST",          [STATS_PUT] = "PUT",
-    [STATS_DELETE] = "DELETE", [STATS_HEAD] = "HEAD",          [STATS_OPTIONS] = "OPTIONS",
-    [STATS_PATCH] = "PATCH",   [STATS_OTHER_METHOD] = "OTHER",
-};
-
 /* Matches path against pattern; fills params with copies cut from buf. */
 static int match(const char *pattern, const char *path, char *buf, const char **params)
 {
@@ -106,7 +100,7 @@ static void list_allowed(const struct route *rt, char *allow, size_t len)
     for (i = 0; i < 3 && rt->methods[i].fn != NULL; i++) {
         if (i > 0)
             strncat(allow, ", ", len - strlen(allow) - 1);
-        strncat(allow, method_names[rt->methods[i].method], len - strlen(allow) - 1);
+        strncat(allow, stats_method_label(rt->methods[i].method), len - strlen(allow) - 1);
         if (rt->methods[i].method == STATS_GET)
             strncat(allow, ", HEAD", len - strlen(allow) - 1);
     }

@@ -1,6 +1,7 @@
 /*
- * What a span carries: its kind, the names of its attributes (every name todod
- * sets, in this one table), and how much of them a span keeps.
+ * What a span carries: its kind, the names of its attributes and of the
+ * resource's (every name todod sets, in this one table), and how much of them
+ * a span keeps.
  */
 #ifndef TODOD_TRACE_ATTR_H
 #define TODOD_TRACE_ATTR_H
@@ -44,5 +45,18 @@ enum span_kind {
 #define TRACE_ATTR_PERF_BATCHES  "todod.perf.batches"
 #define TRACE_ATTR_PERF_SUCCESS  "todod.perf.success_count"
 #define TRACE_ATTR_PERF_ERRORS   "todod.perf.error_count"
+#define TRACE_ATTR_PERF_UNKNOWN  "todod.perf.unknown_count"
+#define TRACE_ATTR_PERF_WORKERS  "todod.perf.workers"
+#define TRACE_ATTR_PERF_NODES    "todod.perf.nodes"
+#define TRACE_ATTR_PERF_RUN_ID   "todod.perf.run_id"
+#define TRACE_ATTR_PERF_RATE     "todod.perf.rate"
+#define TRACE_ATTR_PERF_FIRST    "todod.perf.first" /* a share's first todo */
+
+/* The resource's attributes: the process that exports. */
+#define TRACE_RESOURCE_SERVICE_NAME     "service.name"
+#define TRACE_RESOURCE_SERVICE_VERSION  "service.version"
+#define TRACE_RESOURCE_SERVICE_INSTANCE "service.instance.id"
+#define TRACE_RESOURCE_HOST_NAME        "host.name"
+#define TRACE_RESOURCE_PROCESS_PID      "process.pid"
 
 #endif

@@ -323,11 +323,11 @@ static int tracer_describe(struct tracer *t, const struct conf *conf)
     const struct {
         const char *key, *value;
     } attrs[] = {
-        {"service.name", conf->service_name ? conf->service_name : "todod"},
-        {"service.version", TODOD_VERSION},
+        {TRACE_RESOURCE_SERVICE_NAME, conf->service_name ? conf->service_name : "todod"},
+        {TRACE_RESOURCE_SERVICE_VERSION, TODOD_VERSION},
         /* Each worker exports on its own, so each is an instance of the service. */
-        {"service.instance.id", instance},
-        {"host.name", host},
+        {TRACE_RESOURCE_SERVICE_INSTANCE, instance},
+        {TRACE_RESOURCE_HOST_NAME, host},
     };
     size_t i;
 
@@ -344,7 +344,9 @@ static int tracer_describe(struct tracer *t, const struct conf *conf)
         enc_string(&b, t, attrs[i].value);
         buf_lit(&b, "}},");
     }
-    buf_printf(&b, "{\"key\":\"process.pid\",\"value\":{\"intValue\":\"%ld\"}}]},", (long)getpid());
+    buf_printf(&b,
+               "{\"key\":\"" TRACE_RESOURCE_PROCESS_PID "\",\"value\":{\"intValue\":\"%ld\"}}]},",
+               (long)getpid());
     buf_lit(&b, "\"scopeSpans\":[{\"scope\":{\"name\":\"todod\",\"version\":");
     enc_string(&b, t, TODOD_VERSION);
     buf_lit(&b, "},\"spans\":[");

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "db.h"
+#include "http_method.h"
 #include "log.h"
 #include "perfshare.h"
 #include "perftest.h"
@@ -326,9 +327,7 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .on_share_end = on_request_done,
     };
     evhttp_set_gencb(w->http, routes_dispatch, &w->app);
-    evhttp_set_allowed_methods(
-        w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                     EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE);
+    evhttp_set_allowed_methods(w->http, http_methods_served());
     evhttp_set_default_content_type(w->http, NULL);
     w->started = clock_now();
     w->ready_timer = event_new(w->base, -1, EV_PERSIST, on_ready_poll, w);

@@ -13,9 +13,9 @@
  *   whitespace, then the end or parameters);
  * - 413 exactly when the body is over the limit (also tried at one byte under
  *   the body's length);
- * - otherwise, against json_strict_check(): 400 exactly when it refuses the
+ * - otherwise, against json_strict_validate(): 400 exactly when it refuses the
  *   body, 422 exactly when it accepts a value that is not an object; json-c must
- *   build every object json_strict_check() accepts.
+ *   build every object json_strict_validate() accepts.
  */
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -136,13 +136,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(st == 400, "an empty body not refused");
         goto done;
     }
-    strict = json_strict_check(body, len, why, sizeof(why));
+    strict = json_strict_validate(body, len, why, sizeof(why)) == JSON_STRICT_VALID;
     if (!strict) {
-        CHECK(st == 400, "a body json_strict_check refuses not refused with 400");
+        CHECK(st == 400, "a body json_strict_validate refuses not refused with 400");
     } else if (first_byte(body, len) != '{') {
         CHECK(st == 422, "a JSON value that is not an object not refused with 422");
     } else {
-        CHECK(st == 0, "json-c failed on an object json_strict_check accepts");
+        CHECK(st == 0, "json-c failed on an object json_strict_validate accepts");
         CHECK(json_object_is_type(obj, json_type_object), "not an object");
         check_object(obj);
     }

@@ -1,10 +1,10 @@
 /*
- * libFuzzer harness: json_strict_check() (common/jsonstrict.c), which every
+ * libFuzzer harness: json_strict_validate() (common/jsonstrict.c), which every
  * request body passes before json-c parses it. Besides the sanitizers' findings
  * it checks:
  * - a rejection says why, in a terminated message that fits the buffer given
- *   (also one of 0 and 1 bytes);
- * - differentially: whatever json_strict_check() accepts, json-c's tokener in
+ *   (also one of 0 and 1 bytes), and its kind does not depend on that buffer;
+ * - differentially: whatever json_strict_validate() accepts, json-c's tokener in
  *   its strict mode (JSON_TOKENER_STRICT, with UTF-8 validation) accepts too, as
  *   one value followed by nothing but whitespace;
  * - what it accepts has no byte-order mark, no raw control character and is
@@ -75,17 +75,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *s = (const char *)data;
     char err[160], *tiny = malloc(1), *none = malloc(0);
+    enum json_strict_error kind;
     bool ok;
     size_t i;
 
     CHECK(tiny != NULL && none != NULL, "out of memory");
     memset(err, 0x5a, sizeof(err));
-    ok = json_strict_check(s, size, err, sizeof(err));
+    kind = json_strict_validate(s, size, err, sizeof(err));
+    ok = kind == JSON_STRICT_VALID;
     CHECK(memchr(err, '\0', sizeof(err)) != NULL, "message not terminated");
     CHECK(ok == (err[0] == '\0'), "a message with an acceptance, or none with a rejection");
     /* Smaller buffers: the same answer, never written past. */
-    CHECK(json_strict_check(s, size, tiny, 1) == ok && tiny[0] == '\0', "a 1-byte message buffer");
-    CHECK(json_strict_check(s, size, none, 0) == ok, "a 0-byte message buffer");
+    CHECK(json_strict_validate(s, size, tiny, 1) == kind && tiny[0] == '\0',
+          "a 1-byte message buffer");
+    CHECK(json_strict_validate(s, size, none, 0) == kind, "a 0-byte message buffer");
     free(tiny);
     free(none);
     if (!ok)

@@ -1,4 +1,4 @@
-/* json_strict_check: RFC 8259 exactly, I-JSON duplicate names, depth. */
+/* json_strict_validate: RFC 8259 exactly, I-JSON duplicate names, depth. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,23 +15,27 @@ static void ok(const char *s)
 {
     char err[160];
 
-    if (!json_strict_check(s, strlen(s), err, sizeof(err)))
+    if (json_strict_validate(s, strlen(s), err, sizeof(err)) != JSON_STRICT_VALID)
         fail_msg("refused %s: %s", s, err);
+    assert_string_equal(err, "");
 }
 
-static void bad_n(const char *s, size_t n, const char *fragment)
+static void bad_n(const char *s, size_t n, enum json_strict_error want)
 {
     char err[160];
+    enum json_strict_error got = json_strict_validate(s, n, err, sizeof(err));
 
-    if (json_strict_check(s, n, err, sizeof(err)))
+    if (got == JSON_STRICT_VALID)
         fail_msg("accepted %.*s", (int)n, s);
-    if (strstr(err, fragment) == NULL)
-        fail_msg("error \"%s\" for %.*s lacks \"%s\"", err, (int)n, s, fragment);
+    if (got != want)
+        fail_msg("error kind %d (\"%s\") for %.*s, want %d", got, err, (int)n, s, want);
+    if (err[0] == '\0')
+        fail_msg("no message for %.*s", (int)n, s);
 }
 
-static void bad(const char *s, const char *fragment)
+static void bad(const char *s, enum json_strict_error want)
 {
-    bad_n(s, strlen(s), fragment);
+    bad_n(s, strlen(s), want);
 }
 
 static void valid_documents_pass(void **state)
@@ -49,73 +53,74 @@ static void valid_documents_pass(void **state)
 
 static void javascript_extensions_are_refused(void **state)
 {
-    bad("NaN", "unexpected character");
-    bad("{\"n\":Infinity}", "unexpected character");
-    bad("{\"n\":-Infinity}", "invalid number");
-    bad("{'done': true}", "member name in double quotes");
-    bad("{\"a\":'x'}", "unexpected character");
-    bad("{\"a\":1,}", "member name");
-    bad("[1,2,]", "unexpected character");
-    bad("{\"a\":1} // comment", "after the value");
-    bad("/* c */ {}", "unexpected character");
-    bad("{done: true}", "member name in double quotes");
+    bad("NaN", JSON_STRICT_ERR_CHARACTER);
+    bad("{\"n\":Infinity}", JSON_STRICT_ERR_CHARACTER);
+    bad("{\"n\":-Infinity}", JSON_STRICT_ERR_NUMBER);
+    bad("{'done': true}", JSON_STRICT_ERR_NAME_QUOTES);
+    bad("{\"a\":'x'}", JSON_STRICT_ERR_CHARACTER);
+    bad("{\"a\":1,}", JSON_STRICT_ERR_NAME_QUOTES);
+    bad("[1,2,]", JSON_STRICT_ERR_CHARACTER);
+    bad("{\"a\":1} // comment", JSON_STRICT_ERR_TRAILING);
+    bad("/* c */ {}", JSON_STRICT_ERR_CHARACTER);
+    bad("{done: true}", JSON_STRICT_ERR_NAME_QUOTES);
 }
 
 static void number_forms_are_strict(void **state)
 {
-    bad("1.", "follow the decimal point");
-    bad(".5", "unexpected character");
-    bad("01", "leading zero");
-    bad("{\"n\":+1}", "unexpected character");
-    bad("1e", "follow the exponent");
-    bad("0x10", "after the value");
-    bad("-", "invalid number");
-    bad("1.5e+", "follow the exponent");
+    bad("1.", JSON_STRICT_ERR_FRACTION);
+    bad(".5", JSON_STRICT_ERR_CHARACTER);
+    bad("01", JSON_STRICT_ERR_LEADING_ZERO);
+    bad("{\"n\":+1}", JSON_STRICT_ERR_CHARACTER);
+    bad("1e", JSON_STRICT_ERR_EXPONENT);
+    bad("0x10", JSON_STRICT_ERR_TRAILING);
+    bad("-", JSON_STRICT_ERR_NUMBER);
+    bad("1.5e+", JSON_STRICT_ERR_EXPONENT);
 }
 
 static void strings_are_strict(void **state)
 {
-    bad("{\"title\":\"a\tb\"}", "unescaped control character");
-    bad("{\"title\":\"a\nb\"}", "unescaped control character");
-    bad("\"\\x41\"", "invalid escape");
-    bad("\"\\u12\"", "invalid \\u escape");
-    bad("\"abc", "unterminated string");
-    bad("\"\\ud800\"", "unpaired UTF-16 surrogate");
-    bad("\"\\udc00\\ud800\"", "unpaired UTF-16 surrogate");
-    bad("\"\\ud800\\u0041\"", "unpaired UTF-16 surrogate");
-    bad("\"\xc3\x28\"", "not valid UTF-8");
-    bad("\"\xed\xa0\x80\"", "not valid UTF-8"); /* an encoded surrogate */
+    bad("{\"title\":\"a\tb\"}", JSON_STRICT_ERR_CONTROL);
+    bad("{\"title\":\"a\nb\"}", JSON_STRICT_ERR_CONTROL);
+    bad("\"\\x41\"", JSON_STRICT_ERR_ESCAPE);
+    bad("\"\\u12\"", JSON_STRICT_ERR_UNICODE_ESCAPE);
+    bad("\"abc", JSON_STRICT_ERR_UNTERMINATED);
+    bad("\"\\ud800\"", JSON_STRICT_ERR_SURROGATE);
+    bad("\"\\udc00\\ud800\"", JSON_STRICT_ERR_SURROGATE);
+    bad("\"\\ud800\\u0041\"", JSON_STRICT_ERR_SURROGATE);
+    bad("\"\xc3\x28\"", JSON_STRICT_ERR_UTF8);
+    bad("\"\xed\xa0\x80\"", JSON_STRICT_ERR_UTF8); /* an encoded surrogate */
 }
 
 static void literals_are_exact(void **state)
 {
-    bad("tru", "invalid literal");
-    bad("True", "unexpected character");
-    bad("nul", "invalid literal");
-    bad("truex", "after the value");
+    bad("tru", JSON_STRICT_ERR_LITERAL);
+    bad("True", JSON_STRICT_ERR_CHARACTER);
+    bad("nul", JSON_STRICT_ERR_LITERAL);
+    bad("truex", JSON_STRICT_ERR_TRAILING);
 }
 
 static void whole_body_is_one_value(void **state)
 {
-    bad("", "unexpected end of data");
-    bad("   ", "unexpected end of data");
-    bad("{} {}", "after the value");
-    bad("\xef\xbb\xbf{}", "byte-order mark");
-    bad_n("{}\0", 3, "after the value");
-    bad("{\"a\" 1}", "expected ':'");
-    bad("{\"a\":1 \"b\":2}", "expected ',' or '}'");
+    bad("", JSON_STRICT_ERR_END);
+    bad("   ", JSON_STRICT_ERR_END);
+    bad("{} {}", JSON_STRICT_ERR_TRAILING);
+    bad("\xef\xbb\xbf{}", JSON_STRICT_ERR_BOM);
+    bad_n("{}\0", 3, JSON_STRICT_ERR_TRAILING);
+    bad("{\"a\" 1}", JSON_STRICT_ERR_COLON);
+    bad("[1 2]", JSON_STRICT_ERR_ARRAY_SEP);
+    bad("{\"a\":1 \"b\":2}", JSON_STRICT_ERR_OBJECT_SEP);
 }
 
 static void duplicate_member_names_are_refused(void **state)
 {
-    bad("{\"done\":true,\"done\":false}", "duplicate member name");
-    bad("{\"a\":1,\"b\":2,\"c\":3,\"b\":4}", "duplicate member name");
-    bad("{\"a\":1,\"\\u0061\":2}", "duplicate member name");
-    bad("{\"x\":{\"k\":1,\"k\":2}}", "duplicate member name");
+    bad("{\"done\":true,\"done\":false}", JSON_STRICT_ERR_DUPLICATE);
+    bad("{\"a\":1,\"b\":2,\"c\":3,\"b\":4}", JSON_STRICT_ERR_DUPLICATE);
+    bad("{\"a\":1,\"\\u0061\":2}", JSON_STRICT_ERR_DUPLICATE);
+    bad("{\"x\":{\"k\":1,\"k\":2}}", JSON_STRICT_ERR_DUPLICATE);
     /* json-c cuts a name at U+0000: the second would read as "done" again */
-    bad("{\"done\":true,\"done\\u0000\":false}", "\\u0000");
-    bad("{\"\\u0000\":1}", "\\u0000");
-    bad("{\"ab\":1,\"a\":2,\"b\":3,\"a\\u0000\":4}", "\\u0000");
+    bad("{\"done\":true,\"done\\u0000\":false}", JSON_STRICT_ERR_NAME_NUL);
+    bad("{\"\\u0000\":1}", JSON_STRICT_ERR_NAME_NUL);
+    bad("{\"ab\":1,\"a\":2,\"b\":3,\"a\\u0000\":4}", JSON_STRICT_ERR_NAME_NUL);
     ok("{\"ab\":1,\"a\":2,\"b\":3,\"a\\u0001\":4}");
 }
 
@@ -135,15 +140,21 @@ static void nesting_is_bounded(void **state)
     for (i = 0; i < 33; i++)
         deep[33 + i] = ']';
     deep[66] = '\0';
-    bad(deep, "deeper than 32");
+    bad(deep, JSON_STRICT_ERR_DEPTH);
 }
 
 static void error_names_the_byte(void **state)
 {
     char err[160];
 
-    assert_false(json_strict_check("{\"a\":NaN}", 9, err, sizeof(err)));
+    assert_int_equal(json_strict_validate("{\"a\":NaN}", 9, err, sizeof(err)),
+                     JSON_STRICT_ERR_CHARACTER);
     assert_string_equal(err, "unexpected character ('N') at byte 5");
+    assert_int_equal(json_strict_validate("[1 2]", 5, err, sizeof(err)), JSON_STRICT_ERR_ARRAY_SEP);
+    assert_string_equal(err, "expected ',' or ']' in an array ('2') at byte 3");
+    /* Invalid UTF-8 is found before parsing starts: no position. */
+    assert_int_equal(json_strict_validate("\"\xff\"", 3, err, sizeof(err)), JSON_STRICT_ERR_UTF8);
+    assert_string_equal(err, "not valid UTF-8");
 }
 
 int main(void)
