@@ -87,6 +87,7 @@ struct stats_shm {
     double master_start_time;         /* unix seconds, with fraction */
     _Atomic uint64_t worker_restarts; /* replacements of workers that died */
     _Atomic int workers;              /* live workers of the current generation */
+    _Atomic int stopping;             /* set by the master: no process accepts again */
     struct stats_counters retired;
     struct stats_slot slots[STATS_MAX_SLOTS];
     struct perf_board perf; /* performance tests spread over the workers */

@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
+#include <linux/filter.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -25,8 +26,9 @@
 #define ERROR_LOG_EVERY 10.0           /* seconds between two logs of accept() failures */
 #define STEP_BACK       0.002          /* a worker ahead of its peers pauses accepting */
 #define BACKLOG_POLL    0.001
-#define BACKLOG_MAX     0.05 /* at most this long taking the backlog before closing */
-#define DRAIN_LAST      1.0  /* seconds of shutdown_timeout left when idle connections close */
+#define BACKLOG_QUIET   0.2 /* handshakes begun before SYNs were dropped complete by then */
+#define BACKLOG_MAX     0.5 /* at most this long taking the backlog before closing */
+#define DRAIN_LAST      1.0 /* seconds of shutdown_timeout left when idle connections close */
 #define READ_CHUNK      (16 * 1024)
 /* Bytes framing passed on that evhttp has not taken yet (it is answering):
  * above INPUT_HIGH the socket is not read until evhttp has taken all but
@@ -83,9 +85,10 @@ struct conn_layer {
     struct timespec backlog_started;
     bool paused; /* a timed pause: balancing, or accept() failing */
     bool taking_backlog;
-    bool closing;    /* answers carry "Connection: close" */
-    bool draining;   /* closing, and idle connections close when ev_grace fires */
-    bool grace_over; /* draining, and idle connections now close at once */
+    bool syns_dropped; /* taking the backlog, and the socket drops new SYNs */
+    bool closing;      /* answers carry "Connection: close" */
+    bool draining;     /* closing, and idle connections close when ev_grace fires */
+    bool grace_over;   /* draining, and idle connections now close at once */
     uint64_t accept_errors_unlogged;
     struct timespec last_error_log;
     void (*on_empty)(void *arg);
@@ -382,6 +385,40 @@ static void close_listener(struct conn_layer *L)
     L->taking_backlog = false;
     if (L->ev_backlog != NULL)
         event_del(L->ev_backlog);
+    if (L->draining && L->nconns == 0 && L->on_empty != NULL)
+        L->on_empty(L->on_empty_arg);
+}
+
+/*
+ * The last close of a listening socket resets the connections in its accept
+ * queue, whose clients may have written a request already; a queue that new
+ * clients keep filling may never be seen empty. So when the daemon stops (no
+ * process will accept on the socket again), the socket first drops every new
+ * SYN: the queue then only shrinks, but for handshakes already begun, which
+ * complete within BACKLOG_QUIET. A client whose SYN was dropped sends it again
+ * (after a second, in Linux) to a closed socket: its connection is refused.
+ * The filter is the socket's, shared by every worker's copy.
+ */
+static bool drop_new_syns(struct conn_layer *L)
+{
+    /* A socket filter sees a TCP segment from its header on: byte 13 holds
+     * the flags; a SYN without ACK opens a connection. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN alone? */
+        BPF_STMT(BPF_RET | BPF_K, 0),                    /* drop it */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),           /* keep the rest */
+    };
+    struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+
+    if (setsockopt(L->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0) {
+        log_warn("cannot make the listening socket drop new connections (%s): closing it once "
+                 "its queue is seen empty",
+                 strerror(errno));
+        return false;
+    }
+    return true;
 }
 
 /* Takes what the kernel queued until the queue is empty (or BACKLOG_MAX). */
@@ -389,9 +426,10 @@ static void on_backlog_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct conn_layer *L = arg;
     struct pollfd p = {.fd = L->listen_fd, .events = POLLIN};
+    double since = clock_since(L->backlog_started);
 
-    if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN) &&
-        clock_since(L->backlog_started) < BACKLOG_MAX)
+    if (since < BACKLOG_MAX && ((poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) ||
+                                (L->syns_dropped && since < BACKLOG_QUIET)))
         return; /* the listener takes them on this turn; look again */
     close_listener(L);
 }
@@ -408,6 +446,7 @@ void conn_layer_stop_accepting(struct conn_layer *L, bool take_backlog)
     }
     L->taking_backlog = true;
     L->backlog_started = clock_now();
+    L->syns_dropped = atomic_load(&L->shm->stopping) && drop_new_syns(L);
     listener_update(L);
     L->ev_backlog = event_new(L->base, -1, EV_PERSIST, on_backlog_poll, L);
     if (L->ev_backlog == NULL || event_add(L->ev_backlog, &tv) != 0)

@@ -64,7 +64,8 @@ int conn_layer_accept(struct conn_layer *L);
 /*
  * Stops accepting. With take_backlog (the whole daemon stops), connections the
  * kernel has already queued are taken and served first (within a bound), so
- * that none is left to be reset when the socket closes.
+ * that none is left to be reset when the socket closes; when the master has
+ * marked the daemon stopping, the socket drops new SYNs meanwhile.
  */
 void conn_layer_stop_accepting(struct conn_layer *L, bool take_backlog);
 
@@ -93,7 +94,8 @@ bool conn_layer_accepting(const struct conn_layer *L);
 /* Open connections (including those evhttp has not shown a request of yet). */
 int conn_layer_open(const struct conn_layer *L);
 
-/* Called when the last connection has closed while draining. */
+/* Called when draining, the listening socket closed and the last connection
+ * closed (whichever came last). */
 void conn_layer_on_empty(struct conn_layer *L, void (*cb)(void *arg), void *arg);
 
 /* evhttp dispatched req: fills *out; false when its connection is unknown. */

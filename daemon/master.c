@@ -437,6 +437,7 @@ static void begin_stop(struct master *m)
         m->listen_fd = -1;
     }
     m->stopping = true;
+    atomic_store(&m->shm->stopping, 1); /* before the workers hear of it */
     m->stop_deadline =
         clock_add(clock_now(), m->conf.drain_delay + m->conf.shutdown_timeout + KILL_GRACE);
     sd_notify(0, "STOPPING=1\nSTATUS=stopping");

@@ -85,7 +85,8 @@ static int perf_work(const struct worker *w)
 }
 
 /*
- * Everything answered, every share this worker runs over: the last spans go
+ * The socket closed (the queue it had is served), everything answered, every
+ * share this worker runs over: the last spans go
  * to the collector (at most 1 s), then out. A retired worker past its
  * shutdown_timeout goes as soon as its performance tests end, whatever else
  * is open (on the loop's next turn: this may run inside a request's answer).
@@ -96,8 +97,9 @@ static void worker_exit_if_done(struct worker *w)
         event_active(w->stop_timer, EV_TIMEOUT, 0);
         return;
     }
-    if (!w->draining || w->flushing || conn_layer_open(w->conns) != 0 ||
-        w->app.requests_alive != 0 || perfshare_running(&w->app) != 0)
+    if (!w->draining || w->flushing || conn_layer_accepting(w->conns) ||
+        conn_layer_open(w->conns) != 0 || w->app.requests_alive != 0 ||
+        perfshare_running(&w->app) != 0)
         return;
     w->flushing = true;
     tracer_flush(w->tracer, on_spans_flushed, w);
