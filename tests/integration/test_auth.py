@@ -227,6 +227,20 @@ def tokens_are_refused_as_rfc_8725_advises_and_every_key_type_is_accepted():
             "malformed token": "not.a-token",
             "token too large": keys.token(padding="x" * 9000, **good),
         }
+        # base64url strictly: padded, or with a character outside the alphabet
+        good_token = keys.token(kid="hs", **good)
+        head, body, sig = good_token.split(".")
+        refused["malformed token"] = good_token + "="
+        # a truncated token (its signature cut short) no longer verifies
+        truncated = head + "." + body + "." + sig[:-2]
+        # JSON strictly: a duplicate member in the claims (json-c would keep the last)
+        dup = (b64u(json.dumps({"alg": "HS256", "kid": "hs"}).encode()) + "." +
+               b64u(('{"sub":"x","scope":"%s","exp":%d,"aud":"todo-api","iss":"https://idp.'
+                     'example","exp":%d}' % (ALL_SCOPES, now - 600, now + 300)).encode()))
+        dup += "." + b64u(hmac.new(keys.secret, dup.encode(), hashlib.sha256).digest())
+        for token in (truncated, dup, head + "+" + "." + body + "." + sig):
+            r = d.request("GET", "/todos", headers=bearer(token))
+            assert_challenge(r, 401, "invalid_token")
         # the algorithm is bound to the key: an HS256 token "signed" with the RSA
         # key's public numbers as the secret is refused
         rsa_public = json.dumps(keys.jwks(["rs"])["keys"][0]).encode()
