@@ -25,7 +25,10 @@
 #   DELETE /todos/{id}    vs pgbench: todod's DELETE, every delete finding its row;
 #   GET /todos/{id} with tracing on (every request sampled, spans exported to
 #                         nginx) vs tracing off (a second todod on the same
-#                         database; their runs alternate).
+#                         database; their runs alternate);
+#   GET /todos/{id} with auth = jwt and an ES256 token, and with an HS256 one,
+#                         vs auth = off (a third todod on the same database;
+#                         their runs alternate; PyJWT mints the tokens).
 # Then writes to a few rows, 32 clients (wrk -c32, pgbench -c 32):
 #   PUT /todos/{id}       {"done": true|false} at random, of a random one of
 #                         1,000 rows, and of 10 hot rows, vs pgbench running
@@ -147,7 +150,12 @@ fi
 cat >"$BENCH_DIR/wrk.lua" <<'EOF'
 local mode = os.getenv("BENCH_MODE") or ""
 local body = os.getenv("BENCH_BODY") or ""
+local auth = os.getenv("BENCH_AUTH") or ""
 local nthreads = 0
+
+if auth ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. auth
+end
 
 function setup(thread)
     thread:set("tid", nthreads)
@@ -232,11 +240,12 @@ wrk_run() {
 
 # wrk_series LABEL URL RUN: run RUN (0: the 1 s warm-up) of a measurement; its
 # figures go to the arrays named LABEL's (see wrk_begin and wrk_end).
-declare -A WRK_RPS WRK_P50 WRK_P99 WRK_SE WRK_ST
+declare -A WRK_RPS WRK_P50 WRK_P99 WRK_SE WRK_ST WRK_AUTH
 wrk_series() {
     local label=$1 url=$2 run=$3 out line
     BENCH_BASE=$((run * THREADS * ${BENCH_STRIDE:-0}))
-    export BENCH_BASE
+    BENCH_AUTH=${WRK_AUTH[$label]:-} # a bearer token for this series' requests
+    export BENCH_BASE BENCH_AUTH
     out=$(wrk_run "$([ "$run" = 0 ] && echo 1 || echo "$BENCH_SECONDS")" "$url") || bench_die "wrk failed: $out"
     printf '== %s run %s\n%s\n' "$label" "$run" "$out" >>"$BENCH_DIR/wrk.log"
     line=$(printf '%s\n' "$out" | grep '^BENCH ') || bench_die "no result from wrk: $out"
@@ -600,6 +609,60 @@ if [ -n "$NGINX_PORT" ]; then
     [ "$exported" -gt 0 ] || notes+=("tracing on: no span was exported (see $BENCH_DIR/todod-traced.log)")
 fi
 
+# Access control: GET /todos/{id} from a third todod on the same database with
+# auth = jwt, with an ES256 token and with an HS256 one (PyJWT mints them; the
+# keys are made here), each alternating with the first todod (auth = off).
+auth_es=(n/a n/a n/a)
+auth_hs=(n/a n/a n/a)
+auth_off_es=n/a
+auth_off_hs=n/a
+if /usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null; then
+    AUTH_PORT=$(bench_free_port)
+    /usr/bin/python3 - "$BENCH_DIR" <<'PY' || bench_die "cannot make the JWT keys and tokens"
+import base64, json, os, sys, time
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+d = sys.argv[1]
+secret = os.urandom(32)
+key = ec.generate_private_key(ec.SECP256R1())
+public = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+public.update(kid="es", alg="ES256")
+keys = {"keys": [public, {"kty": "oct", "kid": "hs", "alg": "HS256",
+                          "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}]}
+with open(os.path.join(d, "jwks.json"), "w") as f:
+    json.dump(keys, f)
+os.chmod(os.path.join(d, "jwks.json"), 0o600)
+claims = {"sub": "bench", "scope": "todos:read", "exp": int(time.time()) + 3600}
+for kid, k, alg in (("es", key, "ES256"), ("hs", secret, "HS256")):
+    with open(os.path.join(d, "token-" + kid), "w") as f:
+        f.write(jwt.encode(claims, k, algorithm=alg, headers={"kid": kid}))
+PY
+    sed -e "s/^listen = .*/listen = 127.0.0.1:$AUTH_PORT/" "$TODOD_CONF" >"$BENCH_DIR/todod-auth.conf"
+    printf 'auth = jwt\njwt_keys = %s\n' "$BENCH_DIR/jwks.json" >>"$BENCH_DIR/todod-auth.conf"
+    setsid "$TODOD_BIN" -c "$BENCH_DIR/todod-auth.conf" >"$BENCH_DIR/todod-auth.log" 2>&1 </dev/null &
+    BENCH_EXTRA_PIDS+=($!)
+    for _ in $(seq 1 100); do
+        [ "$(curl -s --max-time 1 "http://127.0.0.1:$AUTH_PORT/health" || true)" = ok ] && break
+        sleep 0.1
+    done
+    WRK_AUTH["GET /todos/{id}, ES256 token"]=$(cat "$BENCH_DIR/token-es")
+    WRK_AUTH["GET /todos/{id}, HS256 token"]=$(cat "$BENCH_DIR/token-hs")
+    wrk_alternate "GET /todos/{id}, ES256 token" "http://127.0.0.1:$AUTH_PORT/todos/$TODO_ID" \
+        "GET /todos/{id}, auth off (with ES256)" "$(bench_url "/todos/$TODO_ID")"
+    auth_es=("$A_RPS" "$A_P50" "$A_P99")
+    auth_off_es=$B_RPS
+    wrk_alternate "GET /todos/{id}, HS256 token" "http://127.0.0.1:$AUTH_PORT/todos/$TODO_ID" \
+        "GET /todos/{id}, auth off (with HS256)" "$(bench_url "/todos/$TODO_ID")"
+    auth_hs=("$A_RPS" "$A_P50" "$A_P99")
+    auth_off_hs=$B_RPS
+    refusals=$(curl -s --max-time 5 -H "Authorization: Bearer $(cat "$BENCH_DIR/token-hs")" \
+        "http://127.0.0.1:$AUTH_PORT/metrics" | awk '/^todod_auth_refusals_total/ { s += $2 } END { print s + 0 }')
+    [ "$refusals" = 0 ] || notes+=("auth = jwt: $refusals requests refused (see $BENCH_DIR/todod-auth.log)")
+else
+    notes+=("auth = jwt not measured: python3-jwt and python3-cryptography are needed to mint tokens")
+fi
+
 # ---- report ----
 
 row "GET /todos/{id}" "${get[@]}" \
@@ -625,6 +688,10 @@ row "GET /todos?page=90000&limit=10 ($THREADS connections)" "${page_deep[@]}" \
 row "GET /health" "${health[@]}" "$nginx_label" "$health_ceiling"
 [ "${trace_on[0]}" = n/a ] ||
     row "GET /todos/{id}, tracing on" "${trace_on[@]}" "the same, tracing off (runs alternating with these)" "${trace_off[0]}"
+if [ "${auth_es[0]}" != n/a ]; then
+    row "GET /todos/{id}, auth = jwt, ES256 token" "${auth_es[@]}" "the same, auth = off (runs alternating with these)" "$auth_off_es"
+    row "GET /todos/{id}, auth = jwt, HS256 token" "${auth_hs[@]}" "the same, auth = off (runs alternating with these)" "$auth_off_hs"
+fi
 
 bench_target "GET /todos/{id} >= 0.7x the best pgbench SELECT, p99 < 5 ms" \
     "${get[0]} >= 0.7 * $get_ceiling && ${get[2]} < 5"
@@ -636,6 +703,10 @@ bench_target "PUT of $HOT_ROWS hot rows >= 0.8x pgbench on the same rows, p99 < 
 bench_target "the mix on $HOT_ROWS hot rows >= 0.8x pgbench's, p99 < 50 ms, no error, no deadlock" \
     "${mix_hot[0]} >= 0.8 * $mix_hot_ceiling && ${mix_hot[2]} < 50 && ${mix_hot[4]} == 0 && ${mix_hot[3]} == 0"
 bench_target "PUT of 1,000 rows (32 clients): no error, no deadlock" "${put_1k[4]} == 0 && ${put_1k[3]} == 0"
+[ "${auth_es[0]}" = n/a ] || bench_target "GET /todos/{id} with an ES256 token >= 0.8x auth = off" \
+    "${auth_es[0]} >= 0.8 * $auth_off_es"
+[ "${auth_hs[0]}" = n/a ] || bench_target "GET /todos/{id} with an HS256 token >= 0.8x auth = off" \
+    "${auth_hs[0]} >= 0.8 * $auth_off_hs"
 bench_target "GET /todos?limit=10 >= 10x the replaced design" "${list[0]} >= 10 * $list_old"
 bench_target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (the figure before the write connections)" \
     "${list[0]} >= $LIST_BEFORE"
