@@ -16,8 +16,12 @@ import time
 import urllib.parse
 import uuid
 
-from harness import (assert_json_error, free_port, get_pg, metric, parse_metrics, run_threads, test,
-                     Todod, wait_until)
+from lib.env import free_port
+from lib.marks import test
+from lib.pg import get_pg
+from lib.todod import Todod
+from lib.load import run_threads
+from lib.checks import assert_json_error, metric, parse_metrics, wait_until
 
 UUID_V4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -154,7 +158,7 @@ def timed(fn):
 
 def start(d, **kw):
     """d.start(), then wait until every worker has its database connection:
-    harness.Todod.start returns at the first GET /health that answers 200, which
+    Todod.start (lib/todod.py) returns at the first GET /health that answers 200, which
     one worker may give while another is still connecting (and would answer 503)."""
     d.start(**kw)
     return wait_connected(d)

@@ -24,7 +24,9 @@ import signal
 import subprocess
 import tempfile
 
-from harness import ROOT, Todod, test
+from lib.env import ROOT
+from lib.marks import test
+from lib.todod import Todod
 
 TOOLS = os.path.join(ROOT, "tests", ".tools")
 DRIVER = os.path.join(ROOT, "tests", "integration", "dashboard_browser.js")

@@ -12,7 +12,11 @@ import socket
 import threading
 import time
 
-from harness import (SANITIZER, assert_json_error, metric, Postgres, test, Todod, wait_until)
+from lib.env import SANITIZER
+from lib.marks import test
+from lib.pg import Postgres
+from lib.todod import Todod
+from lib.checks import assert_json_error, metric, wait_until
 
 PATH = "/todos/performance-test"
 TITLE = "Performance Test Todo #"
