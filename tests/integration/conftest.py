@@ -36,29 +36,39 @@ TIMEOUT = int(os.environ.get("TODOD_TEST_TIMEOUT", "300"))
 
 def pytest_pycollect_makeitem(collector, name, obj):
     """A function marked by @test is a test, whatever its name; nothing else is
-    (pytest.ini turns off the default test_* and Test* rules)."""
+    (pytest.ini turns off the default test_* and Test* rules). @test(cases=...)
+    becomes a parametrized test, one item per case."""
     if not isinstance(collector, pytest.Module):
         return None
-    if callable(obj) and isinstance(getattr(obj, "todod_test", None), dict) \
-            and getattr(obj, "__module__", None) == collector.module.__name__:
+    marked = getattr(obj, "todod_test", None)
+    if not callable(obj) or not isinstance(marked, dict) \
+            or getattr(obj, "__module__", None) != collector.module.__name__:
+        return None
+    if marked.get("cases") is None:
         return pytest.Function.from_parent(collector, name=name)
-    return None
+    cases = marked["cases"]
+    if not getattr(obj, "todod_parametrized", False):
+        pytest.mark.parametrize("case", list(cases.values()), ids=list(cases))(obj)
+        obj.todod_parametrized = True
+    # what pytest's own hook does for a test function (python.py, pytest 7.2)
+    return list(collector._genfunctions(name, obj))
 
 
 def pytest_collection_modifyitems(config, items):
     seen = {}
     for item in items:
         slow = getattr(item.obj, "todod_test", {}).get("slow", False)
+        name = getattr(item, "originalname", item.name)
         item.add_marker(pytest.mark.timeout(TIMEOUT * (3 if slow else 1)))
         if slow:
             item.add_marker(pytest.mark.slow)
             if SKIP_SLOW:
                 item.add_marker(pytest.mark.skip(reason="slow; TODOD_SKIP_SLOW is set"))
-        if item.name in seen:
-            # a name is a specification: -k NAME must pick one test
+        if seen.get(name, item.module.__name__) != item.module.__name__:
+            # a name is a specification: -k NAME must pick one test's items
             raise pytest.UsageError("test %s is defined in both %s and %s"
-                                    % (item.name, seen[item.name], item.module.__name__))
-        seen[item.name] = item.module.__name__
+                                    % (name, seen[name], item.module.__name__))
+        seen[name] = item.module.__name__
 
 
 def pytest_report_header(config):
