@@ -187,14 +187,14 @@ def _todod_accepts(lines, what):
     """Run `todod -t` on a file of these lines; fail with todod's message if invalid."""
     assert os.access(env.TODOD_BIN, os.X_OK), \
         f"{env.TODOD_BIN} is not built (make all, or set TODOD_BIN)"
-    env = dict(os.environ)
-    env.pop("DATABASE_URL", None)
+    child_env = dict(os.environ)
+    child_env.pop("DATABASE_URL", None)
     with tempfile.TemporaryDirectory(prefix="todod-man-") as tmp:
         path = os.path.join(tmp, "todod.conf")
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         r = subprocess.run([env.TODOD_BIN, "-t", "-c", path], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=30, env=env)
+                           stderr=subprocess.PIPE, text=True, timeout=30, env=child_env)
     assert r.returncode == 0 and "configuration OK" in r.stdout, \
         f"todod -t rejects {what}:\n  " + "\n  ".join(lines) + f"\n{r.stdout}{r.stderr}"
 
