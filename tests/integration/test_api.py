@@ -21,7 +21,8 @@ from lib.marks import test
 from lib.pg import get_pg
 from lib.todod import Todod
 from lib.load import run_threads
-from lib.checks import assert_json_error, metric, parse_metrics, wait_until
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric, parse_metrics
 
 UUID_V4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")

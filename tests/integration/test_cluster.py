@@ -29,7 +29,8 @@ from lib.marks import skip_if_sanitizer, test
 from lib.pg import get_pg
 from lib.client import Client
 from lib.todod import Todod
-from lib.checks import metric, wait_until
+from lib.checks import wait_until
+from lib.metrics import metric
 
 CONF = ROOT / "conf"
 HAPROXY_CFG = CONF / "haproxy.cfg"

@@ -9,7 +9,8 @@ from lib.marks import test
 from lib.pg import Postgres
 from lib.todod import Todod
 from lib.load import WriteLoad
-from lib.checks import assert_json_error, metric, wait_until
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 
 def timed(fn):

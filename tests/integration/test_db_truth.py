@@ -17,7 +17,8 @@ from lib.env import free_port
 from lib.marks import test
 from lib.todod import Todod
 from lib.load import run_threads
-from lib.checks import assert_json_error, metric, wait_until
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 NOT_APPLIED = ("database did not answer in time", "database unavailable")
 AMBIGUOUS = "database connection lost; the write may have been applied"

@@ -16,7 +16,8 @@ import uuid
 from lib.marks import skip_if_sanitizer, test
 from lib.todod import Todod
 from lib.load import run_threads
-from lib.checks import assert_json_error, metric, wait_until
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 JSON_HEAD = "Content-Type: application/json\r\n"
 

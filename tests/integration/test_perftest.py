@@ -16,7 +16,8 @@ from lib.env import SANITIZER
 from lib.marks import test
 from lib.pg import Postgres
 from lib.todod import Todod
-from lib.checks import assert_json_error, metric, wait_until
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 PATH = "/todos/performance-test"
 TITLE = "Performance Test Todo #"

@@ -10,7 +10,8 @@ import time
 
 from lib.marks import test
 from lib.todod import Todod
-from lib.checks import assert_json_error, metric, wait_until
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 from otlp import OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

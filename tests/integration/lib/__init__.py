@@ -7,7 +7,8 @@
     notify   an sd_notify socket
     todod    todod daemons in temp directories
     load     client threads and write load
-    checks   assertions on answers, polling, Prometheus text
+    checks   assertions on answers, polling
+    metrics  Prometheus text: samples and values
 
 conftest.py turns them into pytest fixtures. Python standard library only (pytest
 aside), so that tests/soak/ can use them too.
