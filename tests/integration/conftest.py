@@ -4,7 +4,8 @@ python3-pytest-timeout):
 - collection: every function marked @test (lib/marks.py) in a test_*.py module is a
   test under its own name, in the order of the module;
 - fixtures: the PostgreSQL server shared by the session (`pg`; started on first use
-  as the PostgreSQL user, stopped at the end of the session), and, around every
+  as the PostgreSQL user, stopped at the end of the session, by its PID if pg_ctl
+  could not), and, around every
   test, the todod daemons and PostgreSQL servers it started, stopped afterwards (a
   sanitizer report in a daemon's log fails the test; a failed test's logs are
   shown); `todod` makes daemons for a test that asks for it by argument;
@@ -20,12 +21,14 @@ python3-pytest-timeout):
 """
 
 import os
+import signal
+import time
 
 import pytest
 
 from lib import env
 from lib.env import tail
-from lib.pg import get_pg, stop_shared_pg
+from lib.pg import get_pg, shared_pg, stop_shared_pg
 from lib.todod import Todod
 
 SKIP_SLOW = os.environ.get("TODOD_SKIP_SLOW", "") not in ("", "0")
@@ -86,7 +89,26 @@ def _session_pg():
     test that needs it, through get_pg or the `pg` fixture)."""
     env.RUNNER["active"] = True
     yield
+    server = shared_pg()
+    pid = server.postmaster_pid() if server is not None else None
     stop_shared_pg()
+    # pg_ctl stop gave up (its time-out): end the server by its PID, as an
+    # immediate shutdown (SIGQUIT), so that no postmaster outlives the session
+    if pid is not None and _alive(pid):
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 @pytest.fixture

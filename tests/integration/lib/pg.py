@@ -59,6 +59,14 @@ class Postgres:
             self._pg_sh("stop", self.datadir)
         self.running = False
 
+    def postmaster_pid(self):
+        """The server's PID from postmaster.pid (None when it has none)."""
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
     def restart(self):
         self.stop()
         self.start()
@@ -196,6 +204,11 @@ def get_pg():
                 raise
             _shared_pg = pg
         return _shared_pg
+
+
+def shared_pg():
+    """The shared server if started, else None."""
+    return _shared_pg
 
 
 def stop_shared_pg():
