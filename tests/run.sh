@@ -2,9 +2,10 @@
 # The whole test suite (make check runs it after building build/todod, build/san/todod
 # and the unit tests of both trees):
 #   1. every unit test binary of build/tests/ and build/san/tests/ (cmocka)
-#   2. the integration tests against build/todod
+#   2. the integration tests against build/todod (pytest over tests/integration)
 #   3. the integration tests against build/san/todod (AddressSanitizer + UBSan)
-# Arguments are passed to tests/integration/run.py (name filters).
+# Arguments are passed to pytest (e.g. -k NAME_SUBSTRING). Each pytest run ends with
+# "N passed, N failed" (tests/integration/conftest.py: each test counted once).
 # The last line is the grand total "N passed, N failed"; exit status 1 if any failed.
 set -uo pipefail
 
@@ -23,6 +24,7 @@ unset CMOCKA_XML_FILE
 
 total_pass=0
 total_fail=0
+total_skip=0
 out=$(mktemp "${TMPDIR:-/tmp}/todod-check.XXXXXX")
 trap 'rm -f "$out"' EXIT
 
@@ -67,7 +69,7 @@ done
 
 # ---------------------------------------------------------------- integration tests
 run_integration() { # label binary [env...]
-    local label=$1 bin=$2 line p f rc
+    local label=$1 bin=$2 line p f s rc
     shift 2
     echo
     echo "# integration tests: $label ($bin)"
@@ -76,18 +78,22 @@ run_integration() { # label binary [env...]
         total_fail=$((total_fail + 1))
         return
     fi
-    env TODOD_BIN="$ROOT/$bin" "$@" "$PY" tests/integration/run.py "${ARGS[@]}" 2>&1 | tee "$out"
+    env TODOD_BIN="$ROOT/$bin" PYTHONUNBUFFERED=1 "$@" \
+        "$PY" -m pytest tests/integration "${ARGS[@]}" 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
     line=$(tail -n 1 "$out")
     if [[ "$line" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
         p=${BASH_REMATCH[1]}
         f=${BASH_REMATCH[2]}
-        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+        # 5: no test selected (an argument that matches nothing)
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ] && [ "$f" -eq 0 ]; then f=1; fi
     else
         p=0
         f=1
-        echo "FAIL - tests/integration/run.py ended without its summary line (exit status $rc)"
+        echo "FAIL - pytest ended without its summary line (exit status $rc)"
     fi
+    s=$(sed -n 's/^# \([0-9][0-9]*\) skipped$/\1/p' "$out" | tail -n 1)
+    total_skip=$((total_skip + ${s:-0}))
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
 }
@@ -97,5 +103,6 @@ run_integration "release build" build/todod
 run_integration "sanitizer build" build/san/todod TODOD_SANITIZER=1
 
 echo
+[ "$total_skip" -eq 0 ] || echo "# $total_skip skipped"
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

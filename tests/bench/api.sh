@@ -628,6 +628,9 @@ secret = os.urandom(32)
 key = ec.generate_private_key(ec.SECP256R1())
 public = json.loads(ECAlgorithm.to_jwk(key.public_key()))
 public.update(kid="es", alg="ES256")
+for c in ("x", "y"):  # the full 32 bytes (RFC 7518 6.2.1.2); PyJWT may drop a leading zero
+    raw = base64.urlsafe_b64decode(public[c] + "=" * (-len(public[c]) % 4))
+    public[c] = base64.urlsafe_b64encode(raw.rjust(32, b"\0")).rstrip(b"=").decode()
 keys = {"keys": [public, {"kty": "oct", "kid": "hs", "alg": "HS256",
                           "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}]}
 with open(os.path.join(d, "jwks.json"), "w") as f:

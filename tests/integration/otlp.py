@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import ROOT
+from lib.env import ROOT
 
 RECEIVER_JS = os.path.join(ROOT, "tests", "integration", "otlp_receiver.js")
 TOOLS = os.path.join(ROOT, "tests", ".tools")

@@ -16,8 +16,13 @@ import time
 import urllib.parse
 import uuid
 
-from harness import (assert_json_error, free_port, get_pg, metric, parse_metrics, run_threads, test,
-                     Todod, wait_until)
+from lib.env import free_port
+from lib.marks import test
+from lib.pg import get_pg
+from lib.todod import Todod
+from lib.load import run_threads
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric, parse_metrics
 
 UUID_V4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -154,7 +159,7 @@ def timed(fn):
 
 def start(d, **kw):
     """d.start(), then wait until every worker has its database connection:
-    harness.Todod.start returns at the first GET /health that answers 200, which
+    Todod.start (lib/todod.py) returns at the first GET /health that answers 200, which
     one worker may give while another is still connecting (and would answer 503)."""
     d.start(**kw)
     return wait_connected(d)
@@ -427,20 +432,9 @@ def title_of_255_characters_is_accepted():
 
 @test
 def title_of_256_characters_is_422():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        for title in ("😀" * 256, "a" * 256, "é" * 256):
-            assert_json_error(d.request("POST", "/todos", body={"title": title}), 422,
-                              "title", "255")
-            assert_json_error(d.request("PUT", "/todos/" + victim["id"], body={"title": title}),
-                              422, "title", "255")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    refused_and_nothing_changed(on_post_and_put(
+        [{"title": title} for title in ("😀" * 256, "a" * 256, "é" * 256)], 422, "title", "255"))
 
-
-# --------------------------------------------------------------------------- pagination
 
 @test
 def list_of_empty_table_has_zero_total_and_pages():
@@ -620,89 +614,105 @@ def post_raw(d, body, ctype="application/json", path="/todos", method="POST"):
     return d.request(method, path, body=body, headers=headers)
 
 
-@test
-def malformed_json_is_400_and_creates_nothing():
-    with Todod() as d:
+def on_post_and_put(bodies, status, *fragments, put=None, ctype="application/json"):
+    """Cases for refused_and_nothing_changed: each body POSTed to /todos and PUT to
+    the victim, refused with status and a message naming the fragments (put: the
+    fragments of the PUT's message, when they differ)."""
+    cases = []
+    for body in bodies:
+        cases.append(("POST", "/todos", body, ctype, status, fragments))
+        cases.append(("PUT", "/todos/{victim}", body, ctype, status,
+                      fragments if put is None else put))
+    return cases
+
+
+def refused_and_nothing_changed(cases, check=None, **conf):
+    """The bad-input table: start todod (conf), make one todo (the victim), then
+    send every case (method, path, body, Content-Type, status, message fragments;
+    {victim} in a path is the victim's id; bytes are sent as they are with that
+    Content-Type, None for none; anything else as JSON). Each must be refused with
+    that status and a JSON error whose message names every fragment. check(d,
+    victim), if given, runs next. Then the table holds the victim alone, unchanged,
+    and todod stops with status 0. cases may be a function of the victim."""
+    with Todod(**conf) as d:
         start(d)
         victim = create(d, "unchanged")
-        for body in (b'{"title":', b'{title: "x"}', b'{"title": "x"} trailing', b"{'title': 'x'}",
-                     b'{"title": "x",}', b"", b'{"title": "x"}{"title": "y"}', b"nul",
-                     b'{"title": "unterminated}'):
-            assert_json_error(post_raw(d, body), 400, "JSON")
-            assert_json_error(post_raw(d, body, path="/todos/" + victim["id"], method="PUT"),
-                              400, "JSON")
+        for method, path, body, ctype, status, fragments in (
+                cases(victim) if callable(cases) else cases):
+            path = path.replace("{victim}", victim["id"])
+            if isinstance(body, bytes):
+                r = post_raw(d, body, ctype=ctype, path=path, method=method)
+            else:
+                r = d.request(method, path, body=body)
+            try:
+                assert_json_error(r, status, *fragments)
+            except AssertionError as e:
+                raise AssertionError("%s %s %r: %s" % (method, path, body, e)) from None
+        if check is not None:
+            check(d, victim)
         assert row_count(d) == 1
         assert get_todo(d, victim["id"]) == victim
         assert d.stop() == 0
+
+
+@test
+def malformed_json_is_400_and_creates_nothing():
+    refused_and_nothing_changed(on_post_and_put(
+        [b'{"title":', b'{title: "x"}', b'{"title": "x"} trailing', b"{'title': 'x'}",
+         b'{"title": "x",}', b"", b'{"title": "x"}{"title": "y"}', b"nul",
+         b'{"title": "unterminated}'], 400, "JSON"))
 
 
 @test
 def invalid_utf8_body_is_400_and_creates_nothing():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        for body in (b'{"title": "\xff"}', b'{"title": "\xc3"}', b'{"title": "\xed\xa0\x80"}',
-                     b'{"title": "\xc0\xaf"}', b'{"title": "ok"}\xfe'):
-            assert_json_error(post_raw(d, body), 400, "UTF-8")
-            assert_json_error(post_raw(d, body, path="/todos/" + victim["id"], method="PUT"),
-                              400, "UTF-8")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    refused_and_nothing_changed(on_post_and_put(
+        [b'{"title": "\xff"}', b'{"title": "\xc3"}', b'{"title": "\xed\xa0\x80"}',
+         b'{"title": "\xc0\xaf"}', b'{"title": "ok"}\xfe'], 400, "UTF-8"))
 
 
 @test
 def unpaired_surrogate_escape_in_title_is_400_not_replaced():
     # "\ud800" alone is grammatical JSON but encodes no character: the title cannot be
     # stored intact, so it is refused (not silently turned into U+FFFD)
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        for body in (b'{"title": "a\\ud800b"}', b'{"title": "\\udc00"}',
-                     b'{"title": "x\\ud83d"}'):
-            assert_json_error(post_raw(d, body), 400, "UTF-8")
-            assert_json_error(post_raw(d, body, path="/todos/" + victim["id"], method="PUT"),
-                              400, "UTF-8")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    refused_and_nothing_changed(on_post_and_put(
+        [b'{"title": "a\\ud800b"}', b'{"title": "\\udc00"}', b'{"title": "x\\ud83d"}'],
+        400, "UTF-8"))
 
 
 @test
 def bad_todo_id_is_400_invalid_todo_id():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
+    def cases(victim):
         bad = ["not-a-uuid", "123", victim["id"] + "0", victim["id"][:-1],
                victim["id"].replace("-", ""), "zzzzzzzz-zzzz-4zzz-8zzz-zzzzzzzzzzzz",
                urllib.parse.quote("'; DROP TABLE todos; --"), "%00" + victim["id"][3:]]
-        for b in bad:
-            for method, body in (("GET", None), ("PUT", {"title": "x"}), ("DELETE", None)):
-                assert_json_error(d.request(method, "/todos/" + b, body=body), 400,
-                                  "invalid todo id")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
+        return [(method, "/todos/" + b, body, None, 400, ("invalid todo id",))
+                for b in bad
+                for method, body in (("GET", None), ("PUT", {"title": "x"}), ("DELETE", None))]
+
+    def table_still_there(d, victim):
         assert sql(d, "SELECT to_regclass('todos') IS NOT NULL") == "t"
-        assert d.stop() == 0
+
+    refused_and_nothing_changed(cases, check=table_still_there)
 
 
 @test
 def bad_page_query_is_400():
-    with Todod() as d:
-        start(d)
-        # %00 decodes to a NUL byte, which must not cut "1%00x" down to 1
-        for query in ("?page=abc", "?page=0", "?page=-1", "?page=1.5", "?page=", "?page=2x",
-                      "?page=100000001", "?page=1%00x", "?page=%001", "?PAGE=2%00",
-                      "?page=1%00&page=2"):
-            assert_json_error(d.request("GET", "/todos" + query), 400, "page")
-            assert_json_error(d.request("GET", "/todos/done/true" + query), 400, "page")
-        for query in ("?limit=abc", "?limit=", "?limit=1e3", "?limit=5%00"):
-            assert_json_error(d.request("GET", "/todos" + query), 400, "limit")
+    # %00 decodes to a NUL byte, which must not cut "1%00x" down to 1
+    cases = [("GET", path + query, None, None, 400, ("page",))
+             for query in ("?page=abc", "?page=0", "?page=-1", "?page=1.5", "?page=", "?page=2x",
+                           "?page=100000001", "?page=1%00x", "?page=%001", "?PAGE=2%00",
+                           "?page=1%00&page=2")
+             for path in ("/todos", "/todos/done/true")]
+    cases += [("GET", "/todos" + query, None, None, 400, ("limit",))
+              for query in ("?limit=abc", "?limit=", "?limit=1e3", "?limit=5%00")]
+
+    def nul_elsewhere_is_ignored(d, victim):
         # a NUL in a parameter the route does not read is not its business
         for query in ("?other=%00&page=1", "?page=1&xpage=%00", "?page=1&page=%00"):
             r = d.request("GET", "/todos" + query)
             assert r.status == 200, (query, r)
-        assert d.stop() == 0
+
+    refused_and_nothing_changed(cases, check=nul_elsewhere_is_ignored)
 
 
 @test
@@ -728,11 +738,9 @@ def bad_query_parameters_do_not_crash_the_worker():
 
 @test
 def bad_done_segment_is_400():
-    with Todod() as d:
-        start(d)
-        for seg in ("maybe", "1", "0", "TRUE", "yes", "true%20"):
-            assert_json_error(d.request("GET", "/todos/done/" + seg), 400, "done", "true or false")
-        assert d.stop() == 0
+    refused_and_nothing_changed([("GET", "/todos/done/" + seg, None, None, 400,
+                                  ("done", "true or false"))
+                                 for seg in ("maybe", "1", "0", "TRUE", "yes", "true%20")])
 
 
 @test
@@ -752,14 +760,15 @@ def missing_todo_is_404_not_found():
 
 @test
 def unknown_path_is_404_naming_the_path():
-    with Todod() as d:
-        start(d)
-        for path in ("/nope", "/todo", "/todos/", "/todos/done/true/x",
-                     "/todos/%s/extra" % ABSENT_ID, "/TODOS", "/api-docs"):
-            assert_json_error(d.request("GET", path), 404, "no route for")
+    def names_the_path(d, victim):
         msg = assert_json_error(d.request("GET", "/nothing-here"), 404)
         assert "/nothing-here" in msg, msg
-        assert d.stop() == 0
+
+    refused_and_nothing_changed([("GET", path, None, None, 404, ("no route for",))
+                                 for path in ("/nope", "/todo", "/todos/", "/todos/done/true/x",
+                                              "/todos/%s/extra" % ABSENT_ID, "/TODOS",
+                                              "/api-docs")],
+                                check=names_the_path)
 
 
 @test
@@ -805,83 +814,45 @@ def body_over_max_body_size_is_413():
 
 @test
 def non_json_content_type_is_415():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        body = json.dumps({"title": "x"}).encode()
-        for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx",
-                      "application/json-patch+json", "text/json", None):
-            assert_json_error(post_raw(d, body, ctype=ctype), 415, "Content-Type",
-                              "application/json")
-            assert_json_error(post_raw(d, body, ctype=ctype, path="/todos/" + victim["id"],
-                                       method="PUT"), 415, "Content-Type")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    body = json.dumps({"title": "x"}).encode()
+    refused_and_nothing_changed(
+        [case for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx",
+                            "application/json-patch+json", "text/json", None)
+         for case in on_post_and_put([body], 415, "Content-Type", "application/json",
+                                     put=("Content-Type",), ctype=ctype)])
 
 
 @test
 def non_object_json_body_is_422():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        for body in (b"[]", b'[{"title": "x"}]', b'"x"', b"1", b"null", b"true"):
-            assert_json_error(post_raw(d, body), 422, "JSON object")
-            assert_json_error(post_raw(d, body, path="/todos/" + victim["id"], method="PUT"),
-                              422, "JSON object")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    refused_and_nothing_changed(on_post_and_put(
+        [b"[]", b'[{"title": "x"}]', b'"x"', b"1", b"null", b"true"], 422, "JSON object"))
 
 
 @test
 def missing_or_mistyped_title_is_422():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        assert_json_error(d.request("POST", "/todos", body={}), 422, "title", "required")
-        assert_json_error(d.request("POST", "/todos", body={"done": True}), 422, "title",
-                          "required")
-        assert_json_error(d.request("POST", "/todos", body={"Title": "x"}), 422, "title")
-        for bad in (None, 1, 1.5, True, [], ["x"], {"t": "x"}):
-            assert_json_error(d.request("POST", "/todos", body={"title": bad}), 422, "title",
-                              "string")
-            assert_json_error(d.request("PUT", "/todos/" + victim["id"], body={"title": bad}),
-                              422, "title", "string")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    refused_and_nothing_changed(
+        [("POST", "/todos", {}, None, 422, ("title", "required")),
+         ("POST", "/todos", {"done": True}, None, 422, ("title", "required")),
+         ("POST", "/todos", {"Title": "x"}, None, 422, ("title",))] +
+        on_post_and_put([{"title": bad} for bad in (None, 1, 1.5, True, [], ["x"], {"t": "x"})],
+                        422, "title", "string"))
 
 
 @test
 def empty_title_is_422():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        assert_json_error(d.request("POST", "/todos", body={"title": ""}), 422, "title", "1 to 255")
-        assert_json_error(d.request("PUT", "/todos/" + victim["id"], body={"title": ""}), 422,
-                          "title", "1 to 255")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    refused_and_nothing_changed(on_post_and_put([{"title": ""}], 422, "title", "1 to 255"))
 
 
 @test
 def done_not_boolean_is_422():
-    with Todod() as d:
-        start(d)
-        victim = create(d, "unchanged")
-        for bad in ("true", 1, 0, None, [], {}):
-            assert_json_error(d.request("POST", "/todos", body={"title": "x", "done": bad}), 422,
-                              "done", "boolean")
-            assert_json_error(d.request("PUT", "/todos/" + victim["id"], body={"done": bad}),
-                              422, "done", "boolean")
-            # a good title next to a bad done changes nothing either
-            assert_json_error(d.request("PUT", "/todos/" + victim["id"],
-                                        body={"title": "changed", "done": bad}), 422, "done")
-        assert row_count(d) == 1
-        assert get_todo(d, victim["id"]) == victim
-        assert d.stop() == 0
+    cases = []
+    for bad in ("true", 1, 0, None, [], {}):
+        cases += [("POST", "/todos", {"title": "x", "done": bad}, None, 422, ("done", "boolean")),
+                  ("PUT", "/todos/{victim}", {"done": bad}, None, 422, ("done", "boolean")),
+                  # a good title next to a bad done changes nothing either
+                  ("PUT", "/todos/{victim}", {"title": "changed", "done": bad}, None, 422,
+                   ("done",))]
+    refused_and_nothing_changed(cases)
 
 
 @test

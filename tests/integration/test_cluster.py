@@ -24,8 +24,13 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import (ROOT, Client, Leftovers, Todod, free_port, get_pg, metric,
-                     skip_if_sanitizer, test, wait_until)
+from lib.env import ROOT, Leftovers, free_port
+from lib.marks import skip_if_sanitizer, test
+from lib.pg import get_pg
+from lib.client import Client
+from lib.todod import Todod
+from lib.checks import wait_until
+from lib.metrics import metric
 
 CONF = ROOT / "conf"
 HAPROXY_CFG = CONF / "haproxy.cfg"

@@ -17,7 +17,10 @@ import threading
 import uuid
 import zlib
 
-from harness import Todod, assert_json_error, get_pg, test, wait_until
+from lib.marks import test
+from lib.pg import get_pg
+from lib.todod import Todod
+from lib.checks import assert_json_error, wait_until
 
 LINK_NEXT = re.compile(r'^<(/todos\?after=([A-Za-z0-9_-]{40})&limit=(\d+))>; rel="next"$')
 PAGE_KEYS = {"page", "limit", "total", "total_pages", "has_next", "has_prev"}

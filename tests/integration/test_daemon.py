@@ -8,8 +8,14 @@ import signal
 import threading
 import time
 
-from harness import (ROOT, assert_json_error, metric, NotifySocket, Postgres, run_threads, test,
-                     Threads, Todod, wait_until)
+from lib.env import ROOT
+from lib.marks import test
+from lib.pg import Postgres
+from lib.notify import NotifySocket
+from lib.todod import Todod
+from lib.load import Threads, run_threads
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 NIL_ID = "00000000-0000-4000-8000-000000000000"
 

@@ -25,7 +25,9 @@ import subprocess
 import tempfile
 import time
 
-from harness import ROOT, Todod, test
+from lib.env import ROOT
+from lib.marks import test
+from lib.todod import Todod
 
 TOOLS = os.path.join(ROOT, "tests", ".tools")
 DRIVER = os.path.join(ROOT, "tests", "integration", "dashboard_browser.js")

@@ -33,9 +33,13 @@ import tempfile
 import threading
 import time
 
-import harness
-from harness import (IS_ROOT, PG_RUNNER, PGBIN, Leftovers, Postgres, Todod, WriteLoad,
-                     assert_json_error, free_port, get_pg, run_threads, test, wait_until)
+from lib import env
+from lib.env import IS_ROOT, PG_RUNNER, PGBIN, Leftovers, free_port
+from lib.marks import test
+from lib.pg import Postgres, get_pg
+from lib.todod import Todod
+from lib.load import WriteLoad, run_threads
+from lib.checks import assert_json_error, wait_until
 
 NOT_APPLIED = ("database did not answer in time", "database unavailable")
 AMBIGUOUS = "database connection lost; the write may have been applied"
@@ -79,7 +83,7 @@ def _run_as_runner(argv, timeout=60):
 
 def _runner_dir(prefix):
     """A new temp directory owned by the PostgreSQL user (and readable by us)."""
-    path = tempfile.mkdtemp(prefix=prefix, dir=harness._tmp_base())
+    path = tempfile.mkdtemp(prefix=prefix, dir=env.tmp_base())
     os.chmod(path, 0o755)
     ids = _runner_ids()
     if ids is not None:

@@ -5,7 +5,12 @@ coming back. Each test has its own PostgreSQL, which it stops and starts."""
 import socket
 import time
 
-from harness import (assert_json_error, metric, Postgres, test, Todod, wait_until, WriteLoad)
+from lib.marks import test
+from lib.pg import Postgres
+from lib.todod import Todod
+from lib.load import WriteLoad
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 
 def timed(fn):

@@ -13,7 +13,10 @@ import os
 import random
 import time
 
-from harness import run_threads, test, Todod, wait_until
+from lib.marks import test
+from lib.todod import Todod
+from lib.load import run_threads
+from lib.checks import wait_until
 
 # Every committed change to todos, in the order it was made (a row's changes
 # are made under its lock, so its records are in the order they took effect).

@@ -13,7 +13,12 @@ import socket
 import threading
 import time
 
-from harness import assert_json_error, free_port, metric, run_threads, test, Todod, wait_until
+from lib.env import free_port
+from lib.marks import test
+from lib.todod import Todod
+from lib.load import run_threads
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 NOT_APPLIED = ("database did not answer in time", "database unavailable")
 AMBIGUOUS = "database connection lost; the write may have been applied"
@@ -694,7 +699,7 @@ def performance_batches_are_not_cancelled_by_request_timeout():
 
 @test
 def after_a_database_restart_every_worker_serves_within_a_second():
-    from harness import Postgres
+    from lib.pg import Postgres
     pg = Postgres()
     pg.start()
     with Todod(pg=pg, workers=2) as d:

@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import tempfile
 
-import harness
-from harness import ROOT, test
+from lib import env
+from lib.env import ROOT
+from lib.marks import skip, test
 
 FUZZ_DIR = os.path.join(ROOT, "tests", "fuzz")
 EXPECTED = {"accesslog", "conf", "framing", "httpbody", "jsonstrict", "jwt", "query", "routes",
@@ -42,13 +43,13 @@ def _harnesses():
 
 def _build_tree():
     """The build tree of the binary under test (BUILD=), as make check made it."""
-    return os.path.dirname(os.path.abspath(harness.TODOD_BIN))
+    return os.path.dirname(os.path.abspath(env.TODOD_BIN))
 
 
 @test
 def fuzz_smoke_runs_every_harness_without_a_finding():
-    if harness.SANITIZER:
-        harness.skip("runs once, in the release build's pass")
+    if env.SANITIZER:
+        skip("runs once, in the release build's pass")
     _need_clang()
     assert _harnesses() == EXPECTED, \
         "tests/fuzz/fuzz_*.c are %s, this test expects %s" % (sorted(_harnesses()),

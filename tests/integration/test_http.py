@@ -13,8 +13,11 @@ import threading
 import time
 import uuid
 
-from harness import assert_json_error, metric, run_threads, skip_if_sanitizer, test, Todod, \
-    wait_until
+from lib.marks import skip_if_sanitizer, test
+from lib.todod import Todod
+from lib.load import run_threads
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 JSON_HEAD = "Content-Type: application/json\r\n"
 

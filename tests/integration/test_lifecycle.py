@@ -13,7 +13,12 @@ import socket
 import threading
 import time
 
-from harness import (Client, NotifySocket, free_port, skip, test, Todod, wait_until)
+from lib.env import free_port
+from lib.marks import skip, test
+from lib.client import Client
+from lib.notify import NotifySocket
+from lib.todod import Todod
+from lib.checks import wait_until
 
 AMBIGUOUS = "database connection lost; the write may have been applied"
 PATH = "/todos/performance-test"

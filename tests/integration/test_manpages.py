@@ -23,8 +23,9 @@ import shutil
 import subprocess
 import tempfile
 
-import harness
-from harness import ROOT, test
+from lib import env
+from lib.env import ROOT
+from lib.marks import test
 
 PAGE8 = os.path.join(ROOT, "daemon", "todod.8")
 PAGE5 = os.path.join(ROOT, "conf", "todod.conf.5")
@@ -184,16 +185,16 @@ def _config_lines(text):
 
 def _todod_accepts(lines, what):
     """Run `todod -t` on a file of these lines; fail with todod's message if invalid."""
-    assert os.access(harness.TODOD_BIN, os.X_OK), \
-        f"{harness.TODOD_BIN} is not built (make all, or set TODOD_BIN)"
-    env = dict(os.environ)
-    env.pop("DATABASE_URL", None)
+    assert os.access(env.TODOD_BIN, os.X_OK), \
+        f"{env.TODOD_BIN} is not built (make all, or set TODOD_BIN)"
+    child_env = dict(os.environ)
+    child_env.pop("DATABASE_URL", None)
     with tempfile.TemporaryDirectory(prefix="todod-man-") as tmp:
         path = os.path.join(tmp, "todod.conf")
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
-        r = subprocess.run([harness.TODOD_BIN, "-t", "-c", path], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=30, env=env)
+        r = subprocess.run([env.TODOD_BIN, "-t", "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30, env=child_env)
     assert r.returncode == 0 and "configuration OK" in r.stdout, \
         f"todod -t rejects {what}:\n  " + "\n  ".join(lines) + f"\n{r.stdout}{r.stderr}"
 
@@ -383,7 +384,7 @@ def manpages_fit_80_columns():
 
 @test
 def make_install_puts_the_manpages_under_share_man():
-    binary = os.path.abspath(harness.TODOD_BIN)
+    binary = os.path.abspath(env.TODOD_BIN)
     assert os.access(binary, os.X_OK), f"{binary} is not built"
     build = os.path.dirname(binary)
     dest = tempfile.mkdtemp(prefix="todod-install-man-")

@@ -43,7 +43,10 @@ import threading
 import time
 import uuid
 
-from harness import ROOT, Client, Todod, free_port, test
+from lib.env import ROOT, free_port
+from lib.marks import test
+from lib.client import Client
+from lib.todod import Todod
 
 OPENAPI = os.path.join(ROOT, "daemon", "openapi.json")
 DRIVER = os.path.join(ROOT, "tests", "integration", "openapi_conformance.js")

@@ -11,8 +11,10 @@ import subprocess
 import tempfile
 import time
 
-import harness
-from harness import Todod, skip, skip_if_sanitizer, test, wait_until
+from lib import env
+from lib.marks import skip, skip_if_sanitizer, test
+from lib.todod import Todod
+from lib.checks import wait_until
 
 
 def proc_uid(pid):
@@ -114,7 +116,7 @@ def a_reload_keeps_the_pid_file_it_started_with_until_the_next_start():
 @test
 def log_lines_get_syslog_priority_prefixes_when_journald_reads_stderr():
     with Todod() as d:
-        # The harness sends stderr to d.log_path: pretend journald reads that file.
+        # lib/todod.py sends stderr to d.log_path: pretend journald reads that file.
         open(d.log_path, "ab").close()
         st = os.stat(d.log_path)
         d.start(env={"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)})
@@ -200,10 +202,10 @@ def master_and_worker_leak_nothing_under_valgrind():
     with open(wrapper, "w") as f:
         f.write("#!/bin/sh\nexec %s --leak-check=full --show-leak-kinds=definite,indirect "
                 "--errors-for-leak-kinds=definite,indirect --error-exitcode=99 "
-                "--log-file=%s/vg.%%p.log %s \"$@\"\n" % (valgrind, tmp, harness.TODOD_BIN))
+                "--log-file=%s/vg.%%p.log %s \"$@\"\n" % (valgrind, tmp, env.TODOD_BIN))
     os.chmod(wrapper, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    saved = harness.TODOD_BIN
-    harness.TODOD_BIN = wrapper
+    saved = env.TODOD_BIN
+    env.TODOD_BIN = wrapper
     try:
         with Todod(workers=1) as d:
             d.start(timeout=30)
@@ -220,7 +222,7 @@ def master_and_worker_leak_nothing_under_valgrind():
                 assert d.request(method, p, body, timeout=20).status < 500
             assert d.stop(timeout=60) == 0, "master exit code (99 = valgrind errors)"
     finally:
-        harness.TODOD_BIN = saved
+        env.TODOD_BIN = saved
     logs = [os.path.join(tmp, n) for n in os.listdir(tmp) if n.startswith("vg.")]
     assert len(logs) >= 2, "expected logs of the master and a worker: %r" % logs
     for path in logs:
@@ -259,7 +261,7 @@ def make_install_honours_prefix_and_destdir():
     dest = tempfile.mkdtemp(prefix="todod-install-")
     try:
         out = subprocess.run(["make", "-s", "install", "DESTDIR=" + dest, "PREFIX=/opt/todod"],
-                             cwd=harness.ROOT, capture_output=True, text=True, timeout=300)
+                             cwd=env.ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         binary = os.path.join(dest, "opt/todod/sbin/todod")
         assert os.access(binary, os.X_OK), os.listdir(dest)

@@ -8,7 +8,7 @@ import http.client
 import os
 import time
 
-from harness import test
+from lib.marks import test
 from otlp import TRANSFORMER_PKG, TRANSFORMER_VERSION, OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import ROOT, Todod, test
+from lib.env import ROOT
+from lib.marks import test
+from lib.todod import Todod
 
 OPENAPI = os.path.join(ROOT, "daemon", "openapi.json")
 UNIT = os.path.join(ROOT, "systemd", "todod.service")

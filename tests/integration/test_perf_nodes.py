@@ -15,7 +15,11 @@ import socket
 import threading
 import time
 
-from harness import free_port, get_pg, skip_if_sanitizer, test, Todod, wait_until
+from lib.env import free_port
+from lib.marks import skip_if_sanitizer, test
+from lib.pg import get_pg
+from lib.todod import Todod
+from lib.checks import wait_until
 from otlp import OtlpReceiver
 
 PATH = "/todos/performance-test"

@@ -12,8 +12,12 @@ import signal
 import threading
 import time
 
-from harness import (assert_json_error, free_port, get_pg, metric, skip_if_sanitizer, test, Todod,
-                     wait_until)
+from lib.env import free_port
+from lib.marks import skip_if_sanitizer, test
+from lib.pg import get_pg
+from lib.todod import Todod
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 PATH = "/todos/performance-test"
 NDJSON = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}

@@ -12,7 +12,12 @@ import socket
 import threading
 import time
 
-from harness import (SANITIZER, assert_json_error, metric, Postgres, test, Todod, wait_until)
+from lib.env import SANITIZER
+from lib.marks import test
+from lib.pg import Postgres
+from lib.todod import Todod
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 
 PATH = "/todos/performance-test"
 TITLE = "Performance Test Todo #"
@@ -156,25 +161,15 @@ class Sampler(threading.Thread):
 
 # --------------------------------------------------------------------------- the original commands
 
-@test
-def perftest_original_100_by_20_all_succeed():
+@test(cases={"100_by_20": (100, 20, 5), "500_by_50": (500, 50, 10)})
+def perftest_original_all_succeed(case):
+    n, b, batches = case
     with Todod(workers=2) as d:
         d.start()
         wait_table(d)
-        rep = perf_ok(d, 100, 20)
-        check_report(d, rep, 100, 20)
-        assert rep["batches"] == 5
-        assert d.stop() == 0
-
-
-@test
-def perftest_original_500_by_50_all_succeed():
-    with Todod(workers=2) as d:
-        d.start()
-        wait_table(d)
-        rep = perf_ok(d, 500, 50)
-        check_report(d, rep, 500, 50)
-        assert rep["batches"] == 10
+        rep = perf_ok(d, n, b)
+        check_report(d, rep, n, b)
+        assert rep["batches"] == batches
         assert d.stop() == 0
 
 
@@ -231,136 +226,58 @@ def rejected(body, status, *words, headers=None):
         assert d.stop() == 0
 
 
-@test
-def perftest_rejects_missing_message_count():
-    rejected({"batch_size": 10}, 422, "message_count")
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
-@test
-def perftest_rejects_empty_object():
-    rejected({}, 422, "message_count")
+# What is wrong -> (body: a dict or list sent as JSON, a str sent as it is; status;
+# words the message must name; headers)
+REJECTED = {
+    "missing_message_count": ({"batch_size": 10}, 422, ("message_count",), None),
+    "empty_object": ({}, 422, ("message_count",), None),
+    "message_count_string": ({"message_count": "100", "batch_size": 10}, 422,
+                             ("message_count",), None),
+    "message_count_float": ('{"message_count": 10.5, "batch_size": 10}', 422,
+                            ("message_count",), JSON_TYPE),
+    "message_count_integral_float": ('{"message_count": 10.0, "batch_size": 10}', 422,
+                                     ("message_count",), JSON_TYPE),
+    "message_count_exponent": ('{"message_count": 1e2}', 422, ("message_count",), JSON_TYPE),
+    "message_count_zero": ({"message_count": 0, "batch_size": 10}, 422, ("message_count",), None),
+    "message_count_negative": ({"message_count": -5, "batch_size": 10}, 422, ("message_count",),
+                               None),
+    "message_count_over_configured_max": (
+        {"message_count": LIMITS["perf_max_messages"] + 1, "batch_size": 10}, 422,
+        ("message_count",), None),
+    "message_count_beyond_int64": ('{"message_count": 99999999999999999999999999, '
+                                   '"batch_size": 10}', 422, ("message_count",), JSON_TYPE),
+    "message_count_null": ({"message_count": None, "batch_size": 10}, 422, ("message_count",),
+                           None),
+    "message_count_boolean": ({"message_count": True, "batch_size": 10}, 422, ("message_count",),
+                              None),
+    "batch_size_zero": ({"message_count": 10, "batch_size": 0}, 422, ("batch_size",), None),
+    "batch_size_negative": ({"message_count": 10, "batch_size": -1}, 422, ("batch_size",), None),
+    "batch_size_over_configured_max": (
+        {"message_count": 10, "batch_size": LIMITS["perf_max_batch"] + 1}, 422, ("batch_size",),
+        None),
+    "batch_size_string": ({"message_count": 10, "batch_size": "5"}, 422, ("batch_size",), None),
+    "batch_size_float": ('{"message_count": 10, "batch_size": 2.5}', 422, ("batch_size",),
+                         JSON_TYPE),
+    "batch_size_null": ({"message_count": 10, "batch_size": None}, 422, ("batch_size",), None),
+    "batch_size_boolean": ({"message_count": 10, "batch_size": False}, 422, ("batch_size",),
+                           None),
+    "body_array": ([{"message_count": 10}], 422, ("object",), None),
+    "body_number": ("100", 422, ("object",), JSON_TYPE),
+    "malformed_json_400": ('{"message_count": 10,', 400, (), JSON_TYPE),
+    "empty_body_400": ("", 400, (), JSON_TYPE),
+    "missing_content_type_415": (json.dumps({"message_count": 10}), 415, ("Content-Type",), None),
+    "text_plain_content_type_415": (json.dumps({"message_count": 10}), 415, ("Content-Type",),
+                                    {"Content-Type": "text/plain"}),
+}
 
 
-@test
-def perftest_rejects_message_count_string():
-    rejected({"message_count": "100", "batch_size": 10}, 422, "message_count")
-
-
-@test
-def perftest_rejects_message_count_float():
-    rejected('{"message_count": 10.5, "batch_size": 10}', 422, "message_count",
-             headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_message_count_integral_float():
-    rejected('{"message_count": 10.0, "batch_size": 10}', 422, "message_count",
-             headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_message_count_exponent():
-    rejected('{"message_count": 1e2}', 422, "message_count",
-             headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_message_count_zero():
-    rejected({"message_count": 0, "batch_size": 10}, 422, "message_count")
-
-
-@test
-def perftest_rejects_message_count_negative():
-    rejected({"message_count": -5, "batch_size": 10}, 422, "message_count")
-
-
-@test
-def perftest_rejects_message_count_over_configured_max():
-    rejected({"message_count": LIMITS["perf_max_messages"] + 1, "batch_size": 10}, 422,
-             "message_count")
-
-
-@test
-def perftest_rejects_message_count_beyond_int64():
-    rejected('{"message_count": 99999999999999999999999999, "batch_size": 10}', 422,
-             "message_count", headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_message_count_null():
-    rejected({"message_count": None, "batch_size": 10}, 422, "message_count")
-
-
-@test
-def perftest_rejects_message_count_boolean():
-    rejected({"message_count": True, "batch_size": 10}, 422, "message_count")
-
-
-@test
-def perftest_rejects_batch_size_zero():
-    rejected({"message_count": 10, "batch_size": 0}, 422, "batch_size")
-
-
-@test
-def perftest_rejects_batch_size_negative():
-    rejected({"message_count": 10, "batch_size": -1}, 422, "batch_size")
-
-
-@test
-def perftest_rejects_batch_size_over_configured_max():
-    rejected({"message_count": 10, "batch_size": LIMITS["perf_max_batch"] + 1}, 422, "batch_size")
-
-
-@test
-def perftest_rejects_batch_size_string():
-    rejected({"message_count": 10, "batch_size": "5"}, 422, "batch_size")
-
-
-@test
-def perftest_rejects_batch_size_float():
-    rejected('{"message_count": 10, "batch_size": 2.5}', 422, "batch_size",
-             headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_batch_size_null():
-    rejected({"message_count": 10, "batch_size": None}, 422, "batch_size")
-
-
-@test
-def perftest_rejects_batch_size_boolean():
-    rejected({"message_count": 10, "batch_size": False}, 422, "batch_size")
-
-
-@test
-def perftest_rejects_body_array():
-    rejected([{"message_count": 10}], 422, "object")
-
-
-@test
-def perftest_rejects_body_number():
-    rejected("100", 422, "object", headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_malformed_json_400():
-    rejected('{"message_count": 10,', 400, headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_empty_body_400():
-    rejected("", 400, headers={"Content-Type": "application/json"})
-
-
-@test
-def perftest_rejects_missing_content_type_415():
-    rejected(json.dumps({"message_count": 10}), 415, "Content-Type")
-
-
-@test
-def perftest_rejects_text_plain_content_type_415():
-    rejected(json.dumps({"message_count": 10}), 415, "Content-Type",
-             headers={"Content-Type": "text/plain"})
+@test(cases=REJECTED)
+def perftest_rejects(case):
+    body, status, words, headers = case
+    rejected(body, status, *words, headers=headers)
 
 
 @test

@@ -8,7 +8,10 @@ connections a worker opens is bounded."""
 import threading
 import time
 
-from harness import Todod, run_threads, test, wait_until
+from lib.marks import test
+from lib.todod import Todod
+from lib.load import run_threads
+from lib.checks import wait_until
 
 
 def create(d, title):

@@ -4,7 +4,10 @@
 import signal
 import time
 
-from harness import assert_json_error, free_port, test, Todod, wait_until
+from lib.env import free_port
+from lib.marks import test
+from lib.todod import Todod
+from lib.checks import assert_json_error, wait_until
 
 
 @test

@@ -12,8 +12,9 @@ import os
 import subprocess
 import sys
 
-import harness
-from harness import ROOT, test
+from lib import env
+from lib.env import ROOT
+from lib.marks import skip, test
 
 SEED = 20261207
 SECONDS = 75
@@ -21,14 +22,14 @@ SECONDS = 75
 
 @test(slow=True)
 def soak_of_75_seconds_with_a_fixed_seed_finds_no_violation():
-    if harness.SANITIZER:
-        harness.skip("runs once, in the release build's pass")
-    tree = os.path.dirname(os.path.abspath(harness.TODOD_BIN))
+    if env.SANITIZER:
+        skip("runs once, in the release build's pass")
+    tree = os.path.dirname(os.path.abspath(env.TODOD_BIN))
     san = os.path.join(tree, "san", "todod")
     assert os.access(san, os.X_OK), "%s is not built (make SAN=1 all)" % san
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "soak", "soak.py"),
                         "--seconds", str(SECONDS), "--seed", str(SEED),
-                        "--bin", harness.TODOD_BIN, "--san-bin", san],
+                        "--bin", env.TODOD_BIN, "--san-bin", san],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=SECONDS + 600)
     out = r.stdout

@@ -8,7 +8,10 @@ import signal
 import threading
 import time
 
-from harness import assert_json_error, metric, test, Todod, wait_until
+from lib.marks import test
+from lib.todod import Todod
+from lib.checks import assert_json_error, wait_until
+from lib.metrics import metric
 from otlp import OtlpReceiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -12,7 +12,7 @@ stopped here by PID:
   each with perf_nodes naming the other two, and an OTLP endpoint;
 - the OTLP collector stub and the fake peer (peers.py), threads of this process.
 
-PostgreSQL and PgBouncer run as the PostgreSQL user (the harness does that)."""
+PostgreSQL and PgBouncer run as the PostgreSQL user (tests/integration/lib/pg.py does that)."""
 
 import json
 import os
@@ -27,8 +27,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-import harness  # noqa: E402
-from harness import PGBIN, Postgres, Todod, free_port  # noqa: E402
+from lib import env  # noqa: E402
+from lib.env import PGBIN, free_port  # noqa: E402
+from lib.pg import Postgres  # noqa: E402
+from lib.todod import Todod  # noqa: E402
 from test_db_engines import PgBouncer, _make_standby, _run_as_runner  # noqa: E402
 
 from peers import FakePeer, OtlpSink  # noqa: E402
@@ -59,7 +61,7 @@ class Bouncer(PgBouncer):
 
 
 class Instance:
-    """One todod instance: its Todod (harness), what build it runs, and the
+    """One todod instance: its Todod (tests/integration/lib/todod.py), what build it runs, and the
     lock that keeps two lifecycle faults (kill, stop, reload) off it at once."""
 
     def __init__(self, name, d, build, path):
@@ -381,5 +383,5 @@ def ppid(pid):
         return None
 
 
-__all__ = ["Cluster", "Instance", "harness", "free_port", "proc_rss_kb", "proc_fds", "tcp_sockets",
+__all__ = ["Cluster", "Instance", "env", "free_port", "proc_rss_kb", "proc_fds", "tcp_sockets",
            "wait_gone", "ppid", "REQUEST_TIMEOUT"]

@@ -35,7 +35,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from cluster import REQUEST_TIMEOUT, Cluster, harness  # noqa: E402
+from cluster import REQUEST_TIMEOUT, Cluster, env  # noqa: E402
 from checker import Checker, Violation  # noqa: E402
 from client import AMBIGUOUS, Client, Recorder  # noqa: E402
 from faults import KINDS, Injector, make_schedule  # noqa: E402
@@ -277,7 +277,7 @@ class Soak:
         v = []
         for t, name, line in self.logwatch.lines:
             kind = None
-            if any(m in line for m in harness.SANITIZER_MARKERS):
+            if any(m in line for m in env.SANITIZER_MARKERS):
                 kind = "sanitizer"
             m = re.search(r"worker (\d+) was killed by signal (\d+)", line)
             if m and int(m.group(1)) not in self.cluster.instances[name].killed:
@@ -461,9 +461,9 @@ def main(argv):
     # directory the PostgreSQL user can reach: removed when the soak passes.
     run_dir = tempfile.mkdtemp(prefix="todod-soak-%d-" % seed)
     os.chmod(run_dir, 0o755)
-    if harness.IS_ROOT:
+    if env.IS_ROOT:
         import pwd
-        pw = pwd.getpwnam(harness.PG_RUNNER)
+        pw = pwd.getpwnam(env.PG_RUNNER)
         os.chown(run_dir, pw.pw_uid, pw.pw_gid)
     tempfile.tempdir = run_dir
     say("soak: seed %d, %d s (replay: make soak SOAK_SEED=%d SOAK_SECONDS=%d); files in %s"
