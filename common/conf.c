@@ -45,7 +45,7 @@ typedef enum set_result conf_set_fn(struct conf *c, const struct conf_key *k, co
 
 /* What a value is: the handler that parses it, and how its field is held. */
 enum conf_type {
-    CONF_T_LISTEN,     /* address:port, into listen and its companions */
+    CONF_T_LISTEN,     /* address:port, into listen or admin_listen and its companions */
     CONF_T_WORKERS,    /* a number or "auto", into workers and workers_auto */
     CONF_T_INT,        /* a number within min..max, into an int */
     CONF_T_LONG,       /* the same, into a long */
@@ -116,6 +116,7 @@ static const struct {
 static const struct conf_key keys[] = {
     /* name                 type               field                      min max                      default           flags */
     {"listen",               CONF_T_LISTEN,     OFF(listen),               0, 0,                       "127.0.0.1:3000", 0},
+    {"admin_listen",         CONF_T_LISTEN,     OFF(admin_listen),         0, 0,                       NULL,             CONF_EMPTY},
     {"workers",              CONF_T_WORKERS,    OFF(workers),              1, CONF_MAX_WORKERS,        "auto",           0},
     {"database_url",         CONF_T_CONNINFO,   OFF(database_url),         0, 0,                       "",               CONF_EMPTY | CONF_SECRET},
     {"db_connections",       CONF_T_INT,        OFF(db_connections),       1, CONF_MAX_DB_CONNECTIONS, "1",              0},
@@ -258,14 +259,22 @@ static void format_size(long n, char *buf, size_t len)
 
 /* ---- handlers, one per value type ------------------------------------- */
 
-/* Fills listen (as written) and its companions listen_addr/listen_addrlen. */
+/* Fills listen or admin_listen (as written) and its companions *_addr and
+ * *_addrlen; an empty admin_listen is unset. */
 static enum set_result set_listen(struct conf *c, const struct conf_key *k, const char *v,
                                   char *expect, size_t expectlen)
 {
     char *field = FIELD(c, k, char);
+    bool admin = k->offset == OFF(admin_listen);
+    struct sockaddr_storage *ss = admin ? &c->admin_listen_addr : &c->listen_addr;
+    socklen_t *len = admin ? &c->admin_listen_addrlen : &c->listen_addrlen;
 
-    if (strlen(v) >= sizeof(c->listen) ||
-        parse_listen(v, &c->listen_addr, &c->listen_addrlen) != 0) {
+    if (admin && v[0] == '\0') {
+        field[0] = '\0';
+        *len = 0;
+        return SET_OK;
+    }
+    if (strlen(v) >= sizeof(c->listen) || parse_listen(v, ss, len) != 0) {
         snprintf(expect, expectlen,
                  "an IPv4 address:port or [IPv6 address]:port with a port from 1 to 65535, "
                  "such as 127.0.0.1:3000 or [::1]:3000");

@@ -14,6 +14,9 @@ struct conf {
     char listen[300]; /* as written, e.g. "127.0.0.1:3000", "[::1]:3000" */
     struct sockaddr_storage listen_addr;
     socklen_t listen_addrlen;
+    char admin_listen[300]; /* "" when unset; else as listen, with its companions */
+    struct sockaddr_storage admin_listen_addr;
+    socklen_t admin_listen_addrlen;
     int workers; /* resolved: "auto" becomes the online CPU count */
     bool workers_auto;
     char *database_url;   /* never NULL; "" means libpq defaults (PG* env) */

@@ -26,7 +26,6 @@ struct app {
     struct stats_slot *slot;
     int slot_index;
     struct db_pool *db;
-    struct conn_layer *conns;
     struct tracer *tracer;
     struct auth *auth;              /* who may use which route */
     const char *const *route_names; /* for /metrics and /stats */
@@ -42,6 +41,19 @@ struct app {
     LIST_HEAD(, perf_test) perf_tests;         /* tests it coordinates, running (perftest.c) */
     LIST_HEAD(, perf_exec) perf_execs_sending; /* shares it runs, sending (perfshare.c) */
     LIST_HEAD(, perf_exec) perf_execs_stopped; /* shares that send no more, batches in flight */
+};
+
+/*
+ * A listening socket of the worker: listen, or admin_listen when set. Each has
+ * its own evhttp and connection layer (conn.h), and this is that evhttp's
+ * callback argument, so a request knows which socket it came through from the
+ * argument it is dispatched with: no lookup per request, and the connection
+ * layer stays what it was (one listening socket, its connections).
+ */
+struct app_listener {
+    struct app *app;
+    struct conn_layer *conns;
+    bool admin; /* admin_listen: only the operator's routes, no token (routes.c) */
 };
 
 #endif

@@ -122,7 +122,7 @@ static void add_common_headers(struct http_req *r)
     struct evkeyvalq *out = evhttp_request_get_output_headers(r->req);
 
     evhttp_add_header(out, "Date", http_date());
-    if (r->rejected_line != NULL || conn_layer_draining(r->app->conns))
+    if (r->rejected_line != NULL || conn_layer_draining(r->via->conns))
         evhttp_add_header(out, "Connection", "close");
     if (r->db_route) {
         char timing[96];
@@ -138,7 +138,7 @@ static void request_done(struct http_req *r, int status)
 {
     double seconds = clock_since(r->arrived);
 
-    conn_request_end(r->app->conns, r->conn);
+    conn_request_end(r->via->conns, r->conn);
     stats_http_observe(r->app->slot, r->route, r->method, status, (uint64_t)(seconds * 1e6));
     span_set_http_status(r->span, status);
     span_end(r->span);
@@ -168,8 +168,9 @@ static void finish(struct http_req *r, int status)
     request_done(r, status);
 }
 
-struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
+struct http_req *http_req_begin(const struct app_listener *via, struct evhttp_request *req)
 {
+    struct app *app = via->app;
     struct http_req *r = calloc(1, sizeof(*r));
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -195,10 +196,11 @@ struct http_req *http_req_begin(struct app *app, struct evhttp_request *req)
     }
     app->requests_alive++;
     r->app = app;
+    r->via = via;
     r->req = req;
     r->method = http_method_stats_index(evhttp_request_get_command(req));
     r->route = app->nroutes - 1; /* "other" until routed */
-    known = conn_request_begin(app->conns, req, &cr);
+    known = conn_request_begin(via->conns, req, &cr);
     r->conn = cr.ref;
     r->arrived = known ? cr.arrived : clock_now();
     r->version_minor = known ? cr.version_minor : 1;

@@ -24,6 +24,7 @@ struct jwt_claims;
 
 struct http_req {
     struct app *app;
+    const struct app_listener *via; /* the listening socket it came through */
     struct evhttp_request *req;
     int route;     /* index into the route table (the last: no route) */
     int method;    /* enum stats_method */
@@ -57,7 +58,7 @@ typedef void (*http_handler)(struct http_req *r);
  * http_reply_rejected(), once it knows whether the line it sent names a
  * database-backed route.
  */
-struct http_req *http_req_begin(struct app *app, struct evhttp_request *req);
+struct http_req *http_req_begin(const struct app_listener *via, struct evhttp_request *req);
 void http_reply_rejected(struct http_req *r);
 
 /* Replies: each one finishes the request. */

@@ -52,6 +52,7 @@ struct master {
     struct conf conf;
     struct jwt_verifier *verifier; /* auth = jwt: jwt_keys, read as the master runs */
     int listen_fd;
+    int admin_fd; /* admin_listen's socket; -1 when it is unset */
     struct stats_shm *shm;
     struct child children[STATS_MAX_SLOTS];
     int generation;
@@ -72,11 +73,11 @@ static void on_signal(int sig)
         got_term = 1;
 }
 
-/* ---- the listening socket ---- */
+/* ---- the listening sockets ---- */
 
-int master_listen(const struct conf *conf)
+static int listen_on(const struct sockaddr_storage *addr, socklen_t addrlen, const char *text)
 {
-    const struct sockaddr *sa = (const struct sockaddr *)&conf->listen_addr;
+    const struct sockaddr *sa = (const struct sockaddr *)addr;
     int one = 1;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
@@ -87,12 +88,25 @@ int master_listen(const struct conf *conf)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (sa->sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, sa, conf->listen_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
-        log_error("cannot listen on %s: %s", conf->listen, strerror(errno));
+    if (bind(fd, sa, addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        log_error("cannot listen on %s: %s", text, strerror(errno));
         close(fd);
         return -1;
     }
     return fd;
+}
+
+int master_listen(const struct conf *conf)
+{
+    return listen_on(&conf->listen_addr, conf->listen_addrlen, conf->listen);
+}
+
+/* admin_listen's socket; -1 (logged) when it cannot be bound, -2 when unset. */
+static int admin_listen(const struct conf *conf)
+{
+    if (conf->admin_listen[0] == '\0')
+        return -2;
+    return listen_on(&conf->admin_listen_addr, conf->admin_listen_addrlen, conf->admin_listen);
 }
 
 /* ---- privileges ---- */
@@ -199,7 +213,7 @@ static void worker_child(struct master *m, int slot, pid_t master_pid)
      * this line is seen by getppid(). */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != master_pid)
         _exit(1);
-    exit(worker_run(&m->conf, m->verifier, m->listen_fd, m->shm, slot));
+    exit(worker_run(&m->conf, m->verifier, m->listen_fd, m->admin_fd, m->shm, slot));
 }
 
 static void spawn_worker(struct master *m, int index)
@@ -360,6 +374,12 @@ static bool same_address(const struct conf *a, const struct conf *b)
            memcmp(&a->listen_addr, &b->listen_addr, a->listen_addrlen) == 0;
 }
 
+static bool same_admin_address(const struct conf *a, const struct conf *b)
+{
+    return a->admin_listen_addrlen == b->admin_listen_addrlen &&
+           memcmp(&a->admin_listen_addr, &b->admin_listen_addr, a->admin_listen_addrlen) == 0;
+}
+
 /* Protected mode is said once at start and again at a reload that keeps it. */
 static void warn_protected_mode(const struct conf *conf)
 {
@@ -380,7 +400,7 @@ static void reload(struct master *m)
     struct jwt_verifier *verifier = NULL;
     struct conf next;
     char err[512];
-    int fd = -1;
+    int fd = -1, admin_fd = -2; /* admin_listen's new socket; -2: none (unchanged or unset) */
 
     /* Everything is checked, the new socket bound, before anything changes
      * (as nginx builds a whole new cycle): a reload that fails leaves the
@@ -398,9 +418,12 @@ static void reload(struct master *m)
         return;
     }
     if (check_user(&next) != 0 ||
-        (!same_address(&m->conf, &next) && (fd = master_listen(&next)) < 0)) {
+        (!same_address(&m->conf, &next) && (fd = master_listen(&next)) < 0) ||
+        (!same_admin_address(&m->conf, &next) && (admin_fd = admin_listen(&next)) == -1)) {
         log_error("reload failed, keeping the running configuration");
         sd_notify(0, "STATUS=reload failed, running the previous configuration");
+        if (fd >= 0)
+            close(fd);
         jwt_verifier_free(verifier);
         conf_free(&next);
         return;
@@ -412,6 +435,12 @@ static void reload(struct master *m)
     if (fd >= 0) {
         close(m->listen_fd); /* the old workers hold their own copies */
         m->listen_fd = fd;
+    }
+    if (!same_admin_address(&m->conf, &next)) {
+        /* Moved, or unset (admin_fd -2: none from now on), or newly set. */
+        if (m->admin_fd >= 0)
+            close(m->admin_fd);
+        m->admin_fd = admin_fd >= 0 ? admin_fd : -1;
     }
     conf_free(&m->conf);
     m->conf = next;
@@ -435,6 +464,10 @@ static void begin_stop(struct master *m)
     if (m->listen_fd >= 0) {
         close(m->listen_fd);
         m->listen_fd = -1;
+    }
+    if (m->admin_fd >= 0) {
+        close(m->admin_fd);
+        m->admin_fd = -1;
     }
     m->stopping = true;
     atomic_store(&m->shm->stopping, 1); /* before the workers hear of it */
@@ -553,6 +586,10 @@ int master_run(const char *conf_path, struct conf *conf)
     m.listen_fd = master_listen(&m.conf);
     if (m.listen_fd < 0)
         return 1;
+    m.admin_fd = admin_listen(&m.conf);
+    if (m.admin_fd == -1)
+        return 1;
+    m.admin_fd = m.admin_fd >= 0 ? m.admin_fd : -1;
     m.shm = stats_create();
     if (m.shm == NULL) {
         log_error("cannot create the shared memory segment: %s", strerror(errno));
@@ -597,5 +634,7 @@ int master_run(const char *conf_path, struct conf *conf)
     stats_destroy(m.shm);
     if (m.listen_fd >= 0)
         close(m.listen_fd);
+    if (m.admin_fd >= 0)
+        close(m.admin_fd);
     return 0;
 }

@@ -3,12 +3,17 @@
 #include <string.h>
 
 #include "auth.h"
+#include "conf.h"
 #include "ops.h"
 #include "perftest.h"
 #include "stats.h"
 #include "todos.h"
 
-enum { ROUTE_DB = 1 << 0 }; /* waits for PostgreSQL: Server-Timing */
+enum {
+    ROUTE_DB = 1 << 0,    /* waits for PostgreSQL: Server-Timing */
+    ROUTE_ADMIN = 1 << 1, /* served on admin_listen (and, unless ROUTE_MOVES, on listen) */
+    ROUTE_MOVES = 1 << 2, /* with admin_listen set, served there only */
+};
 
 /*
  * Order matters: the first matching pattern wins, so literal paths come before
@@ -25,14 +30,14 @@ struct route {
 };
 
 static const struct route routes[] = {
-    {"/health", 0, {{STATS_GET, ops_health, AUTH_PROBE}}},
-    {"/live", 0, {{STATS_GET, ops_live, AUTH_PROBE}}},
-    {"/ready", 0, {{STATS_GET, ops_ready, AUTH_PROBE}}},
-    {"/metrics", 0, {{STATS_GET, ops_metrics, AUTH_OPS_READ}}},
-    {"/stats", 0, {{STATS_GET, ops_stats, AUTH_OPS_READ}}},
-    {"/api-docs/openapi.json", 0, {{STATS_GET, ops_openapi, AUTH_OPEN}}},
+    {"/health", ROUTE_ADMIN, {{STATS_GET, ops_health, AUTH_PROBE}}},
+    {"/live", ROUTE_ADMIN, {{STATS_GET, ops_live, AUTH_PROBE}}},
+    {"/ready", ROUTE_ADMIN, {{STATS_GET, ops_ready, AUTH_PROBE}}},
+    {"/metrics", ROUTE_ADMIN | ROUTE_MOVES, {{STATS_GET, ops_metrics, AUTH_OPS_READ}}},
+    {"/stats", ROUTE_ADMIN | ROUTE_MOVES, {{STATS_GET, ops_stats, AUTH_OPS_READ}}},
+    {"/api-docs/openapi.json", ROUTE_ADMIN, {{STATS_GET, ops_openapi, AUTH_OPEN}}},
     /* The page holds no data: it asks for a token, and its requests carry it. */
-    {"/dashboard", 0, {{STATS_GET, ops_dashboard, AUTH_OPEN}}},
+    {"/dashboard", ROUTE_ADMIN | ROUTE_MOVES, {{STATS_GET, ops_dashboard, AUTH_OPEN}}},
     {"/todos",
      ROUTE_DB,
      {{STATS_GET, todos_list, AUTH_TODOS_READ}, {STATS_POST, todos_create, AUTH_TODOS_WRITE}}},
@@ -160,6 +165,20 @@ int routes_of_line(const char *line)
     return route_index(path, buf, params);
 }
 
+/*
+ * Whether route i is served on the socket r came through (DAEMON.md
+ * admin_listen): admin_listen serves the operator's routes only; listen serves
+ * the rest, and these too unless admin_listen is set.
+ */
+static bool served_here(const struct http_req *r, int i)
+{
+    if (i >= NROUTES)
+        return true; /* no route: 404 anyway */
+    if (r->via->admin)
+        return routes[i].flags & ROUTE_ADMIN;
+    return !(routes[i].flags & ROUTE_MOVES) || r->app->conf->admin_listen[0] == '\0';
+}
+
 void routes_dispatch(struct evhttp_request *req, void *arg)
 {
     struct http_req *r = http_req_begin(arg, req);
@@ -177,10 +196,18 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
     }
     fn = routes_find(r->path, r->method, &r->route, r->params, r->path + strlen(r->path) + 1,
                      &status, allow, sizeof(allow), &scope);
+    if (!served_here(r, r->route)) {
+        /* As an unknown route: counted as "other", no Server-Timing. */
+        r->route = NROUTES;
+        fn = NULL;
+        status = 404;
+    }
     r->db_route = routes_db_backed(r->route);
     http_trace_start(r, r->route < NROUTES ? routes[r->route].pattern : NULL);
     if (fn != NULL) {
-        if (!auth_admit(r->app->auth, r, (enum auth_scope)scope))
+        /* admin_listen is the operator's own network, by configuration: no
+         * token asked, no protected mode. */
+        if (!r->via->admin && !auth_admit(r->app->auth, r, (enum auth_scope)scope))
             return; /* refused and answered: the handler never sees it */
         fn(r);      /* r belongs to the handler from here */
         return;

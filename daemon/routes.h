@@ -14,7 +14,7 @@
 extern const char *const routes_names[];
 extern const int routes_count; /* including "other" */
 
-/* evhttp's generic callback; arg is the worker's struct app. */
+/* evhttp's generic callback; arg is the struct app_listener of the socket. */
 void routes_dispatch(struct evhttp_request *req, void *arg);
 
 /*

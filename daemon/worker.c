@@ -24,6 +24,7 @@
 #define READY_POLL_MS 5
 #define READY_WAIT    1.0
 #define CUT_FLUSH     0.2 /* seconds for the answers given at shutdown_timeout to go out */
+#define LISTENERS     2   /* listen, and admin_listen when set */
 
 /* One per process: everything the worker owns. */
 struct worker {
@@ -31,10 +32,14 @@ struct worker {
     const struct conf *conf;
     struct stats_slot *slot;
     int slot_index;
-    int listen_fd;
+    int listen_fd[LISTENERS];
+    int nlisteners;
     struct event_base *base;
-    struct evhttp *http;
-    struct conn_layer *conns;
+    /* Each listening socket is served alike (framing, limits, time-outs,
+     * stop): the same code with its own evhttp and connection layer. */
+    struct evhttp *http[LISTENERS];
+    struct conn_layer *conns[LISTENERS];
+    struct app_listener listeners[LISTENERS];
     struct db_pool *db;
     struct tracer *tracer;
     const struct jwt_verifier *verifier;
@@ -78,6 +83,25 @@ static void on_spans_flushed(void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
+/* Open connections, on every listening socket. */
+static int open_conns(const struct worker *w)
+{
+    int n = 0;
+
+    for (int i = 0; i < w->nlisteners; i++)
+        n += conn_layer_open(w->conns[i]);
+    return n;
+}
+
+/* Whether any listening socket is still open in this worker. */
+static bool accepting(const struct worker *w)
+{
+    for (int i = 0; i < w->nlisteners; i++)
+        if (conn_layer_accepting(w->conns[i]))
+            return true;
+    return false;
+}
+
 /* Performance-test work on this worker: shares it runs, tests it coordinates. */
 static int perf_work(const struct worker *w)
 {
@@ -97,9 +121,8 @@ static void worker_exit_if_done(struct worker *w)
         event_active(w->stop_timer, EV_TIMEOUT, 0);
         return;
     }
-    if (!w->draining || w->flushing || conn_layer_accepting(w->conns) ||
-        conn_layer_open(w->conns) != 0 || w->app.requests_alive != 0 ||
-        perfshare_running(&w->app) != 0)
+    if (!w->draining || w->flushing || accepting(w) || open_conns(w) != 0 ||
+        w->app.requests_alive != 0 || perfshare_running(&w->app) != 0)
         return;
     w->flushing = true;
     tracer_flush(w->tracer, on_spans_flushed, w);
@@ -154,8 +177,8 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
         w->overdue = true;
         return;
     }
-    log_warn("shutdown_timeout reached with %d connections and %d requests open",
-             conn_layer_open(w->conns), w->app.requests_alive);
+    log_warn("shutdown_timeout reached with %d connections and %d requests open", open_conns(w),
+             w->app.requests_alive);
     worker_cut(w);
 }
 
@@ -193,9 +216,11 @@ static void worker_drain(struct worker *w, bool full_stop)
         return;
     w->draining = true;
     atomic_store(&w->slot->draining, 1);
-    log_info("stopping: %d connections open", conn_layer_open(w->conns));
-    conn_layer_stop_accepting(w->conns, full_stop);
-    conn_layer_drain(w->conns);
+    log_info("stopping: %d connections open", open_conns(w));
+    for (int i = 0; i < w->nlisteners; i++) {
+        conn_layer_stop_accepting(w->conns[i], full_stop);
+        conn_layer_drain(w->conns[i]);
+    }
     worker_arm_deadline(w);
     worker_exit_if_done(w);
 }
@@ -232,8 +257,9 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     w->app.stop_requested = true;
-    conn_layer_close_after_answers(w->conns);
-    if (w->conf->drain_delay <= 0 || !conn_layer_accepting(w->conns)) {
+    for (int i = 0; i < w->nlisteners; i++)
+        conn_layer_close_after_answers(w->conns[i]);
+    if (w->conf->drain_delay <= 0 || !accepting(w)) {
         worker_drain(w, true);
         return;
     }
@@ -259,14 +285,20 @@ static void on_ready_poll(evutil_socket_t fd, short what, void *arg)
     event_del(w->ready_timer);
     if (w->draining)
         return;
-    if (conn_layer_accept(w->conns) != 0) {
-        log_error("cannot accept on the listening socket");
-        w->failed = true;
-        event_base_loopbreak(w->base);
-        return;
+    for (int i = 0; i < w->nlisteners; i++) {
+        if (conn_layer_accept(w->conns[i]) != 0) {
+            log_error("cannot accept on %s", i == 0 ? w->conf->listen : w->conf->admin_listen);
+            w->failed = true;
+            event_base_loopbreak(w->base);
+            return;
+        }
     }
     atomic_store(&w->slot->ready, 1);
-    log_info("serving on %s (slot %d)", w->conf->listen, w->slot_index);
+    if (w->nlisteners > 1)
+        log_info("serving on %s, admin_listen %s (slot %d)", w->conf->listen, w->conf->admin_listen,
+                 w->slot_index);
+    else
+        log_info("serving on %s (slot %d)", w->conf->listen, w->slot_index);
 }
 
 static struct event *watch_signal(struct worker *w, int sig)
@@ -301,18 +333,11 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
     /* After the fork: each worker has its own ids, random state and exporter. */
     w->tracer = tracer_new(w->base, w->conf, w->slot);
     w->db = db_pool_new(w->base, w->conf, w->slot, w->tracer);
-    w->http = evhttp_new(w->base);
     w->auth = auth_new(w->conf, w->verifier);
-    if (w->tracer == NULL || w->db == NULL || w->http == NULL || w->auth == NULL) {
+    if (w->tracer == NULL || w->db == NULL || w->auth == NULL) {
         log_error("out of memory");
         return -1;
     }
-    w->conns = conn_layer_new(w->base, w->http, w->conf, shm, w->slot_index, w->listen_fd);
-    if (w->conns == NULL) {
-        log_error("out of memory");
-        return -1;
-    }
-    conn_layer_on_empty(w->conns, on_connections_closed, w);
     w->app = (struct app){
         .base = w->base,
         .conf = w->conf,
@@ -320,7 +345,6 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .slot = w->slot,
         .slot_index = w->slot_index,
         .db = w->db,
-        .conns = w->conns,
         .tracer = w->tracer,
         .auth = w->auth,
         .route_names = routes_names,
@@ -328,9 +352,22 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .on_request_done = on_request_done,
         .on_share_end = on_request_done,
     };
-    evhttp_set_gencb(w->http, routes_dispatch, &w->app);
-    evhttp_set_allowed_methods(w->http, http_methods_served());
-    evhttp_set_default_content_type(w->http, NULL);
+    for (int i = 0; i < w->nlisteners; i++) {
+        w->http[i] = evhttp_new(w->base);
+        if (w->http[i] != NULL)
+            w->conns[i] =
+                conn_layer_new(w->base, w->http[i], w->conf, shm, w->slot_index, w->listen_fd[i]);
+        if (w->conns[i] == NULL) {
+            log_error("out of memory");
+            return -1;
+        }
+        conn_layer_on_empty(w->conns[i], on_connections_closed, w);
+        w->listeners[i] =
+            (struct app_listener){.app = &w->app, .conns = w->conns[i], .admin = i > 0};
+        evhttp_set_gencb(w->http[i], routes_dispatch, &w->listeners[i]);
+        evhttp_set_allowed_methods(w->http[i], http_methods_served());
+        evhttp_set_default_content_type(w->http[i], NULL);
+    }
     w->started = clock_now();
     w->ready_timer = event_new(w->base, -1, EV_PERSIST, on_ready_poll, w);
     if (w->ready_timer == NULL || event_add(w->ready_timer, &tick) != 0) {
@@ -358,9 +395,11 @@ static void worker_teardown(struct worker *w)
         db_pool_close(w->db);
         perftest_end_all(&w->app);
     }
-    if (w->http != NULL)
-        evhttp_free(w->http);
-    conn_layer_free(w->conns);
+    for (int i = 0; i < w->nlisteners; i++) {
+        if (w->http[i] != NULL)
+            evhttp_free(w->http[i]);
+        conn_layer_free(w->conns[i]);
+    }
     db_pool_free(w->db);
     tracer_free(w->tracer);
     auth_free(w->auth);
@@ -378,7 +417,7 @@ static void worker_teardown(struct worker *w)
 }
 
 int worker_run(const struct conf *conf, const struct jwt_verifier *verifier, int listen_fd,
-               struct stats_shm *shm, int slot)
+               int admin_fd, struct stats_shm *shm, int slot)
 {
     static struct worker w; /* one per process */
     int rc = 1;
@@ -388,7 +427,9 @@ int worker_run(const struct conf *conf, const struct jwt_verifier *verifier, int
     w.verifier = verifier;
     w.slot = &shm->slots[slot];
     w.slot_index = slot;
-    w.listen_fd = listen_fd;
+    w.listen_fd[0] = listen_fd;
+    w.listen_fd[1] = admin_fd;
+    w.nlisteners = admin_fd >= 0 ? 2 : 1;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* the master reloads; workers are replaced */
     atomic_store(&w.slot->pid, (int)getpid());

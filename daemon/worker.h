@@ -1,4 +1,4 @@
-/* A worker process: an event loop serving HTTP on the inherited listening socket. */
+/* A worker process: an event loop serving HTTP on the inherited listening sockets. */
 #ifndef TODOD_WORKER_H
 #define TODOD_WORKER_H
 
@@ -8,8 +8,9 @@
 struct jwt_verifier;
 
 /* Runs the worker until it has stopped; returns the process exit code.
- * verifier: the master's, for auth = jwt (NULL otherwise). */
+ * verifier: the master's, for auth = jwt (NULL otherwise); admin_fd: the
+ * admin_listen socket, or -1 when it is unset. */
 int worker_run(const struct conf *conf, const struct jwt_verifier *verifier, int listen_fd,
-               struct stats_shm *shm, int slot);
+               int admin_fd, struct stats_shm *shm, int slot);
 
 #endif

@@ -349,6 +349,29 @@ static void listen_rejects_names_missing_brackets_and_bad_ports(void **state)
         bad_value("listen", bad[i], "an IPv4 address:port");
 }
 
+static void admin_listen_is_unset_by_default_and_parsed_like_listen(void **state)
+{
+    struct conf c = load_one("admin_listen", "127.0.0.2:9100");
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&c.admin_listen_addr;
+
+    assert_string_equal(c.admin_listen, "127.0.0.2:9100");
+    assert_int_equal(c.admin_listen_addrlen, sizeof(*sin));
+    assert_int_equal(ntohs(sin->sin_port), 9100);
+    assert_ipv4_listen(&c, "127.0.0.1", 3000); /* listen keeps its own */
+    conf_free(&c);
+
+    c = load_one("admin_listen", "");
+    assert_string_equal(c.admin_listen, "");
+    assert_int_equal(c.admin_listen_addrlen, 0);
+    conf_free(&c);
+
+    load_ok("", &c);
+    assert_string_equal(c.admin_listen, "");
+    conf_free(&c);
+
+    bad_value("admin_listen", "localhost:9100", "an IPv4 address:port");
+}
+
 /* ---- workers ---------------------------------------------------------- */
 
 static void workers_auto_uses_online_cpus(void **state)
@@ -1018,6 +1041,7 @@ int main(void)
         cmocka_unit_test(listen_ipv4_literal_sets_address_and_port),
         cmocka_unit_test(listen_ipv6_literal_in_brackets_sets_address_and_port),
         cmocka_unit_test(listen_rejects_names_missing_brackets_and_bad_ports),
+        cmocka_unit_test(admin_listen_is_unset_by_default_and_parsed_like_listen),
         cmocka_unit_test(workers_auto_uses_online_cpus),
         cmocka_unit_test(workers_number_is_used_as_given),
         cmocka_unit_test(workers_rejects_words_zero_and_too_many),
