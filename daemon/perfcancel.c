@@ -55,8 +55,7 @@ static bool look(struct perf_cancel *c)
     c->waiting = false;
     LIST_REMOVE(c, link);
     if (len < 0)
-        http_reply_error(r, 404, "performance test %s ended before it could be stopped",
-                         c->run_id);
+        http_reply_error(r, 404, "performance test %s ended before it could be stopped", c->run_id);
     else
         http_reply_raw(r, 200, "application/json", report, (size_t)len);
     free(report);

@@ -305,7 +305,7 @@ static void exec_end(struct perf_exec *e)
     if (e->ev_pace != NULL)
         event_free(e->ev_pace);
     log_info("performance test %s: share of %lld todos %s", e->run->run_id, (long long)e->sh->count,
-             e->state == EXEC_ABANDONING    ? "abandoned"
+             e->state == EXEC_ABANDONING   ? "abandoned"
              : e->state == EXEC_CANCELLING ? "cancelled"
                                            : "done");
     span_set_int(e->span, TRACE_ATTR_PERF_SUCCESS, atomic_load(&e->sh->success));

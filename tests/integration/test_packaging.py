@@ -38,6 +38,7 @@ EXPECTED_ROUTES = {
     ("GET", "/todos"),
     ("POST", "/todos"),
     ("POST", "/todos/performance-test"),
+    ("DELETE", "/todos/performance-test/{run_id}"),
     ("GET", "/todos/done/{done}"),
     ("GET", "/todos/{id}"),
     ("PUT", "/todos/{id}"),
