@@ -117,6 +117,10 @@ struct perf_run *perf_board_claim(struct perf_board *b, const char *run_id, int 
         atomic_store(&run->nshares, 0);
         for (int k = 0; k < PERF_MAX_SHARES; k++)
             atomic_store(&run->shares[k].state, PERF_SHARE_FREE);
+        atomic_store(&run->report_len, 0);
+        /* Last, after the run_id: a canceller that took the previous run's
+         * cancel_slot in between loses it here, or sees this run_id. */
+        atomic_store(&run->cancel_slot, PERF_CANCEL_NONE);
         return run;
     }
     return NULL;
@@ -190,7 +194,7 @@ void perf_board_slot_gone(struct perf_board *b, int slot)
 {
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &b->runs[i];
-        int n = perf_run_nshares(run);
+        int n = perf_run_nshares(run), expected;
 
         if (atomic_load(&run->state) == PERF_RUN_FREE)
             continue;
@@ -203,5 +207,119 @@ void perf_board_slot_gone(struct perf_board *b, int slot)
         }
         if (run->coordinator_slot == slot && atomic_load(&run->state) == PERF_RUN_ACTIVE)
             perf_run_orphan(run);
+        /* A canceller that died waits no more; one that died halfway cancels nothing. */
+        perf_run_cancel_drop(run, slot);
+        expected = slot;
+        atomic_compare_exchange_strong(&run->cancel_slot, &expected, PERF_CANCEL_NONE);
     }
+}
+
+/* ---- cancelling ---- */
+
+/*
+ * cancel_slot says who cancels: PERF_CANCEL_NONE; a slot s while s writes the
+ * Authorization header; s + CANCEL_SET once the run is cancelled (shares stop)
+ * and s waits for the report; PERF_CANCEL_NOBODY once s gave up waiting. Each
+ * step is one compare-and-swap, so a run freed and claimed again in between
+ * (perf_board_claim resets cancel_slot last) is never cancelled by mistake.
+ */
+#define CANCEL_SET 1024 /* above any slot */
+
+bool perf_run_cancelled(const struct perf_run *run)
+{
+    int v = atomic_load(&run->cancel_slot);
+
+    return v >= CANCEL_SET || v == PERF_CANCEL_NOBODY;
+}
+
+int perf_run_canceller(const struct perf_run *run)
+{
+    int v = atomic_load(&run->cancel_slot);
+
+    return v >= CANCEL_SET ? v - CANCEL_SET : -1;
+}
+
+static bool same_run(const struct perf_run *run, const char *run_id, int state)
+{
+    return atomic_load(&run->state) == state && strncmp(run->run_id, run_id, PERF_RUN_ID_LEN) == 0;
+}
+
+struct perf_run *perf_board_cancel(struct perf_board *b, const char *run_id, int slot,
+                                   const char *authorization, bool *busy)
+{
+    *busy = false;
+    for (int i = 0; i < PERF_MAX_RUNS; i++) {
+        struct perf_run *run = &b->runs[i];
+        int expected = PERF_CANCEL_NONE;
+        size_t len = authorization != NULL ? strlen(authorization) : 0;
+
+        if (!same_run(run, run_id, PERF_RUN_ACTIVE))
+            continue;
+        if (!atomic_compare_exchange_strong(&run->cancel_slot, &expected, slot)) {
+            *busy = true; /* another worker cancels it */
+            continue;
+        }
+        if (!same_run(run, run_id, PERF_RUN_ACTIVE)) { /* it ended meanwhile */
+            expected = slot;
+            atomic_compare_exchange_strong(&run->cancel_slot, &expected, PERF_CANCEL_NONE);
+            continue;
+        }
+        if (len >= sizeof(run->authorization))
+            len = 0; /* longer than any token todod accepts: nothing to forward */
+        memcpy(run->authorization, authorization != NULL ? authorization : "", len);
+        run->authorization[len] = '\0';
+        expected = slot;
+        if (atomic_compare_exchange_strong(&run->cancel_slot, &expected, slot + CANCEL_SET)) {
+            *busy = false;
+            return run;
+        }
+    }
+    return NULL;
+}
+
+bool perf_run_put_report(struct perf_run *run, const char *json, size_t len)
+{
+    if (len > PERF_REPORT_MAX)
+        return false;
+    memcpy(run->report, json, len);
+    atomic_store(&run->report_len, (uint32_t)len);
+    return true;
+}
+
+void perf_run_hand_over(struct perf_run *run)
+{
+    int expected = PERF_RUN_REPORTED;
+
+    atomic_store(&run->state, PERF_RUN_REPORTED);
+    if (atomic_load(&run->cancel_slot) == PERF_CANCEL_NOBODY)
+        atomic_compare_exchange_strong(&run->state, &expected, PERF_RUN_FREE);
+}
+
+long perf_run_take_report(struct perf_run *run, const char *run_id, int slot, char *out)
+{
+    uint32_t len;
+
+    if (atomic_load(&run->cancel_slot) != slot + CANCEL_SET)
+        return -1;
+    if (same_run(run, run_id, PERF_RUN_ACTIVE))
+        return 0;
+    if (!same_run(run, run_id, PERF_RUN_REPORTED))
+        return -1;
+    len = atomic_load(&run->report_len);
+    if (len > PERF_REPORT_MAX)
+        len = 0;
+    memcpy(out, run->report, len);
+    out[len] = '\0';
+    perf_board_release(run);
+    return (long)len;
+}
+
+void perf_run_cancel_drop(struct perf_run *run, int slot)
+{
+    int expected = slot + CANCEL_SET;
+
+    if (!atomic_compare_exchange_strong(&run->cancel_slot, &expected, PERF_CANCEL_NOBODY))
+        return;
+    expected = PERF_RUN_REPORTED;
+    atomic_compare_exchange_strong(&run->state, &expected, PERF_RUN_FREE);
 }

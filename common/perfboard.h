@@ -19,6 +19,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define PERF_MAX_RUNS   8
@@ -69,7 +70,16 @@ enum perf_run_state {
     PERF_RUN_ACTIVE,
     PERF_RUN_ORPHANED, /* its coordinator is gone or reported early: shares stop; the last
                           one frees it */
+    PERF_RUN_REPORTED, /* cancelled and over: its report waits in report[] for the worker
+                          that cancelled it, which frees the run once it has a copy */
 };
+
+/* Who waits for a run's report: a stats slot, or one of these. */
+#define PERF_CANCEL_NONE   (-1) /* not cancelled */
+#define PERF_CANCEL_NOBODY (-2) /* cancelled; whoever asked is gone */
+
+#define PERF_REPORT_MAX 65536 /* bytes of a cancelled run's report kept for its canceller */
+#define PERF_AUTH_MAX   8256  /* "Bearer " and a token of JWT_MAX_LEN, with room */
 
 struct perf_run {
     _Atomic int state; /* enum perf_run_state */
@@ -77,6 +87,17 @@ struct perf_run {
     int coordinator_slot;
     _Atomic int nshares; /* set before the shares are posted; read it with perf_run_nshares */
     struct perf_share shares[PERF_MAX_SHARES];
+    /*
+     * DELETE /todos/performance-test/{run_id}, on any worker: it takes
+     * cancel_slot (its stats slot), writes authorization, then sets cancelled,
+     * which every share checks at its next batch. The coordinator answers its
+     * test, copies the report here and hands the run to that worker (REPORTED).
+     */
+    _Atomic int cancel_slot;           /* PERF_CANCEL_NONE, a slot, or PERF_CANCEL_NOBODY */
+    _Atomic int cancelled;             /* shares stop at their next batch */
+    char authorization[PERF_AUTH_MAX]; /* the canceller's, for the nodes ("" none) */
+    _Atomic uint32_t report_len;       /* bytes in report, once REPORTED */
+    char report[PERF_REPORT_MAX];
 };
 
 struct perf_board {
@@ -129,5 +150,37 @@ void perf_board_slot_gone(struct perf_board *b, int slot);
 void perf_share_end(struct perf_run *run, struct perf_share *sh, int final_state);
 
 bool perf_share_over(int state);
+
+/* ---- cancelling (DELETE /todos/performance-test/{run_id}) ---- */
+
+/*
+ * The active run named run_id, taken for cancelling by the worker of slot,
+ * with the caller's Authorization header (NULL or too long: none forwarded).
+ * NULL when no such run is active (*busy false) or another worker is
+ * cancelling it already (*busy true).
+ */
+struct perf_run *perf_board_cancel(struct perf_board *b, const char *run_id, int slot,
+                                   const char *authorization, bool *busy);
+
+/* The coordinator's side: was the run cancelled? Then its report goes to the
+ * canceller: copied (truncated to nothing when too long: false), then the run
+ * is handed over (perf_run_hand_over) instead of freed. */
+bool perf_run_cancelled(const struct perf_run *run);
+/* The stats slot of the worker waiting for the report of a cancelled run, or -1. */
+int perf_run_canceller(const struct perf_run *run);
+bool perf_run_put_report(struct perf_run *run, const char *json, size_t len);
+void perf_run_hand_over(struct perf_run *run);
+
+/*
+ * The canceller's side: the run's report once it is there (copied into out,
+ * of size PERF_REPORT_MAX + 1; returns its length, then the run is freed), 0
+ * while the test runs, -1 when the run is no longer the one it cancelled (its
+ * coordinator stopped before reporting).
+ */
+long perf_run_take_report(struct perf_run *run, const char *run_id, int slot, char *out);
+
+/* The canceller gives up waiting (its client went away): the run is freed
+ * when it is reported, by whoever comes last. */
+void perf_run_cancel_drop(struct perf_run *run, int slot);
 
 #endif

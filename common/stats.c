@@ -33,7 +33,7 @@ static const char *const method_names[STATS_NMETHODS] = {[STATS_OTHER_METHOD] = 
 _Static_assert(sizeof(struct stats_counters) ==
                    sizeof(_Atomic uint64_t) *
                        (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
-                        (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 10 + STATS_NAUTH),
+                        (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 11 + STATS_NAUTH),
                "new field in struct stats_counters: fold and sum it in stats.c");
 
 static void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -119,6 +119,7 @@ static void counters_move(struct stats_counters *dst, struct stats_counters *src
         histogram_move(&dst->http_duration[r], &src->http_duration[r]);
     }
     counter_move(&dst->perf_tests, &src->perf_tests);
+    counter_move(&dst->perf_tests_cancelled, &src->perf_tests_cancelled);
     counter_move(&dst->perf_todos_success, &src->perf_todos_success);
     counter_move(&dst->perf_todos_error, &src->perf_todos_error);
     histogram_move(&dst->perf_batch_duration, &src->perf_batch_duration);
@@ -244,6 +245,7 @@ static void counters_add(struct stats_totals *t, const struct stats_counters *c)
         histogram_add(&t->http_duration[r], &c->http_duration[r]);
     }
     t->perf_tests += counter_get(&c->perf_tests);
+    t->perf_tests_cancelled += counter_get(&c->perf_tests_cancelled);
     t->perf_todos_success += counter_get(&c->perf_todos_success);
     t->perf_todos_error += counter_get(&c->perf_todos_error);
     histogram_add(&t->perf_batch_duration, &c->perf_batch_duration);

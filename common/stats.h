@@ -55,6 +55,7 @@ struct stats_counters {
     _Atomic uint64_t http_requests[STATS_MAX_ROUTES][STATS_NMETHODS][STATS_NCODES];
     struct stats_histogram http_duration[STATS_MAX_ROUTES];
     _Atomic uint64_t perf_tests;
+    _Atomic uint64_t perf_tests_cancelled; /* by DELETE /todos/performance-test/{run_id} */
     _Atomic uint64_t perf_todos_success;
     _Atomic uint64_t perf_todos_error;
     struct stats_histogram perf_batch_duration;
@@ -101,7 +102,7 @@ struct stats_totals {
         uint64_t sum_us;
         uint64_t count;
     } http_duration[STATS_MAX_ROUTES], perf_batch_duration;
-    uint64_t perf_tests, perf_todos_success, perf_todos_error;
+    uint64_t perf_tests, perf_tests_cancelled, perf_todos_success, perf_todos_error;
     uint64_t db_errors, db_reconnects;
     uint64_t accept_errors, client_timeouts;
     uint64_t trace_spans_exported, trace_spans_dropped, trace_export_errors;

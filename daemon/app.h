@@ -13,6 +13,7 @@ struct auth;
 struct conf;
 struct conn_layer;
 struct db_pool;
+struct perf_cancel;
 struct perf_exec;
 struct perf_test;
 struct stats_shm;
@@ -41,6 +42,7 @@ struct app {
     LIST_HEAD(, perf_test) perf_tests;         /* tests it coordinates, running (perftest.c) */
     LIST_HEAD(, perf_exec) perf_execs_sending; /* shares it runs, sending (perfshare.c) */
     LIST_HEAD(, perf_exec) perf_execs_stopped; /* shares that send no more, batches in flight */
+    LIST_HEAD(, perf_cancel) perf_cancels;     /* DELETEs waiting for a report (perfcancel.c) */
 };
 
 /*

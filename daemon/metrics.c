@@ -103,6 +103,9 @@ static void prom_counter(FILE *out, const char *name, const char *help, uint64_t
 static void prom_perf(FILE *out, const struct stats_totals *t)
 {
     prom_counter(out, "todod_perf_tests_total", "Perf tests started.", t->perf_tests);
+    prom_counter(out, "todod_perf_tests_cancelled_total",
+                 "Perf tests stopped by DELETE /todos/performance-test/{run_id}.",
+                 t->perf_tests_cancelled);
     prom_family(out, "todod_perf_todos_total", "counter",
                 "Todos written by perf tests, by result.");
     fprintf(out, "todod_perf_todos_total{result=\"success\"} %" PRIu64 "\n", t->perf_todos_success);

@@ -39,6 +39,9 @@ struct perf_node {
     struct perf_node_state st;
     struct perf_hist latency, lag; /* a line's, until the whole line is found valid */
     char url[300];
+    char host[256], path[600]; /* where the share was asked, for its cancel */
+    int port;
+    struct evhttp_connection *evcon_cancel; /* DELETE of the share, once asked */
     char run_id[PERF_RUN_ID_LEN];
     int64_t count;
     double interval, idle;
@@ -560,6 +563,9 @@ struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns
     snprintf(path, sizeof(path), "%s/todos/performance-test",
              upath != NULL && strcmp(upath, "/") != 0 ? upath : "");
     snprintf(hostport, sizeof(hostport), "%s:%d", host, port);
+    snprintf(n->host, sizeof(n->host), "%s", host);
+    snprintf(n->path, sizeof(n->path), "%s", path);
+    n->port = port;
     n->evcon = evhttp_connection_base_new(base, dns, host, (unsigned short)port);
     evhttp_uri_free(uri);
     n->req = n->evcon != NULL ? evhttp_request_new(on_done, n) : NULL;
@@ -612,10 +618,63 @@ void perfnode_free(struct perf_node *n)
         evhttp_cancel_request(n->req);
     if (n->evcon != NULL)
         evhttp_connection_free(n->evcon);
+    if (n->evcon_cancel != NULL)
+        evhttp_connection_free(n->evcon_cancel); /* and its request, without callbacks */
     if (n->ev_hangup != NULL)
         event_free(n->ev_hangup);
     json_object_put(n->st.per_worker);
     if (n->lines != NULL)
         evbuffer_free(n->lines);
     free(n);
+}
+
+/* ---- cancelling the share ---- */
+
+/* The node's answer to the DELETE is input too: only its status is taken (the
+ * share's counts come from its streamed report); its body is bounded by
+ * max_body_size and thrown away. */
+static void on_cancel_done(struct evhttp_request *req, void *arg)
+{
+    struct perf_node *n = arg;
+    int status = req != NULL ? evhttp_request_get_response_code(req) : 0;
+
+    if (status == 200)
+        log_info("performance test %s: node %s stops its share", n->run_id, n->url);
+    else if (status == 404)
+        log_info("performance test %s: node %s runs no such share (any more)", n->run_id, n->url);
+    else if (status == 0)
+        log_warn("performance test %s: node %s: the cancel went unanswered", n->run_id, n->url);
+    else
+        log_warn("performance test %s: node %s answered %d to the cancel", n->run_id, n->url,
+                 status);
+}
+
+void perfnode_cancel(struct perf_node *n, struct event_base *base, struct evdns_base *dns,
+                     const char *authorization)
+{
+    struct evhttp_request *req;
+    struct evkeyvalq *headers;
+    char target[sizeof(n->path) + PERF_RUN_ID_LEN + 2], hostport[300];
+
+    if (n == NULL || n->st.finished || n->evcon_cancel != NULL || n->host[0] == '\0')
+        return;
+    n->evcon_cancel = evhttp_connection_base_new(base, dns, n->host, (unsigned short)n->port);
+    req = n->evcon_cancel != NULL ? evhttp_request_new(on_cancel_done, n) : NULL;
+    if (req == NULL) {
+        log_error("performance test %s: node %s: no memory to cancel its share", n->run_id, n->url);
+        return;
+    }
+    evhttp_connection_set_timeout(n->evcon_cancel, (int)(n->idle + 0.999));
+    evhttp_connection_set_retries(n->evcon_cancel, 0);
+    evhttp_connection_set_max_headers_size(n->evcon_cancel, MAX_HEADERS);
+    evhttp_connection_set_max_body_size(n->evcon_cancel, PERF_REPORT_MAX);
+    snprintf(target, sizeof(target), "%s/%s", n->path, n->run_id);
+    snprintf(hostport, sizeof(hostport), "%s:%d", n->host, n->port);
+    headers = evhttp_request_get_output_headers(req);
+    evhttp_add_header(headers, "Host", hostport);
+    evhttp_add_header(headers, "Connection", "close");
+    if (authorization != NULL)
+        evhttp_add_header(headers, "Authorization", authorization);
+    if (evhttp_make_request(n->evcon_cancel, req, EVHTTP_REQ_DELETE, target) != 0)
+        log_warn("performance test %s: node %s: the cancel could not be sent", n->run_id, n->url);
 }

@@ -61,6 +61,11 @@ const struct perf_node_state *perfnode_state(const struct perf_node *n);
 /* The test ends before the node did (its worker stops): the node is ended
  * now, with error, as one that went away. */
 void perfnode_stop(struct perf_node *n, const char *error);
+/* The test was cancelled: DELETE the node's share (same run_id; the
+ * canceller's Authorization header, or none), which stops at its next batch
+ * and ends its streamed answer with its report. Once; the answer is logged. */
+void perfnode_cancel(struct perf_node *n, struct event_base *base, struct evdns_base *dns,
+                     const char *authorization);
 /* Cancels what is in flight and frees. */
 void perfnode_free(struct perf_node *n);
 

@@ -37,6 +37,8 @@ enum exec_state {
                         stops after its last row was sent): ends as done */
     EXEC_ABANDONING, /* sends no more, stopped before its end (its coordinator is gone, or
                         the worker stops): ends as abandoned */
+    EXEC_CANCELLING, /* sends no more: its test was cancelled (DELETE); ends as done, its
+                        rows never sent counted as errors */
 };
 
 struct perf_exec {
@@ -303,7 +305,9 @@ static void exec_end(struct perf_exec *e)
     if (e->ev_pace != NULL)
         event_free(e->ev_pace);
     log_info("performance test %s: share of %lld todos %s", e->run->run_id, (long long)e->sh->count,
-             e->state == EXEC_ABANDONING ? "abandoned" : "done");
+             e->state == EXEC_ABANDONING   ? "abandoned"
+             : e->state == EXEC_CANCELLING ? "cancelled"
+                                           : "done");
     span_set_int(e->span, TRACE_ATTR_PERF_SUCCESS, atomic_load(&e->sh->success));
     span_set_int(e->span, TRACE_ATTR_PERF_ERRORS, atomic_load(&e->sh->errors));
     span_set_int(e->span, TRACE_ATTR_PERF_BATCHES, atomic_load(&e->sh->batches));
@@ -334,6 +338,8 @@ static void pump(struct perf_exec *e)
 {
     if (atomic_load(&e->run->state) != PERF_RUN_ACTIVE)
         exec_stop(e, EXEC_ABANDONING); /* its coordinator is gone */
+    else if (perf_run_cancelled(e->run))
+        exec_stop(e, EXEC_CANCELLING); /* at this batch boundary */
     while (e->state == EXEC_SENDING && e->in_flight < PERF_DEPTH && e->next < e->sh->count) {
         int64_t rows =
             e->sh->count - e->next < e->sh->batch_size ? e->sh->count - e->next : e->sh->batch_size;
@@ -418,6 +424,14 @@ int perfshare_start(struct app *app, struct perf_run *run, int index, void (*on_
 void perfshare_scan(struct app *app)
 {
     struct perf_board *board = &app->shm->perf;
+    struct perf_exec *e, *next;
+
+    /* A cancelled test's shares stop now, not when their pace timer fires. */
+    for (e = LIST_FIRST(&app->perf_execs_sending); e != NULL; e = next) {
+        next = LIST_NEXT(e, link);
+        if (perf_run_cancelled(e->run))
+            pump(e); /* stops it, and ends it once no batch is in flight */
+    }
 
     for (int i = 0; i < PERF_MAX_RUNS; i++) {
         struct perf_run *run = &board->runs[i];

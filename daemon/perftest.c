@@ -16,6 +16,7 @@
 #include "db.h"
 #include "log.h"
 #include "perfboard.h"
+#include "perfcancel.h"
 #include "perfnode.h"
 #include "perfshare.h"
 #include "stats.h"
@@ -68,6 +69,8 @@ struct perf_test {
     bool workers_all; /* "workers": "all", passed on to the nodes */
     bool share;       /* this request is another node's share of its test */
     bool streaming;   /* progress lines, then the report, as NDJSON */
+    bool cancelling;  /* DELETE: its shares and nodes were told to stop */
+    bool handed;      /* its report is on the board for the worker that cancelled it */
     struct timespec started;
     struct event *ev_tick, *ev_poll;
     int64_t last_done;
@@ -82,6 +85,9 @@ struct perf_test {
         struct perf_node *node;
     } nodes[MAX_NODES];
 };
+
+static void hand_over(struct perf_test *t);
+static void signal_workers(const struct perf_test *t);
 
 /* ---- sums ---- */
 
@@ -302,7 +308,8 @@ static struct json_object *per_node(const struct perf_test *t)
     return arr;
 }
 
-static struct json_object *report_json(struct perf_test *t)
+/* The report; typed (NDJSON's last line) or as the DELETE answers it. */
+static struct json_object *report_json(struct perf_test *t, bool typed)
 {
     struct json_object *o = json_object_new_object();
     struct perf_sums s;
@@ -310,7 +317,7 @@ static struct json_object *report_json(struct perf_test *t)
 
     sum_up(t, &s);
     secs = s.last_end > 0 ? s.last_end : clock_since(t->started);
-    if (t->streaming)
+    if (typed)
         json_object_object_add(o, "type", json_object_new_string("report"));
     json_object_object_add(o, "total_messages", json_object_new_int64(t->total));
     json_object_object_add(o, "duration_ms", json_object_new_int64((int64_t)(secs * 1e3)));
@@ -340,7 +347,9 @@ static struct json_object *report_json(struct perf_test *t)
         trace_context_id_hex(&t->r->trace, id);
         json_object_object_add(o, "trace_id", json_object_new_string(id));
     }
-    if (t->share) {
+    if (t->cancelling)
+        json_object_object_add(o, "cancelled", json_object_new_boolean(true));
+    if (t->share && typed) {
         json_object_object_add(o, "latency_histogram", perfnode_hist_json(&s.latency));
         json_object_object_add(o, "lag_histogram", perfnode_hist_json(&s.lag));
     }
@@ -422,11 +431,52 @@ static void perf_free(struct http_req *r)
         evdns_base_free(t->dns, 0);
     span_end(t->span);
     /* Shares still running stop at their next batch; the last one frees the run. */
-    if (t->run != NULL && shares_over(t))
+    if (t->run != NULL && t->handed)
+        hand_over(t); /* its canceller frees it */
+    else if (t->run != NULL && shares_over(t))
         perf_board_release(t->run);
     else if (t->run != NULL)
         perf_run_orphan(t->run);
     free(t);
+}
+
+/*
+ * A copy of the report on the board, for the worker that cancelled the test,
+ * which answers it to its DELETE; without per_worker when it would not fit,
+ * and at worst a report of the counts alone. Its worker is woken.
+ */
+static void hand_report(struct perf_test *t)
+{
+    static const char *const drop[] = {"per_worker", "per_node", NULL};
+    struct json_object *o = report_json(t, false);
+    const char *s;
+    size_t len;
+
+    for (int i = 0;; i++) {
+        s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+        if (len <= PERF_REPORT_MAX || drop[i] == NULL)
+            break;
+        json_object_object_del(o, drop[i]);
+    }
+    t->handed = perf_run_put_report(t->run, s, len);
+    json_object_put(o);
+    if (!t->handed)
+        log_error("performance test %s: its report does not fit the board", t->run_id);
+}
+
+/* The run is the canceller's now: it is woken to answer (this worker, or another). */
+static void hand_over(struct perf_test *t)
+{
+    int slot = perf_run_canceller(t->run), pid;
+
+    perf_run_hand_over(t->run);
+    if (slot == t->app->slot_index) {
+        perfcancel_wake(t->app);
+        return;
+    }
+    pid = slot >= 0 && slot < STATS_MAX_SLOTS ? atomic_load(&t->app->shm->slots[slot].pid) : 0;
+    if (pid > 0)
+        kill(pid, SIGUSR1);
 }
 
 /* The test ends (end: TEST_REPORTED or TEST_CUT) and answers. */
@@ -437,15 +487,20 @@ static void report(struct perf_test *t, enum test_state end)
     struct perf_sums s;
 
     test_enter(t, end);
-    o = report_json(t);
+    o = report_json(t, t->streaming);
     sum_up(t, &s);
     if (!t->share)
         atomic_fetch_add_explicit(&t->app->slot->c.perf_tests, 1, memory_order_relaxed);
+    if (!t->share && t->cancelling)
+        atomic_fetch_add_explicit(&t->app->slot->c.perf_tests_cancelled, 1, memory_order_relaxed);
+    /* Over, every batch counted: the report is its canceller's to answer. */
+    if (end == TEST_REPORTED && t->cancelling)
+        hand_report(t);
     log_info(
         "performance test %s: %lld todos, %lld committed, %lld failed, %lld unknown, %d workers, "
-        "%d nodes",
+        "%d nodes%s",
         t->run_id, (long long)t->total, (long long)s.success, (long long)s.errors,
-        (long long)s.unknown, s.workers, 1 + t->nnodes);
+        (long long)s.unknown, s.workers, 1 + t->nnodes, t->cancelling ? " (cancelled)" : "");
     r->db_seconds = clock_since(t->started);
     span_set_int(t->span, TRACE_ATTR_PERF_SUCCESS, s.success);
     span_set_int(t->span, TRACE_ATTR_PERF_ERRORS, s.errors);
@@ -463,8 +518,30 @@ static void report(struct perf_test *t, enum test_state end)
     }
 }
 
+/*
+ * DELETE on some worker of this instance cancelled the run: the shares stop at
+ * their next batch (this worker's own in perfshare_scan, the others' when
+ * signalled), each node still running is told the same with the canceller's
+ * Authorization header, and the test answers as usual once all are over.
+ */
+static void cancel_test(struct perf_test *t)
+{
+    const char *auth = t->run->authorization[0] != '\0' ? t->run->authorization : NULL;
+
+    t->cancelling = true;
+    log_info("performance test %s: cancelled; stopping %d shares and %d nodes", t->run_id,
+             t->nshares, t->nnodes);
+    signal_workers(t);
+    perfshare_scan(t->app);
+    for (int i = 0; i < t->nnodes; i++)
+        if (t->nodes[i].node != NULL && !perfnode_state(t->nodes[i].node)->finished)
+            perfnode_cancel(t->nodes[i].node, t->app->base, t->dns, auth);
+}
+
 static void check_done(struct perf_test *t)
 {
+    if (t->state == TEST_RUNNING && !t->cancelling && perf_run_cancelled(t->run))
+        cancel_test(t);
     if (t->state == TEST_RUNNING && all_over(t))
         report(t, TEST_REPORTED);
 }
@@ -480,6 +557,7 @@ void perftest_wake(struct app *app)
 
     LIST_FOREACH(t, &app->perf_tests, link)
         event_active(t->ev_poll, 0, 0);
+    perfcancel_wake(app);
 }
 
 int perftest_running(const struct app *app)

@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "conf.h"
 #include "ops.h"
+#include "perfcancel.h"
 #include "perftest.h"
 #include "stats.h"
 #include "todos.h"
@@ -42,6 +43,9 @@ static const struct route routes[] = {
      ROUTE_DB,
      {{STATS_GET, todos_list, AUTH_TODOS_READ}, {STATS_POST, todos_create, AUTH_TODOS_WRITE}}},
     {"/todos/performance-test", ROUTE_DB, {{STATS_POST, perf_start, AUTH_PERF_RUN}}},
+    {"/todos/performance-test/{run_id}",
+     ROUTE_DB,
+     {{STATS_DELETE, perfcancel_request, AUTH_PERF_RUN}}},
     {"/todos/done/{done}", ROUTE_DB, {{STATS_GET, todos_by_done, AUTH_TODOS_READ}}},
     {"/todos/{id}",
      ROUTE_DB,
@@ -62,6 +66,7 @@ const char *const routes_names[] = {
     "/dashboard",
     "/todos",
     "/todos/performance-test",
+    "/todos/performance-test/{run_id}",
     "/todos/done/{done}",
     "/todos/{id}",
     "other",

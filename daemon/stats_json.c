@@ -182,6 +182,7 @@ static json_object *json_totals(const struct stats_shm *shm, const struct stats_
     err |= json_add(obj, "requests_by_route", json_requests_by_route(t, route_names, nroutes));
     err |= json_add(obj, "requests_by_code", json_requests_by_code(t));
     err |= json_add(obj, "perf_tests", json_object_new_uint64(t->perf_tests));
+    err |= json_add(obj, "perf_tests_cancelled", json_object_new_uint64(t->perf_tests_cancelled));
     err |= json_add(obj, "perf_todos_success", json_object_new_uint64(t->perf_todos_success));
     err |= json_add(obj, "perf_todos_error", json_object_new_uint64(t->perf_todos_error));
     err |= json_add(obj, "perf_tests_running", json_object_new_int(stats_perf_running(shm)));

@@ -47,6 +47,7 @@ from lib.env import ROOT, free_port
 from lib.marks import test
 from lib.client import Client
 from lib.todod import Todod
+from lib.checks import wait_until
 
 OPENAPI = os.path.join(ROOT, "daemon", "openapi.json")
 DRIVER = os.path.join(ROOT, "tests", "integration", "openapi_conformance.js")
@@ -372,6 +373,22 @@ def openapi_answers_validated_by_prism_proxy():
             c("POST", "/todos/performance-test", "/todos/performance-test", 415,
               b'{"message_count":5}', {"Content-Type": "text/plain"})
             c("POST", "/todos/performance-test", "/todos/performance-test", 400, b"", JSON_CT)
+            # a running test stopped: its report, then 404; a malformed run_id is 400
+            running = threading.Thread(target=lambda: d.request(
+                "POST", "/todos/performance-test",
+                {"message_count": 20000, "batch_size": 10, "workers": "all", "rate": 1000},
+                timeout=60))
+            running.start()
+            started = re.compile(r"performance test (\S+): 20000 todos")
+            assert wait_until(lambda: started.search(d.log()), 10), d.log_tail()
+            run_id = started.search(d.log()).group(1)
+            cancel = "/todos/performance-test/" + run_id
+            stopped = c("DELETE", cancel, "/todos/performance-test/{run_id}", 200)
+            running.join(60)
+            assert stopped.json().get("cancelled") is True, stopped.body
+            c("DELETE", cancel, "/todos/performance-test/{run_id}", 404, fragment="no performance")
+            c("DELETE", "/todos/performance-test/x1", "/todos/performance-test/{run_id}", 400,
+              fragment="run_id")
 
             # GET /todos
             c("GET", "/todos?page=2&limit=5", "/todos", 200)

@@ -40,6 +40,7 @@ EXPECTED_ROUTES = {
     ("GET", "/todos"),
     ("POST", "/todos"),
     ("POST", "/todos/performance-test"),
+    ("DELETE", "/todos/performance-test/{run_id}"),
     ("GET", "/todos/done/{done}"),
     ("GET", "/todos/{id}"),
     ("PUT", "/todos/{id}"),
@@ -102,7 +103,7 @@ def _router_routes():
     table = src[src.index("static const struct route routes[] = {"):]
     table = table[:table.index("};")]
     pairs = set()
-    for pattern, methods in re.findall(r'\{"(/[^"]*)",\s*(?:\w+,\s*)?\{(.*?)\}\},?\n', table, re.S):
+    for pattern, methods in re.findall(r'\{"(/[^"]*)",\s*(?:[\w |]+,\s*)?\{(.*?)\}\},?\n', table, re.S):
         for m in re.findall(r"STATS_([A-Z]+)", methods):
             pairs.add((m, pattern))
     assert len(pairs) >= 10, "could not read the route table: %r" % pairs
