@@ -18,6 +18,7 @@
 #include "perfshare.h"
 #include "perftest.h"
 #include "routes.h"
+#include "tls.h"
 #include "trace.h"
 #include "trace_export.h"
 
@@ -37,6 +38,7 @@ struct worker {
     struct conn_layer *conns;
     struct db_pool *db;
     struct tracer *tracer;
+    struct tls_client *tls; /* outgoing https:// (the tracer's, perf_nodes) */
     const struct jwt_verifier *verifier;
     struct auth *auth;
     bool flushing; /* the tracer's last spans are on their way out */
@@ -299,7 +301,8 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         return -1;
     }
     /* After the fork: each worker has its own ids, random state and exporter. */
-    w->tracer = tracer_new(w->base, w->conf, w->slot);
+    w->tls = tls_client_new(w->conf);
+    w->tracer = w->tls != NULL ? tracer_new(w->base, w->conf, w->slot, w->tls) : NULL;
     w->db = db_pool_new(w->base, w->conf, w->slot, w->tracer);
     w->http = evhttp_new(w->base);
     w->auth = auth_new(w->conf, w->verifier);
@@ -322,6 +325,7 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .db = w->db,
         .conns = w->conns,
         .tracer = w->tracer,
+        .tls = w->tls,
         .auth = w->auth,
         .route_names = routes_names,
         .nroutes = routes_count,
@@ -363,6 +367,7 @@ static void worker_teardown(struct worker *w)
     conn_layer_free(w->conns);
     db_pool_free(w->db);
     tracer_free(w->tracer);
+    tls_client_free(w->tls); /* after every connection that used it */
     auth_free(w->auth);
     free_event(w->stop_timer);
     free_event(w->abandon_timer);
