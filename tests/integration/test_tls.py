@@ -2,7 +2,8 @@
 otlp_endpoint and perf_nodes over https://, the certificate chain and the host
 name verified against tls_ca_file or the system's store, a failure an export
 error or a node that never got the test, never plain text; the CA file checked
-at start and at a reload.
+at start and at a reload; database_url with sslmode=verify-full to a
+PostgreSQL with ssl = on.
 
 The certificates are made by the `openssl` command (a test CA, server
 certificates naming localhost, or another host); the TLS servers are Python's
@@ -12,6 +13,7 @@ otlp.py, or a second todod."""
 import http.client
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -20,7 +22,9 @@ import subprocess
 import tempfile
 import threading
 
-from harness import free_port, get_pg, metric, test, Todod, wait_until
+import shutil
+
+from harness import free_port, get_pg, metric, PG_RUNNER, Postgres, test, Todod, wait_until
 from otlp import OtlpReceiver
 
 PATH = "/todos/performance-test"
@@ -300,3 +304,63 @@ def an_https_node_with_another_host_name_never_gets_the_test():
                 assert metric(b.metrics(), "todod_http_requests_total",
                               {"route": "/todos/performance-test"}, default=0.0) == 0
                 assert a.request("GET", "/todos").status == 200
+
+
+def tls_postgres(pki, cert, key):
+    """A private PostgreSQL with ssl = on and (cert, key), its own copies
+    readable by the user it runs as."""
+    pg = Postgres()
+    paths = {}
+    for name, src in (("server.crt", cert), ("server.key", key)):
+        paths[name] = os.path.join(pg.dir, name)
+        shutil.copy(src, paths[name])
+        os.chmod(paths[name], 0o600)
+        if PG_RUNNER:
+            shutil.chown(paths[name], PG_RUNNER)
+    pg.settings.update({"ssl": "on", "ssl_cert_file": paths["server.crt"],
+                        "ssl_key_file": paths["server.key"]})
+    return pg.start()
+
+
+@test
+def sslmode_verify_full_connects_to_a_postgresql_the_ca_vouches_for_and_writes():
+    pki = Pki()
+    cert, key = pki.server("localhost", "DNS:localhost")
+    pg = tls_postgres(pki, cert, key)
+    db = pg.create_database()
+    url = "host=localhost port=%d user=postgres dbname=%s sslmode=verify-full sslrootcert=%s" % (
+        pg.port, db, pki.ca)
+    with Todod(pg=pg, db=db, workers=1, database_url=url) as d:
+        d.start()
+        r = d.request("POST", "/todos", {"title": "over TLS"})
+        assert r.status == 201, r
+        assert pg.psql("SELECT title FROM todos", db=db) == "over TLS"
+        # every connection todod holds to its database is encrypted
+        ssl_rows = pg.psql("SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s "
+                           "JOIN pg_stat_activity a USING (pid) WHERE a.datname = '%s' "
+                           "AND a.application_name LIKE 'todod%%'" % db)
+        enc, total = map(int, ssl_rows.split("|"))
+        assert total >= 1 and enc == total, ssl_rows
+
+
+@test
+def sslmode_verify_full_refuses_a_postgresql_whose_certificate_names_another_host():
+    pki = Pki()
+    cert, key = pki.server("localhost", "DNS:localhost")
+    pg = tls_postgres(pki, cert, key)
+    db = pg.create_database()
+    url = "host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=verify-full sslrootcert=%s" % (
+        pg.port, db, pki.ca)
+    with Todod(pg=pg, db=db, workers=1, database_url=url) as d:
+        d.start(wait="http")
+        assert wait_until(lambda: "does not match host name" in d.log(), 10), d.log_tail()
+        for _ in range(3):
+            assert d.request("GET", "/health").status == 503
+            assert d.request("POST", "/todos", {"title": "never"}).status == 503
+        # several attempts, each refused; each connection said why once, not at every attempt
+        assert wait_until(lambda: metric(d.metrics(), "todod_db_errors_total") >= 6, 20)
+        lines = [ln for ln in d.log().splitlines() if "does not match host name" in ln]
+        conns = [re.search(r"database (\w+) connection (\d+) failed", ln).groups() for ln in lines]
+        assert lines and len(conns) == len(set(conns)), lines
+        # todod never got in: not even its schema was made
+        assert pg.psql("SELECT to_regclass('todos') IS NULL", db=db) == "t"
