@@ -47,7 +47,7 @@ int tlsca_add(X509_STORE *store, const char *pem, size_t len)
 /* A whole file of at most TLSCA_MAX_FILE bytes, NUL-terminated. */
 static char *read_file(FILE *f, size_t *len, char *err, size_t errlen, const char *path)
 {
-    char *buf = malloc(TLSCA_MAX_FILE + 1);
+    char *buf = malloc(TLSCA_MAX_FILE + 1), *shrunk;
     size_t n;
 
     if (buf == NULL) {
@@ -65,7 +65,9 @@ static char *read_file(FILE *f, size_t *len, char *err, size_t errlen, const cha
     }
     buf[n] = '\0';
     *len = n;
-    return buf;
+    /* Kept for the process's life (and each worker's): no more than it holds. */
+    shrunk = realloc(buf, n + 1);
+    return shrunk != NULL ? shrunk : buf;
 }
 
 int tlsca_read(const char *path, char **pem, size_t *len, char *err, size_t errlen)

@@ -160,5 +160,9 @@ const char *tls_failure_reason(struct evhttp_connection *evcon, struct tls_failu
         snprintf(failure->why, sizeof(failure->why), "TLS: %s", ERR_reason_error_string(last));
     else if (last != 0)
         snprintf(failure->why, sizeof(failure->why), "TLS: error %lx", last);
+    else
+        failure->why[0] = '\0';
+    /* Said once: a later failure without a handshake (refused) is not this one. */
+    failure->verify = X509_V_OK;
     return failure->why[0] != '\0' ? failure->why : NULL;
 }

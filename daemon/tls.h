@@ -48,7 +48,8 @@ struct evhttp_connection *tls_connection_new(struct tls_client *c, struct event_
 /*
  * After a request on the connection failed: fills failure->why with what TLS
  * says went wrong ("certificate verify failed: hostname mismatch", ...) and
- * returns it, or returns NULL when TLS saw nothing wrong.
+ * returns it, or returns NULL when TLS saw nothing wrong. What it returns is
+ * taken: the next call reports only a newer failure.
  */
 const char *tls_failure_reason(struct evhttp_connection *evcon, struct tls_failure *failure);
 

@@ -10,6 +10,7 @@ certificates naming localhost, or another host); the TLS servers are Python's
 ssl module in front of the real receivers (TlsProxy): the OTLP receiver of
 otlp.py, or a second todod."""
 
+import atexit
 import http.client
 import json
 import os
@@ -35,6 +36,7 @@ class Pki:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="todod-tls-")
+        atexit.register(shutil.rmtree, self.dir, True)
         os.chmod(self.dir, 0o755)
         self.ca = os.path.join(self.dir, "ca.pem")
         self.ca_key = os.path.join(self.dir, "ca.key")
