@@ -13,7 +13,7 @@ UNITDIR   ?= $(PREFIX)/lib/systemd/system
 DESTDIR   ?=
 
 CC        ?= cc
-PKGS      := libevent json-c uuid libpq libsystemd libcrypto
+PKGS      := libevent libevent_openssl json-c uuid libpq libsystemd libcrypto libssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -15,6 +15,7 @@
 #include "conf.h"
 
 #include "log.h"
+#include "tlsca.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -58,8 +59,8 @@ enum conf_type {
     CONF_T_AUTH,       /* off or jwt, into an int, enum conf_auth */
     CONF_T_STRING,     /* into a char * the conf owns */
     CONF_T_CONNINFO,   /* a connection string libpq can parse, the same */
-    CONF_T_URL,        /* an http:// URL, into a char * (NULL when empty) */
-    CONF_T_URL_LIST,   /* comma-separated http:// URLs, the same */
+    CONF_T_URL,        /* an http:// or https:// URL, into a char * (NULL when empty) */
+    CONF_T_URL_LIST,   /* comma-separated http:// or https:// URLs, the same */
 };
 
 /* What the code does with a key beyond parsing it: bits of conf_key.flags. */
@@ -146,6 +147,7 @@ static const struct conf_key keys[] = {
     {"jwt_issuer",           CONF_T_STRING,     OFF(jwt_issuer),           0, 0,                       NULL,             0},
     {"jwt_leeway",           CONF_T_INT,        OFF(jwt_leeway),           0, 86400,                   "30",             0},
     {"protected_mode",       CONF_T_FLAG,       OFF(protected_mode),       0, 0,                       "on",             0},
+    {"tls_ca_file",          CONF_T_STRING,     OFF(tls_ca_file),          0, 0,                       NULL,             0},
 };
 /* clang-format on */
 
@@ -492,22 +494,25 @@ static enum set_result set_auth(struct conf *c, const struct conf_key *k, const 
 static conf_set_fn set_optional_string;
 
 /*
- * "http://host[:port][/path]": todod speaks plain HTTP to collectors and peers
- * (a TLS-terminating proxy on loopback can front anything else). Only the shape
- * is checked here; the host is resolved when it is used.
+ * "http[s]://host[:port][/path]": plain HTTP, or TLS with the certificate and
+ * host name verified (tls_ca_file). Only the shape is checked here; the host
+ * is resolved when it is used.
  */
 static bool valid_http_url(const char *s, size_t n)
 {
-    static const char scheme[] = "http://";
-    size_t i, host_end;
+    static const char *const schemes[] = {"http://", "https://"};
+    size_t i, host_end, skip = 0;
 
-    if (n <= sizeof(scheme) - 1 || strncasecmp(s, scheme, sizeof(scheme) - 1) != 0)
+    for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+        if (n > strlen(schemes[i]) && strncasecmp(s, schemes[i], strlen(schemes[i])) == 0)
+            skip = strlen(schemes[i]);
+    if (skip == 0)
         return false;
     for (i = 0; i < n; i++)
         if (!isgraph((unsigned char)s[i]))
             return false;
-    s += sizeof(scheme) - 1;
-    n -= sizeof(scheme) - 1;
+    s += skip;
+    n -= skip;
     host_end = strcspn(s, "/?#");
     if (host_end > n)
         host_end = n;
@@ -518,13 +523,14 @@ static enum set_result set_url(struct conf *c, const struct conf_key *k, const c
                                char *expect, size_t expectlen)
 {
     if (v[0] != '\0' && !valid_http_url(v, strlen(v))) {
-        snprintf(expect, expectlen, "an http:// URL such as http://127.0.0.1:4318/v1/traces");
+        snprintf(expect, expectlen,
+                 "an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces");
         return SET_BAD;
     }
     return set_optional_string(c, k, v, expect, expectlen);
 }
 
-/* Comma-separated http:// base URLs (spaces around commas allowed). */
+/* Comma-separated http:// or https:// base URLs (spaces around commas allowed). */
 static enum set_result set_url_list(struct conf *c, const struct conf_key *k, const char *v,
                                     char *expect, size_t expectlen)
 {
@@ -539,8 +545,8 @@ static enum set_result set_url_list(struct conf *c, const struct conf_key *k, co
             n--;
         if (!valid_http_url(p, n)) {
             snprintf(expect, expectlen,
-                     "comma-separated http:// base URLs such as "
-                     "http://10.0.0.2:3000,http://10.0.0.3:3000");
+                     "comma-separated http:// or https:// base URLs such as "
+                     "http://10.0.0.2:3000,https://node3.example:3000");
             return SET_BAD;
         }
         p += strcspn(p, ",");
@@ -892,6 +898,11 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "%s: auth = jwt needs jwt_keys (a JWK Set file)", path);
         goto fail;
     }
+    if (c->tls_ca_file != NULL &&
+        tlsca_read(c->tls_ca_file, &c->tls_ca_pem, &c->tls_ca_len, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, msg);
+        goto fail;
+    }
     return 0;
 fail:
     conf_free(c);
@@ -951,6 +962,8 @@ void conf_free(struct conf *c)
             *FIELD(c, &keys[i], char *) = NULL;
         }
     }
+    free(c->tls_ca_pem);
+    c->tls_ca_pem = NULL;
 }
 
 size_t conf_nkeys(void)

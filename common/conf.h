@@ -47,6 +47,9 @@ struct conf {
     char *jwt_issuer;         /* NULL: iss not checked */
     int jwt_leeway;           /* seconds of clock skew on exp, nbf, iat */
     bool protected_mode;      /* auth off, listen not loopback: refuse outside peers */
+    char *tls_ca_file;        /* NULL: the system's store, for outgoing https:// */
+    char *tls_ca_pem;         /* tls_ca_file's certificates, read by conf_load (or NULL) */
+    size_t tls_ca_len;
 };
 
 enum conf_access_log_format { CONF_LOG_COMBINED, CONF_LOG_JSON };
@@ -59,7 +62,8 @@ void conf_defaults(struct conf *c);
  * Parse path into *c (which conf_load initialises with the defaults first).
  * On error returns -1, leaves *c freed, and writes "path:line: message" into err.
  * After a successful parse the DATABASE_URL environment variable, when set and
- * non-empty, replaces database_url.
+ * non-empty, replaces database_url. tls_ca_file, when set, is read and
+ * checked (tlsca.h) into tls_ca_pem: a bad file is an error here.
  */
 int conf_load(const char *path, struct conf *c, char *err, size_t errlen);
 

@@ -18,6 +18,7 @@ struct perf_exec;
 struct perf_test;
 struct stats_shm;
 struct stats_slot;
+struct tls_client;
 struct tracer;
 
 struct app {
@@ -28,6 +29,7 @@ struct app {
     int slot_index;
     struct db_pool *db;
     struct tracer *tracer;
+    struct tls_client *tls;         /* outgoing https:// */
     struct auth *auth;              /* who may use which route */
     const char *const *route_names; /* for /metrics and /stats */
     int nroutes;

@@ -309,7 +309,13 @@ static void conn_lost_at(struct db_conn *c, const char *why, int level)
         slot_db_up(c, -1);
         log_msg(level, "database %s connection %d lost: %s", kind_name(c->kind), c->index, line);
     } else {
-        log_msg(level, "database %s connection %d failed: %s", kind_name(c->kind), c->index, line);
+        /* A server that refuses every attempt for one reason (a certificate,
+         * a password) is said once, not at each back-off. */
+        bool again = strcmp(line, c->last_failure) == 0;
+
+        log_msg(again ? LOGL_DEBUG : level, "database %s connection %d failed: %s",
+                kind_name(c->kind), c->index, line);
+        snprintf(c->last_failure, sizeof(c->last_failure), "%s", line);
     }
     db_count(&pool->slot->c.db_errors);
     c->why[0] = '\0';
@@ -381,6 +387,7 @@ static void conn_ready(struct db_conn *c)
     c->backoff = 0;
     c->last_used = c->progress = clock_now();
     c->why[0] = '\0';
+    c->last_failure[0] = '\0';
     slot_db_up(c, 1);
     if (c->ever_ready) {
         db_count(&c->pool->slot->c.db_reconnects);

@@ -142,6 +142,7 @@ struct db_conn {
     char setup_state[6];   /* ... and its SQLSTATE */
     bool ever_ready;
     double backoff;
+    char last_failure[512]; /* said in the log; the same again, attempt after attempt, is debug */
     struct timespec last_used;
     int first_host; /* where the next attempt starts in a host list */
     /* Resolving host names. */

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "jsonstrict.h"
 #include "log.h"
+#include "tls.h"
 
 #define MAX_HEADERS (16 * 1024) /* the head of the node's answer */
 #define REFUSAL_MAX 512         /* bytes of a refusal's body kept, for its reason */
@@ -47,6 +48,9 @@ struct perf_node {
     double interval, idle;
     void (*on_update)(void *ctx);
     void *ctx;
+    bool https;                     /* evcon speaks TLS */
+    struct tls_client *tls;         /* the worker's, for https nodes (the cancel too) */
+    struct tls_failure tls_failure; /* why its handshake failed */
 };
 
 /* ---- histograms ---- */
@@ -452,6 +456,17 @@ static void refusal_error(struct perf_node *n, char *out, size_t outlen)
     json_object_put(o);
 }
 
+/* "the node could not be reached", saying why when TLS knows. */
+static const char *unreachable(struct perf_node *n, char *buf, size_t len)
+{
+    const char *tls_why = n->https ? tls_failure_reason(n->evcon, &n->tls_failure) : NULL;
+
+    if (tls_why == NULL)
+        return "the node could not be reached";
+    snprintf(buf, len, "the node could not be reached (%s)", tls_why);
+    return buf;
+}
+
 static void on_done(struct evhttp_request *req, void *arg)
 {
     struct perf_node *n = arg;
@@ -464,7 +479,7 @@ static void on_done(struct evhttp_request *req, void *arg)
         return;
     }
     if (req == NULL || evhttp_request_get_response_code(req) == 0) {
-        finish(n, n->phase == NODE_CONNECTING ? "the node could not be reached"
+        finish(n, n->phase == NODE_CONNECTING ? unreachable(n, why, sizeof(why))
                                               : "the node's connection broke");
         return;
     }
@@ -482,7 +497,7 @@ static void on_error(enum evhttp_request_error err, void *arg)
         finish(n, "the node sent nothing for too long");
         break;
     case EVREQ_HTTP_EOF:
-        finish(n, n->phase == NODE_CONNECTING ? "the node could not be reached"
+        finish(n, n->phase == NODE_CONNECTING ? unreachable(n, why, sizeof(why))
                                               : "the node closed the connection");
         break;
     case EVREQ_HTTP_INVALID_HEADER:
@@ -500,7 +515,7 @@ static void on_error(enum evhttp_request_error err, void *arg)
         finish(n, "the test stopped before the node's report");
         break;
     default:
-        finish(n, "the node could not be reached");
+        finish(n, unreachable(n, why, sizeof(why)));
         break;
     }
 }
@@ -517,6 +532,18 @@ static void on_hangup(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the share ---- */
 
+/* An IPv6 literal without the brackets a URL has (TLS checks the address). */
+static const char *bare_host(const char *host, char *buf, size_t len)
+{
+    size_t n = strlen(host);
+
+    if (n > 2 && host[0] == '[' && host[n - 1] == ']')
+        snprintf(buf, len, "%.*s", (int)(n - 2), host + 1);
+    else
+        snprintf(buf, len, "%s", host);
+    return buf;
+}
+
 static struct perf_node *failed_at_start(struct perf_node *n, const char *why)
 {
     snprintf(n->st.error, sizeof(n->st.error), "%s", why);
@@ -532,7 +559,7 @@ struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns
     struct evhttp_uri *uri = NULL;
     struct evkeyvalq *headers;
     const char *host, *upath;
-    char hostport[300], path[600];
+    char hostport[300], path[600], bare[300];
     int port;
 
     if (n == NULL)
@@ -558,7 +585,9 @@ struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns
             evhttp_uri_free(uri);
         return failed_at_start(n, "invalid node URL");
     }
-    port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
+    n->https = tls_url_is_https(share->url);
+    n->tls = share->tls;
+    port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : n->https ? 443 : 80;
     upath = evhttp_uri_get_path(uri);
     snprintf(path, sizeof(path), "%s/todos/performance-test",
              upath != NULL && strcmp(upath, "/") != 0 ? upath : "");
@@ -566,8 +595,14 @@ struct perf_node *perfnode_start(struct event_base *base, struct evdns_base *dns
     snprintf(n->host, sizeof(n->host), "%s", host);
     snprintf(n->path, sizeof(n->path), "%s", path);
     n->port = port;
-    n->evcon = evhttp_connection_base_new(base, dns, host, (unsigned short)port);
+    n->evcon = !n->https ? evhttp_connection_base_new(base, dns, host, (unsigned short)port)
+               : share->tls != NULL
+                   ? tls_connection_new(share->tls, base, dns, bare_host(host, bare, sizeof(bare)),
+                                        (unsigned short)port, &n->tls_failure)
+                   : NULL;
     evhttp_uri_free(uri);
+    if (n->evcon == NULL && n->https)
+        return failed_at_start(n, "the node could not be reached (cannot set up TLS)");
     n->req = n->evcon != NULL ? evhttp_request_new(on_done, n) : NULL;
     if (n->req == NULL)
         return failed_at_start(n, "out of memory");
@@ -658,7 +693,16 @@ void perfnode_cancel(struct perf_node *n, struct event_base *base, struct evdns_
 
     if (n == NULL || n->st.finished || n->evcon_cancel != NULL || n->host[0] == '\0')
         return;
-    n->evcon_cancel = evhttp_connection_base_new(base, dns, n->host, (unsigned short)n->port);
+    /* The same link as the share's: TLS for an https node, never plain text. */
+    if (!n->https) {
+        n->evcon_cancel = evhttp_connection_base_new(base, dns, n->host, (unsigned short)n->port);
+    } else if (n->tls != NULL) {
+        char bare[256];
+
+        n->evcon_cancel =
+            tls_connection_new(n->tls, base, dns, bare_host(n->host, bare, sizeof(bare)),
+                               (unsigned short)n->port, &n->tls_failure);
+    }
     req = n->evcon_cancel != NULL ? evhttp_request_new(on_cancel_done, n) : NULL;
     if (req == NULL) {
         log_error("performance test %s: node %s: no memory to cancel its share", n->run_id, n->url);

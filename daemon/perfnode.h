@@ -27,6 +27,7 @@
 
 #include "perfboard.h"
 
+struct tls_client;
 #define PERF_NODE_MAX_LINE (256 * 1024)
 
 struct perf_node;
@@ -51,6 +52,7 @@ struct perf_node_share {
     double idle;               /* seconds without a byte before it counts as gone */
     const char *traceparent;   /* its parent span in the test's trace; NULL: untraced */
     const char *authorization; /* the caller's Authorization header, forwarded; NULL: none */
+    struct tls_client *tls;    /* the worker's, for an https:// node (tls.h) */
 };
 
 /* Starts the share. on_update runs after each line and at the end. */

@@ -841,6 +841,7 @@ static void start_nodes(struct perf_test *t, int64_t n, int parts)
         .idle = t->interval_ms / 1e3 + NODE_IDLE,
         .traceparent = t->traceparent[0] != '\0' ? t->traceparent : NULL, /* its trace goes on */
         .authorization = http_header(t->r, "Authorization"), /* each node checks it too */
+        .tls = t->app->tls,                                  /* for https:// nodes */
     };
 
     for (int i = 0; i < t->nnodes; i++) {

@@ -473,7 +473,8 @@ static void tracer_set_listen_address(struct tracer *t, const struct conf *conf)
     }
 }
 
-struct tracer *tracer_new(struct event_base *base, const struct conf *conf, struct stats_slot *slot)
+struct tracer *tracer_new(struct event_base *base, const struct conf *conf, struct stats_slot *slot,
+                          struct tls_client *tls)
 {
     struct tracer *t = calloc(1, sizeof(*t));
 
@@ -481,6 +482,7 @@ struct tracer *tracer_new(struct event_base *base, const struct conf *conf, stru
         return NULL;
     t->base = base;
     t->slot = slot;
+    t->tls = tls;
     t->ratio = conf->trace_sample_ratio;
     trace_rng_seed(&t->rng);
     if (trace_export_init(t) != 0) {

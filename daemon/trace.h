@@ -44,6 +44,7 @@ struct conf;
 struct event_base;
 struct evkeyvalq;
 struct stats_slot;
+struct tls_client;
 struct trace_span;
 struct tracer;
 
@@ -113,12 +114,13 @@ const char *span_name_join(char *out, size_t size, const char *a, const char *b)
 
 /*
  * A tracer exporting from base to conf->otlp_endpoint, counting in slot (may be
- * NULL). With no endpoint (or one it cannot use, logged) it does nothing: spans
- * are NULL and trace ids "-". NULL only when memory ran out; every function
- * accepts a NULL tracer as one that does nothing.
+ * NULL), to an https:// endpoint through tls (the worker's; NULL: tracing to
+ * https:// is off). With no endpoint (or one it cannot use, logged) it does
+ * nothing: spans are NULL and trace ids "-". NULL only when memory ran out;
+ * every function accepts a NULL tracer as one that does nothing.
  */
-struct tracer *tracer_new(struct event_base *base, const struct conf *conf,
-                          struct stats_slot *slot);
+struct tracer *tracer_new(struct event_base *base, const struct conf *conf, struct stats_slot *slot,
+                          struct tls_client *tls);
 
 /* Tracing is on: spans may be recorded. */
 bool tracer_enabled(const struct tracer *t);

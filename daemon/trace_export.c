@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "decimal.h"
 #include "log.h"
+#include "tls.h"
 #include "trace_int.h"
 #include "trace_otlp.h"
 
@@ -306,7 +307,8 @@ static void export_done(struct evhttp_request *req, void *arg)
 {
     struct tracer *t = arg;
     int code = req ? evhttp_request_get_response_code(req) : 0;
-    char why[64];
+    const char *tls_why;
+    char why[160];
 
     if (t->state != EXPORT_SENDING || t->req == NULL)
         return;
@@ -316,7 +318,9 @@ static void export_done(struct evhttp_request *req, void *arg)
         export_succeeded(t, req);
         return;
     }
-    if (code == 0) {
+    if (code == 0 && t->https && (tls_why = tls_failure_reason(t->conn, &t->tls_failure)) != NULL) {
+        snprintf(why, sizeof(why), "no answer (%s)", tls_why);
+    } else if (code == 0) {
         snprintf(why, sizeof(why), "no answer (connection failed or closed)");
     } else {
         const char *ra = evhttp_find_header(evhttp_request_get_input_headers(req), "Retry-After");
@@ -523,8 +527,15 @@ int trace_export_connect(struct tracer *t, const char *endpoint)
     port = evhttp_uri_get_port(uri);
     path = evhttp_uri_get_path(uri);
     query = evhttp_uri_get_query(uri);
-    if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL || host[0] == '\0') {
-        log_error("tracing off: otlp_endpoint %s is not an http:// URL with a host", endpoint);
+    if (scheme == NULL || host == NULL || host[0] == '\0' ||
+        (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+        log_error("tracing off: otlp_endpoint %s is not an http:// or https:// URL with a host",
+                  endpoint);
+        goto out;
+    }
+    t->https = strcasecmp(scheme, "https") == 0;
+    if (t->https && t->tls == NULL) {
+        log_error("tracing off: otlp_endpoint %s: no TLS client", endpoint);
         goto out;
     }
     /* libevent keeps the brackets of an IPv6 literal; connecting wants none. */
@@ -534,7 +545,7 @@ int trace_export_connect(struct tracer *t, const char *endpoint)
     else
         snprintf(name, sizeof(name), "%s", host);
     if (port < 0)
-        port = 80;
+        port = t->https ? 443 : 80;
     /* A URL without a path means the collector's standard traces path. */
     if (path == NULL || path[0] == '\0' || strcmp(path, "/") == 0)
         path = EXPORT_PATH;
@@ -555,7 +566,12 @@ int trace_export_connect(struct tracer *t, const char *endpoint)
             goto out;
         }
     }
-    t->conn = evhttp_connection_base_new(t->base, t->dns, name, (unsigned short)port);
+    /* Never plain text to an https:// endpoint: no TLS, no connection. */
+    if (t->https)
+        t->conn = tls_connection_new(t->tls, t->base, t->dns, name, (unsigned short)port,
+                                     &t->tls_failure);
+    else
+        t->conn = evhttp_connection_base_new(t->base, t->dns, name, (unsigned short)port);
     if (t->conn == NULL)
         goto out;
     /* Our own retries, with back-off, between batches; libevent's would resend at once. */

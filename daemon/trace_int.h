@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "stats.h"
+#include "tls.h"
 #include "trace_attr.h"
 #include "trace_context.h"
 
@@ -57,6 +58,9 @@ struct tracer {
     struct json_object *scratch_double;
     struct evdns_base *dns; /* NULL when the endpoint's host is an address */
     struct evhttp_connection *conn;
+    struct tls_client *tls;         /* the worker's, for an https:// endpoint */
+    bool https;                     /* conn speaks TLS */
+    struct tls_failure tls_failure; /* why its last handshake failed */
     /* spans waiting: a ring of TRACE_QUEUE_MAX (trace_export.h) */
     struct trace_span **queue;
     int head, queued;

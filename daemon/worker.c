@@ -18,6 +18,7 @@
 #include "perfshare.h"
 #include "perftest.h"
 #include "routes.h"
+#include "tls.h"
 #include "trace.h"
 #include "trace_export.h"
 
@@ -42,6 +43,7 @@ struct worker {
     struct app_listener listeners[LISTENERS];
     struct db_pool *db;
     struct tracer *tracer;
+    struct tls_client *tls; /* outgoing https:// (the tracer's, perf_nodes) */
     const struct jwt_verifier *verifier;
     struct auth *auth;
     bool flushing; /* the tracer's last spans are on their way out */
@@ -331,7 +333,8 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         return -1;
     }
     /* After the fork: each worker has its own ids, random state and exporter. */
-    w->tracer = tracer_new(w->base, w->conf, w->slot);
+    w->tls = tls_client_new(w->conf);
+    w->tracer = w->tls != NULL ? tracer_new(w->base, w->conf, w->slot, w->tls) : NULL;
     w->db = db_pool_new(w->base, w->conf, w->slot, w->tracer);
     w->auth = auth_new(w->conf, w->verifier);
     if (w->tracer == NULL || w->db == NULL || w->auth == NULL) {
@@ -346,6 +349,7 @@ static int worker_setup(struct worker *w, struct stats_shm *shm)
         .slot_index = w->slot_index,
         .db = w->db,
         .tracer = w->tracer,
+        .tls = w->tls,
         .auth = w->auth,
         .route_names = routes_names,
         .nroutes = routes_count,
@@ -402,6 +406,7 @@ static void worker_teardown(struct worker *w)
     }
     db_pool_free(w->db);
     tracer_free(w->tracer);
+    tls_client_free(w->tls); /* after every connection that used it */
     auth_free(w->auth);
     free_event(w->stop_timer);
     free_event(w->abandon_timer);

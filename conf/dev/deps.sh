@@ -11,7 +11,7 @@ build_pkgs=(gcc make pkg-config libevent-dev libjson-c-dev uuid-dev libpq-dev li
             libsystemd-dev postgresql-15 postgresql-client-15)
 test_pkgs=(libcmocka-dev curl python3 python3-pytest python3-pytest-timeout prometheus wrk
            valgrind systemd nodejs npm haproxy pgbouncer clang libclang-rt-14-dev clang-format
-           chromium man-db groff-base python3-jwt python3-cryptography iproute2)
+           chromium man-db groff-base python3-jwt python3-cryptography iproute2 openssl)
 bench_pkgs=(nginx-light linux-perf wrk)
 
 case "${1:-}" in

@@ -11,12 +11,14 @@ happens.
 """
 
 import csv
+import http.client
 import io
 import json
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -41,8 +43,13 @@ TODOD_CONF = CONF / "todod.conf"
 
 # The sections of conf/haproxy.cfg the tests rewrite addresses in.
 API_FRONTEND = "todod_api"
+HTTPS_FRONTEND = "todod_https"
 STATS_FRONTEND = "stats"
 BACKEND = "todod"
+# The certificate of the https frontend, as the shipped file names it.
+SHIPPED_CERT = "/etc/haproxy/certs/todod.pem"
+# Performance tests a client address may start in 10 s through HAProxy.
+PERF_RATE_LIMIT = 10
 
 # todod's drain_delay in the live tests: longer than the time the shipped checks
 # take to mark a draining instance DOWN (asserted in Cluster.__init__).
@@ -115,9 +122,36 @@ def _todod_default(key):
 # --------------------------------------------------------------------------- the shipped files
 
 
+def make_haproxy_cert(where):
+    """A self-signed certificate for localhost and 127.0.0.1 with its key, in one
+    PEM file as HAProxy's crt wants it; returns its path."""
+    crt, key = os.path.join(where, "haproxy.crt"), os.path.join(where, "haproxy.key")
+    r = _run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+              "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+              "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+    assert r.returncode == 0, "openssl req failed:\n" + r.stdout
+    pem = os.path.join(where, "haproxy.pem")
+    with open(pem, "w") as f:
+        f.write(open(crt).read() + open(key).read())
+    return pem
+
+
+def with_test_cert(text, pem):
+    """The configuration with the https frontend's certificate path replaced by pem
+    (the shipped path exists only on a real installation)."""
+    assert text.count("crt %s" % SHIPPED_CERT) == 1, \
+        "conf/haproxy.cfg: want one bind line with crt %s" % SHIPPED_CERT
+    return text.replace("crt %s" % SHIPPED_CERT, "crt %s" % pem)
+
+
 @test
 def shipped_haproxy_cfg_passes_haproxy_check():
-    r = _run([_tool("haproxy"), "-c", "-f", str(HAPROXY_CFG)])
+    where = tempfile.mkdtemp(prefix="todod-haproxy-check-")
+    cfg = os.path.join(where, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(with_test_cert(HAPROXY_CFG.read_text(), make_haproxy_cert(where)))
+    r = _run([_tool("haproxy"), "-c", "-f", cfg])
+    shutil.rmtree(where, ignore_errors=True)
     assert r.returncode == 0, "haproxy -c -f conf/haproxy.cfg failed:\n" + r.stdout
     assert "Configuration file is valid" in r.stdout, r.stdout
     # HAProxy says what it ignores or finds dubious with [WARNING]
@@ -254,10 +288,13 @@ def _http_get(url, timeout=2):
         return r.status, r.read().decode("utf-8", "replace")
 
 
-def derive_haproxy_cfg(text, servers, port, stats_port):
+def derive_haproxy_cfg(text, servers, port, stats_port, https_port, pem):
     """conf/haproxy.cfg with its backend's server addresses replaced by `servers`
-    ([(host, port)], in order), the API frontend bound to 127.0.0.1:port and the
-    stats frontend to 127.0.0.1:stats_port. Returns (config text, server names)."""
+    ([(host, port)], in order), the API frontend bound to 127.0.0.1:port, the
+    https one to 127.0.0.1:https_port with the certificate pem, and the stats
+    frontend to 127.0.0.1:stats_port. Returns (config text, server names)."""
+    text = with_test_cert(text, pem)
+    ports = {API_FRONTEND: port, HTTPS_FRONTEND: https_port, STATS_FRONTEND: stats_port}
     out = []
     names = []
     binds = set()
@@ -273,16 +310,16 @@ def derive_haproxy_cfg(text, servers, port, stats_port):
             names.append(words[1])
             line = "    " + " ".join(["server", words[1], "%s:%d" % (host, p)] + words[3:])
         elif words and words[0] == "bind" and section[0] == "frontend":
-            addr = "127.0.0.1:%d" % (stats_port if section[1] == STATS_FRONTEND else port)
+            addr = "127.0.0.1:%d" % ports.get(section[1], port)
             binds.add(section[1])
             line = "    " + " ".join(["bind", addr] + words[2:])
         out.append(line)
     assert len(names) == len(servers), \
         "conf/haproxy.cfg has %d server lines in backend %s, want %d" % (len(names), BACKEND,
                                                                        len(servers))
-    assert binds == {API_FRONTEND, STATS_FRONTEND}, \
-        "conf/haproxy.cfg: bind lines found in frontends %s, want %s and %s" % (
-            sorted(binds), API_FRONTEND, STATS_FRONTEND)
+    assert binds == set(ports), \
+        "conf/haproxy.cfg: bind lines found in frontends %s, want %s" % (
+            sorted(binds), sorted(ports))
     return "\n".join(out) + "\n", names
 
 
@@ -300,8 +337,10 @@ class HAProxy(Proc):
     def __init__(self, servers, where):
         self.port = free_port()
         self.stats_port = free_port()
+        self.https_port = free_port()
+        self.pem = make_haproxy_cert(where)
         cfg, self.names = derive_haproxy_cfg(HAPROXY_CFG.read_text(), servers, self.port,
-                                             self.stats_port)
+                                             self.stats_port, self.https_port, self.pem)
         self.cfg_path = os.path.join(where, "haproxy.cfg")
         with open(self.cfg_path, "w") as f:
             f.write(cfg)
@@ -731,6 +770,59 @@ def cluster_reload_of_each_instance_under_load_fails_no_request():
                 len(acked), len(table), len(acked - table), cl.report(load, events))
         for d in cl.nodes:
             assert d.running(), "%s is not running after its reload" % cl.name(d)
+
+
+def _https(haproxy, method, path, body=None, tls=True):
+    """One request to HAProxy's https frontend, the certificate verified against
+    the one the test made (it names localhost), or with tls=False to its plain
+    frontend; returns (status, headers, body)."""
+    if tls:
+        ctx = ssl.create_default_context(cafile=haproxy.pem)
+        conn = http.client.HTTPSConnection("localhost", haproxy.https_port, context=ctx,
+                                           timeout=10)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", haproxy.port, timeout=10)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+@test
+def haproxy_serves_https_and_limits_performance_tests_per_source_with_429():
+    skip_if_sanitizer(SANITIZER_REASON)
+    with Cluster() as c:
+        c.start()
+        h = c.haproxy
+        status, _, body = _https(h, "POST", "/todos", {"title": "through TLS"})
+        assert status == 201, (status, body)
+        made = json.loads(body)
+        status, _, body = _https(h, "GET", "/todos/%s" % made["id"])
+        assert status == 200 and json.loads(body)["title"] == "through TLS", (status, body)
+        # more performance tests from one address than the limit, through both frontends
+        statuses = []
+        for i in range(PERF_RATE_LIMIT + 5):
+            status, headers, body = _https(h, "POST", "/todos/performance-test",
+                                           {"message_count": 3}, tls=i % 2 == 1)
+            statuses.append(status)
+            if status == 429:
+                assert headers.get("retry-after") == "10", headers
+                assert "error" in json.loads(body), body
+            # other routes from the same address are not limited
+            assert _https(h, "GET", "/todos?limit=1")[0] == 200
+        passed = statuses.count(200)
+        assert statuses[:PERF_RATE_LIMIT] == [200] * PERF_RATE_LIMIT, statuses
+        assert statuses.count(429) >= 1 and passed + statuses.count(429) == len(statuses), statuses
+        # a 429 never reached an instance: only the tests let through wrote rows
+        rows = c.pg.psql("SELECT count(*) FROM todos WHERE title LIKE 'Performance Test Todo #%'",
+                         db=c.db)
+        assert int(rows) == 3 * passed, (rows, statuses)
+        reached = sum(metric(d.metrics(), "todod_http_requests_total",
+                             {"route": "/todos/performance-test"}, default=0.0) for d in c.nodes)
+        assert reached == passed, (reached, statuses)
 
 
 # --------------------------------------------------------------------------- reloads and stops

@@ -606,31 +606,69 @@ static void trace_sample_ratio_is_between_zero_and_one(void **state)
             bad_value("trace_sample_ratio", bad[i], "a number from 0 to 1");
 }
 
-static void otlp_endpoint_must_be_an_http_url(void **state)
+static void otlp_endpoint_must_be_an_http_or_https_url(void **state)
 {
-    static const char *bad[] = {"127.0.0.1:4318",    "https://collector/v1/traces", "http://",
-                                "http:///v1/traces", "http://user@host/",           "ftp://x"};
+    static const char *bad[] = {"127.0.0.1:4318",    "https://",          "http://",
+                                "http:///v1/traces", "http://user@host/", "ftp://x",
+                                "https://user@h/",   "httpss://h/"};
     struct conf c = load_one("otlp_endpoint", "http://127.0.0.1:4318/v1/traces");
     size_t i;
 
     assert_string_equal(c.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
     conf_free(&c);
+    c = load_one("otlp_endpoint", "HTTPS://collector.example/v1/traces");
+    assert_string_equal(c.otlp_endpoint, "HTTPS://collector.example/v1/traces");
+    conf_free(&c);
     c = load_one("otlp_endpoint", "");
     assert_null(c.otlp_endpoint);
     conf_free(&c);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        bad_value("otlp_endpoint", bad[i], "an http:// URL");
+        bad_value("otlp_endpoint", bad[i], "an http:// or https:// URL");
 }
 
-static void perf_nodes_is_a_list_of_http_urls(void **state)
+static void perf_nodes_is_a_list_of_http_or_https_urls(void **state)
 {
-    struct conf c = load_one("perf_nodes", "http://127.0.0.2:3000, http://127.0.0.3:3000");
+    struct conf c = load_one("perf_nodes", "http://127.0.0.2:3000, https://node3.example:3000");
 
-    assert_string_equal(c.perf_nodes, "http://127.0.0.2:3000, http://127.0.0.3:3000");
+    assert_string_equal(c.perf_nodes, "http://127.0.0.2:3000, https://node3.example:3000");
     conf_free(&c);
+    bad_value("perf_nodes", "http://a:1,https://", "comma-separated http://");
     bad_value("perf_nodes", "http://127.0.0.2:3000,,http://x", "comma-separated http://");
     bad_value("perf_nodes", "127.0.0.2:3000", "comma-separated http://");
     bad_value("perf_nodes", "http://a:1,", "comma-separated http://");
+}
+
+/* tls_ca_file pointing at what is not a CA file: conf_load fails, saying which and why. */
+static void tls_ca_file_fails(const char *ca_text, const char *fragment)
+{
+    char text[256], err[512] = "", ca[64];
+    struct conf c;
+    int rc;
+
+    snprintf(ca, sizeof(ca), "%s", ca_text != NULL ? write_temp(ca_text) : "/nonexistent/ca.pem");
+    snprintf(text, sizeof(text), "tls_ca_file = %s\n", ca);
+    rc = load_text(text, &c, err, sizeof(err));
+    if (ca_text != NULL)
+        unlink(ca);
+    assert_int_equal(rc, -1);
+    if (strstr(err, "tls_ca_file") == NULL || strstr(err, fragment) == NULL)
+        fail_msg("error \"%s\" lacks \"tls_ca_file\" or \"%s\"", err, fragment);
+    assert_null(c.tls_ca_pem);
+}
+
+static void tls_ca_file_must_hold_pem_certificates(void **state)
+{
+    struct conf c = load_one("otlp_endpoint", "https://collector.example/");
+
+    assert_null(c.tls_ca_file); /* unset: the system's store */
+    assert_null(c.tls_ca_pem);
+    conf_free(&c);
+    tls_ca_file_fails(NULL, "cannot open");
+    tls_ca_file_fails("", "holds no PEM certificate");
+    tls_ca_file_fails("not a certificate\n", "holds no PEM certificate");
+    tls_ca_file_fails("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+                      "-----END CERTIFICATE-----\n",
+                      "is not readable PEM certificates");
 }
 
 static void max_connections_and_write_connections_within_range(void **state)
@@ -1058,8 +1096,9 @@ int main(void)
         cmocka_unit_test(access_log_format_is_combined_or_json),
         cmocka_unit_test(auth_is_off_or_jwt_and_jwt_needs_keys),
         cmocka_unit_test(trace_sample_ratio_is_between_zero_and_one),
-        cmocka_unit_test(otlp_endpoint_must_be_an_http_url),
-        cmocka_unit_test(perf_nodes_is_a_list_of_http_urls),
+        cmocka_unit_test(otlp_endpoint_must_be_an_http_or_https_url),
+        cmocka_unit_test(perf_nodes_is_a_list_of_http_or_https_urls),
+        cmocka_unit_test(tls_ca_file_must_hold_pem_certificates),
         cmocka_unit_test(max_connections_and_write_connections_within_range),
         cmocka_unit_test(key_table_is_enumerable),
         cmocka_unit_test(log_level_accepts_each_level),

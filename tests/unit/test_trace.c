@@ -451,7 +451,7 @@ static struct fixture *fixture_new(int port, double ratio)
     free(f->conf.service_name);
     f->conf.service_name = strdup("test-service");
     f->conf.trace_sample_ratio = ratio;
-    f->t = tracer_new(f->base, &f->conf, &f->slot);
+    f->t = tracer_new(f->base, &f->conf, &f->slot, NULL);
     assert_non_null(f->t);
     return f;
 }
