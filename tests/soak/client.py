@@ -205,6 +205,16 @@ class Client:
                       if k.lower() in KEPT_HEADERS}
             if stream:
                 r.lines = []
+                # The terminal chunk was read when http.client reads the trailer:
+                # a connection closed before it (even before the first chunk,
+                # when chunk_left is still None) is a cut answer, not an end.
+                ended = []
+                trailer = getattr(resp, "_read_and_discard_trailer", None)
+                if resp.chunked and trailer is not None:
+                    def read_trailer(trailer=trailer):
+                        ended.append(True)
+                        return trailer()
+                    resp._read_and_discard_trailer = read_trailer
                 while True:
                     line = resp.readline()
                     if not line:
@@ -216,7 +226,8 @@ class Client:
                         r.lines.append((self.rec.now(), line))
                 # readline() ends quietly when the connection closes before the
                 # last chunk; http.client leaves chunk_left None only after it
-                if resp.chunked and resp.chunk_left is not None:
+                if resp.chunked and (resp.chunk_left is not None or
+                                     (trailer is not None and not ended)):
                     raise http.client.IncompleteRead(r.raw)
             else:
                 r.raw = resp.read()

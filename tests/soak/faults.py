@@ -263,6 +263,9 @@ class Injector:
                 up = self.rec.now()
                 self._window(f, "conn", inst, t - 0.05, up + 0.5)
                 self._window(f, "refused", inst, t - 0.05, up + 0.5)
+                # the orphaned workers drain as a SIGTERM makes them: what still
+                # waits at shutdown_timeout is answered "may have been applied"
+                self._window(f, "ambig", inst, t - 0.05, up + 0.5)
                 self._window(f, "busy", inst, t - 0.05, up + SETTLE)
         finally:
             i.lock.release()
