@@ -4,6 +4,10 @@
  * fills, its bounds, its default and its flags (what the code does with the
  * key beyond parsing it). Adding a key is adding a row.
  *
+ * Why one file of about 1,000 lines: the table, one setter per value type
+ * and the line grammar are read together when a key is added; split, each
+ * piece would be meaningless alone.
+ *
  * Grammar of a line:
  *     [key = value] [# comment]
  * '#' starts a comment at the start of a line or after whitespace, so that a

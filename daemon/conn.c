@@ -1,3 +1,9 @@
+/*
+ * Client connections (conn.h says what this layer owns). Why one file of
+ * about 1,000 lines: a connection's life, the listener's and the stop's
+ * queue-taking share one set of states; the pure framing gate is apart
+ * (framing.c).
+ */
 #include "conn.h"
 
 #include <errno.h>

@@ -1,3 +1,10 @@
+/*
+ * The coordinator of a performance test: the request, its shares on this host
+ * and on other nodes, progress lines and the report. Why one file of about
+ * 1,000 lines: a test's state and its report are read and written at every
+ * step of its life; perfshare.c (a worker's share), perfnode.c (a node's) and
+ * perfcancel.c (stopping one) are apart.
+ */
 #include "perftest.h"
 
 #include <errno.h>
