@@ -160,7 +160,7 @@ void db_conn_arm_timer(struct db_conn *c)
     if (conn_owed_by(c, &at))
         earliest(&next, &any, at);
     TAILQ_FOREACH(t, &c->txns, link) {
-        if (t->kind == TXN_WRITES)
+        if (t->kind == TXN_WRITES || t->kind == TXN_LSN)
             earliest(&next, &any, t->hard_deadline);
         if (t->kind != TXN_READS)
             continue;
@@ -235,7 +235,8 @@ static void conn_check_deadlines(struct db_conn *c)
         return;
     }
     TAILQ_FOREACH(t, &c->txns, link) {
-        if (t->kind == TXN_WRITES && clock_diff(t->hard_deadline, now) <= 0) {
+        if ((t->kind == TXN_WRITES || t->kind == TXN_LSN) &&
+            clock_diff(t->hard_deadline, now) <= 0) {
             if (t == TAILQ_FIRST(&c->txns) && clock_diff(now, c->progress) >= t->timeout) {
                 pool_server_hung(c->pool, c); /* silent past its statement_timeout */
                 return;
@@ -344,6 +345,8 @@ static void conn_lost_at(struct db_conn *c, const char *why, int level)
                 continue;
             db_query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
         }
+        /* Writes whose commit came, waiting for its position: committed. */
+        db_txn_answer_waiting(t, 0);
         db_txn_free(t);
     }
     /* Batches waiting for this connection are not sent: the performance test
@@ -726,6 +729,7 @@ void db_conn_fini(struct db_conn *c)
             if (q->state != QUERY_ANSWERED && q->stmt >= 0)
                 db_query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE,
                                 NULL);
+        db_txn_answer_waiting(t, 0); /* committed */
         db_txn_free(t);
     }
     if (c->state == DB_CONN_READY)

@@ -67,7 +67,12 @@ enum query_state {
     QUERY_ANSWERED, /* answered; its result (if any) is read and dropped */
 };
 
-enum txn_kind { TXN_READS, TXN_WRITES, TXN_BATCH };
+/*
+ * TXN_LSN: DB_WAL_LSN alone, sent right after a write transaction's Sync in
+ * the same pipeline, so it runs once the commit is in; the writes committed
+ * wait in its list "waiting" for the position it reads (db_txn.c).
+ */
+enum txn_kind { TXN_READS, TXN_WRITES, TXN_BATCH, TXN_LSN };
 
 struct txn;
 
@@ -81,7 +86,8 @@ struct query {
     void *arg;
     struct timespec submitted, deadline;
     PGresult *res;
-    int nparams; /* a copy of the parameters (writes and batches wait before sending) */
+    uint64_t lsn; /* its answer's (db_result) */
+    int nparams;  /* a copy of the parameters (writes and batches wait before sending) */
     char **values;
     int *lengths;
     int *formats;
@@ -110,6 +116,8 @@ struct txn {
     struct timespec hard_deadline; /* no verdict by then: drop the connection */
     const char **rows;             /* writes: the rows they lock, in lock order */
     int nrows;
+    struct txn *lsn;           /* writes: the TXN_LSN that follows, or NULL */
+    struct query_list waiting; /* TXN_LSN: the writes committed, answered with its position */
 };
 
 TAILQ_HEAD(txn_list, txn);
@@ -230,6 +238,8 @@ void db_query_free(struct query *q);
 bool db_result_ok(const PGresult *res);
 void db_result_error(const PGresult *res, char *out, size_t n);
 struct txn *db_txn_new(enum txn_kind kind);
+int db_txn_follow_lsn(struct db_conn *c, struct txn *w);
+void db_txn_answer_waiting(struct txn *t, uint64_t lsn);
 int db_send_copied(struct db_conn *c, struct txn *t, struct query *q);
 int db_send_timeout_prefix(struct db_conn *c, struct txn *t, long ms);
 int db_txn_close(struct db_conn *c, struct txn *t);

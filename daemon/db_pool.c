@@ -179,7 +179,7 @@ static int write_start(struct db_conn *c)
     t->hard_deadline = clock_add(first, HARD_GRACE);
     if (db_txn_close(c, t) != 0)
         goto broken;
-    if (db_conn_flush(c) < 0) {
+    if (db_txn_follow_lsn(c, t) != 0 || db_conn_flush(c) < 0) {
         db_conn_lost(c, "write failed");
         return n;
     }
@@ -510,7 +510,8 @@ static void query_trace(struct db_pool *pool, struct query *q, const struct db_t
 }
 
 int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-              struct timespec deadline, const struct db_trace *trace, db_done_cb cb, void *arg)
+              struct timespec deadline, uint64_t after, const struct db_trace *trace, db_done_cb cb,
+              void *arg)
 {
     struct query *q;
     struct db_conn *c = NULL;

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "db_span.h"
 #include "log.h"
+#include "pgbin.h"
 #include "sqlstate.h"
 #include "stats.h"
 
@@ -99,7 +100,7 @@ struct query *db_query_new(int stmt, struct timespec deadline, db_done_cb cb, vo
  */
 void db_query_answer(struct query *q, enum db_status st, const PGresult *res)
 {
-    struct db_result r = {st, res, clock_since(q->submitted)};
+    struct db_result r = {st, res, clock_since(q->submitted), st == DB_OK ? q->lsn : 0, false};
     db_done_cb cb = q->cb;
 
     if (q->span != NULL) {
@@ -180,7 +181,54 @@ struct txn *db_txn_new(enum txn_kind kind)
         return NULL;
     t->kind = kind;
     TAILQ_INIT(&t->queries);
+    TAILQ_INIT(&t->waiting);
     return t;
+}
+
+/*
+ * After write transaction w's Sync, in the same pipeline: DB_WAL_LSN, its own
+ * transaction, which the server runs once w's commit is in. Its position is
+ * then past the commit record, with no round trip of its own. Returns -1
+ * when it could not be given to libpq (the connection is broken); without
+ * memory, w's writes are answered without a position.
+ */
+int db_txn_follow_lsn(struct db_conn *c, struct txn *w)
+{
+    struct txn *t = db_txn_new(TXN_LSN);
+    struct query *q = db_query_new(DB_WAL_LSN, w->hard_deadline, NULL, NULL);
+
+    if (t == NULL || q == NULL) {
+        free(t);
+        free(q);
+        return 0;
+    }
+    t->timeout = w->timeout;
+    t->hard_deadline = w->hard_deadline;
+    if (db_send_copied(c, t, q) != 0) {
+        db_query_free(q);
+        db_txn_free(t);
+        return -1;
+    }
+    if (db_txn_close(c, t) != 0) {
+        /* Its query is in t: taken out of the count with the connection. */
+        TAILQ_INSERT_TAIL(&c->txns, t, link);
+        return -1;
+    }
+    w->lsn = t;
+    return 0;
+}
+
+/* The writes committed that waited for TXN_LSN t's position are answered. */
+void db_txn_answer_waiting(struct txn *t, uint64_t lsn)
+{
+    struct query *q;
+
+    while ((q = TAILQ_FIRST(&t->waiting)) != NULL) {
+        TAILQ_REMOVE(&t->waiting, q, link);
+        q->lsn = lsn;
+        db_query_answer(q, DB_OK, q->res);
+        db_query_free(q);
+    }
 }
 
 static int send_query(struct db_conn *c, struct txn *t, struct query *q, int n,
@@ -397,8 +445,24 @@ void db_txn_free(struct txn *t)
         TAILQ_REMOVE(&t->queries, q, link);
         db_query_free(q);
     }
+    while ((q = TAILQ_FIRST(&t->waiting)) != NULL) {
+        TAILQ_REMOVE(&t->waiting, q, link);
+        db_query_free(q);
+    }
     free(t->rows);
     free(t);
+}
+
+/* DB_LSN_COLUMN of a result's first row; 0 when it has none. */
+static uint64_t result_lsn(const PGresult *res)
+{
+    int col = PQfnumber(res, DB_LSN_COLUMN);
+    const char *v;
+
+    if (col < 0 || PQntuples(res) < 1 || PQgetisnull(res, 0, col) || PQgetlength(res, 0, col) != 8)
+        return 0;
+    v = PQgetvalue(res, 0, col);
+    return (uint64_t)pgbin_int64(v);
 }
 
 /* A query's result is complete: reads are answered at once, writes wait for
@@ -415,6 +479,7 @@ static void query_resulted(struct db_conn *c, struct query *q)
         return;
     }
     if (q->res != NULL && db_result_ok(q->res)) {
+        q->lsn = result_lsn(q->res);
         db_query_answer(q, DB_OK, q->res);
     } else if (q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED) {
         /* Never ran: resent when the transaction is over (below). */
@@ -441,6 +506,18 @@ static void txn_finished(struct db_conn *c, struct txn *t)
     struct timespec resend_at;
     bool write_back = false, aborted = false, resend;
 
+    if (t->kind == TXN_LSN) {
+        q = TAILQ_FIRST(&t->queries);
+        if (q != NULL && q->res != NULL && !db_result_ok(q->res))
+            log_failure(pool, q, q->res);
+        db_txn_answer_waiting(
+            t, q != NULL && q->res != NULL && db_result_ok(q->res) ? result_lsn(q->res) : 0);
+        db_txn_free(t);
+        /* The write connection is free now. */
+        if (!TAILQ_EMPTY(&pool->write_queue))
+            event_active(pool->ev_dispatch, 0, 0);
+        return;
+    }
     TAILQ_FOREACH(q, &t->queries, link) {
         if (failed == NULL && q->res != NULL && !db_result_ok(q->res) &&
             PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
@@ -459,7 +536,11 @@ static void txn_finished(struct db_conn *c, struct txn *t)
             db_query_free(q);
             continue;
         }
-        if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
+        if (failed == NULL && !aborted && t->lsn != NULL) {
+            /* Committed: answered with the position TXN_LSN reads next. */
+            q->txn = t->lsn;
+            TAILQ_INSERT_TAIL(&t->lsn->waiting, q, link);
+        } else if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
             db_query_answer(q, DB_OK, q->res);
             db_query_free(q);
         } else if (q == failed && !resend) {
