@@ -61,6 +61,7 @@ enum db_stmt {
     DB_TODO_AFTER_NULL,
     DB_TODO_BY_DONE,
     DB_WAL_LSN,     /* the position a write's answer names (db_int.h TXN_LSN) */
+    DB_WAL_SAMPLE,  /* recovery and WAL position, sampled (db_standby.c) */
     DB_TODO_INSERT, /* writes from here on */
     DB_TODO_UPDATE,
     DB_TODO_DELETE,
@@ -106,6 +107,9 @@ enum db_status {
  * was taken), the primary's insert position or a standby's replay position.
  */
 #define DB_LSN_COLUMN "todod_lsn"
+/* ... and whether the server was a standby then (a standby's pool drops an
+ * answer from a server promoted since it was last sampled). */
+#define DB_RECOVERY_COLUMN "todod_recovery"
 
 struct db_result {
     enum db_status status;

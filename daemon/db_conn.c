@@ -112,7 +112,7 @@ static void conn_deferred_fail(evutil_socket_t fd, short what, void *arg)
 /* todod_db_up counts the read connections that are up: what /health reports. */
 static void slot_db_up(struct db_conn *c, int delta)
 {
-    if (c->kind == DB_KIND_READ)
+    if (c->kind == DB_KIND_READ && c->pool->parent == NULL) /* a standby's are not */
         atomic_fetch_add_explicit(&c->pool->slot->db_up, delta, memory_order_relaxed);
 }
 
@@ -315,6 +315,7 @@ static void conn_lost_at(struct db_conn *c, const char *why, int level)
     db_count(&pool->slot->c.db_errors);
     c->why[0] = '\0';
     c->recheck = false;
+    db_standby_lost(pool);
     TAILQ_CONCAT(&lost, &c->txns, link);
     if (c->open != NULL)
         TAILQ_INSERT_TAIL(&lost, c->open, link);

@@ -100,8 +100,23 @@ struct query *db_query_new(int stmt, struct timespec deadline, db_done_cb cb, vo
  */
 void db_query_answer(struct query *q, enum db_status st, const PGresult *res)
 {
-    struct db_result r = {st, res, clock_since(q->submitted), st == DB_OK ? q->lsn : 0, false};
+    bool standby = q->pool != NULL && q->pool->parent != NULL;
+    struct db_result r = {st, res, clock_since(q->submitted), st == DB_OK ? q->lsn : 0, standby};
     db_done_cb cb = q->cb;
+
+    /* A standby's read that failed, or that is older than asked: the primary's
+     * answer is the one given, if it can still come in time. */
+    if (standby && cb != NULL && (st != DB_OK || q->lsn < q->after || q->promoted)) {
+        if (db_standby_fallback(q, st))
+            return;
+        if (st == DB_OK) { /* never older than asked */
+            st = r.status = DB_UNAVAILABLE;
+            r.res = NULL;
+            r.lsn = 0;
+        }
+    }
+    if (st == DB_OK && q->pool != NULL)
+        db_count(&q->pool->slot->c.db_reads[standby]);
 
     if (q->span != NULL) {
         static const char *const why[] = {
@@ -203,7 +218,10 @@ int db_txn_follow_lsn(struct db_conn *c, struct txn *w)
         return 0;
     }
     t->timeout = w->timeout;
-    t->hard_deadline = w->hard_deadline;
+    /* Pooled, it goes after w's verdict, maybe at w's deadline: a moment more. */
+    t->hard_deadline = clock_add(clock_now(), HARD_GRACE);
+    if (clock_diff(w->hard_deadline, t->hard_deadline) > 0)
+        t->hard_deadline = w->hard_deadline;
     if (db_send_copied(c, t, q) != 0) {
         db_query_free(q);
         db_txn_free(t);
@@ -465,6 +483,15 @@ static uint64_t result_lsn(const PGresult *res)
     return (uint64_t)pgbin_int64(v);
 }
 
+/* DB_RECOVERY_COLUMN of a result's first row: true when it has none. */
+static bool result_recovery(const PGresult *res)
+{
+    int col = PQfnumber(res, DB_RECOVERY_COLUMN);
+
+    return col < 0 || PQntuples(res) < 1 || PQgetisnull(res, 0, col) ||
+           PQgetlength(res, 0, col) != 1 || *PQgetvalue(res, 0, col) != 0;
+}
+
 /* A query's result is complete: reads are answered at once, writes wait for
  * the commit. */
 static void query_resulted(struct db_conn *c, struct query *q)
@@ -480,6 +507,7 @@ static void query_resulted(struct db_conn *c, struct query *q)
     }
     if (q->res != NULL && db_result_ok(q->res)) {
         q->lsn = result_lsn(q->res);
+        q->promoted = c->pool->parent != NULL && !result_recovery(q->res);
         db_query_answer(q, DB_OK, q->res);
     } else if (q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED) {
         /* Never ran: resent when the transaction is over (below). */
@@ -530,6 +558,13 @@ static void txn_finished(struct db_conn *c, struct txn *t)
      * a write so refused runs again too, within its own deadline. */
     resend =
         failed != NULL && t->kind == TXN_WRITES && refusal_kind(failed->res) == SQLSTATE_RESEND;
+    /* Pooled, nothing goes past a Sync before its ReadyForQuery: the position
+     * is read now, one round trip (the connection is idle: one transaction at
+     * a time). Should that fail, the writes are answered without it. */
+    if (t->kind == TXN_WRITES && pool->pooled && failed == NULL && !aborted &&
+        c->state == DB_CONN_READY && TAILQ_EMPTY(&c->txns) && db_txn_follow_lsn(c, t) == 0 &&
+        t->lsn != NULL && db_conn_flush(c) >= 0)
+        db_conn_arm_timer(c);
     while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
         TAILQ_REMOVE(&t->queries, q, link);
         if (q->state != QUERY_HELD) {
