@@ -17,7 +17,8 @@
 
 #define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
 #define STATS_MAX_ROUTES 16
-#define STATS_MAX_STANDBYS 8 /* standby hosts of database_read_url a worker reports */
+
+#define STATS_MAX_STANDBYS 8  /* standby hosts of database_read_url a worker reports */
 #define STATS_HOST_MAX     64 /* a standby's label: host:port, cut to fit */
 
 /* The methods HTTP_METHODS counts APART (STATS_GET, ...), then the rest. */
@@ -83,8 +84,8 @@ const char *stats_standby_state_name(int state);
 
 /* A worker's view of one standby: gauges, written by that worker only. */
 struct stats_standby {
-    _Atomic int state;       /* enum stats_standby_state; set last, after host */
-    _Atomic int64_t lag_us;  /* its lag as the worker estimates it; -1: unknown */
+    _Atomic int state;         /* enum stats_standby_state; set last, after host */
+    _Atomic int64_t lag_us;    /* its lag as the worker estimates it; -1: unknown */
     char host[STATS_HOST_MAX]; /* its host:port, written before state */
 };
 

@@ -92,7 +92,7 @@ struct query {
     struct db_pool *pool;
     uint64_t after;
     bool promoted; /* a standby's read answered by a server out of recovery */
-    int nparams;  /* a copy of the parameters (writes and batches wait before sending) */
+    int nparams;   /* a copy of the parameters (writes and batches wait before sending) */
     char **values;
     int *lengths;
     int *formats;
