@@ -127,6 +127,8 @@ static const struct conf_key keys[] = {
     {"db_connections",       CONF_T_INT,        OFF(db_connections),       1, CONF_MAX_DB_CONNECTIONS, "1",              0},
     {"db_write_connections", CONF_T_INT,        OFF(db_write_connections), 1, CONF_MAX_DB_CONNECTIONS, "4",              0},
     {"db_prepared",          CONF_T_FLAG,       OFF(db_prepared),          0, 0,                       "on",             0},
+    {"database_read_url",    CONF_T_CONNINFO,   OFF(database_read_url),    0, 0,                       "",               CONF_EMPTY | CONF_SECRET},
+    {"max_replica_lag",      CONF_T_SECONDS,    OFF(max_replica_lag),      0, MAX_SECONDS,             "1",              0},
     {"max_body_size",        CONF_T_SIZE,       OFF(max_body_size),        1, 64 * MIB,                "1m",             0},
     {"max_connections",      CONF_T_INT,        OFF(max_connections),      1, 1 << 20,                 "1024",           0},
     {"perf_max_messages",    CONF_T_LONG,       OFF(perf_max_messages),    1, 100000000,               "1000000",        0},

@@ -36,6 +36,8 @@ struct conf {
     double drain_delay;       /* seconds /ready says 503 before a stopping worker stops accepting */
     bool db_prepared;         /* off: unnamed statements, no session state (PgBouncer) */
     int db_write_connections; /* at most this many write connections per worker, on demand */
+    char *database_read_url;  /* never NULL; "": no standbys, reads go to database_url */
+    double max_replica_lag;   /* seconds: a standby further behind serves no read */
     char *otlp_endpoint;      /* NULL: tracing off */
     double trace_sample_ratio;
     char *service_name;

@@ -1,5 +1,7 @@
 #include "pgbin.h"
 
+#include <stdio.h>
+
 #include "decimal.h"
 
 #define US_PER_DAY       86400000000LL
@@ -75,4 +77,43 @@ size_t pgbin_timestamp(int64_t us, char out[PGBIN_TIMESTAMP_MAX])
     out[n++] = 'Z';
     out[n] = '\0';
     return n;
+}
+
+size_t pgbin_lsn_format(uint64_t lsn, char out[PGBIN_LSN_MAX])
+{
+    return (size_t)snprintf(out, PGBIN_LSN_MAX, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+}
+
+/* One group of 1 to 8 hex digits at text[*at], up to stop. */
+static bool lsn_half(const char *text, size_t *at, size_t stop, uint32_t *out)
+{
+    size_t start = *at;
+
+    *out = 0;
+    for (; *at < stop; (*at)++) {
+        char c = text[*at];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+
+        if (d < 0)
+            break;
+        if (*at - start == 8)
+            return false;
+        *out = *out << 4 | (uint32_t)d;
+    }
+    return *at > start;
+}
+
+bool pgbin_lsn_parse(const char *text, size_t len, uint64_t *lsn)
+{
+    size_t at = 0;
+    uint32_t hi, lo;
+
+    if (!lsn_half(text, &at, len, &hi) || at >= len || text[at++] != '/' ||
+        !lsn_half(text, &at, len, &lo) || at != len)
+        return false;
+    *lsn = (uint64_t)hi << 32 | lo;
+    return true;
 }

@@ -27,4 +27,17 @@ bool pgbin_timestamp_valid(int64_t us);
 /* A big-endian 64-bit integer: how the binary format sends bigint and timestamps. */
 int64_t pgbin_int64(const char *p);
 
+/* An LSN as PostgreSQL prints it, "X/Y" in upper-case hex, and its NUL. */
+#define PGBIN_LSN_MAX 18
+
+/* lsn as PostgreSQL prints a pg_lsn; returns the length. */
+size_t pgbin_lsn_format(uint64_t lsn, char out[PGBIN_LSN_MAX]);
+
+/*
+ * An LSN in the text form PostgreSQL reads and prints: two groups of 1 to 8
+ * hex digits (either case) around one '/', nothing else (no sign, no space).
+ * len bytes of text, not NUL-terminated. False when it is not one.
+ */
+bool pgbin_lsn_parse(const char *text, size_t len, uint64_t *lsn);
+
 #endif

@@ -33,7 +33,7 @@ static const char *const method_names[STATS_NMETHODS] = {[STATS_OTHER_METHOD] = 
 _Static_assert(sizeof(struct stats_counters) ==
                    sizeof(_Atomic uint64_t) *
                        (STATS_MAX_ROUTES * STATS_NMETHODS * STATS_NCODES +
-                        (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 11 + STATS_NAUTH),
+                        (STATS_MAX_ROUTES + 1) * (STATS_NBUCKETS + 2) + 11 + STATS_NAUTH + 2),
                "new field in struct stats_counters: fold and sum it in stats.c");
 
 static void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -89,6 +89,8 @@ int stats_slot_claim(struct stats_shm *shm)
         atomic_store(&s->db_up, 0);
         atomic_store(&s->open_conns, 0);
         atomic_store(&s->perf_running, 0);
+        for (int j = 0; j < STATS_MAX_STANDBYS; j++)
+            atomic_store(&s->standbys[j].state, STATS_STANDBY_NONE);
         atomic_store(&s->started_at, (int64_t)time(NULL));
         /* Last, so a reader that sees ACTIVE sees the reset gauges. */
         atomic_store(&s->state, STATS_SLOT_ACTIVE);
@@ -132,6 +134,8 @@ static void counters_move(struct stats_counters *dst, struct stats_counters *src
     counter_move(&dst->trace_export_errors, &src->trace_export_errors);
     for (int a = 0; a < STATS_NAUTH; a++)
         counter_move(&dst->auth_refusals[a], &src->auth_refusals[a]);
+    for (int i = 0; i < 2; i++)
+        counter_move(&dst->db_reads[i], &src->db_reads[i]);
 }
 
 /*
@@ -258,6 +262,19 @@ static void counters_add(struct stats_totals *t, const struct stats_counters *c)
     t->trace_export_errors += counter_get(&c->trace_export_errors);
     for (int a = 0; a < STATS_NAUTH; a++)
         t->auth_refusals[a] += counter_get(&c->auth_refusals[a]);
+    for (int i = 0; i < 2; i++)
+        t->db_reads[i] += counter_get(&c->db_reads[i]);
+}
+
+const char *stats_standby_state_name(int state)
+{
+    static const char *const names[] = {
+        [STATS_STANDBY_NONE] = "none",         [STATS_STANDBY_DOWN] = "down",
+        [STATS_STANDBY_PROMOTED] = "promoted", [STATS_STANDBY_LAGGING] = "lagging",
+        [STATS_STANDBY_FIT] = "fit",
+    };
+
+    return state >= 0 && state <= STATS_STANDBY_FIT ? names[state] : "none";
 }
 
 /* FREE slots are summed too: retiring zeroes them, so they add nothing, and

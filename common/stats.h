@@ -18,6 +18,9 @@
 #define STATS_MAX_SLOTS  160 /* workers of the current and of a draining generation */
 #define STATS_MAX_ROUTES 16
 
+#define STATS_MAX_STANDBYS 8  /* standby hosts of database_read_url a worker reports */
+#define STATS_HOST_MAX     64 /* a standby's label: host:port, cut to fit */
+
 /* The methods HTTP_METHODS counts APART (STATS_GET, ...), then the rest. */
 #define STATS_METHOD_APART(name) STATS_##name,
 #define STATS_METHOD_OTHER(name)
@@ -67,6 +70,24 @@ struct stats_counters {
     _Atomic uint64_t trace_spans_dropped;
     _Atomic uint64_t trace_export_errors;
     _Atomic uint64_t auth_refusals[STATS_NAUTH];
+    _Atomic uint64_t db_reads[2]; /* reads answered by the primary [0], by a standby [1] */
+};
+
+/* What a worker makes of a standby (database_read_url), as /stats shows it. */
+enum stats_standby_state {
+    STATS_STANDBY_NONE,     /* no standby in this place */
+    STATS_STANDBY_DOWN,     /* no connection up, or no position sampled lately */
+    STATS_STANDBY_PROMOTED, /* out of recovery: no longer a standby */
+    STATS_STANDBY_LAGGING,  /* further behind than max_replica_lag */
+    STATS_STANDBY_FIT,      /* serves reads */
+};
+const char *stats_standby_state_name(int state);
+
+/* A worker's view of one standby: gauges, written by that worker only. */
+struct stats_standby {
+    _Atomic int state;         /* enum stats_standby_state; set last, after host */
+    _Atomic int64_t lag_us;    /* its lag as the worker estimates it; -1: unknown */
+    char host[STATS_HOST_MAX]; /* its host:port, written before state */
 };
 
 enum stats_slot_state { STATS_SLOT_FREE, STATS_SLOT_ACTIVE };
@@ -80,6 +101,7 @@ struct stats_slot {
     _Atomic int db_up;          /* database connections of this worker that are up */
     _Atomic int open_conns;     /* HTTP connections open on this worker */
     _Atomic int perf_running;   /* performance-test shares running on this worker */
+    struct stats_standby standbys[STATS_MAX_STANDBYS];
     struct stats_counters c;
 };
 
@@ -107,6 +129,7 @@ struct stats_totals {
     uint64_t accept_errors, client_timeouts;
     uint64_t trace_spans_exported, trace_spans_dropped, trace_export_errors;
     uint64_t auth_refusals[STATS_NAUTH];
+    uint64_t db_reads[2];
 };
 
 /* mmap(MAP_SHARED|MAP_ANONYMOUS), zeroed; NULL on failure. */

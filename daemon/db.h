@@ -34,6 +34,7 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 struct conf;
@@ -59,6 +60,8 @@ enum db_stmt {
     DB_TODO_AFTER,
     DB_TODO_AFTER_NULL,
     DB_TODO_BY_DONE,
+    DB_WAL_LSN,     /* the position a write's answer names (db_int.h TXN_LSN) */
+    DB_WAL_SAMPLE,  /* recovery and WAL position, sampled (db_standby.c) */
     DB_TODO_INSERT, /* writes from here on */
     DB_TODO_UPDATE,
     DB_TODO_DELETE,
@@ -98,10 +101,25 @@ enum db_status {
     DB_LOST,        /* the connection broke after the write's Sync went: may be applied */
 };
 
+/*
+ * The column every read statement returns beside its rows: the WAL position
+ * its data is at least as new as (pg_lsn, read after the statement's snapshot
+ * was taken), the primary's insert position or a standby's replay position.
+ */
+#define DB_LSN_COLUMN "todod_lsn"
+/* ... and whether the server was a standby then (a standby's pool drops an
+ * answer from a server promoted since it was last sampled). */
+#define DB_RECOVERY_COLUMN "todod_recovery"
+
 struct db_result {
     enum db_status status;
     const PGresult *res; /* DB_OK and DB_FAILED; cleared after the callback */
     double seconds;      /* from submission to this answer */
+    /* DB_OK: a read, the position its data is at least as new as; a write,
+     * one at or past its commit. 0: not known (the connection broke between
+     * the commit and the statement that reads it). */
+    uint64_t lsn;
+    bool standby; /* served by a standby (database_read_url), not the primary */
 };
 
 /* Called exactly once per submitted query, never from inside db_submit. */
@@ -113,6 +131,12 @@ struct db_params {
     const int *lengths; /* NULL: all text */
     const int *formats; /* NULL: all text */
 };
+
+/* The statements a standby may serve (database_read_url). */
+static inline bool db_is_read(enum db_stmt stmt)
+{
+    return stmt < DB_WAL_LSN;
+}
 
 struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
                             struct stats_slot *slot, struct tracer *tracer);
@@ -134,11 +158,13 @@ bool db_pool_started(const struct db_pool *pool);
 
 /*
  * Runs a statement of the API; the answer must come by deadline (a request's
- * arrival + request_timeout). Returns 0, or -1 when no connection is usable
+ * arrival + request_timeout). A read is served from data at or past the WAL
+ * position after (0: any). Returns 0, or -1 when no connection is usable
  * (the caller answers 503 at once; cb is then not called).
  */
 int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-              struct timespec deadline, const struct db_trace *trace, db_done_cb cb, void *arg);
+              struct timespec deadline, uint64_t after, const struct db_trace *trace, db_done_cb cb,
+              void *arg);
 
 /*
  * A performance-test batch (DB_PERF_INSERT), its own transaction, no time-out,

@@ -112,7 +112,7 @@ static void conn_deferred_fail(evutil_socket_t fd, short what, void *arg)
 /* todod_db_up counts the read connections that are up: what /health reports. */
 static void slot_db_up(struct db_conn *c, int delta)
 {
-    if (c->kind == DB_KIND_READ)
+    if (c->kind == DB_KIND_READ && c->pool->parent == NULL) /* a standby's are not */
         atomic_fetch_add_explicit(&c->pool->slot->db_up, delta, memory_order_relaxed);
 }
 
@@ -160,7 +160,7 @@ void db_conn_arm_timer(struct db_conn *c)
     if (conn_owed_by(c, &at))
         earliest(&next, &any, at);
     TAILQ_FOREACH(t, &c->txns, link) {
-        if (t->kind == TXN_WRITES)
+        if (t->kind == TXN_WRITES || t->kind == TXN_LSN)
             earliest(&next, &any, t->hard_deadline);
         if (t->kind != TXN_READS)
             continue;
@@ -235,7 +235,8 @@ static void conn_check_deadlines(struct db_conn *c)
         return;
     }
     TAILQ_FOREACH(t, &c->txns, link) {
-        if (t->kind == TXN_WRITES && clock_diff(t->hard_deadline, now) <= 0) {
+        if ((t->kind == TXN_WRITES || t->kind == TXN_LSN) &&
+            clock_diff(t->hard_deadline, now) <= 0) {
             if (t == TAILQ_FIRST(&c->txns) && clock_diff(now, c->progress) >= t->timeout) {
                 pool_server_hung(c->pool, c); /* silent past its statement_timeout */
                 return;
@@ -320,6 +321,7 @@ static void conn_lost_at(struct db_conn *c, const char *why, int level)
     db_count(&pool->slot->c.db_errors);
     c->why[0] = '\0';
     c->recheck = false;
+    db_standby_lost(pool);
     TAILQ_CONCAT(&lost, &c->txns, link);
     if (c->open != NULL)
         TAILQ_INSERT_TAIL(&lost, c->open, link);
@@ -350,6 +352,8 @@ static void conn_lost_at(struct db_conn *c, const char *why, int level)
                 continue;
             db_query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE, NULL);
         }
+        /* Writes whose commit came, waiting for its position: committed. */
+        db_txn_answer_waiting(t, 0);
         db_txn_free(t);
     }
     /* Batches waiting for this connection are not sent: the performance test
@@ -733,6 +737,7 @@ void db_conn_fini(struct db_conn *c)
             if (q->state != QUERY_ANSWERED && q->stmt >= 0)
                 db_query_answer(q, t->kind != TXN_READS && t->sent ? DB_LOST : DB_UNAVAILABLE,
                                 NULL);
+        db_txn_answer_waiting(t, 0); /* committed */
         db_txn_free(t);
     }
     if (c->state == DB_CONN_READY)

@@ -284,3 +284,124 @@ fail:
     log_error("database_url: out of memory");
     return -1;
 }
+
+/* Entry i of a comma-separated list (the last when it has fewer: libpq's rule
+ * for a single port), as a new string. */
+static char *list_entry(const char *list, int i)
+{
+    const char *s = list;
+    int k;
+
+    for (k = 0; k < i; k++) {
+        const char *comma = strchr(s, ',');
+
+        if (comma == NULL)
+            break;
+        s = comma + 1;
+    }
+    return strndup(s, strcspn(s, ","));
+}
+
+static int list_length(const char *list)
+{
+    int n = 1;
+
+    for (; *list != '\0'; list++)
+        n += *list == ',';
+    return n;
+}
+
+/* key='value' with \ and ' escaped, appended to buf (of size cap). */
+static bool append_pair(char *buf, size_t cap, const char *key, const char *value)
+{
+    size_t n = strlen(buf);
+
+    n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s='", n > 0 ? " " : "", key);
+    for (; *value != '\0' && n + 3 < cap; value++) {
+        if (*value == '\\' || *value == '\'')
+            buf[n++] = '\\';
+        buf[n++] = *value;
+    }
+    if (n + 2 >= cap)
+        return false;
+    buf[n++] = '\'';
+    buf[n] = '\0';
+    return true;
+}
+
+int db_conninfo_split(const char *conninfo, char ***each, char ***names)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err), *o;
+    const char *hosts = NULL, *addrs = NULL, *ports = NULL;
+    int n, i;
+
+    *each = *names = NULL;
+    if (opts == NULL) {
+        char line[512];
+
+        db_error_line(err ? err : "out of memory", line, sizeof(line));
+        log_error("database_read_url: %s", line);
+        PQfreemem(err);
+        return -1;
+    }
+    for (o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            hosts = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            addrs = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            ports = o->val;
+    }
+    n = hosts != NULL ? list_length(hosts) : addrs != NULL ? list_length(addrs) : 1;
+    *each = calloc((size_t)n, sizeof(char *));
+    *names = calloc((size_t)n, sizeof(char *));
+    if (*each == NULL || *names == NULL)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        size_t cap = strlen(conninfo) * 2 + 64;
+        char *host = hosts ? list_entry(hosts, i) : NULL;
+        char *addr = addrs ? list_entry(addrs, i) : NULL;
+        char *port = ports ? list_entry(ports, i) : NULL;
+        bool ok;
+
+        (*each)[i] = calloc(1, cap);
+        ok = (*each)[i] != NULL;
+
+        for (o = opts; ok && o->keyword != NULL; o++) {
+            const char *v = strcmp(o->keyword, "host") == 0       ? host
+                            : strcmp(o->keyword, "hostaddr") == 0 ? addr
+                            : strcmp(o->keyword, "port") == 0     ? port
+                                                                  : o->val;
+
+            if (o->val != NULL)
+                ok = v != NULL && append_pair((*each)[i], cap, o->keyword, v);
+        }
+        if (ok && asprintf(&(*names)[i], "%s%s%s",
+                           host   ? host
+                           : addr ? addr
+                                  : "localhost",
+                           port ? ":" : "", port ? port : "") < 0)
+            (*names)[i] = NULL;
+        free(host);
+        free(addr);
+        free(port);
+        if (!ok || (*names)[i] == NULL)
+            goto fail;
+    }
+    PQconninfoFree(opts);
+    return n;
+fail:
+    PQconninfoFree(opts);
+    for (i = 0; i < n; i++) {
+        free(*each ? (*each)[i] : NULL);
+        free(*names ? (*names)[i] : NULL);
+    }
+    free(*each);
+    free(*names);
+    *each = *names = NULL;
+    log_error("database_read_url: out of memory");
+    return -1;
+}

@@ -67,7 +67,12 @@ enum query_state {
     QUERY_ANSWERED, /* answered; its result (if any) is read and dropped */
 };
 
-enum txn_kind { TXN_READS, TXN_WRITES, TXN_BATCH };
+/*
+ * TXN_LSN: DB_WAL_LSN alone, sent right after a write transaction's Sync in
+ * the same pipeline, so it runs once the commit is in; the writes committed
+ * wait in its list "waiting" for the position it reads (db_txn.c).
+ */
+enum txn_kind { TXN_READS, TXN_WRITES, TXN_BATCH, TXN_LSN };
 
 struct txn;
 
@@ -81,7 +86,13 @@ struct query {
     void *arg;
     struct timespec submitted, deadline;
     PGresult *res;
-    int nparams; /* a copy of the parameters (writes and batches wait before sending) */
+    uint64_t lsn; /* its answer's (db_result) */
+    /* An API read: the pool it went to (a standby's: its answer may send it to
+     * the primary instead, db_standby.c), and its request's Todod-After. */
+    struct db_pool *pool;
+    uint64_t after;
+    bool promoted; /* a standby's read answered by a server out of recovery */
+    int nparams;   /* a copy of the parameters (writes and batches wait before sending) */
     char **values;
     int *lengths;
     int *formats;
@@ -110,6 +121,8 @@ struct txn {
     struct timespec hard_deadline; /* no verdict by then: drop the connection */
     const char **rows;             /* writes: the rows they lock, in lock order */
     int nrows;
+    struct txn *lsn;           /* writes: the TXN_LSN that follows, or NULL */
+    struct query_list waiting; /* TXN_LSN: the writes committed, answered with its position */
 };
 
 TAILQ_HEAD(txn_list, txn);
@@ -185,6 +198,40 @@ struct db_pool {
 
     struct query_list resend_queue; /* writes rolled back by a deadlock, until their resend_at */
     uint64_t write_seq;             /* writes submitted so far */
+
+    /* Standbys (database_read_url, db_standby.c). The primary's pool has one
+     * pool of read connections per standby host, whose parent it is. */
+    struct db_pool *parent;     /* a standby's pool: the primary's */
+    struct db_standby *standby; /* a standby's pool: its standby */
+    struct db_standby *standbys;
+    int nstandbys;
+    int standby_turn;         /* where the next pick starts */
+    struct event *ev_sample;  /* the WAL positions, sampled every DB_SAMPLE_EVERY */
+    bool primary_pending;     /* the primary's sample is in flight */
+    struct db_lsn_seen *seen; /* the primary's positions, a ring of DB_SEEN_MAX */
+    int nseen, seen_head;     /* entries, and the newest's index */
+};
+
+#define DB_SAMPLE_EVERY 0.1 /* seconds between two samples of the WAL positions */
+#define DB_SEEN_MAX     256 /* positions of the primary kept (each kept while unchanged) */
+
+/* A position the primary was seen at: first and last sampled (sent) then. */
+struct db_lsn_seen {
+    uint64_t lsn;
+    struct timespec first, last;
+};
+
+/* A standby host, as a worker sees it. */
+struct db_standby {
+    struct db_pool *pool;   /* its read connections */
+    char *host;             /* host:port, for /stats and the metric */
+    int index;              /* in the slot's stats_standby array (-1: beyond it) */
+    bool pending;           /* its sample is in flight */
+    bool sampled;           /* known since its connections last broke */
+    bool in_recovery;       /* not promoted */
+    uint64_t replay;        /* pg_last_wal_replay_lsn(), sampled */
+    struct timespec heard;  /* the sample came */
+    struct timespec as_new; /* its data is as new as the primary was then (0: unknown) */
 };
 
 /* ---- db_sql.c ---------------------------------------------------------------------- */
@@ -205,6 +252,9 @@ bool db_pooler_symptom(const char *state);
 /* ---- db_conninfo.c ----------------------------------------------------------------- */
 
 int db_parse_conninfo(struct db_pool *pool, const char *conninfo);
+/* One connection string per host of conninfo (each with its own port), and
+ * host:port names; returns how many, or -1 (logged). */
+int db_conninfo_split(const char *conninfo, char ***each, char ***names);
 int db_host_lists(struct db_conn *c, char **host, char **hostaddr, char **port);
 void db_conn_resolve(struct db_conn *c);
 void db_conn_cancel_dns(struct db_conn *c);
@@ -231,6 +281,8 @@ void db_query_free(struct query *q);
 bool db_result_ok(const PGresult *res);
 void db_result_error(const PGresult *res, char *out, size_t n);
 struct txn *db_txn_new(enum txn_kind kind);
+int db_txn_follow_lsn(struct db_conn *c, struct txn *w);
+void db_txn_answer_waiting(struct txn *t, uint64_t lsn);
 int db_send_copied(struct db_conn *c, struct txn *t, struct query *q);
 int db_send_timeout_prefix(struct db_conn *c, struct txn *t, long ms);
 int db_txn_close(struct db_conn *c, struct txn *t);
@@ -241,7 +293,20 @@ void db_conn_deferred_sync(evutil_socket_t fd, short what, void *arg);
 int db_conn_read_results(struct db_conn *c);
 void db_pool_say_pooler(struct db_pool *pool, const char *state, const char *message);
 
+/* ---- db_standby.c ------------------------------------------------------------------ */
+
+int db_standbys_open(struct db_pool *pool);
+void db_standbys_close(struct db_pool *pool);
+void db_standbys_free(struct db_pool *pool);
+struct db_conn *db_standby_pick(struct db_pool *pool, uint64_t after);
+bool db_standby_fallback(struct query *q, enum db_status st);
+void db_standby_lost(struct db_pool *pool);
+
 /* ---- db_pool.c --------------------------------------------------------------------- */
+
+struct db_pool *db_pool_make(struct event_base *base, const struct conf *conf,
+                             struct stats_slot *slot, struct tracer *tracer, const char *conninfo,
+                             struct db_pool *parent);
 
 void db_pool_dispatch_writes(struct db_pool *pool);
 void db_pool_dispatch_batches(struct db_pool *pool);

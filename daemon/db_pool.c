@@ -179,7 +179,7 @@ static int write_start(struct db_conn *c)
     t->hard_deadline = clock_add(first, HARD_GRACE);
     if (db_txn_close(c, t) != 0)
         goto broken;
-    if (db_conn_flush(c) < 0) {
+    if ((!pool->pooled && db_txn_follow_lsn(c, t) != 0) || db_conn_flush(c) < 0) {
         db_conn_lost(c, "write failed");
         return n;
     }
@@ -322,8 +322,11 @@ void db_pool_dispatch_batches(struct db_pool *pool)
 
 /* ---- the pool ------------------------------------------------------------------------ */
 
-struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
-                            struct stats_slot *slot, struct tracer *tracer)
+/* A pool of connections to conninfo; a standby's (parent: the primary's pool)
+ * has read connections only. */
+struct db_pool *db_pool_make(struct event_base *base, const struct conf *conf,
+                             struct stats_slot *slot, struct tracer *tracer, const char *conninfo,
+                             struct db_pool *parent)
 {
     struct db_pool *pool = calloc(1, sizeof(*pool));
     long timeout_ms = (long)(conf->request_timeout * 1000);
@@ -335,12 +338,13 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
     pool->conf = conf;
     pool->slot = slot;
     pool->tracer = tracer;
+    pool->parent = parent;
     pool->prepared = conf->db_prepared;
     pool->pooled = !conf->db_prepared;
     TAILQ_INIT(&pool->write_queue);
     TAILQ_INIT(&pool->resend_queue);
     TAILQ_INIT(&pool->batch_queue);
-    if (db_parse_conninfo(pool, conf->database_url) != 0) {
+    if (db_parse_conninfo(pool, conninfo) != 0) {
         /* Connections fail (and say why) until a reload brings a valid one. */
         free(pool->keys);
         free(pool->vals);
@@ -349,7 +353,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
         if (pool->keys == NULL || pool->vals == NULL)
             goto fail;
         pool->keys[0] = strdup("dbname");
-        pool->vals[0] = strdup(conf->database_url);
+        pool->vals[0] = strdup(conninfo);
         pool->nkeys = 1;
         pool->host_key = pool->hostaddr_key = pool->port_key = -1;
     }
@@ -384,9 +388,9 @@ struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
                 goto fail;
     }
     pool->nreads = conf->db_connections;
-    pool->nwrites = conf->db_write_connections;
+    pool->nwrites = parent != NULL ? 0 : conf->db_write_connections;
     pool->reads = calloc((size_t)pool->nreads, sizeof(*pool->reads));
-    pool->writes = calloc((size_t)pool->nwrites, sizeof(*pool->writes));
+    pool->writes = calloc((size_t)pool->nwrites + 1, sizeof(*pool->writes));
     pool->ev_dispatch = event_new(base, -1, 0, pool_deferred_dispatch, pool);
     pool->ev_queue_timer = evtimer_new(base, pool_queue_timer, pool);
     pool->ev_batches = event_new(base, -1, 0, pool_deferred_batches, pool);
@@ -412,6 +416,18 @@ fail:
     return NULL;
 }
 
+struct db_pool *db_pool_new(struct event_base *base, const struct conf *conf,
+                            struct stats_slot *slot, struct tracer *tracer)
+{
+    struct db_pool *pool = db_pool_make(base, conf, slot, tracer, conf->database_url, NULL);
+
+    if (pool != NULL && db_standbys_open(pool) != 0) {
+        db_pool_free(pool);
+        return NULL;
+    }
+    return pool;
+}
+
 void db_pool_close(struct db_pool *pool)
 {
     struct query *q;
@@ -420,6 +436,7 @@ void db_pool_close(struct db_pool *pool)
     if (pool == NULL || pool->closed)
         return;
     pool->closed = true; /* first: an answer's callback may submit again */
+    db_standbys_close(pool);
     for (i = 0; pool->reads != NULL && i < pool->nreads; i++)
         if (pool->reads[i].pool != NULL)
             db_conn_fini(&pool->reads[i]);
@@ -467,6 +484,7 @@ void db_pool_free(struct db_pool *pool)
     free(pool->hosts);
     for (i = 0; i < DB_NKINDS; i++)
         free(pool->setup_sql[i]);
+    db_standbys_free(pool);
     free(pool->reads);
     free(pool->writes);
     free(pool);
@@ -510,13 +528,17 @@ static void query_trace(struct db_pool *pool, struct query *q, const struct db_t
 }
 
 int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p,
-              struct timespec deadline, const struct db_trace *trace, db_done_cb cb, void *arg)
+              struct timespec deadline, uint64_t after, const struct db_trace *trace, db_done_cb cb,
+              void *arg)
 {
     struct query *q;
     struct db_conn *c = NULL;
 
+    /* A read goes to a standby that is fit and has replayed after, if any. */
+    if (!pool->closed && db_is_read(stmt))
+        c = db_standby_pick(pool, after);
     if (pool->closed ||
-        (db_is_write(stmt) ? !pool_reachable(pool) : (c = db_pick_read(pool)) == NULL))
+        (db_is_write(stmt) ? !pool_reachable(pool) : c == NULL && (c = db_pick_read(pool)) == NULL))
         return -1;
     q = db_query_new(stmt, deadline, cb, arg);
     if (q == NULL)
@@ -528,6 +550,8 @@ int db_submit(struct db_pool *pool, enum db_stmt stmt, const struct db_params *p
     }
     query_trace(pool, q, trace);
     if (!db_is_write(stmt)) {
+        q->pool = c->pool;
+        q->after = after;
         if (db_read_send(c, q) != 0) {
             db_query_free(q);
             return -1;

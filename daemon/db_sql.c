@@ -142,6 +142,18 @@ const char db_schema_sql[] =
 /* What of the schema is missing, for the set-up string (db_pool_new). */
 const char db_schema_missing[] = SCHEMA_MISSING;
 
+/*
+ * DB_LSN_COLUMN: one expression for the primary and a standby, evaluated
+ * after the statement's snapshot was taken, so an upper bound of the commits
+ * it sees: a later read from a server at or past it sees all it showed. On the
+ * primary the insert position, which is past every commit record inserted
+ * (and so past every commit visible) whatever synchronous_commit says.
+ */
+#define LSN_NOW                                                                                    \
+    "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"                                  \
+    " ELSE pg_current_wal_insert_lsn() END AS " DB_LSN_COLUMN ","                                  \
+    " pg_is_in_recovery() AS " DB_RECOVERY_COLUMN
+
 /* The columns of a todo, answered in the binary format (every statement's
  * results are): the server writes no text, and todos.c formats the id and the
  * timestamps, which to_char() in every row cost the server more than the rest
@@ -151,39 +163,55 @@ const char db_schema_missing[] = SCHEMA_MISSING;
 #define TODO_COLUMNS                 DB_TODO_COLUMNS(TODO_COLUMN_FIRST, TODO_COLUMN_NEXT)
 
 const char *const db_operations[DB_NSTMTS] = {
-    [DB_TODO_GET] = "SELECT",    [DB_TODO_LIST] = "SELECT",       [DB_TODO_BY_DONE] = "SELECT",
-    [DB_TODO_AFTER] = "SELECT",  [DB_TODO_AFTER_NULL] = "SELECT", [DB_TODO_INSERT] = "INSERT",
-    [DB_TODO_UPDATE] = "UPDATE", [DB_TODO_DELETE] = "DELETE",     [DB_PERF_INSERT] = "INSERT",
+    [DB_TODO_GET] = "SELECT",        [DB_TODO_LIST] = "SELECT",   [DB_TODO_BY_DONE] = "SELECT",
+    [DB_WAL_LSN] = "SELECT",         [DB_WAL_SAMPLE] = "SELECT",  [DB_TODO_AFTER] = "SELECT",
+    [DB_TODO_AFTER_NULL] = "SELECT", [DB_TODO_INSERT] = "INSERT", [DB_TODO_UPDATE] = "UPDATE",
+    [DB_TODO_DELETE] = "DELETE",     [DB_PERF_INSERT] = "INSERT",
 };
 
 const struct db_statement db_statements[DB_NSTMTS] = {
-    [DB_TODO_GET] = {"todo_get", "SELECT " TODO_COLUMNS " FROM todos WHERE id = $1"},
+    /* One row, of NULL todo columns when there is no such todo. */
+    [DB_TODO_GET] = {"todo_get",
+                     "SELECT " TODO_COLUMNS ", l." DB_LSN_COLUMN ", l." DB_RECOVERY_COLUMN " FROM"
+                     " (SELECT " LSN_NOW ") l LEFT JOIN todos ON id = $1"},
     /* One row per todo of the page, each carrying the total; a single row of
      * NULL todo columns when the page is empty. */
     [DB_TODO_LIST] = {"todo_list",
-                      "SELECT " TODO_COLUMNS ", c.total FROM"
-                      " (SELECT " LIST_TOTAL " AS total) c"
+                      "SELECT " TODO_COLUMNS ", c.total, c." DB_LSN_COLUMN ", c." DB_RECOVERY_COLUMN
+                      " FROM"
+                      " (SELECT " LIST_TOTAL " AS total, " LSN_NOW ") c"
                       " LEFT JOIN LATERAL (SELECT * FROM todos ORDER BY created_at DESC, id DESC"
                       " LIMIT $1 OFFSET $2) t ON true"},
     /* The same rows, the $3 after the key ($1, $2): one range of the
      * (created_at, id) index, O(log n + $3) at any depth. */
     [DB_TODO_AFTER] = {"todo_after",
-                       "SELECT " TODO_COLUMNS ", c.total FROM"
-                       " (SELECT " LIST_TOTAL " AS total) c"
+                       "SELECT " TODO_COLUMNS ", c.total, c." DB_LSN_COLUMN
+                       ", c." DB_RECOVERY_COLUMN " FROM"
+                       " (SELECT " LIST_TOTAL " AS total, " LSN_NOW ") c"
                        " LEFT JOIN LATERAL (SELECT * FROM todos WHERE (created_at, id) < ($1, $2)"
                        " ORDER BY created_at DESC, id DESC LIMIT $3) t ON true"},
     /* After the key (NULL, $1): NULL times come first in this order, so the
      * NULL ones of lower id, then every other; two ranges, merged. */
     [DB_TODO_AFTER_NULL] = {"todo_after_null",
-                            "SELECT " TODO_COLUMNS ", c.total FROM"
-                            " (SELECT " LIST_TOTAL " AS total) c"
+                            "SELECT " TODO_COLUMNS ", c.total, c." DB_LSN_COLUMN
+                            ", c." DB_RECOVERY_COLUMN " FROM"
+                            " (SELECT " LIST_TOTAL " AS total, " LSN_NOW ") c"
                             " LEFT JOIN LATERAL ((SELECT * FROM todos WHERE created_at IS NULL"
                             " AND id < $1 ORDER BY created_at DESC, id DESC LIMIT $2)"
                             " UNION ALL (SELECT * FROM todos WHERE created_at IS NOT NULL"
                             " ORDER BY created_at DESC, id DESC LIMIT $2)"
                             " ORDER BY created_at DESC, id DESC LIMIT $2) t ON true"},
-    [DB_TODO_BY_DONE] = {"todo_by_done", "SELECT " TODO_COLUMNS " FROM todos WHERE done = $1"
-                                         " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"},
+    [DB_TODO_BY_DONE] = {"todo_by_done",
+                         "SELECT " TODO_COLUMNS ", l." DB_LSN_COLUMN ", l." DB_RECOVERY_COLUMN
+                         " FROM (SELECT " LSN_NOW ") l"
+                         " LEFT JOIN LATERAL (SELECT * FROM todos WHERE done = $1"
+                         " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3) t ON true"},
+    [DB_WAL_LSN] = {"wal_lsn", "SELECT " LSN_NOW},
+    /* Whether the server is a standby, and its replay position, or the
+     * primary's current (written) position: what the sampler compares. */
+    [DB_WAL_SAMPLE] = {"wal_sample",
+                       "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery()"
+                       " THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"},
     [DB_TODO_INSERT] = {"todo_insert", "INSERT INTO todos (id, title, done) VALUES ($1, $2, $3)"
                                        " RETURNING " TODO_COLUMNS},
     [DB_TODO_UPDATE] = {"todo_update",

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "db_span.h"
 #include "log.h"
+#include "pgbin.h"
 #include "sqlstate.h"
 #include "stats.h"
 
@@ -99,8 +100,23 @@ struct query *db_query_new(int stmt, struct timespec deadline, db_done_cb cb, vo
  */
 void db_query_answer(struct query *q, enum db_status st, const PGresult *res)
 {
-    struct db_result r = {st, res, clock_since(q->submitted)};
+    bool standby = q->pool != NULL && q->pool->parent != NULL;
+    struct db_result r = {st, res, clock_since(q->submitted), st == DB_OK ? q->lsn : 0, standby};
     db_done_cb cb = q->cb;
+
+    /* A standby's read that failed, or that is older than asked: the primary's
+     * answer is the one given, if it can still come in time. */
+    if (standby && cb != NULL && (st != DB_OK || q->lsn < q->after || q->promoted)) {
+        if (db_standby_fallback(q, st))
+            return;
+        if (st == DB_OK) { /* never older than asked */
+            st = r.status = DB_UNAVAILABLE;
+            r.res = NULL;
+            r.lsn = 0;
+        }
+    }
+    if (st == DB_OK && q->pool != NULL)
+        db_count(&q->pool->slot->c.db_reads[standby]);
 
     if (q->span != NULL) {
         static const char *const why[] = {
@@ -180,7 +196,57 @@ struct txn *db_txn_new(enum txn_kind kind)
         return NULL;
     t->kind = kind;
     TAILQ_INIT(&t->queries);
+    TAILQ_INIT(&t->waiting);
     return t;
+}
+
+/*
+ * After write transaction w's Sync, in the same pipeline: DB_WAL_LSN, its own
+ * transaction, which the server runs once w's commit is in. Its position is
+ * then past the commit record, with no round trip of its own. Returns -1
+ * when it could not be given to libpq (the connection is broken); without
+ * memory, w's writes are answered without a position.
+ */
+int db_txn_follow_lsn(struct db_conn *c, struct txn *w)
+{
+    struct txn *t = db_txn_new(TXN_LSN);
+    struct query *q = db_query_new(DB_WAL_LSN, w->hard_deadline, NULL, NULL);
+
+    if (t == NULL || q == NULL) {
+        free(t);
+        free(q);
+        return 0;
+    }
+    t->timeout = w->timeout;
+    /* Pooled, it goes after w's verdict, maybe at w's deadline: a moment more. */
+    t->hard_deadline = clock_add(clock_now(), HARD_GRACE);
+    if (clock_diff(w->hard_deadline, t->hard_deadline) > 0)
+        t->hard_deadline = w->hard_deadline;
+    if (db_send_copied(c, t, q) != 0) {
+        db_query_free(q);
+        db_txn_free(t);
+        return -1;
+    }
+    if (db_txn_close(c, t) != 0) {
+        /* Its query is in t: taken out of the count with the connection. */
+        TAILQ_INSERT_TAIL(&c->txns, t, link);
+        return -1;
+    }
+    w->lsn = t;
+    return 0;
+}
+
+/* The writes committed that waited for TXN_LSN t's position are answered. */
+void db_txn_answer_waiting(struct txn *t, uint64_t lsn)
+{
+    struct query *q;
+
+    while ((q = TAILQ_FIRST(&t->waiting)) != NULL) {
+        TAILQ_REMOVE(&t->waiting, q, link);
+        q->lsn = lsn;
+        db_query_answer(q, DB_OK, q->res);
+        db_query_free(q);
+    }
 }
 
 static int send_query(struct db_conn *c, struct txn *t, struct query *q, int n,
@@ -397,8 +463,33 @@ void db_txn_free(struct txn *t)
         TAILQ_REMOVE(&t->queries, q, link);
         db_query_free(q);
     }
+    while ((q = TAILQ_FIRST(&t->waiting)) != NULL) {
+        TAILQ_REMOVE(&t->waiting, q, link);
+        db_query_free(q);
+    }
     free(t->rows);
     free(t);
+}
+
+/* DB_LSN_COLUMN of a result's first row; 0 when it has none. */
+static uint64_t result_lsn(const PGresult *res)
+{
+    int col = PQfnumber(res, DB_LSN_COLUMN);
+    const char *v;
+
+    if (col < 0 || PQntuples(res) < 1 || PQgetisnull(res, 0, col) || PQgetlength(res, 0, col) != 8)
+        return 0;
+    v = PQgetvalue(res, 0, col);
+    return (uint64_t)pgbin_int64(v);
+}
+
+/* DB_RECOVERY_COLUMN of a result's first row: true when it has none. */
+static bool result_recovery(const PGresult *res)
+{
+    int col = PQfnumber(res, DB_RECOVERY_COLUMN);
+
+    return col < 0 || PQntuples(res) < 1 || PQgetisnull(res, 0, col) ||
+           PQgetlength(res, 0, col) != 1 || *PQgetvalue(res, 0, col) != 0;
 }
 
 /* A query's result is complete: reads are answered at once, writes wait for
@@ -415,6 +506,8 @@ static void query_resulted(struct db_conn *c, struct query *q)
         return;
     }
     if (q->res != NULL && db_result_ok(q->res)) {
+        q->lsn = result_lsn(q->res);
+        q->promoted = c->pool->parent != NULL && !result_recovery(q->res);
         db_query_answer(q, DB_OK, q->res);
     } else if (q->res != NULL && PQresultStatus(q->res) == PGRES_PIPELINE_ABORTED) {
         /* Never ran: resent when the transaction is over (below). */
@@ -441,6 +534,18 @@ static void txn_finished(struct db_conn *c, struct txn *t)
     struct timespec resend_at;
     bool write_back = false, aborted = false, resend;
 
+    if (t->kind == TXN_LSN) {
+        q = TAILQ_FIRST(&t->queries);
+        if (q != NULL && q->res != NULL && !db_result_ok(q->res))
+            log_failure(pool, q, q->res);
+        db_txn_answer_waiting(
+            t, q != NULL && q->res != NULL && db_result_ok(q->res) ? result_lsn(q->res) : 0);
+        db_txn_free(t);
+        /* The write connection is free now. */
+        if (!TAILQ_EMPTY(&pool->write_queue))
+            event_active(pool->ev_dispatch, 0, 0);
+        return;
+    }
     TAILQ_FOREACH(q, &t->queries, link) {
         if (failed == NULL && q->res != NULL && !db_result_ok(q->res) &&
             PQresultStatus(q->res) != PGRES_PIPELINE_ABORTED)
@@ -453,13 +558,24 @@ static void txn_finished(struct db_conn *c, struct txn *t)
      * a write so refused runs again too, within its own deadline. */
     resend =
         failed != NULL && t->kind == TXN_WRITES && refusal_kind(failed->res) == SQLSTATE_RESEND;
+    /* Pooled, nothing goes past a Sync before its ReadyForQuery: the position
+     * is read now, one round trip (the connection is idle: one transaction at
+     * a time). Should that fail, the writes are answered without it. */
+    if (t->kind == TXN_WRITES && pool->pooled && failed == NULL && !aborted &&
+        c->state == DB_CONN_READY && TAILQ_EMPTY(&c->txns) && db_txn_follow_lsn(c, t) == 0 &&
+        t->lsn != NULL && db_conn_flush(c) >= 0)
+        db_conn_arm_timer(c);
     while ((q = TAILQ_FIRST(&t->queries)) != NULL) {
         TAILQ_REMOVE(&t->queries, q, link);
         if (q->state != QUERY_HELD) {
             db_query_free(q);
             continue;
         }
-        if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
+        if (failed == NULL && !aborted && t->lsn != NULL) {
+            /* Committed: answered with the position TXN_LSN reads next. */
+            q->txn = t->lsn;
+            TAILQ_INSERT_TAIL(&t->lsn->waiting, q, link);
+        } else if (failed == NULL && !aborted) { /* aborted: rolled back, by whatever failed */
             db_query_answer(q, DB_OK, q->res);
             db_query_free(q);
         } else if (q == failed && !resend) {

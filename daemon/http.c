@@ -17,6 +17,7 @@
 #include "http_tables.h"
 #include "jwt.h"
 #include "log.h"
+#include "pgbin.h"
 #include "stats.h"
 #include "utf8.h"
 
@@ -125,11 +126,19 @@ static void add_common_headers(struct http_req *r)
     if (r->rejected_line != NULL || conn_layer_draining(r->via->conns))
         evhttp_add_header(out, "Connection", "close");
     if (r->db_route) {
-        char timing[96];
+        char timing[128], desc[32] = "";
 
-        snprintf(timing, sizeof(timing), "db;dur=%.3f, total;dur=%.3f", r->db_seconds * 1e3,
+        if (r->db_server != NULL)
+            snprintf(desc, sizeof(desc), ";desc=\"%s\"", r->db_server);
+        snprintf(timing, sizeof(timing), "db;dur=%.3f%s, total;dur=%.3f", r->db_seconds * 1e3, desc,
                  clock_since(r->arrived) * 1e3);
         evhttp_add_header(out, "Server-Timing", timing);
+    }
+    if (r->db_lsn != 0) {
+        char lsn[PGBIN_LSN_MAX];
+
+        pgbin_lsn_format(r->db_lsn, lsn);
+        evhttp_add_header(out, "Todod-Lsn", lsn);
     }
 }
 
@@ -355,6 +364,13 @@ void http_db_wait(struct http_req *r)
 void http_db_done(struct http_req *r)
 {
     r->db_seconds += clock_since(r->db_since);
+}
+
+void http_db_answered(struct http_req *r, bool standby, uint64_t lsn)
+{
+    http_db_done(r);
+    r->db_server = standby ? "standby" : "primary";
+    r->db_lsn = lsn;
 }
 
 const char *http_header(const struct http_req *r, const char *name)

@@ -35,6 +35,8 @@ struct http_req {
     int version_minor;
     double db_seconds; /* time spent waiting for PostgreSQL */
     struct timespec db_since;
+    const char *db_server; /* who answered: "primary" or "standby" (NULL: nobody) */
+    uint64_t db_lsn;       /* the answer's Todod-Lsn (0: none) */
     const char *params[HTTP_MAX_PARAMS];
     char *path; /* the request path, then the parameters cut out of it */
     char remote[64];
@@ -83,6 +85,9 @@ void http_trace_start(struct http_req *r, const char *route);
 /* The handler now waits for the database / has its answer (Server-Timing db). */
 void http_db_wait(struct http_req *r);
 void http_db_done(struct http_req *r);
+/* ... and its answer came from the database: Server-Timing says which server,
+ * Todod-Lsn the WAL position (API.md "Read consistency"; 0: none known). */
+void http_db_answered(struct http_req *r, bool standby, uint64_t lsn);
 
 /* The request's method as sent ("GET", ...). */
 const char *http_method(const struct http_req *r);

@@ -152,6 +152,37 @@ static void prom_auth(FILE *out, const struct stats_totals *t)
                 stats_auth_reason_name(i), t->auth_refusals[i]);
 }
 
+/* Each standby's lag, the largest a live worker estimates (a standby no worker
+ * can judge has none). */
+static void prom_standby_lag(FILE *out, const struct stats_shm *shm)
+{
+    prom_family(out, "todod_db_standby_lag_seconds", "gauge",
+                "How far behind the primary each standby is, as the workers estimate it.");
+    for (int i = 0; i < STATS_MAX_STANDBYS; i++) {
+        const char *host = NULL;
+        int64_t lag = -1;
+
+        for (int j = 0; j < STATS_MAX_SLOTS; j++) {
+            const struct stats_slot *s = &shm->slots[j];
+            const struct stats_standby *g = &s->standbys[i];
+            int64_t l;
+
+            if (atomic_load(&s->state) != STATS_SLOT_ACTIVE ||
+                atomic_load(&g->state) == STATS_STANDBY_NONE)
+                continue;
+            host = host != NULL ? host : g->host;
+            l = atomic_load(&g->lag_us);
+            if (l > lag)
+                lag = l;
+        }
+        if (host == NULL || lag < 0)
+            continue;
+        fputs("todod_db_standby_lag_seconds{host=\"", out);
+        prom_label_value(out, host);
+        fprintf(out, "\"} %.6f\n", (double)lag / 1e6);
+    }
+}
+
 static void prom_db(FILE *out, const struct stats_shm *shm, const struct stats_totals *t)
 {
     prom_counter(out, "todod_db_errors_total", "Failed database queries and connections.",
@@ -165,6 +196,11 @@ static void prom_db(FILE *out, const struct stats_shm *shm, const struct stats_t
         if (atomic_load(&s->state) == STATS_SLOT_ACTIVE)
             fprintf(out, "todod_db_up{slot=\"%d\"} %d\n", i, atomic_load(&s->db_up));
     }
+    prom_family(out, "todod_db_reads_total", "counter",
+                "Reads answered, by the server that served them (database_read_url).");
+    fprintf(out, "todod_db_reads_total{server=\"primary\"} %" PRIu64 "\n", t->db_reads[0]);
+    fprintf(out, "todod_db_reads_total{server=\"standby\"} %" PRIu64 "\n", t->db_reads[1]);
+    prom_standby_lag(out, shm);
 }
 
 static void prom_process(FILE *out, const struct stats_shm *shm, const char *version)

@@ -196,6 +196,8 @@ static json_object *json_totals(const struct stats_shm *shm, const struct stats_
     err |= json_add(obj, "perf_batch_duration", json_histogram(&t->perf_batch_duration));
     err |= json_add(obj, "db_errors", json_object_new_uint64(t->db_errors));
     err |= json_add(obj, "db_reconnects", json_object_new_uint64(t->db_reconnects));
+    err |= json_add(obj, "db_reads_primary", json_object_new_uint64(t->db_reads[0]));
+    err |= json_add(obj, "db_reads_standby", json_object_new_uint64(t->db_reads[1]));
     err |= json_add(obj, "workers", json_object_new_int(atomic_load(&shm->workers)));
     err |= json_add(obj, "worker_restarts",
                     json_object_new_uint64(atomic_load(&shm->worker_restarts)));
@@ -204,6 +206,28 @@ static json_object *json_totals(const struct stats_shm *shm, const struct stats_
         return NULL;
     }
     return obj;
+}
+
+/* The worker's view of each standby (database_read_url): host, state, lag. */
+static json_object *json_standbys(const struct stats_slot *s)
+{
+    json_object *arr = json_object_new_array();
+
+    for (int i = 0; arr != NULL && i < STATS_MAX_STANDBYS; i++) {
+        const struct stats_standby *g = &s->standbys[i];
+        int state = atomic_load(&g->state);
+        int64_t lag = atomic_load(&g->lag_us);
+        json_object *o;
+
+        if (state == STATS_STANDBY_NONE || (o = json_object_new_object()) == NULL)
+            continue;
+        json_object_object_add(o, "host", json_object_new_string(g->host));
+        json_object_object_add(o, "state", json_object_new_string(stats_standby_state_name(state)));
+        json_object_object_add(o, "lag_seconds",
+                               lag < 0 ? NULL : json_object_new_double((double)lag / 1e6));
+        json_object_array_add(arr, o);
+    }
+    return arr;
 }
 
 static json_object *json_worker(const struct stats_slot *s, int slot)
@@ -229,6 +253,7 @@ static json_object *json_worker(const struct stats_slot *s, int slot)
     err |= json_add(obj, "open_connections", json_object_new_int(atomic_load(&s->open_conns)));
     err |= json_add(obj, "db_connections_up", json_object_new_int(atomic_load(&s->db_up)));
     err |= json_add(obj, "perf_running", json_object_new_int(atomic_load(&s->perf_running)));
+    err |= json_add(obj, "standbys", json_standbys(s));
     if (err) {
         json_object_put(obj);
         return NULL;

@@ -97,13 +97,44 @@ static void reply_db_status(struct http_req *r, enum db_status st)
     }
 }
 
+/* The database answered: its time, and who served it at what position. */
+static void db_answered(struct http_req *r, const struct db_result *dr)
+{
+    if (dr->status == DB_OK)
+        http_db_answered(r, dr->standby, dr->lsn);
+    else
+        http_db_done(r);
+}
+
+/*
+ * The request's Todod-After (API.md "Read consistency"): the WAL position
+ * its read must be at or past, 0 when it names none. Answers 400 itself and
+ * returns false when the header is not an LSN.
+ */
+static bool parse_after_lsn(struct http_req *r, uint64_t *after)
+{
+    const char *v = http_header(r, "Todod-After");
+
+    *after = 0;
+    if (v == NULL)
+        return true;
+    if (!pgbin_lsn_parse(v, strlen(v), after)) {
+        http_reply_error(r, 400, "invalid Todod-After: expected a WAL position as X/Y in hex");
+        return false;
+    }
+    return true;
+}
+
 static void submit(struct http_req *r, enum db_stmt stmt, const struct db_params *p, db_done_cb cb)
 {
     struct timespec deadline = clock_add(r->arrived, r->app->conf->request_timeout);
+    uint64_t after = 0;
 
-    http_db_wait(r);
-    if (db_submit(r->app->db, stmt, p, deadline, HTTP_DB_TRACE(r), cb, r) != 0)
-        http_reply_error(r, 503, "database unavailable");
+    if (!db_is_read(stmt) || parse_after_lsn(r, &after)) {
+        http_db_wait(r);
+        if (db_submit(r->app->db, stmt, p, deadline, after, HTTP_DB_TRACE(r), cb, r) != 0)
+            http_reply_error(r, 503, "database unavailable");
+    }
 }
 
 /* Copies the canonical lower-case form of the {id} parameter into out, or answers 400. */
@@ -181,12 +212,12 @@ static void reply_one(void *arg, const struct db_result *dr, int code)
     enum db_status st = dr->status;
     const PGresult *res = dr->res;
 
-    http_db_done(r);
+    db_answered(r, dr);
     if (st != DB_OK) {
         reply_db_status(r, st);
         return;
     }
-    if (PQntuples(res) == 0) {
+    if (PQntuples(res) == 0 || PQgetisnull(res, 0, DB_COL_ID)) { /* a read: one row of NULLs */
         http_reply_error(r, 404, "not found");
         return;
     }
@@ -271,7 +302,7 @@ static void todo_deleted(void *arg, const struct db_result *dr)
     enum db_status st = dr->status;
     const PGresult *res = dr->res;
 
-    http_db_done(r);
+    db_answered(r, dr);
     if (st != DB_OK)
         reply_db_status(r, st);
     else if (strcmp(PQcmdTuples((PGresult *)res), "0") == 0)
@@ -424,7 +455,7 @@ static void list_done(void *arg, const struct db_result *dr)
     bool has_next;
     const char *v;
 
-    http_db_done(r);
+    db_answered(r, dr);
     if (st != DB_OK) {
         reply_db_status(r, st);
         return;
@@ -529,7 +560,7 @@ static void by_done_listed(void *arg, const struct db_result *dr)
     enum db_status st = dr->status;
     const PGresult *res = dr->res;
 
-    http_db_done(r);
+    db_answered(r, dr);
     if (st != DB_OK)
         reply_db_status(r, st);
     else

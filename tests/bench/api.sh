@@ -28,7 +28,14 @@
 #                         database; their runs alternate);
 #   GET /todos/{id} with auth = jwt and an ES256 token, and with an HS256 one,
 #                         vs auth = off (a third todod on the same database;
-#                         their runs alternate; PyJWT mints the tokens).
+#                         their runs alternate; PyJWT mints the tokens);
+#   GET /todos/{id} served by a streaming standby (pg_basebackup -R, a fourth
+#                         todod with database_read_url) vs served by the
+#                         primary (the first todod; their runs alternate), and
+#                         the share of the fourth todod's reads the primary
+#                         served (todod_db_reads_total). On one machine the
+#                         standby shares the CPUs: this measures the cost of
+#                         routing, not the gain of a second machine.
 # Then writes to a few rows, 32 clients (wrk -c32, pgbench -c 32):
 #   PUT /todos/{id}       {"done": true|false} at random, of a random one of
 #                         1,000 rows, and of 10 hot rows, vs pgbench running
@@ -668,6 +675,46 @@ fi
 
 # ---- report ----
 
+# Standbys: a streaming standby of the database (pg_basebackup -R, as the
+# PostgreSQL user), a fourth todod whose database_read_url names it, and
+# GET /todos/{id} through it alternating with the first todod (the primary).
+standby_get=(n/a n/a n/a)
+primary_get=(n/a n/a n/a)
+primary_share=n/a
+as_pg() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
+STANDBY_PORT=$(bench_free_port)
+STANDBY_DATA=$BENCH_DIR/standby/data
+mkdir -p "$BENCH_DIR/standby"
+[ "$(id -u)" -ne 0 ] || chown postgres: "$BENCH_DIR/standby"
+bench_note "making a standby with pg_basebackup -R on 127.0.0.1:$STANDBY_PORT"
+if as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$STANDBY_DATA" \
+    -R -X stream -c fast --no-sync >&2 && "$PG_SH" start "$STANDBY_DATA" "$STANDBY_PORT" hot_standby=on >&2; then
+    BENCH_EXTRA_PG+=("$STANDBY_DATA")
+    READ_PORT=$(bench_free_port)
+    sed -e "s/^listen = .*/listen = 127.0.0.1:$READ_PORT/" "$TODOD_CONF" >"$BENCH_DIR/todod-standby.conf"
+    echo "database_read_url = \"postgresql://postgres@127.0.0.1:$STANDBY_PORT/todod\"" >>"$BENCH_DIR/todod-standby.conf"
+    setsid "$TODOD_BIN" -c "$BENCH_DIR/todod-standby.conf" >"$BENCH_DIR/todod-standby.log" 2>&1 </dev/null &
+    BENCH_EXTRA_PIDS+=($!)
+    for _ in $(seq 1 300); do
+        [ "$(curl -s --max-time 1 "http://127.0.0.1:$READ_PORT/stats" | grep -o '"state": *"fit"' | wc -l)" = "$WORKERS" ] && break
+        sleep 0.1
+    done
+    reads() { # SERVER: the fourth todod's todod_db_reads_total{server=SERVER}
+        curl -s --max-time 5 "http://127.0.0.1:$READ_PORT/metrics" |
+            awk -v s="todod_db_reads_total{server=\"$1\"}" '$1 == s { print $2 + 0 }'
+    }
+    p0=$(reads primary) s0=$(reads standby)
+    wrk_alternate "GET /todos/{id}, from a standby" "http://127.0.0.1:$READ_PORT/todos/$TODO_ID" \
+        "GET /todos/{id}, from the primary" "$(bench_url "/todos/$TODO_ID")"
+    standby_get=("$A_RPS" "$A_P50" "$A_P99")
+    primary_get=("$B_RPS" "$B_P50" "$B_P99")
+    p1=$(reads primary) s1=$(reads standby)
+    primary_share=$(awk -v p=$((p1 - p0)) -v s=$((s1 - s0)) 'BEGIN { printf "%.2f", (p + s > 0 ? 100 * p / (p + s) : 100) }')
+    details+=("from a standby: $((s1 - s0)) reads served by the standby, $((p1 - p0)) by the primary ($primary_share %)")
+else
+    notes+=("the standby did not start (see $BENCH_DIR/standby): no standby rows")
+fi
+
 row "GET /todos/{id}" "${get[@]}" \
     "pgbench: the same SELECT, best of 64 clients ($(bench_fmt "$get_c64")) and 4 ($(bench_fmt "$get_c4"))" "$get_ceiling"
 row "POST /todos" "${post[@]}" "pgbench: the same INSERT ... RETURNING" "$post_ceiling"
@@ -691,6 +738,8 @@ row "GET /todos?page=90000&limit=10 ($THREADS connections)" "${page_deep[@]}" \
 row "GET /health" "${health[@]}" "$nginx_label" "$health_ceiling"
 [ "${trace_on[0]}" = n/a ] ||
     row "GET /todos/{id}, tracing on" "${trace_on[@]}" "the same, tracing off (runs alternating with these)" "${trace_off[0]}"
+[ "${standby_get[0]}" = n/a ] ||
+    row "GET /todos/{id}, from a standby" "${standby_get[@]}" "the same from the primary (runs alternating with these)" "${primary_get[0]}"
 if [ "${auth_es[0]}" != n/a ]; then
     row "GET /todos/{id}, auth = jwt, ES256 token" "${auth_es[@]}" "the same, auth = off (runs alternating with these)" "$auth_off_es"
     row "GET /todos/{id}, auth = jwt, HS256 token" "${auth_hs[@]}" "the same, auth = off (runs alternating with these)" "$auth_off_hs"
@@ -716,6 +765,9 @@ bench_target "GET /todos?limit=10 not below $(bench_fmt "$LIST_BEFORE") req/s (t
 bench_target "GET /todos?after=C at depth 900,000 >= 0.8x page 1" "${after_deep[0]} >= 0.8 * ${page_first[0]}"
 [ "$health_ceiling" = n/a ] || bench_target "GET /health >= 0.8x nginx" "${health[0]} >= 0.8 * $health_ceiling"
 [ "${trace_on[0]}" = n/a ] || bench_target "tracing on >= 0.8x tracing off" "${trace_on[0]} >= 0.8 * ${trace_off[0]}"
+[ "${standby_get[0]}" = n/a ] || bench_target "GET /todos/{id} from a standby >= 0.9x from the primary" \
+    "${standby_get[0]} >= 0.9 * ${primary_get[0]}"
+[ "$primary_share" = n/a ] || bench_target "the primary's share of reads with a fresh standby <= 5 %" "$primary_share <= 5"
 
 echo "| request | todod req/s | p50 ms | p99 ms | ceiling | ceiling req/s | ratio |"
 echo "| --- | ---: | ---: | ---: | --- | ---: | ---: |"

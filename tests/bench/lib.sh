@@ -71,6 +71,7 @@ PG_PORT=
 TODOD_PID=
 HTTP_PORT=
 BENCH_EXTRA_PIDS=() # started with setsid: each leads a process group
+BENCH_EXTRA_PG=()   # data directories of further PostgreSQL servers (standbys)
 BENCH_CHILD=
 
 # shellcheck disable=SC2317  # called by the traps
@@ -96,6 +97,9 @@ bench_cleanup() {
         done
         kill -KILL -- "-$pid" "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
+    done
+    for pid in "${BENCH_EXTRA_PG[@]}"; do
+        "$PG_SH" stop "$pid" >/dev/null 2>&1 || bench_note "could not stop PostgreSQL in $pid"
     done
     if [ -n "$PG_DATA" ]; then
         "$PG_SH" stop "$PG_DATA" >/dev/null 2>&1 || bench_note "could not stop PostgreSQL in $PG_DATA"

@@ -58,7 +58,8 @@ PRISM_JS = os.path.join(PRISM_DIR, "node_modules", "@stoplight", "prism-cli", "d
 
 MAX_BODY = 4096           # max_body_size of the daemons here: 413 is cheap to provoke
 DB_ROUTE = re.compile(r"^/todos(/|$|\?)")
-SERVER_TIMING = re.compile(r"^db;dur=[0-9]+\.[0-9]{3}, total;dur=[0-9]+\.[0-9]{3}$")
+SERVER_TIMING = re.compile(r'^db;dur=[0-9]+\.[0-9]{3}(;desc="(primary|standby)")?, '
+                           r'total;dur=[0-9]+\.[0-9]{3}$')
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 

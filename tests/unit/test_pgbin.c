@@ -86,6 +86,33 @@ static void int64_is_big_endian(void **state)
     assert_true(pgbin_int64("\x01\x02\x03\x04\x05\x06\x07\x08") == 0x0102030405060708LL);
 }
 
+static void lsns_as_postgresql_prints_and_reads_them(void **state)
+{
+    char out[PGBIN_LSN_MAX];
+    uint64_t lsn = 1;
+
+    (void)state;
+    assert_int_equal(pgbin_lsn_format(0x16B3748, out), 9);
+    assert_string_equal(out, "0/16B3748");
+    assert_int_equal(pgbin_lsn_format(UINT64_MAX, out), 17);
+    assert_string_equal(out, "FFFFFFFF/FFFFFFFF");
+    assert_true(pgbin_lsn_parse("0/16B3748", 9, &lsn));
+    assert_true(lsn == 0x16B3748);
+    assert_true(pgbin_lsn_parse("ffffffff/FFFFFFFF", 17, &lsn));
+    assert_true(lsn == UINT64_MAX);
+    assert_true(pgbin_lsn_parse("1/0", 3, &lsn));
+    assert_true(lsn == 1ULL << 32);
+    /* not an LSN: empty halves, too many digits, signs, spaces, other bytes */
+    static const char *const bad[] = {
+        "",     "/",    "0/",   "/0",   "0",    "0/0/0", "123456789/0", "0/123456789",
+        "-1/0", "+1/0", "0/ 1", " 0/1", "0/1 ", "0x1/0", "g/0",         "0/1\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_false(pgbin_lsn_parse(bad[i], strlen(bad[i]), &lsn));
+    /* the length bounds it: the NUL and what follows are not read */
+    assert_false(pgbin_lsn_parse("0/1\0", 4, &lsn));
+    assert_true(pgbin_lsn_parse("0/1junk", 3, &lsn));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -94,6 +121,7 @@ int main(void)
         cmocka_unit_test(far_years_as_to_char_writes_them),
         cmocka_unit_test(infinities_are_none),
         cmocka_unit_test(int64_is_big_endian),
+        cmocka_unit_test(lsns_as_postgresql_prints_and_reads_them),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
