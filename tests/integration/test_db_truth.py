@@ -123,7 +123,7 @@ def terminating_the_backend_of_a_waiting_write_gives_a_truthful_answer():
         d.start()
         todo = d.request("POST", "/todos", {"title": "locked"}).json()
         holder = d.pg.psql_bg("BEGIN; SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE; "
-                              "SELECT pg_sleep(2); COMMIT;" % todo["id"], db=d.db)
+                              "SELECT pg_sleep(4); COMMIT;" % todo["id"], db=d.db)
         assert wait_until(lambda: d.pg.psql(
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
             "AND state = 'active' AND pid <> pg_backend_pid()", db=d.db) == "1", 5)
@@ -131,8 +131,14 @@ def terminating_the_backend_of_a_waiting_write_gives_a_truthful_answer():
         t = threading.Thread(target=lambda: result.update(
             r=d.request("PUT", "/todos/" + todo["id"], {"done": True}, timeout=10)))
         t.start()
-        assert wait_until(lambda: backends(d, "wait_event_type = 'Lock'"), 5), "PUT not waiting"
-        (victim,) = backends(d, "wait_event_type = 'Lock'")
+        found = {}
+
+        def waiting():
+            found["pids"] = backends(d, "wait_event_type = 'Lock'")
+            return found["pids"]
+        # the pid seen waiting, not a second look (the holder may be done by then)
+        assert wait_until(waiting, 5), "PUT not waiting"
+        (victim,) = found["pids"]
         d.pg.psql("SELECT pg_terminate_backend(%d)" % victim, db=d.db)
         t.join(10)
         r = result["r"]
