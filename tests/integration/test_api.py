@@ -116,16 +116,7 @@ def raise_errors(results):
 def lock_todos(d, seconds):
     """Another session takes ACCESS EXCLUSIVE on todos for `seconds`; returns its
     Popen once the lock is granted."""
-    locker = d.pg.psql_bg("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE; "
-                          "SELECT pg_sleep(%g); COMMIT;" % seconds, db=d.db)
-    granted = wait_until(lambda: sql(
-        d, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-           "WHERE c.relname = 'todos' AND l.mode = 'AccessExclusiveLock' AND l.granted") == "1",
-        5, interval=0.01)
-    if not granted:
-        locker.kill()
-        raise AssertionError("the lock on todos was not taken: %r" % (locker.communicate(),))
-    return locker
+    return d.pg.lock_bg(d.db, seconds)
 
 
 def waiting_on_lock(d):

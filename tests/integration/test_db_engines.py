@@ -634,7 +634,7 @@ def behind_pgbouncer_a_write_stalled_on_a_lock_is_answered_in_time_and_never_app
             try:
                 assert wait_until(lambda: pg.psql(
                     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-                    "AND state = 'active' AND pid <> pg_backend_pid()", db=db) == "1", 5)
+                    "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=db) == "1", 5)
 
                 def client(i):
                     t0 = time.monotonic()
@@ -1191,12 +1191,8 @@ def statements_in_progress_when_their_backend_is_terminated_get_503_not_500():
     with Todod(pg=pg, workers=1, request_timeout=rt) as d:
         d.start()
         todo = ok(d.request("POST", "/todos", {"title": "before"}), 201)
-        holder = pg.psql_bg("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE; "
-                            "SELECT pg_sleep(4); COMMIT;", db=d.db)
+        holder = pg.lock_bg(d.db, 4)
         try:
-            assert wait_until(lambda: pg.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-                "AND state = 'active' AND pid <> pg_backend_pid()", db=d.db) == "1", 5)
             requests = [("GET", "/todos/" + todo["id"], None), ("GET", "/todos", None),
                         ("POST", "/todos", {"title": "in flight"})]
 
@@ -1208,7 +1204,8 @@ def statements_in_progress_when_their_backend_is_terminated_get_503_not_500():
             result = {}
             th = threading.Thread(target=lambda: result.update(r=run_threads(3, client)))
             th.start()
-            waiting = "application_name = 'todod' AND wait_event_type = 'Lock'"
+            waiting = ("application_name = 'todod' AND wait_event_type = 'Lock' "
+                       "AND datname = current_database()")
             # todod's read and write backends both wait for the lock
             assert wait_until(lambda: pg.psql(
                 "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE " + waiting,

@@ -23,7 +23,7 @@ def create(d, title):
 def todod_connections(d):
     return int(d.pg.psql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name = 'todod'", db=d.db))
+        "AND application_name = 'todod' AND datname = current_database()", db=d.db))
 
 
 def wait_connections(d, n):
@@ -43,7 +43,7 @@ class RowLock:
     def wait_held(self, holders=1):
         assert wait_until(lambda: self.d.pg.psql(
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid()", db=self.d.db) == str(holders), 5), \
+            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=self.d.db) == str(holders), 5), \
             "no lock holder"
 
     def wait(self):
@@ -63,7 +63,7 @@ def stalled_put(d, todo, result):
 def wait_lock_waiters(d, n):
     assert wait_until(lambda: d.pg.psql(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND application_name = 'todod'", db=d.db) == str(n), 5), "%d PUTs are not waiting" % n
+        "AND application_name = 'todod' AND datname = current_database()", db=d.db) == str(n), 5), "%d PUTs are not waiting" % n
 
 
 @test

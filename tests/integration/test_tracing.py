@@ -104,11 +104,7 @@ def a_failing_statement_has_an_error_span():
     with OtlpReceiver() as otlp, Todod(workers=1, otlp_endpoint=otlp.endpoint,
                                        request_timeout=0.5) as d:
         d.start()
-        holder = d.pg.psql_bg("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE; "
-                              "SELECT pg_sleep(1.5); COMMIT;", db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid()", db=d.db) == "1", 5)
+        holder = d.pg.lock_bg(d.db, 1.5)
         r = d.request("POST", "/todos", {"title": "x"}, headers={"traceparent": traceparent()},
                       timeout=5)
         holder.wait(10)

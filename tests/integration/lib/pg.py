@@ -97,6 +97,30 @@ class Postgres:
         p.stdin.close()
         return p
 
+    def lock_bg(self, db, seconds, table="todos", mode="ACCESS EXCLUSIVE"):
+        """Another session holds `table` of `db` in `mode` for `seconds`; returns
+        its psql Popen once that lock is granted, with the backend's pid as
+        .backend_pid. Only this database's locks count: a backend of an earlier
+        test whose psql was killed sleeps on (PostgreSQL does not notice the
+        client is gone) and still shows as active in pg_stat_activity."""
+        p = self.psql_bg("BEGIN; LOCK TABLE %s IN %s MODE; SELECT pg_sleep(%g); COMMIT;"
+                         % (table, mode, seconds), db=db)
+        lock = "".join(w.capitalize() for w in mode.split()) + "Lock"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pid = self.psql("SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                            "WHERE c.relname = '%s' AND l.mode = '%s' AND l.granted "
+                            "AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM "
+                            "pg_database WHERE datname = current_database())" % (table, lock), db=db)
+            if pid:
+                p.backend_pid = int(pid.split()[0])
+                return p
+            if p.poll() is not None:
+                break
+            time.sleep(0.01)
+        p.kill()
+        raise AssertionError("the %s lock on %s was not taken: %r" % (mode, table, p.communicate()))
+
     def session(self, db="postgres", name="todod-test"):
         """An interactive psql session (PsqlSession) with application_name `name`."""
         return PsqlSession(self, db, name)
