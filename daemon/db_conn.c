@@ -475,86 +475,127 @@ static int conn_prepare_failed(struct db_conn *c)
     return 0;
 }
 
-/* Results of the setup string, of the schema creation, or of the prepares. */
-static int conn_read_setup(struct db_conn *c)
+/*
+ * Set-up is three steps, one function each. A step takes one result of its
+ * statements (NULL: the step's query string has given them all) and answers
+ * SETUP_MORE to read on, or the verdict of this read: 0 (the next step is
+ * sent, or the connection is ready) or -1 (lost; c->why says why).
+ */
+#define SETUP_MORE 1 /* neither of db_conn_flush's 0 and -1 */
+
+/* What the schema check found missing ("" when whole). */
+static void setup_schema_answer(struct db_conn *c, const char *missing)
 {
-    PGresult *res;
+    char line[400];
 
-    if (!PQconsumeInput(c->pg))
+    c->schema_check = missing[0] == '\0' ? DB_SCHEMA_WHOLE : DB_SCHEMA_INCOMPLETE;
+    if (c->schema_check == DB_SCHEMA_WHOLE)
+        return;
+    db_error_line(missing, line, sizeof(line));
+    if (c->setup_made)
+        snprintf(c->why, sizeof(c->why),
+                 "the schema is still incomplete after making it (missing: %s): does another "
+                 "object have one of these names?",
+                 line);
+    else if (strncmp(line, "todod_schema_version() ", 23) == 0)
+        log_info("database schema missing: making sure of it under the schema lock");
+    else
+        log_info("database schema incomplete (missing: %s): making sure of it under the schema "
+                 "lock",
+                 line);
+}
+
+/* DB_CONN_CHECKING: the session settings, then the schema check's one value. */
+static int setup_checking(struct db_conn *c, PGresult *res)
+{
+    if (res != NULL) {
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1)
+            setup_schema_answer(c, PQgetvalue(res, 0, 0));
+        else if (!db_result_ok(res))
+            setup_failure(c, res, "checking the schema"); /* said by db_conn_lost */
+        PQclear(res);
+        return SETUP_MORE;
+    }
+    if (c->setup_failed)
         return -1;
-    while (!PQisBusy(c->pg)) {
-        res = PQgetResult(c->pg);
-        if (c->state == DB_CONN_CHECKING || c->state == DB_CONN_CREATING) {
-            if (res == NULL) {
-                if (c->state == DB_CONN_CREATING) {
-                    if (c->setup_failed)
-                        return -1; /* retried with back-off */
-                    c->setup_made = true;
-                    return send_setup(c);
-                }
-                if (c->setup_failed)
-                    return -1;
-                if (c->schema_check == DB_SCHEMA_WHOLE) {
-                    conn_prepare(c);
-                    return 0;
-                }
-                if (c->setup_made)
-                    return -1; /* c->why says what is still missing */
-                /* Missing, or part of it: made whole, once, under the lock. */
-                c->state = DB_CONN_CREATING;
-                if (PQsendQuery(c->pg, db_schema_sql) != 1)
-                    return -1;
-                return db_conn_flush(c);
-            }
-            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-                PQnfields(res) == 1 && c->state == DB_CONN_CHECKING) {
-                const char *missing = PQgetvalue(res, 0, 0);
-                char line[400];
+    if (c->schema_check == DB_SCHEMA_WHOLE) {
+        conn_prepare(c);
+        return 0;
+    }
+    if (c->setup_made)
+        return -1; /* c->why says what is still missing */
+    /* Missing, or part of it: made whole, once, under the lock. */
+    c->state = DB_CONN_CREATING;
+    if (PQsendQuery(c->pg, db_schema_sql) != 1)
+        return -1;
+    return db_conn_flush(c);
+}
 
-                c->schema_check = missing[0] == '\0' ? DB_SCHEMA_WHOLE : DB_SCHEMA_INCOMPLETE;
-                db_error_line(missing, line, sizeof(line));
-                if (c->schema_check != DB_SCHEMA_WHOLE && c->setup_made)
-                    snprintf(c->why, sizeof(c->why),
-                             "the schema is still incomplete after making it (missing: %s): does "
-                             "another object have one of these names?",
-                             line);
-                else if (c->schema_check != DB_SCHEMA_WHOLE &&
-                         strncmp(line, "todod_schema_version() ", 23) == 0)
-                    log_info("database schema missing: making sure of it under the schema lock");
-                else if (c->schema_check != DB_SCHEMA_WHOLE)
-                    log_info("database schema incomplete (missing: %s): making sure of it under "
-                             "the schema lock",
-                             line);
-            } else if (!db_result_ok(res)) {
-                /* Said once, by db_conn_lost, when the results are all in. */
-                setup_failure(c, res,
-                              c->state == DB_CONN_CHECKING ? "checking the schema"
-                                                           : "making the schema");
-            }
-            PQclear(res);
-            continue;
-        }
-        /* DB_CONN_PREPARING: one result and a NULL per statement, then the sync. */
-        if (res == NULL)
-            continue;
-        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
-            PQclear(res);
-            if (c->setup_failed)
-                return conn_prepare_failed(c);
-            if (c->prepares_pending != 0) {
-                snprintf(c->why, sizeof(c->why), "preparing statements: %d results missing",
-                         c->prepares_pending);
-                return -1;
-            }
-            conn_ready(c);
-            return 0;
-        }
+/* DB_CONN_CREATING: the schema's statements, then checked again. */
+static int setup_creating(struct db_conn *c, PGresult *res)
+{
+    if (res != NULL) {
+        if (!db_result_ok(res))
+            setup_failure(c, res, "making the schema");
+        PQclear(res);
+        return SETUP_MORE;
+    }
+    if (c->setup_failed)
+        return -1; /* retried with back-off */
+    c->setup_made = true;
+    return send_setup(c);
+}
+
+/* DB_CONN_PREPARING: one result and a NULL per statement, then the sync. */
+static int setup_preparing(struct db_conn *c, PGresult *res)
+{
+    if (res == NULL)
+        return SETUP_MORE;
+    if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
         if (!db_result_ok(res))
             setup_failure(c, res, "preparing statements");
         c->prepares_pending--;
         PQclear(res);
+        return SETUP_MORE;
     }
+    PQclear(res);
+    if (c->setup_failed)
+        return conn_prepare_failed(c);
+    if (c->prepares_pending != 0) {
+        snprintf(c->why, sizeof(c->why), "preparing statements: %d results missing",
+                 c->prepares_pending);
+        return -1;
+    }
+    conn_ready(c);
     return 0;
+}
+
+static int setup_step(struct db_conn *c, PGresult *res)
+{
+    switch (c->state) {
+    case DB_CONN_CHECKING:
+        return setup_checking(c, res);
+    case DB_CONN_CREATING:
+        return setup_creating(c, res);
+    case DB_CONN_PREPARING:
+        return setup_preparing(c, res);
+    default:
+        PQclear(res);
+        snprintf(c->why, sizeof(c->why), "a set-up result in an unexpected state");
+        return -1;
+    }
+}
+
+/* The results that have come of the set-up step under way. */
+static int conn_read_setup(struct db_conn *c)
+{
+    int verdict = SETUP_MORE;
+
+    if (!PQconsumeInput(c->pg))
+        return -1;
+    while (verdict == SETUP_MORE && !PQisBusy(c->pg))
+        verdict = setup_step(c, PQgetResult(c->pg));
+    return verdict == SETUP_MORE ? 0 : verdict;
 }
 
 static void conn_poll_connect(struct db_conn *c)
