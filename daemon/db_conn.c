@@ -224,6 +224,48 @@ static void pool_server_hung(struct db_pool *pool, struct db_conn *noticed)
     }
 }
 
+/* Whether the server c is connected to sent something on another connection
+ * since c's statement could have started (c->progress). */
+static bool server_heard_since(const struct db_conn *c)
+{
+    const struct db_pool *pool = c->pool;
+    const struct db_conn *all[DB_NKINDS] = {pool->reads, pool->writes, &pool->perf};
+    int counts[DB_NKINDS] = {pool->nreads, pool->nwrites, 1};
+    const char *host = PQhost(c->pg), *port = PQport(c->pg);
+
+    for (int k = 0; k < DB_NKINDS; k++) {
+        for (int i = 0; i < counts[k]; i++) {
+            const struct db_conn *o = &all[k][i];
+
+            if (o == c || o->pg == NULL || o->state < DB_CONN_CHECKING ||
+                clock_diff(o->heard, c->progress) <= 0)
+                continue;
+            if (host != NULL && port != NULL && PQhost(o->pg) != NULL && PQport(o->pg) != NULL &&
+                strcmp(host, PQhost(o->pg)) == 0 && strcmp(port, PQport(o->pg)) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * c owes a verdict the server has not given in time. Silent on every
+ * connection, the server is hung. But if it sent something on another
+ * connection since c's statement could have started, it is running: it was
+ * stopped a while and went on, so c's statement started late and its
+ * statement_timeout ends later than c's deadline. Then c alone is dropped,
+ * and the writes on the other connections get the server's own verdicts.
+ */
+static void conn_overdue(struct db_conn *c)
+{
+    if (!server_heard_since(c)) {
+        pool_server_hung(c->pool, c);
+        return;
+    }
+    db_conn_lost(c, "no answer on this connection within request_timeout, although the server "
+                    "answers on another: dropping this one");
+}
+
 static void conn_check_deadlines(struct db_conn *c)
 {
     struct timespec now = clock_now(), at;
@@ -231,14 +273,14 @@ static void conn_check_deadlines(struct db_conn *c)
     struct query *q, *next;
 
     if (conn_owed_by(c, &at) && clock_diff(at, now) <= 0) {
-        pool_server_hung(c->pool, c);
+        conn_overdue(c);
         return;
     }
     TAILQ_FOREACH(t, &c->txns, link) {
         if ((t->kind == TXN_WRITES || t->kind == TXN_LSN) &&
             clock_diff(t->hard_deadline, now) <= 0) {
             if (t == TAILQ_FIRST(&c->txns) && clock_diff(now, c->progress) >= t->timeout) {
-                pool_server_hung(c->pool, c); /* silent past its statement_timeout */
+                conn_overdue(c); /* silent past its statement_timeout */
                 return;
             }
             /* The server answers, but gave this transaction no verdict in time
@@ -389,7 +431,7 @@ static void conn_ready(struct db_conn *c)
 {
     c->state = DB_CONN_READY;
     c->backoff = 0;
-    c->last_used = c->progress = clock_now();
+    c->last_used = c->progress = c->heard = clock_now();
     c->why[0] = '\0';
     c->last_failure[0] = '\0';
     slot_db_up(c, 1);
@@ -593,8 +635,13 @@ static int conn_read_setup(struct db_conn *c)
 
     if (!PQconsumeInput(c->pg))
         return -1;
-    while (verdict == SETUP_MORE && !PQisBusy(c->pg))
-        verdict = setup_step(c, PQgetResult(c->pg));
+    while (verdict == SETUP_MORE && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+
+        if (res != NULL)
+            c->heard = clock_now();
+        verdict = setup_step(c, res);
+    }
     return verdict == SETUP_MORE ? 0 : verdict;
 }
 

@@ -145,6 +145,7 @@ struct db_conn {
     /* Pooled reads, the hung detector, the schema's re-check. */
     int held;                 /* reads in open not sent yet (pooled: one transaction in flight) */
     struct timespec progress; /* the server last answered, or got work while idle */
+    struct timespec heard;    /* the server last sent something on this connection */
     bool recheck;             /* a statement found the schema gone: re-check once drained */
     char why[512];            /* what broke, when libpq does not say */
     enum db_schema_check schema_check; /* DB_CONN_CHECKING: what the check answered */

@@ -690,7 +690,7 @@ int db_conn_read_results(struct db_conn *c)
             break;
         res = PQgetResult(c->pg);
         if (res != NULL)
-            c->progress = clock_now();
+            c->progress = c->heard = clock_now();
         if (t->next == NULL) {
             /* All its queries are in: what comes is the Sync. */
             if (res == NULL)

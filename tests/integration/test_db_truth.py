@@ -89,6 +89,45 @@ def writes_stalled_on_a_row_lock_are_answered_in_time_and_never_applied_later():
 
 
 @test
+def a_backend_that_starts_late_costs_no_other_connection_its_writes():
+    # The hung detector counts a statement's time from when it was sent: past
+    # that plus request_timeout, with no answer, the server seems hung and every
+    # connection to it is dropped. A backend stopped a while (SIGSTOP, as the
+    # soak's stop_primary) starts the statement only when it goes on, behind a
+    # lock here, so the server's own statement_timeout comes later than that.
+    # The server answers on the other connections meanwhile: only the late one
+    # is dropped, and a write sent afterwards on another connection gets the
+    # server's verdict ("not applied"), not "may have been applied".
+    rt = 3
+    with Todod(workers=1, request_timeout=rt, db_write_connections=2) as d:
+        d.start()
+        run_threads(6, lambda i: d.request("POST", "/todos", {"title": "warm %d" % i}))
+        assert wait_until(lambda: len(backends(d)) >= 3, 5), backends(d)  # a read, two writes
+        holder = d.pg.lock_bg(d.db, 12, mode="EXCLUSIVE")  # writes wait, reads do not
+        pids = backends(d)
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            late = {}
+            t = threading.Thread(target=lambda: late.update(r=d.request(
+                "POST", "/todos", {"title": "sent while stopped"}, timeout=rt + 10)))
+            t.start()
+            time.sleep(2)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert d.request("GET", "/todos?limit=1").status == 200  # the server answers
+        after = d.request("POST", "/todos", {"title": "sent after"}, timeout=rt + 10)
+        t.join(rt + 10)
+        holder.wait(15)
+        assert "seems hung" not in d.log(), d.log_tail()
+        assert check_post_truth(d, "sent after", after) == "not applied", after
+        assert late["r"].status == 503, late
+        check_post_truth(d, "sent while stopped", late["r"])
+        assert d.request("POST", "/todos", {"title": "then"}).status == 201
+
+
+@test
 def a_stopped_backend_gets_answers_within_the_deadline_that_the_table_agrees_with():
     rt = 1
     with Todod(workers=1, request_timeout=rt, db_write_connections=1) as d:
