@@ -126,6 +126,9 @@ int auth_load(const struct conf *conf, struct jwt_verifier **out, char *err, siz
     keys = auth_read_keys(conf->jwt_keys, err, errlen);
     if (keys == NULL)
         return -1;
+    if (jwk_set_skipped(keys) > 0) /* an issuer's set (Keycloak's) holds encryption keys */
+        log_info("jwt_keys %s: %zu signature keys; %zu encryption keys (\"use\": \"enc\") skipped",
+                 conf->jwt_keys, jwk_set_count(keys), jwk_set_skipped(keys));
     *out = jwt_verifier_new(keys, conf->jwt_audience, conf->jwt_issuer, conf->jwt_leeway);
     if (*out == NULL) {
         jwk_set_free(keys);

@@ -273,6 +273,54 @@ def tokens_are_refused_as_rfc_8725_advises_and_every_key_type_is_accepted():
 
 
 @test
+def a_keycloak_shaped_key_set_and_access_token_are_accepted_as_conf_readme_says():
+    # conf/README.md "Tokens from an identity provider": Keycloak's certs endpoint
+    # serves an encryption key (RSA-OAEP, "use": "enc") beside its signing key,
+    # both with x5c/x5t members; its access tokens carry aud as an array, a typ
+    # claim, azp, jti, and the granted client scopes among OIDC's in "scope".
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    issuer = "https://kc.example.com/realms/R"
+
+    def jwk(key, kid, alg, use):
+        k = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+        k.update(kid=kid, alg=alg, use=use, x5c=[b64u(b"not parsed by todod")],
+                 x5t=b64u(b"t" * 20), **{"x5t#S256": b64u(b"s" * 32)})
+        return k
+    jwks = {"keys": [jwk(other, "enc-kid", "RSA-OAEP", "enc"), jwk(signer, "sig-kid", "RS256", "sig")]}
+    with Todod(auth="jwt", jwt_issuer=issuer, jwt_audience="todo-api") as d:
+        path = os.path.join(d.dir, "jwks.json")
+        with open(path, "w") as f:
+            json.dump(jwks, f)
+        d.write_conf(jwt_keys=path)
+
+        def token(scope, aud=("todo-api", "account")):
+            now = int(time.time())
+            return jwt.encode({"exp": now + 300, "iat": now, "jti": str(uuid.uuid4()),
+                               "iss": issuer, "aud": list(aud), "sub": str(uuid.uuid4()),
+                               "typ": "Bearer", "azp": "todo-cli", "scope": scope},
+                              signer, algorithm="RS256", headers={"kid": "sig-kid"})
+        good = token("openid profile todos:read todos:write email")
+        wait_started(d, token("ops:read"))
+        assert "1 signature keys; 1 encryption keys" in d.log(), d.log_tail()
+        r = d.request("POST", "/todos", {"title": "from keycloak"}, headers=bearer(good))
+        assert r.status == 201, r
+        assert d.request("GET", "/todos/" + r.json()["id"], headers=bearer(good)).status == 200
+        # the scopes and the audience are checked, as for any token
+        assert_challenge(d.request("POST", "/todos", {"title": "no"},
+                                   headers=bearer(token("openid todos:read"))),
+                         403, "insufficient_scope", "todos:write")
+        assert_challenge(d.request("GET", "/todos", headers=bearer(
+            token("todos:read", aud=("account",)))), 401, "invalid_token")
+        # a token signed with the encryption key's private half names a key todod skipped
+        bad = jwt.encode({"exp": int(time.time()) + 300, "iss": issuer, "aud": "todo-api",
+                          "scope": "todos:read"}, other, algorithm="RS256",
+                         headers={"kid": "enc-kid"})
+        assert_challenge(d.request("GET", "/todos", headers=bearer(bad)), 401, "invalid_token")
+        assert todo_count(d) == 1
+
+
+@test
 def refusals_are_counted_by_reason_and_the_access_log_names_the_sub_never_the_token():
     keys = Keys()
     with jwt_todod(keys, access_log=True) as d:
