@@ -111,6 +111,7 @@ struct stats_shm {
     _Atomic uint64_t worker_restarts; /* replacements of workers that died */
     _Atomic int workers;              /* live workers of the current generation */
     _Atomic int stopping;             /* set by the master: no process accepts again */
+    _Atomic int syns_dropped;         /* set by the master: the listening socket drops SYNs */
     struct stats_counters retired;
     struct stats_slot slots[STATS_MAX_SLOTS];
     struct perf_board perf; /* performance tests spread over the workers */

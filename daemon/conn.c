@@ -10,7 +10,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
-#include <linux/filter.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include "clock.h"
 #include "framing.h"
 #include "log.h"
+#include "synfilter.h"
 
 #define MAX_HEAD        (64 * 1024)
 #define MAX_TARGET      (8 * 1024)
@@ -403,22 +403,16 @@ static void close_listener(struct conn_layer *L)
  * SYN: the queue then only shrinks, but for handshakes already begun, which
  * complete within BACKLOG_QUIET. A client whose SYN was dropped sends it again
  * (after a second, in Linux) to a closed socket: its connection is refused.
- * The filter is the socket's, shared by every worker's copy.
+ * The filter is the socket's, shared by every worker's copy. Linux lets only a
+ * process with CAP_NET_ADMIN attach one to a TCP socket: a master started as
+ * root does it for its workers, which run as `user` (master.c); otherwise a
+ * worker tries itself.
  */
 static bool drop_new_syns(struct conn_layer *L)
 {
-    /* A socket filter sees a TCP segment from its header on: byte 13 holds
-     * the flags; a SYN without ACK opens a connection. */
-    struct sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),
-        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN alone? */
-        BPF_STMT(BPF_RET | BPF_K, 0),                    /* drop it */
-        BPF_STMT(BPF_RET | BPF_K, 0xffffffff),           /* keep the rest */
-    };
-    struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
-
-    if (setsockopt(L->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0) {
+    if (atomic_load(&L->shm->syns_dropped))
+        return true; /* the master did, a little before drain_delay ended */
+    if (synfilter_attach(L->listen_fd) != 0) {
         log_warn("cannot make the listening socket drop new connections (%s): closing it once "
                  "its queue is seen empty",
                  strerror(errno));

@@ -24,6 +24,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "stats.h"
+#include "synfilter.h"
 #include "worker.h"
 
 /*
@@ -32,11 +33,12 @@
  */
 static volatile sig_atomic_t got_hup, got_term, got_chld;
 
-#define BACKOFF_FIRST 0.1 /* seconds before restarting a worker that died young */
-#define BACKOFF_MAX   10.0
-#define YOUNG         2.0 /* a worker that dies younger than this keeps backing off */
-#define TICK_MS       20  /* loop period while something is pending */
-#define KILL_GRACE    2.0 /* beyond shutdown_timeout before SIGKILL */
+#define BACKOFF_FIRST   0.1 /* seconds before restarting a worker that died young */
+#define BACKOFF_MAX     10.0
+#define YOUNG           2.0 /* a worker that dies younger than this keeps backing off */
+#define TICK_MS         20  /* loop period while something is pending */
+#define SYN_FILTER_LEAD 0.2 /* s before drain_delay ends: the socket drops new SYNs */
+#define KILL_GRACE      2.0 /* beyond shutdown_timeout before SIGKILL */
 
 struct child {
     pid_t pid; /* 0: entry unused */
@@ -59,6 +61,7 @@ struct master {
     bool notified_ready; /* READY=1 sent for the current generation */
     bool stopping;
     struct timespec stop_deadline;
+    struct timespec syn_filter_at; /* stopping: when drop_syns_and_close runs */
     double backoff[CONF_MAX_WORKERS];
     struct timespec respawn_at[CONF_MAX_WORKERS];
 };
@@ -453,18 +456,40 @@ static void reload(struct master *m)
     log_info("reloading: starting %d workers", m->conf.workers);
 }
 
+/*
+ * The workers hold their own copies of the listening socket: it closes when
+ * the last of them stops accepting, and from then on connection attempts are
+ * refused (the master's copy would keep it open and let the kernel accept
+ * connections nobody will serve). Its last close would reset what waits in
+ * its queue, so it first drops new SYNs (synfilter.h), and the workers take
+ * the queue until it is empty. Linux asks CAP_NET_ADMIN for that: the master
+ * started as root has it, its workers switched to `user` do not. So the master
+ * attaches the filter SYN_FILTER_LEAD before drain_delay ends, when the
+ * workers stop accepting; if it cannot, each worker tries (conn.c).
+ */
+static void drop_syns_and_close(struct master *m)
+{
+    if (m->listen_fd < 0)
+        return;
+    if (synfilter_attach(m->listen_fd) == 0)
+        atomic_store(&m->shm->syns_dropped, 1);
+    else
+        log_debug("the master cannot make the listening socket drop new connections (%s): "
+                  "the workers try",
+                  strerror(errno));
+    close(m->listen_fd);
+    m->listen_fd = -1;
+}
+
 static void begin_stop(struct master *m)
 {
     int i;
 
-    /* The workers hold their own copies of the listening socket: it closes
-     * when the last of them stops accepting, and from then on connection
-     * attempts are refused (the master's copy would keep it open and let the
-     * kernel accept connections nobody will serve). */
-    if (m->listen_fd >= 0) {
-        close(m->listen_fd);
-        m->listen_fd = -1;
-    }
+    /* The master keeps its copy of the listening socket until just before
+     * drain_delay ends, to make it drop new SYNs then (drop_syns_and_close). */
+    m->syn_filter_at = clock_add(clock_now(), fmax(0, m->conf.drain_delay - SYN_FILTER_LEAD));
+    if (m->conf.drain_delay <= SYN_FILTER_LEAD)
+        drop_syns_and_close(m);
     if (m->admin_fd >= 0) {
         close(m->admin_fd);
         m->admin_fd = -1;
@@ -616,6 +641,8 @@ int master_run(const char *conf_path, struct conf *conf)
                 reload(&m);
         }
         if (m.stopping) {
+            if (clock_diff(clock_now(), m.syn_filter_at) >= 0)
+                drop_syns_and_close(&m);
             if (live_children(&m) == 0)
                 break;
             if (clock_diff(clock_now(), m.stop_deadline) > 0)
