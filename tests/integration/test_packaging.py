@@ -1,4 +1,4 @@
-"""Packaging: the OpenAPI document and the systemd unit.
+"""Packaging: the OpenAPI document, the systemd unit, and the README's map of the code.
 
 Each test is a plain function, so it can also be run on its own:
     python3 -c 'import sys; sys.path.insert(0, "tests/integration");
@@ -270,3 +270,61 @@ def systemd_unit_has_required_settings():
     assert svc.get("AmbientCapabilities", [""])[-1] == "", svc.get("AmbientCapabilities")
 
     assert "multi-user.target" in " ".join(unit["Install"].get("WantedBy", [])).split()
+
+
+# --------------------------------------------------------------------------- the README's map
+
+def _include_layers():
+    """{layer: set of modules} of the include graph of daemon/ and common/: a
+    module (a .c with its .h) is one layer above the highest it includes."""
+    mods = {}
+    for top in ("daemon", "common"):
+        for name in os.listdir(os.path.join(ROOT, top)):
+            base, ext = os.path.splitext(name)
+            if ext in (".c", ".h"):
+                mod = base if top == "daemon" else "common/" + base
+                mods.setdefault(mod, []).append(os.path.join(ROOT, top, name))
+    by_header = {os.path.basename(m) + ".h": m for m in mods}
+    deps = {m: set() for m in mods}
+    for m, files in mods.items():
+        for path in files:
+            with open(path) as f:
+                for inc in re.findall(r'^\s*#\s*include\s+"([^"]+)"', f.read(), re.M):
+                    other = by_header.get(os.path.basename(inc))
+                    if other is not None and other != m:
+                        deps[m].add(other)
+    level = {}
+
+    def layer(m, seen=()):
+        assert m not in seen, "an include circle: %s" % " -> ".join(seen + (m,))
+        if m not in level:
+            level[m] = 1 + max((layer(d, seen + (m,)) for d in deps[m]), default=-1)
+        return level[m]
+    out = {}
+    for m in mods:
+        out.setdefault(layer(m), set()).add(m)
+    return out
+
+
+def _readme_layers():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    block = re.search(r"layers, bottom up.*?```\n(.*?)```", text, re.S)
+    assert block, "README.md has no drawing of the include graph's layers"
+    out, current = {}, None
+    for line in block.group(1).splitlines():
+        m = re.match(r"\s*(\d+)\s+(.*)", line)
+        if m:
+            current = int(m.group(1))
+            line = m.group(2)
+        out.setdefault(current, set()).update(line.split())
+    return out
+
+
+@test
+def readme_draws_the_include_graph_as_the_code_has_it():
+    code, readme = _include_layers(), _readme_layers()
+    diff = ["layer %d: README %s, code %s" % (n, sorted(readme.get(n, set()) - code.get(n, set())),
+                                               sorted(code.get(n, set()) - readme.get(n, set())))
+            for n in sorted(set(code) | set(readme)) if code.get(n) != readme.get(n)]
+    assert not diff, "README.md's layers differ from the includes:\n" + "\n".join(diff)
