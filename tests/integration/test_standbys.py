@@ -13,7 +13,8 @@ once resumed; a client that sends back each POST's `Todod-Lsn` as `Todod-After`
 never gets a 404 for the todo it just created, over hundreds of rounds with replay
 paused and resumed at random moments on random standbys; a standby killed under
 load costs no request; a promoted standby serves no read; a list's `total` served
-by a standby is exact for that standby's snapshot."""
+by a standby is exact for that standby's snapshot. The same contract holds through
+the shipped HAProxy configuration with two instances reading from both standbys."""
 
 import os
 import random
@@ -23,11 +24,13 @@ import threading
 import time
 
 from lib.marks import test
+from lib.client import Client, _encode_body, _http_connection, _read_response
 from lib.pg import Postgres
 from lib.todod import Todod
 from lib.checks import assert_json_error, wait_until
 from lib.metrics import metric
 from lib.env import PGBIN
+from test_cluster import Cluster
 from test_db_engines import _make_standby, _run_as_runner
 
 LSN = re.compile(r"^([0-9A-F]{1,8})/([0-9A-F]{1,8})$")
@@ -197,6 +200,23 @@ def _start(d, standbys):
     assert wait_until(lambda: all(_all(d, s, "fit") for s in standbys), 20), _states(d)
 
 
+def _pause_replay_at_random(standbys, stop, rng):
+    """Until stop is set: pause or resume replay on a random standby, at random
+    moments; then resume every standby it left paused."""
+    paused = set()
+    while not stop.is_set():
+        s = rng.choice(standbys)
+        if s in paused:
+            s.psql("SELECT pg_wal_replay_resume()")
+            paused.discard(s)
+        else:
+            s.psql("SELECT pg_wal_replay_pause()")
+            paused.add(s)
+        time.sleep(rng.uniform(0, 0.3))
+    for s in paused:
+        s.psql("SELECT pg_wal_replay_resume()")
+
+
 @test
 def reads_spread_over_both_standbys_and_say_so():
     primary, standbys, db = _cluster()
@@ -282,22 +302,8 @@ def a_client_that_echoes_todod_lsn_reads_every_write_it_made():
         _start(d, standbys)
         stop = threading.Event()
         rng = random.Random(22)
-        chaos_rng = random.Random(2022)
-
-        def chaos():
-            paused = set()
-            while not stop.is_set():
-                s = chaos_rng.choice(standbys)
-                if s in paused:
-                    s.psql("SELECT pg_wal_replay_resume()")
-                    paused.discard(s)
-                else:
-                    s.psql("SELECT pg_wal_replay_pause()")
-                    paused.add(s)
-                time.sleep(chaos_rng.uniform(0, 0.3))
-            for s in paused:
-                s.psql("SELECT pg_wal_replay_resume()")
-        t = threading.Thread(target=chaos)
+        t = threading.Thread(target=_pause_replay_at_random,
+                             args=(standbys, stop, random.Random(2022)))
         t.start()
         served = {"primary": 0, "standby": 0}
         try:
@@ -420,3 +426,171 @@ def a_list_total_from_a_standby_is_exact_for_its_snapshot():
             assert served_by(r) == "primary" and r.json()["pagination"]["total"] == 42, r
         finally:
             standby.psql("SELECT pg_wal_replay_resume()")
+
+
+def _via(port, method, path, body=None, headers=None):
+    """One request through HAProxy on a new client connection (so to either
+    instance and any of its workers), sent once -> (Response, the connection's
+    client port, which HAProxy's log names)."""
+    body, headers = _encode_body(body, headers)
+    conn = _http_connection("127.0.0.1", port, 10)
+    try:
+        conn.connect()
+        me = conn.sock.getsockname()[1]
+        conn.request(method, path, body=body, headers=headers)
+        return _read_response(conn)[0], me
+    finally:
+        conn.close()
+
+
+def _servers_by_client_port(haproxy):
+    """{client port: server} of the API requests HAProxy logged (it may drop
+    log lines when its output is busy: a request may be missing)."""
+    return {int(r["line"].split()[0].rsplit(":", 1)[1]): r["server"]
+            for r in haproxy.requests()}
+
+
+@test
+def through_haproxy_two_instances_with_standbys_read_every_write_and_survive_a_killed_standby():
+    # Two todod instances (2 workers each) behind the shipped HAProxy
+    # configuration, both reading from the same two standbys. Every request of
+    # the read-your-writes rounds is a new connection; a random extra request
+    # between a round's POST and GET shifts HAProxy's round robin, so the GET goes
+    # to the instance that made the write or to the other one.
+    rounds, reads = 120, 300
+    primary, standbys, db = _cluster()
+    survivor, victim = standbys
+    with Cluster(n=2, pg=primary, db=db, workers=2, database_read_url=_read_url(standbys, db),
+                 max_replica_lag=30) as cl:
+        cl.start()
+        port = cl.haproxy.port
+        for d in cl.nodes:
+            assert wait_until(lambda: all(_all(d, s, "fit") for s in standbys), 20), _states(d)
+
+        # 1. read-your-writes, replay paused and resumed at random meanwhile
+        stop = threading.Event()
+        rng = random.Random(23)
+        t = threading.Thread(target=_pause_replay_at_random,
+                             args=(standbys, stop, random.Random(2023)))
+        t.start()
+        made = {}
+        served = {"primary": 0, "standby": 0}
+        sent, pairs = 0, []   # requests through HAProxy; (POST's, GET's client port)
+        try:
+            for i in range(rounds):
+                created, wrote = _via(port, "POST", "/todos", {"title": "h%d" % i})
+                assert created.status == 201, (i, created)
+                made[created.json()["id"]] = created.json()
+                after = created.headers["todod-lsn"]
+                sent += 2
+                if rng.random() < 0.5:
+                    assert _via(port, "GET", "/todos?limit=1")[0].status == 200
+                    sent += 1
+                if i % 2:
+                    time.sleep(rng.uniform(0, 0.3))
+                r, read = _via(port, "GET", "/todos/" + created.json()["id"],
+                               headers={"Todod-After": after})
+                pairs.append((wrote, read))
+                assert r.status == 200, (i, after, r, served)
+                assert r.json() == created.json(), (r.json(), created.json())
+                assert answer_lsn(r) >= lsn(after), (r.headers, after)
+                served[served_by(r)] += 1
+        finally:
+            stop.set()
+            t.join()
+        # which instance made each write and which read it, from HAProxy's log
+        wait_until(lambda: len(cl.haproxy.requests()) >= sent, 5)
+        by_port = _servers_by_client_port(cl.haproxy)
+        known = [(by_port[w], by_port[r]) for w, r in pairs if w in by_port and r in by_port]
+        same = sum(1 for w, r in known if w == r)
+        other = len(known) - same
+        # the rounds met both instances both ways, and the standbys served some
+        assert same > 0 and other > 0, (same, other, len(pairs))
+        assert served["standby"] > 0, served
+
+        # 2. reads spread over both standbys, from both instances
+        for s in standbys:
+            assert wait_until(lambda: s.psql("SELECT count(*) FROM todos", db=db)
+                              == str(rounds), 20)
+        for d in cl.nodes:
+            assert wait_until(lambda: all(_all(d, s, "fit") for s in standbys), 10), _states(d)
+        _flush_stats(survivor, db)
+        scans0 = [_scans(s, db) for s in standbys]
+        totals0 = [d.stats()["totals"] for d in cl.nodes]
+        ids = list(made)
+        spread = {"primary": 0, "standby": 0}
+        for i in range(reads):
+            r = _via(port, "GET", ["/todos/" + ids[i % rounds], "/todos?limit=3",
+                                   "/todos/done/false"][i % 3])[0]
+            assert r.status == 200, r
+            spread[served_by(r)] += 1
+        totals1 = [d.stats()["totals"] for d in cl.nodes]
+        _flush_stats(survivor, db)
+        grew = [b - a for a, b in zip(scans0, [_scans(s, db) for s in standbys])]
+        per_instance = [b["db_reads_standby"] - a["db_reads_standby"]
+                        for a, b in zip(totals0, totals1)]
+        assert spread["primary"] <= reads // 20, spread
+        assert all(g >= 50 for g in grew), grew
+        assert all(n >= reads // 4 for n in per_instance), per_instance
+
+        # 3. a standby killed under reads through HAProxy: no request fails
+        halt = threading.Event()
+        bad, counts = [], [0] * 4
+
+        def load(k):
+            # threads 0 and 1: a new connection per request; 2 and 3: keep-alive
+            c = Client("127.0.0.1", port, timeout=10, retry=False)
+            try:
+                while not halt.is_set():
+                    if k < 2:
+                        c.close()
+                    n = counts[k]
+                    path = "/todos/" + ids[(n * 4 + k) % rounds] if n % 2 else "/todos?limit=5"
+                    try:
+                        r = c.request("GET", path)
+                        if r.status != 200:
+                            bad.append((path, r))
+                    except Exception as e:  # noqa: BLE001 - every failure is one
+                        bad.append((path, "%s: %s" % (type(e).__name__, e)))
+                        c.close()
+                    counts[k] = n + 1
+            finally:
+                c.close()
+        threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        try:
+            assert wait_until(lambda: sum(counts) >= 200, 20), counts
+            at_kill = sum(counts)
+            _kill(victim)
+            # on until every worker of both instances has found it down, and a while after
+            for d in cl.nodes:
+                assert wait_until(lambda: _all(d, victim, "down"), 10), _states(d)
+            at_down = sum(counts)
+            assert wait_until(lambda: sum(counts) >= at_down + 200, 20), counts
+        finally:
+            halt.set()
+            for th in threads:
+                th.join()
+        total = sum(counts)
+        assert not bad, bad[:5]
+        for d in cl.nodes:
+            assert _all(d, victim, "down") and _all(d, survivor, "fit"), _states(d)
+        # every answer was todod's own: HAProxy retried no request it logged, and
+        # saw no error
+        wait_until(lambda: len(cl.haproxy.requests()) >= sent + reads + total, 5)
+        logged = cl.haproxy.requests()
+        retried = [r["line"] for r in logged if r["retries"].lstrip("+") != "0"]
+        assert not retried, retried[:5]
+        assert not cl.haproxy.problems(), cl.report()
+        # the database: exactly the acknowledged writes, on the primary and the survivor
+        for s in (primary, survivor):
+            assert set(s.psql("SELECT id FROM todos", db=db).split()) == set(made), s.port
+        print("    (%d read-your-writes rounds through HAProxy, no 404: %d read on the "
+              "instance that wrote, %d on the other, %d not in HAProxy's log; served by %s)"
+              % (rounds, same, other, rounds - len(known), served))
+        print("    (%d reads: %s; scans on each standby: %s; standby reads per instance: %s)"
+              % (reads, spread, grew, per_instance))
+        print("    (%d reads, the standby killed after %d, down for all after %d: no failed "
+              "request; HAProxy logged %d of all %d requests, none retried)"
+              % (total, at_kill, at_down, len(logged), sent + reads + total))
