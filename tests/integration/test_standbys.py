@@ -53,6 +53,15 @@ def served_by(r):
     return m.group(1)
 
 
+def _reads_its_write(r, created, after, served, i):
+    """r, the GET of the todo `created` with Todod-After `after`, found it, from data
+    at or past that position; counted in served by the server that answered."""
+    assert r.status == 200, (i, after, r, served)
+    assert r.json() == created.json(), (r.json(), created.json())
+    assert answer_lsn(r) >= lsn(after), (r.headers, after)
+    served[served_by(r)] += 1
+
+
 def sql(d, text):
     return d.pg.psql(text, db=d.db)
 
@@ -316,10 +325,7 @@ def a_client_that_echoes_todod_lsn_reads_every_write_it_made():
                     time.sleep(rng.uniform(0, 0.3))
                 r = d.request("GET", "/todos/" + created.json()["id"],
                               headers={"Todod-After": after})
-                assert r.status == 200, (i, after, r, served)
-                assert r.json() == created.json(), (r.json(), created.json())
-                assert answer_lsn(r) >= lsn(after), (r.headers, after)
-                served[served_by(r)] += 1
+                _reads_its_write(r, created, after, served, i)
         finally:
             stop.set()
             t.join()
@@ -491,10 +497,7 @@ def through_haproxy_two_instances_with_standbys_read_every_write_and_survive_a_k
                 r, read = _via(port, "GET", "/todos/" + created.json()["id"],
                                headers={"Todod-After": after})
                 pairs.append((wrote, read))
-                assert r.status == 200, (i, after, r, served)
-                assert r.json() == created.json(), (r.json(), created.json())
-                assert answer_lsn(r) >= lsn(after), (r.headers, after)
-                served[served_by(r)] += 1
+                _reads_its_write(r, created, after, served, i)
         finally:
             stop.set()
             t.join()

@@ -11,6 +11,7 @@ ssl module in front of the real receivers (TlsProxy): the OTLP receiver of
 otlp.py, or a second todod."""
 
 import atexit
+import contextlib
 import http.client
 import json
 import os
@@ -261,56 +262,54 @@ def rows(pg, db):
                        db=db))
 
 
-@test
-def a_spread_test_reaches_an_https_node_with_exact_counts():
-    n = 20001
+@contextlib.contextmanager
+def https_node(cn, san):
+    """Instance b behind a TLS proxy whose certificate (from a test CA) names cn and
+    san, and instance a, which trusts that CA and spreads its tests to b over
+    https://localhost. Yields (pg, db, a, b, proxy, node)."""
     pki = Pki()
-    cert, key = pki.server("localhost", "DNS:localhost")
+    cert, key = pki.server(cn, san)
     pg = get_pg()
     db = pg.create_database()
-    b = Todod(pg=pg, db=db, workers=1, listen="127.0.0.3:%d" % free_port("127.0.0.3"))
-    with b:
+    with Todod(pg=pg, db=db, workers=1, listen="127.0.0.3:%d" % free_port("127.0.0.3")) as b:
         b.start()
         with TlsProxy(cert, key, (b.host, b.port)) as proxy:
             node = "https://localhost:%d" % proxy.port
             with Todod(pg=pg, db=db, workers=1, perf_nodes=node, tls_ca_file=pki.ca) as a:
                 a.start()
-                rep = spread(a, n)
-                assert rep["success_count"] == n and rep["error_count"] == 0, rep
-                assert rep["unknown_count"] == 0 and rep["nodes"] == 2, rep
-                nodes = {p["node"]: p for p in rep["per_node"]}
-                assert nodes[node]["success_count"] == n - n // 2, nodes  # ran by b, through TLS
-                assert "error" not in nodes[node], nodes[node]
-                assert rows(pg, db) == n
-                assert proxy.handshakes >= 1 and proxy.failed_handshakes == 0
+                yield pg, db, a, b, proxy, node
+
+
+@test
+def a_spread_test_reaches_an_https_node_with_exact_counts():
+    n = 20001
+    with https_node("localhost", "DNS:localhost") as (pg, db, a, b, proxy, node):
+        rep = spread(a, n)
+        assert rep["success_count"] == n and rep["error_count"] == 0, rep
+        assert rep["unknown_count"] == 0 and rep["nodes"] == 2, rep
+        nodes = {p["node"]: p for p in rep["per_node"]}
+        assert nodes[node]["success_count"] == n - n // 2, nodes  # ran by b, through TLS
+        assert "error" not in nodes[node], nodes[node]
+        assert rows(pg, db) == n
+        assert proxy.handshakes >= 1 and proxy.failed_handshakes == 0
 
 
 @test
 def an_https_node_with_another_host_name_never_gets_the_test():
     n = 20001
-    pki = Pki()
-    cert, key = pki.server("other", "DNS:other.example")
-    pg = get_pg()
-    db = pg.create_database()
-    b = Todod(pg=pg, db=db, workers=1, listen="127.0.0.3:%d" % free_port("127.0.0.3"))
-    with b:
-        b.start()
-        with TlsProxy(cert, key, (b.host, b.port)) as proxy:
-            node = "https://localhost:%d" % proxy.port
-            with Todod(pg=pg, db=db, workers=1, perf_nodes=node, tls_ca_file=pki.ca) as a:
-                a.start()
-                rep = spread(a, n)
-                nodes = {p["node"]: p for p in rep["per_node"]}
-                assert "hostname mismatch" in nodes[node]["error"], nodes[node]
-                # never sent the request: its rows are errors, not unknown
-                assert nodes[node]["error_count"] == n - n // 2, nodes[node]
-                assert nodes[node]["success_count"] == 0 and nodes[node]["unknown_count"] == 0
-                assert rep["success_count"] == n // 2, rep  # the local share only
-                assert rows(pg, db) == n // 2
-                assert proxy.relayed == 0 and proxy.handshakes == 0, proxy.relayed
-                assert metric(b.metrics(), "todod_http_requests_total",
-                              {"route": "/todos/performance-test"}, default=0.0) == 0
-                assert a.request("GET", "/todos").status == 200
+    with https_node("other", "DNS:other.example") as (pg, db, a, b, proxy, node):
+        rep = spread(a, n)
+        nodes = {p["node"]: p for p in rep["per_node"]}
+        assert "hostname mismatch" in nodes[node]["error"], nodes[node]
+        # never sent the request: its rows are errors, not unknown
+        assert nodes[node]["error_count"] == n - n // 2, nodes[node]
+        assert nodes[node]["success_count"] == 0 and nodes[node]["unknown_count"] == 0
+        assert rep["success_count"] == n // 2, rep  # the local share only
+        assert rows(pg, db) == n // 2
+        assert proxy.relayed == 0 and proxy.handshakes == 0, proxy.relayed
+        assert metric(b.metrics(), "todod_http_requests_total",
+                      {"route": "/todos/performance-test"}, default=0.0) == 0
+        assert a.request("GET", "/todos").status == 200
 
 
 def tls_postgres(pki, cert, key):
