@@ -468,6 +468,42 @@ def first_time_schema_creation_waits_briefly_for_a_lock_and_retries():
         assert r.status == 200 and r.json()["pagination"]["total"] == 1, r
 
 
+@test
+def a_missing_index_is_made_again_waiting_briefly_for_a_lock_like_the_first_time():
+    with Todod(workers=1, request_timeout=2) as d:
+        d.start()
+        for i in range(3):
+            assert d.request("POST", "/todos", {"title": "before %d" % i}).status == 201
+        d.pg.psql("DROP INDEX todod_todos_created_at_id", db=d.db)
+        # Another session's long write transaction: CREATE INDEX waits for it.
+        holder = d.pg.psql_bg("BEGIN; INSERT INTO todos (title) VALUES ('held'); "
+                              "SELECT pg_sleep(8); COMMIT;", db=d.db)
+        assert wait_until(lambda: d.pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()",
+            db=d.db) == "1", 5)
+        t_held = time.monotonic()
+        # todod's connections start again, and each asks what is missing.
+        for pid in backends(d):
+            d.pg.psql("SELECT pg_terminate_backend(%d)" % pid, db=d.db)
+        assert wait_until(lambda: "lock timeout" in d.log(), 6), d.log_tail()
+        # While todod's CREATE INDEX waits, a third session's write queues behind
+        # it; lock_timeout bounds that, far below the holder's 8 s.
+        t0 = time.monotonic()
+        d.pg.psql("INSERT INTO todos (title) VALUES ('third')", db=d.db)
+        took = time.monotonic() - t0
+        assert took < 3.5, "another session's INSERT waited %.2fs behind todod's DDL" % took
+        assert time.monotonic() - t_held < 7, "the holder's lock was over before the check"
+        holder.wait(15)
+        body, _ = list_until_served(d)
+        assert body["pagination"]["total"] == 5 == int(d.pg.psql(
+            "SELECT count(*) FROM todos", db=d.db)), body
+        assert d.pg.psql("SELECT count(*) FROM pg_indexes WHERE indexname = "
+                         "'todod_todos_created_at_id'", db=d.db) == "1"
+        assert "made the todod schema whole again (it missed" in d.log(), d.log_tail()
+        print("    (another session's INSERT waited %.2f s behind the re-making)" % took)
+
+
 # The replaced service's migration (API.md "Schema").
 OLD_MIGRATION = (
     "create table if not exists todos (id uuid primary key default gen_random_uuid(), "
