@@ -287,8 +287,10 @@ def _assert_through_bouncer(bouncer, pg, db, d, before=(0, 0), min_bytes=1, shar
     PgBouncer's server connections (no more than its pool), and PgBouncer received
     at least min_bytes from its clients since `before` (_bouncer_stats). Returns
     figures to print."""
+    # Client backends only: an autovacuum worker of the database shows there too.
     backends = _psql(pg.port, "SELECT pid, application_name, client_port FROM pg_stat_activity "
-                     "WHERE datname = current_database() AND pid <> pg_backend_pid()", db)
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                     "AND backend_type = 'client backend'", db)
     clients = [c for c in bouncer.show("CLIENTS") if c["database"] == db]
     servers = [s for s in bouncer.show("SERVERS") if s["database"] == db]
     # todod's connections are PgBouncer's clients: at least one per worker.
@@ -632,9 +634,7 @@ def behind_pgbouncer_a_write_stalled_on_a_lock_is_answered_in_time_and_never_app
             holder = pg.psql_bg("BEGIN; SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE; "
                                 "SELECT pg_sleep(3); COMMIT;" % todo["id"], db=db)
             try:
-                assert wait_until(lambda: pg.psql(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-                    "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=db) == "1", 5)
+                assert pg.wait_sleeping(db)
 
                 def client(i):
                     t0 = time.monotonic()

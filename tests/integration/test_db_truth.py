@@ -64,9 +64,7 @@ def writes_stalled_on_a_row_lock_are_answered_in_time_and_never_applied_later():
         todo = d.request("POST", "/todos", {"title": "locked"}).json()
         holder = d.pg.psql_bg("BEGIN; SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE; "
                               "SELECT pg_sleep(3); COMMIT;" % todo["id"], db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "1", 5)
+        assert d.pg.wait_sleeping(d.db)
 
         def client(i):
             if i < 2:
@@ -163,9 +161,7 @@ def terminating_the_backend_of_a_waiting_write_gives_a_truthful_answer():
         todo = d.request("POST", "/todos", {"title": "locked"}).json()
         holder = d.pg.psql_bg("BEGIN; SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE; "
                               "SELECT pg_sleep(4); COMMIT;" % todo["id"], db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "1", 5)
+        assert d.pg.wait_sleeping(d.db)
         result = {}
         t = threading.Thread(target=lambda: result.update(
             r=d.request("PUT", "/todos/" + todo["id"], {"done": True}, timeout=10)))
@@ -344,9 +340,7 @@ def a_reload_during_another_sessions_long_write_transaction_fails_no_request():
         d.start()
         holder = d.pg.psql_bg("BEGIN; INSERT INTO todos (title) VALUES ('held'); "
                               "SELECT pg_sleep(4); COMMIT;", db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "1", 5)
+        assert d.pg.wait_sleeping(d.db)
         stop = threading.Event()
         answers = []
         unsent = []  # POSTs whose keep-alive connection a retiring worker closed first
@@ -425,9 +419,7 @@ def the_schema_is_made_once_and_a_reload_waits_for_no_open_transaction():
         # NOT EXISTS) would wait for it; a reload's new connections must not.
         holder = d.pg.psql_bg("BEGIN; INSERT INTO todos (title) VALUES ('held'); "
                               "SELECT pg_sleep(4); COMMIT;", db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "1", 5)
+        assert d.pg.wait_sleeping(d.db)
         old = d.worker_pids()
         t0 = time.monotonic()
         d.signal(signal.SIGHUP)
@@ -457,9 +449,7 @@ def first_time_schema_creation_waits_briefly_for_a_lock_and_retries():
                   db=d.db)
         holder = d.pg.psql_bg("BEGIN; INSERT INTO todos (title) VALUES ('old'); "
                               "SELECT pg_sleep(3.5); COMMIT;", db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "1", 5)
+        assert d.pg.wait_sleeping(d.db)
         d.start(wait="http")
         assert wait_until(lambda: "lock timeout" in d.log(), 5), d.log_tail()
         holder.wait(10)
@@ -478,10 +468,7 @@ def a_missing_index_is_made_again_waiting_briefly_for_a_lock_like_the_first_time
         # Another session's long write transaction: CREATE INDEX waits for it.
         holder = d.pg.psql_bg("BEGIN; INSERT INTO todos (title) VALUES ('held'); "
                               "SELECT pg_sleep(8); COMMIT;", db=d.db)
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()",
-            db=d.db) == "1", 5)
+        assert d.pg.wait_sleeping(d.db)
         t_held = time.monotonic()
         # todod's connections start again, and each asks what is missing.
         for pid in backends(d):
@@ -622,9 +609,7 @@ def an_open_insert_of_another_session_never_holds_up_todods_writes():
         # Many sessions each hold an open insert (each holds a count row locked).
         holders = [d.pg.psql_bg("BEGIN; INSERT INTO todos (title) VALUES ('held %d'); "
                                 "SELECT pg_sleep(3); COMMIT;" % i, db=d.db) for i in range(4)]
-        assert wait_until(lambda: d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "4", 5)
+        assert d.pg.wait_sleeping(d.db, 4)
         took = []
         for i in range(20):
             r, t = timed_request(d, "POST", "/todos", {"title": "free %d" % i})

@@ -55,9 +55,7 @@ def a_write_waiting_on_the_database_at_shutdown_timeout_is_answered_and_the_tabl
         holder = d.pg.psql_bg("BEGIN; SELECT 1 FROM todos WHERE id = '%s' FOR UPDATE; "
                               "SELECT pg_sleep(3); COMMIT;" % todo["id"], db=d.db)
         try:
-            assert wait_until(lambda: d.pg.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-                "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=d.db) == "1", 5)
+            assert d.pg.wait_sleeping(d.db)
             t, result = in_background(lambda: d.request(
                 "PUT", "/todos/" + todo["id"], {"title": "changed", "done": True}, timeout=15))
             assert wait_until(lambda: backends_waiting_on_a_lock(d), 5), "the PUT is not waiting"

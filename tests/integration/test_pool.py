@@ -41,9 +41,7 @@ class RowLock:
                                  "SELECT pg_sleep(%g); COMMIT;" % (todo, seconds), db=d.db)
 
     def wait_held(self, holders=1):
-        assert wait_until(lambda: self.d.pg.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()", db=self.d.db) == str(holders), 5), \
+        assert self.d.pg.wait_sleeping(self.d.db, holders), \
             "no lock holder"
 
     def wait(self):

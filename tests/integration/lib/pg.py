@@ -97,6 +97,19 @@ class Postgres:
         p.stdin.close()
         return p
 
+    def wait_sleeping(self, db, n=1, seconds=5):
+        """Waits until n other sessions of db are in pg_sleep (a holder started by
+        psql_bg then holds what it took before its sleep); True if they are."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+                         "AND state = 'active' AND pid <> pg_backend_pid() "
+                         "AND datname = current_database()", db=db) == str(n):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
     def lock_bg(self, db, seconds, table="todos", mode="ACCESS EXCLUSIVE"):
         """Another session holds `table` of `db` in `mode` for `seconds`; returns
         its psql Popen once that lock is granted, with the backend's pid as
