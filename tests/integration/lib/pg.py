@@ -13,6 +13,7 @@ import threading
 import time
 
 from lib import env
+from lib.checks import wait_until
 from lib.env import IS_ROOT, PG_RUNNER, PG_SH, PGBIN, free_port
 
 class Postgres:
@@ -100,15 +101,10 @@ class Postgres:
     def wait_sleeping(self, db, n=1, seconds=5):
         """Waits until n other sessions of db are in pg_sleep (a holder started by
         psql_bg then holds what it took before its sleep); True if they are."""
-        deadline = time.monotonic() + seconds
-        while True:
-            if self.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
-                         "AND state = 'active' AND pid <> pg_backend_pid() "
-                         "AND datname = current_database()", db=db) == str(n):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
+        return wait_until(lambda: self.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+            "AND state = 'active' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()", db=db) == str(n), seconds)
 
     def lock_bg(self, db, seconds, table="todos", mode="ACCESS EXCLUSIVE"):
         """Another session holds `table` of `db` in `mode` for `seconds`; returns
